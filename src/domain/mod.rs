@@ -1,0 +1,16 @@
+//! Domain types: values that can only be constructed valid.
+//!
+//! Each type's `parse` is the single place its rule is checked; the rest of the code takes the
+//! type as proof and never re-checks. Nothing here knows about HTTP or SQL.
+
+mod ids;
+mod money;
+mod order;
+mod service_name;
+mod timestamp;
+
+pub use ids::{OrderId, ServiceId};
+pub use money::{Money, MoneyError};
+pub use order::{MAX_SERVICES_PER_ORDER, OrderDraft, OrderDraftError};
+pub use service_name::{ServiceName, ServiceNameError};
+pub use timestamp::{Timestamp, TimestampError};

@@ -1,0 +1,104 @@
+//! Points in time as the API shows them: UTC, millisecond precision.
+
+use std::fmt;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// An instant with millisecond precision, always shown in UTC with a `Z` suffix, like the
+/// sample data's `2022-11-01T11:11:11.111Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(DateTime<Utc>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    #[error("must be an RFC 3339 date-time with a UTC offset, like 2022-11-01T11:11:11.111Z")]
+    NotRfc3339,
+    #[error("must be a year between 0001 and 9999")]
+    OutOfRange,
+}
+
+impl Timestamp {
+    /// Reads an RFC 3339 date-time. The offset is required: a time without one names no
+    /// instant. Digits beyond the millisecond are dropped (truncated, never rounded up into
+    /// the next millisecond).
+    pub fn parse(text: &str) -> Result<Self, TimestampError> {
+        let parsed = DateTime::parse_from_rfc3339(text).map_err(|_| TimestampError::NotRfc3339)?;
+        let utc = parsed.with_timezone(&Utc);
+        Self::from_utc(utc)
+    }
+
+    /// Wraps an instant read from the database or the clock.
+    pub fn from_utc(instant: DateTime<Utc>) -> Result<Self, TimestampError> {
+        use chrono::Datelike;
+        // Four-digit years only: what RFC 3339 can write, and what every client can parse back.
+        if !(1..=9999).contains(&instant.year()) {
+            return Err(TimestampError::OutOfRange);
+        }
+        Ok(Self(instant.trunc_subsecs(3)))
+    }
+
+    pub fn as_datetime(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_input_round_trips_exactly() {
+        let parsed = Timestamp::parse("2022-11-01T11:11:11.111Z").unwrap();
+        assert_eq!(parsed.to_string(), "2022-11-01T11:11:11.111Z");
+    }
+
+    #[test]
+    fn offsets_are_normalised_to_utc_with_milliseconds() {
+        let parsed = Timestamp::parse("2022-11-01T13:11:11+02:00").unwrap();
+        assert_eq!(parsed.to_string(), "2022-11-01T11:11:11.000Z");
+    }
+
+    #[test]
+    fn sub_millisecond_digits_are_truncated() {
+        let parsed = Timestamp::parse("2022-11-01T11:11:11.111999Z").unwrap();
+        assert_eq!(parsed.to_string(), "2022-11-01T11:11:11.111Z");
+    }
+
+    #[test]
+    fn a_time_without_offset_is_refused() {
+        assert_eq!(
+            Timestamp::parse("2022-11-01T11:11:11.111"),
+            Err(TimestampError::NotRfc3339)
+        );
+    }
+
+    #[test]
+    fn garbage_and_impossible_dates_are_refused() {
+        for text in [
+            "",
+            "yesterday",
+            "2022-13-01T00:00:00Z",
+            "2022-02-30T00:00:00Z",
+        ] {
+            assert_eq!(
+                Timestamp::parse(text),
+                Err(TimestampError::NotRfc3339),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn year_zero_is_out_of_range() {
+        assert_eq!(
+            Timestamp::parse("0000-06-01T00:00:00Z"),
+            Err(TimestampError::OutOfRange)
+        );
+    }
+}
