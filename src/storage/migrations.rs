@@ -1,0 +1,42 @@
+//! Schema migrations: the SQL files in `migrations/`, embedded in the binary and run by refinery.
+
+use deadpool_postgres::Pool;
+
+use super::StoreError;
+
+refinery::embed_migrations!("migrations");
+
+/// An arbitrary key for the advisory lock that serialises migrations. Two instances starting
+/// at once would otherwise both try to create refinery's history table and the schema.
+const MIGRATION_LOCK_KEY: i64 = 0x6f72_6465_7273; // "orders"
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a migration failed")]
+    Refinery(#[from] refinery::Error),
+}
+
+impl From<tokio_postgres::Error> for MigrationError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Store(StoreError::from_db(error))
+    }
+}
+
+/// Brings the schema up to date. Returns how many migrations were applied, so the first start
+/// against an empty database can be told apart from later ones.
+pub async fn run(pool: &Pool) -> Result<usize, MigrationError> {
+    let mut client = pool.get().await.map_err(StoreError::from)?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let report = migrations::runner().run_async(&mut **client).await;
+    // Unlock even when a migration failed; the session lock would otherwise live as long as
+    // the pooled connection.
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let applied = report?.applied_migrations().len();
+    Ok(applied)
+}

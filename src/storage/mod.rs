@@ -1,0 +1,153 @@
+//! Storage: the SQL that reads and writes orders and services, behind a connection pool.
+//!
+//! Every query is a prepared statement cached per connection (`prepare_cached`). Rules that
+//! must hold under concurrency (the 3-hour rule, unique names, existing services) are
+//! constraints in the schema; this module only translates their violations, in one place
+//! ([`StoreError::from_db`]), into errors the layers above can act on. It knows nothing of HTTP.
+
+pub mod migrations;
+pub mod orders;
+pub mod seed;
+pub mod services;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::{NoTls, error::SqlState};
+
+use crate::domain::{OrderId, ServiceId};
+
+/// Opens a pool of connections to the configured database. Connections are made lazily, so
+/// this succeeds even when the database is down; requests then fail with
+/// [`StoreError::Unavailable`] until it is back.
+pub fn connect_pool(config: tokio_postgres::Config, max_connections: usize) -> Pool {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // A broken connection shows itself on first use and is replaced; checking each one
+            // on checkout would cost a round trip per request.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_connections)
+        .runtime(Runtime::Tokio1)
+        // Bounded waits, so an unreachable database turns into a prompt 503, not a hung request.
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .expect("a pool with a runtime and timeouts always builds")
+}
+
+/// Everything that can go wrong in storage, in terms the HTTP layer maps to statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such record")]
+    NotFound,
+    #[error("the record has changed since the version the caller holds")]
+    VersionMismatch,
+    #[error("the order's time is less than 3 hours from another order's")]
+    OrderTimeConflict {
+        /// The order it clashes with, when it could be found (it may have been deleted since).
+        conflicting_order_id: Option<OrderId>,
+    },
+    #[error("a service with that name already exists")]
+    ServiceNameTaken,
+    #[error("the service is booked by at least one order")]
+    ServiceInUse,
+    #[error("unknown services: {0:?}")]
+    UnknownServices(Vec<ServiceId>),
+    #[error("the database cannot be reached")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("database error")]
+    Database(#[source] tokio_postgres::Error),
+}
+
+impl StoreError {
+    /// Maps a database error to what it means, by constraint name for integrity violations.
+    /// Callers that need details the error does not carry (which order clashed, which service
+    /// is unknown) look them up after the failed statement.
+    pub fn from_db(error: tokio_postgres::Error) -> Self {
+        let Some(db_error) = error.as_db_error() else {
+            // No server response at all: the connection is gone.
+            return Self::Unavailable(Box::new(error));
+        };
+        match (db_error.code(), db_error.constraint()) {
+            (&SqlState::EXCLUSION_VIOLATION, Some("orders_three_hour_rule")) => {
+                Self::OrderTimeConflict {
+                    conflicting_order_id: None,
+                }
+            }
+            (&SqlState::UNIQUE_VIOLATION, Some("services_name_unique_ci")) => {
+                Self::ServiceNameTaken
+            }
+            (&SqlState::FOREIGN_KEY_VIOLATION, Some("order_services_service_exists")) => {
+                // Raised on insert (the service is missing) and on delete (it is in use);
+                // callers that insert turn this into `UnknownServices`.
+                Self::ServiceInUse
+            }
+            (code, _) if is_unavailable(code) => Self::Unavailable(Box::new(error)),
+            _ => Self::Database(error),
+        }
+    }
+}
+
+/// Server states that mean "try again later" rather than "this request is wrong".
+fn is_unavailable(code: &SqlState) -> bool {
+    [
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::CONNECTION_FAILURE,
+        SqlState::CONNECTION_EXCEPTION,
+        SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+    ]
+    .contains(code)
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::from_db(error)
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(error: PoolError) -> Self {
+        match error {
+            PoolError::Backend(error) => Self::from_db(error),
+            other => Self::Unavailable(Box::new(other)),
+        }
+    }
+}
+
+/// Whether the database answers a trivial query: what `/readyz` reports.
+pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached("SELECT 1").await?;
+    client.query_one(&statement, &[]).await?;
+    Ok(())
+}
+
+/// A page of results in keyset order, and the key to continue after it, if there is more.
+#[derive(Debug)]
+pub struct Page<T, K> {
+    pub items: Vec<T>,
+    pub next: Option<K>,
+}
+
+impl<T, K> Page<T, K> {
+    /// Builds a page from up to `limit + 1` rows: the extra row, if present, only proves that
+    /// another page exists, and the last kept row's key is where that page starts after.
+    fn from_overfetched(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(key)
+        } else {
+            None
+        };
+        Self { items, next }
+    }
+}

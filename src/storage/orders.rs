@@ -1,0 +1,362 @@
+//! SQL for orders and the services they book.
+//!
+//! An order is read with its services in one statement (a join, never a query per row), and
+//! written in one statement, so a failed write leaves nothing behind without an explicit
+//! transaction.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use rust_decimal::Decimal;
+use tokio_postgres::Row;
+
+use super::{Page, StoreError};
+use crate::domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp};
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRecord {
+    pub id: OrderId,
+    pub scheduled_at: Timestamp,
+    pub total_fee: Money,
+    pub services: Vec<BookedService>,
+    /// Bumped on every change to what the API shows of the order.
+    pub version: i32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A service as an order shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookedService {
+    pub id: ServiceId,
+    pub name: String,
+}
+
+/// Where a page of orders starts: after this (scheduled_at, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderCursor {
+    pub scheduled_at: DateTime<Utc>,
+    pub id: OrderId,
+}
+
+/// Which orders to list.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    /// Scheduled at or after.
+    pub from: Option<Timestamp>,
+    /// Scheduled strictly before.
+    pub to: Option<Timestamp>,
+    pub service_id: Option<ServiceId>,
+}
+
+/// The columns every order query returns, in this order: the order's own, then one booked
+/// service per row (rows of one order are adjacent and in the client's order).
+const ORDER_COLUMNS: &str =
+    "o.id, o.scheduled_at, o.total_fee, o.version, o.created_at, o.updated_at, s.id, s.name";
+
+/// Folds rows of `ORDER_COLUMNS` (one per booked service, orders adjacent) into orders.
+fn fold_orders(rows: &[Row]) -> Result<Vec<OrderRecord>, StoreError> {
+    let mut orders: Vec<OrderRecord> = Vec::new();
+    for row in rows {
+        let id = OrderId::from_db(row.get(0));
+        let service = BookedService {
+            id: ServiceId::from_db(row.get(6)),
+            name: row.get(7),
+        };
+        match orders.last_mut() {
+            Some(order) if order.id == id => order.services.push(service),
+            _ => orders.push(OrderRecord {
+                id,
+                scheduled_at: stored_timestamp(row.get(1)),
+                total_fee: Money::from_decimal(row.get::<_, Decimal>(2))
+                    .expect("the schema's CHECK keeps fees in range"),
+                version: row.get(3),
+                created_at: stored_timestamp(row.get(4)),
+                updated_at: stored_timestamp(row.get(5)),
+                services: vec![service],
+            }),
+        }
+    }
+    Ok(orders)
+}
+
+fn stored_timestamp(instant: DateTime<Utc>) -> Timestamp {
+    // Everything stored came through `Timestamp` or `now()`, both within four-digit years.
+    Timestamp::from_utc(instant).expect("stored timestamps are within range")
+}
+
+fn single(mut orders: Vec<OrderRecord>) -> Result<OrderRecord, StoreError> {
+    orders.pop().ok_or(StoreError::NotFound)
+}
+
+fn raw_ids(ids: &[ServiceId]) -> Vec<i64> {
+    ids.iter().map(|id| id.get()).collect()
+}
+
+pub async fn fetch(pool: &Pool, id: OrderId) -> Result<OrderRecord, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {ORDER_COLUMNS}
+             FROM orders o
+             JOIN order_services os ON os.order_id = o.id
+             JOIN services s ON s.id = os.service_id
+             WHERE o.id = $1
+             ORDER BY os.position"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&id.get()]).await?;
+    single(fold_orders(&rows)?)
+}
+
+/// Creates an order, or reports why it cannot be: its time clashes with another order's, or
+/// one of its services does not exist.
+pub async fn insert(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, StoreError> {
+    let client = pool.get().await?;
+    // `ON CONFLICT DO NOTHING` turns a clash with the 3-hour rule into "no row" rather than an
+    // error: cheaper, and it leaves no dead tuple behind.
+    let statement = client
+        .prepare_cached(&format!(
+            "WITH o AS (
+                 INSERT INTO orders (scheduled_at, total_fee) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING
+                 RETURNING id, scheduled_at, total_fee, version, created_at, updated_at
+             ), os AS (
+                 INSERT INTO order_services (order_id, service_id, position)
+                 SELECT o.id, requested.service_id, requested.position
+                 FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
+                 RETURNING service_id, position
+             )
+             SELECT {ORDER_COLUMNS}
+             FROM o, os JOIN services s ON s.id = os.service_id
+             ORDER BY os.position"
+        ))
+        .await?;
+    let service_ids = raw_ids(&draft.service_ids);
+    let result = client
+        .query(
+            &statement,
+            &[
+                &draft.scheduled_at.as_datetime(),
+                &draft.total_fee.as_decimal(),
+                &service_ids,
+            ],
+        )
+        .await;
+    match result {
+        Ok(rows) if rows.is_empty() => Err(StoreError::OrderTimeConflict {
+            conflicting_order_id: find_conflict(&client, draft.scheduled_at, None).await?,
+        }),
+        Ok(rows) => single(fold_orders(&rows)?),
+        Err(error) => Err(explain_write_error(&client, error, draft, None).await),
+    }
+}
+
+/// Replaces an order's time, fee and services, if its version is one of `expected_versions`
+/// (any version when `None`).
+pub async fn replace(
+    pool: &Pool,
+    id: OrderId,
+    draft: &OrderDraft,
+    expected_versions: Option<&[i32]>,
+) -> Result<OrderRecord, StoreError> {
+    let client = pool.get().await?;
+    // One statement, so a failure anywhere (the 3-hour rule, an unknown service) changes
+    // nothing. The links to drop and the links to upsert are disjoint sets of rows, which is
+    // what lets them share a statement.
+    let statement = client
+        .prepare_cached(&format!(
+            "WITH o AS (
+                 UPDATE orders
+                 SET scheduled_at = $2, total_fee = $3, version = version + 1, updated_at = now()
+                 WHERE id = $1 AND ($5::int[] IS NULL OR version = ANY ($5))
+                 RETURNING id, scheduled_at, total_fee, version, created_at, updated_at
+             ), dropped AS (
+                 DELETE FROM order_services
+                 WHERE order_id IN (SELECT id FROM o) AND service_id <> ALL ($4::bigint[])
+             ), os AS (
+                 INSERT INTO order_services (order_id, service_id, position)
+                 SELECT o.id, requested.service_id, requested.position
+                 FROM o, unnest($4::bigint[]) WITH ORDINALITY AS requested (service_id, position)
+                 ON CONFLICT (order_id, service_id) DO UPDATE SET position = excluded.position
+                 RETURNING service_id, position
+             )
+             SELECT {ORDER_COLUMNS}
+             FROM o, os JOIN services s ON s.id = os.service_id
+             ORDER BY os.position"
+        ))
+        .await?;
+    let service_ids = raw_ids(&draft.service_ids);
+    let result = client
+        .query(
+            &statement,
+            &[
+                &id.get(),
+                &draft.scheduled_at.as_datetime(),
+                &draft.total_fee.as_decimal(),
+                &service_ids,
+                &expected_versions,
+            ],
+        )
+        .await;
+    match result {
+        Ok(rows) if rows.is_empty() => Err(why_not_written(&client, id).await?),
+        Ok(rows) => single(fold_orders(&rows)?),
+        Err(error) => Err(explain_write_error(&client, error, draft, Some(id)).await),
+    }
+}
+
+/// Deletes an order, if its version is one of `expected_versions` (any when `None`). Its
+/// slot in the calendar is free again at once.
+pub async fn delete(
+    pool: &Pool,
+    id: OrderId,
+    expected_versions: Option<&[i32]>,
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "DELETE FROM orders WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY ($2))",
+        )
+        .await?;
+    match client
+        .execute(&statement, &[&id.get(), &expected_versions])
+        .await?
+    {
+        0 => Err(why_not_written(&client, id).await?),
+        _ => Ok(()),
+    }
+}
+
+/// One page of orders in (scheduled_at, id) order, starting after `after`.
+pub async fn list(
+    pool: &Pool,
+    filter: &OrderFilter,
+    after: Option<OrderCursor>,
+    limit: usize,
+) -> Result<Page<OrderRecord, OrderCursor>, StoreError> {
+    let client = pool.get().await?;
+    // The page is chosen first on the (scheduled_at, id) index, then joined to its services:
+    // one round trip, and no query per order. A NULL parameter switches its filter off.
+    let statement = client
+        .prepare_cached(&format!(
+            "WITH o AS (
+                 SELECT id, scheduled_at, total_fee, version, created_at, updated_at
+                 FROM orders
+                 WHERE ($1::timestamptz IS NULL OR scheduled_at >= $1)
+                   AND ($2::timestamptz IS NULL OR scheduled_at < $2)
+                   AND ($3::bigint IS NULL OR EXISTS (
+                           SELECT 1 FROM order_services f
+                           WHERE f.order_id = orders.id AND f.service_id = $3))
+                   AND ($4::timestamptz IS NULL OR (scheduled_at, id) > ($4, $5::bigint))
+                 ORDER BY scheduled_at, id
+                 LIMIT $6
+             )
+             SELECT {ORDER_COLUMNS}
+             FROM o
+             JOIN order_services os ON os.order_id = o.id
+             JOIN services s ON s.id = os.service_id
+             ORDER BY o.scheduled_at, o.id, os.position"
+        ))
+        .await?;
+    let overfetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &filter.from.map(|t| t.as_datetime()),
+                &filter.to.map(|t| t.as_datetime()),
+                &filter.service_id.map(ServiceId::get),
+                &after.map(|cursor| cursor.scheduled_at),
+                &after.map(|cursor| cursor.id.get()),
+                &overfetch,
+            ],
+        )
+        .await?;
+    let orders = fold_orders(&rows)?;
+    Ok(Page::from_overfetched(orders, limit, |order| OrderCursor {
+        scheduled_at: order.scheduled_at.as_datetime(),
+        id: order.id,
+    }))
+}
+
+/// After a conditional write touched no row: was the order missing, or at another version?
+async fn why_not_written(
+    client: &impl GenericClient,
+    id: OrderId,
+) -> Result<StoreError, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT 1 FROM orders WHERE id = $1")
+        .await?;
+    Ok(match client.query_opt(&statement, &[&id.get()]).await? {
+        Some(_) => StoreError::VersionMismatch,
+        None => StoreError::NotFound,
+    })
+}
+
+/// Turns a failed write into its meaning, looking up what the error does not say.
+async fn explain_write_error(
+    client: &impl GenericClient,
+    error: tokio_postgres::Error,
+    draft: &OrderDraft,
+    updating: Option<OrderId>,
+) -> StoreError {
+    let explained = match StoreError::from_db(error) {
+        StoreError::OrderTimeConflict { .. } => find_conflict(client, draft.scheduled_at, updating)
+            .await
+            .map(|conflicting_order_id| StoreError::OrderTimeConflict {
+                conflicting_order_id,
+            }),
+        // On insert, this foreign key fails because a service does not exist.
+        StoreError::ServiceInUse => find_unknown_services(client, &draft.service_ids)
+            .await
+            .map(StoreError::UnknownServices),
+        other => Ok(other),
+    };
+    explained.unwrap_or_else(|lookup_error| lookup_error)
+}
+
+/// The order, other than `except`, whose 3-hour window overlaps the one at `scheduled_at`.
+/// Runs after the failed write, so the answer can be "none any more".
+async fn find_conflict(
+    client: &impl GenericClient,
+    scheduled_at: Timestamp,
+    except: Option<OrderId>,
+) -> Result<Option<OrderId>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT id FROM orders
+             WHERE order_booking_window(scheduled_at) && order_booking_window($1)
+               AND id IS DISTINCT FROM $2
+             ORDER BY abs(extract(epoch FROM scheduled_at - $1)), id
+             LIMIT 1",
+        )
+        .await?;
+    let row = client
+        .query_opt(
+            &statement,
+            &[&scheduled_at.as_datetime(), &except.map(OrderId::get)],
+        )
+        .await?;
+    Ok(row.map(|row| OrderId::from_db(row.get(0))))
+}
+
+/// Which of `ids` name no service.
+async fn find_unknown_services(
+    client: &impl GenericClient,
+    ids: &[ServiceId],
+) -> Result<Vec<ServiceId>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT requested.id
+             FROM unnest($1::bigint[]) WITH ORDINALITY AS requested (id, position)
+             WHERE NOT EXISTS (SELECT 1 FROM services WHERE services.id = requested.id)
+             ORDER BY requested.position",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&raw_ids(ids)]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| ServiceId::from_db(row.get(0)))
+        .collect())
+}

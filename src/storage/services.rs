@@ -1,0 +1,154 @@
+//! SQL for services.
+
+use deadpool_postgres::{GenericClient, Pool};
+use tokio_postgres::Row;
+
+use super::{Page, StoreError};
+use crate::domain::{ServiceId, ServiceName, Timestamp};
+
+/// A service as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub id: ServiceId,
+    pub name: String,
+    /// Bumped on every change.
+    pub version: i32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+const SERVICE_COLUMNS: &str = "id, name, version, created_at, updated_at";
+
+fn from_row(row: &Row) -> ServiceRecord {
+    let stored =
+        |index| Timestamp::from_utc(row.get(index)).expect("stored timestamps are within range");
+    ServiceRecord {
+        id: ServiceId::from_db(row.get(0)),
+        name: row.get(1),
+        version: row.get(2),
+        created_at: stored(3),
+        updated_at: stored(4),
+    }
+}
+
+pub async fn fetch(pool: &Pool, id: ServiceId) -> Result<ServiceRecord, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1"
+        ))
+        .await?;
+    let row = client.query_opt(&statement, &[&id.get()]).await?;
+    row.as_ref().map(from_row).ok_or(StoreError::NotFound)
+}
+
+pub async fn insert(pool: &Pool, name: &ServiceName) -> Result<ServiceRecord, StoreError> {
+    let client = pool.get().await?;
+    // The only conflict possible is the case-insensitive unique name.
+    let statement = client
+        .prepare_cached(&format!(
+            "INSERT INTO services (name) VALUES ($1)
+             ON CONFLICT DO NOTHING
+             RETURNING {SERVICE_COLUMNS}"
+        ))
+        .await?;
+    let row = client.query_opt(&statement, &[&name.as_str()]).await?;
+    row.as_ref()
+        .map(from_row)
+        .ok_or(StoreError::ServiceNameTaken)
+}
+
+/// Renames a service, if its version is one of `expected_versions` (any when `None`). Orders
+/// that book it show its name, so their versions (and so their ETags) move on too.
+pub async fn rename(
+    pool: &Pool,
+    id: ServiceId,
+    name: &ServiceName,
+    expected_versions: Option<&[i32]>,
+) -> Result<ServiceRecord, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "WITH renamed AS (
+                 UPDATE services
+                 SET name = $2, version = version + 1, updated_at = now()
+                 WHERE id = $1 AND ($3::int[] IS NULL OR version = ANY ($3))
+                 RETURNING {SERVICE_COLUMNS}
+             ), touched AS (
+                 UPDATE orders SET version = version + 1
+                 WHERE id IN (SELECT order_id FROM order_services
+                              WHERE service_id IN (SELECT id FROM renamed))
+             )
+             SELECT {SERVICE_COLUMNS} FROM renamed"
+        ))
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&id.get(), &name.as_str(), &expected_versions])
+        .await?;
+    match row {
+        Some(row) => Ok(from_row(&row)),
+        None => Err(why_not_written(&client, id).await?),
+    }
+}
+
+/// Deletes a service, if its version is one of `expected_versions` (any when `None`) and no
+/// order books it.
+pub async fn delete(
+    pool: &Pool,
+    id: ServiceId,
+    expected_versions: Option<&[i32]>,
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "DELETE FROM services WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY ($2))",
+        )
+        .await?;
+    match client
+        .execute(&statement, &[&id.get(), &expected_versions])
+        .await?
+    {
+        0 => Err(why_not_written(&client, id).await?),
+        _ => Ok(()),
+    }
+}
+
+/// One page of services in id order, starting after `after`.
+pub async fn list(
+    pool: &Pool,
+    after: Option<ServiceId>,
+    limit: usize,
+) -> Result<Page<ServiceRecord, ServiceId>, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services
+             WHERE ($1::bigint IS NULL OR id > $1)
+             ORDER BY id
+             LIMIT $2"
+        ))
+        .await?;
+    let overfetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let rows = client
+        .query(&statement, &[&after.map(ServiceId::get), &overfetch])
+        .await?;
+    let services = rows.iter().map(from_row).collect();
+    Ok(Page::from_overfetched(
+        services,
+        limit,
+        |service: &ServiceRecord| service.id,
+    ))
+}
+
+async fn why_not_written(
+    client: &impl GenericClient,
+    id: ServiceId,
+) -> Result<StoreError, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT 1 FROM services WHERE id = $1")
+        .await?;
+    Ok(match client.query_opt(&statement, &[&id.get()]).await? {
+        Some(_) => StoreError::VersionMismatch,
+        None => StoreError::NotFound,
+    })
+}
