@@ -1,0 +1,265 @@
+//! The middleware every request passes through, outermost.
+//!
+//! It gives each request an id (the caller's `x-request-id`, or a new one), enforces the body
+//! size limit, runs the request inside a tracing span, turns every error the framework raises
+//! (bad JSON, wrong content type, unknown route, wrong method) into the API's problem+json,
+//! adds `x-request-id` to every response, and logs each request once.
+
+use std::{sync::Arc, time::Instant};
+
+use poem::{
+    Endpoint, IntoResponse, Middleware, Request, Response, Result,
+    error::{MethodNotAllowedError, NotFoundError, ReadBodyError},
+    http::{HeaderValue, Method, header},
+};
+use poem_openapi::{
+    error::{ContentTypeError, ParseParamError, ParseRequestPayloadError},
+    registry::MetaApi,
+};
+use tracing::Instrument;
+
+use super::{
+    input::FIELD_ERROR_MARKER,
+    problem::{ApiError, REQUEST_ID, error_chain},
+};
+
+/// Bodies larger than this are refused with 413 before they are parsed.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Which methods each path accepts, for the `Allow` header of a 405.
+#[derive(Debug, Default)]
+pub struct RouteTable(Vec<(Vec<String>, Vec<Method>)>);
+
+impl RouteTable {
+    /// The table of the OpenAPI operations, read from their metadata so it cannot drift.
+    pub fn from_meta(apis: Vec<MetaApi>) -> Self {
+        let mut table = Self::default();
+        for path in apis.into_iter().flat_map(|api| api.paths) {
+            let methods = path.operations.iter().map(|op| op.method.clone()).collect();
+            table.add(&path.path, methods);
+        }
+        table
+    }
+
+    pub fn add(&mut self, template: &str, methods: Vec<Method>) {
+        self.0.push((segments(template), methods));
+    }
+
+    /// The `Allow` value for a concrete path: its methods, plus HEAD where GET is.
+    fn allow(&self, path: &str) -> Option<String> {
+        let requested = segments(path);
+        let (_, methods) = self.0.iter().find(|(template, _)| {
+            template.len() == requested.len()
+                && template
+                    .iter()
+                    .zip(&requested)
+                    .all(|(pattern, part)| pattern.starts_with('{') || pattern == part)
+        })?;
+        let mut names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        if methods.contains(&Method::GET) {
+            names.push("HEAD");
+        }
+        Some(names.join(", "))
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub struct Edge {
+    routes: Arc<RouteTable>,
+}
+
+impl Edge {
+    pub fn new(routes: RouteTable) -> Self {
+        Self {
+            routes: Arc::new(routes),
+        }
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for Edge {
+    type Output = EdgeEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        EdgeEndpoint {
+            inner,
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+pub struct EdgeEndpoint<E> {
+    inner: E,
+    routes: Arc<RouteTable>,
+}
+
+impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, mut request: Request) -> Result<Response> {
+        let started = Instant::now();
+        let request_id = request_id(&request);
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let span = tracing::info_span!("request", %request_id, %method, %path);
+
+        let mut response = REQUEST_ID
+            .scope(
+                request_id.clone(),
+                async {
+                    if let Err(error) = buffer_body(&mut request).await {
+                        return error.into_response();
+                    }
+                    match self.inner.call(request).await {
+                        Ok(response) => response.into_response(),
+                        Err(error) if error.is_from_response() => error.into_response(),
+                        Err(error) => self.to_api_error(&error, &path).into_response(),
+                    }
+                }
+                .instrument(span.clone()),
+            )
+            .await;
+
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        let status = response.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        span.in_scope(|| tracing::info!(status, latency_ms, "request served"));
+        Ok(response)
+    }
+}
+
+impl<E> EdgeEndpoint<E> {
+    /// Maps an error the framework raised (not one of our typed responses) to the API's own.
+    fn to_api_error(&self, error: &poem::Error, path: &str) -> ApiError {
+        if let Some(payload) = error.downcast_ref::<ParseRequestPayloadError>() {
+            return match payload.reason.split_once(FIELD_ERROR_MARKER) {
+                Some((_, detail)) => ApiError::InvalidBody(detail.to_owned()),
+                None => ApiError::MalformedJson(format!(
+                    "the request body is not valid JSON: {}",
+                    payload.reason
+                )),
+            };
+        }
+        if error.is::<ContentTypeError>() {
+            return ApiError::UnsupportedMediaType(
+                "the request body must be JSON, sent with Content-Type: application/json"
+                    .to_owned(),
+            );
+        }
+        if let Some(param) = error.downcast_ref::<ParseParamError>() {
+            return ApiError::InvalidParameter(format!(
+                "{}: {}",
+                param.name,
+                parameter_problem(&param.reason)
+            ));
+        }
+        if error.is::<NotFoundError>() {
+            return ApiError::NotFound(format!("there is nothing at {path}"));
+        }
+        if error.is::<MethodNotAllowedError>() {
+            if let Some(allow) = self.routes.allow(path) {
+                return ApiError::MethodNotAllowed { allow };
+            }
+        }
+        if error.status().is_client_error() {
+            tracing::warn!(error = %error, status = error.status().as_u16(), "unmapped client error");
+            return ApiError::InvalidParameter(error.to_string());
+        }
+        tracing::error!(error = %error_chain(error), "unhandled error");
+        ApiError::Internal
+    }
+}
+
+/// The reason a parameter was refused, without the framework's wording around it.
+fn parameter_problem(reason: &str) -> String {
+    // poem-openapi writes `failed to parse "<type name>": <problem>`; integer types add their
+    // parser's words, which a caller does not need.
+    let problem = match reason.split_once("\": ") {
+        Some((prefix, problem)) if prefix.starts_with("failed to parse \"") => problem,
+        _ => reason,
+    };
+    if reason.contains("\"integer_") {
+        return "must be an integer".to_owned();
+    }
+    problem.to_owned()
+}
+
+/// The caller's request id when it is a sensible one, else a fresh one.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 200)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Reads the body into memory, refusing it if it is over the limit, and puts it back for the
+/// handler. Bodies are small JSON documents, so buffering them costs nothing worth saving.
+async fn buffer_body(request: &mut Request) -> Result<(), ApiError> {
+    let too_large = ApiError::PayloadTooLarge {
+        limit_bytes: MAX_BODY_BYTES,
+    };
+    let declared_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(too_large);
+    }
+    match request.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            request.set_body(bytes);
+            Ok(())
+        }
+        // A chunked body without a declared length is caught here, as it streams in.
+        Err(ReadBodyError::PayloadTooLarge) => Err(too_large),
+        Err(error) => Err(ApiError::MalformedJson(format!(
+            "the request body could not be read: {error}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_the_methods_of_the_matching_template() {
+        let mut routes = RouteTable::default();
+        routes.add("/orders", vec![Method::POST, Method::GET]);
+        routes.add(
+            "/orders/{id}",
+            vec![Method::GET, Method::PUT, Method::DELETE],
+        );
+        assert_eq!(routes.allow("/orders").as_deref(), Some("POST, GET, HEAD"));
+        assert_eq!(
+            routes.allow("/orders/223").as_deref(),
+            Some("GET, PUT, DELETE, HEAD")
+        );
+        assert_eq!(routes.allow("/orders/223/x"), None);
+    }
+
+    #[test]
+    fn parameter_problems_lose_the_framework_wording() {
+        assert_eq!(
+            parameter_problem("failed to parse \"Timestamp\": must be an RFC 3339 date-time"),
+            "must be an RFC 3339 date-time"
+        );
+        assert_eq!(
+            parameter_problem("failed to parse \"integer_int64\": invalid digit found in string"),
+            "must be an integer"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! `/healthz` and `/readyz`: for load balancers and orchestrators.
+
+use deadpool_postgres::Pool;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+
+use super::{
+    ApiTags,
+    problem::{ApiError, ApiFailure, error_statuses},
+};
+use crate::storage;
+
+/// A health report.
+#[derive(Debug, Clone, Object)]
+pub struct HealthStatus {
+    /// Always `ok` when the check passes.
+    pub status: String,
+}
+
+#[derive(ApiResponse)]
+enum Healthy {
+    /// The check passed.
+    #[oai(status = 200)]
+    Ok(Json<HealthStatus>),
+}
+
+impl Healthy {
+    fn ok() -> Self {
+        Self::Ok(Json(HealthStatus {
+            status: "ok".to_owned(),
+        }))
+    }
+}
+
+error_statuses! {
+    ReadyErrors = [503];
+}
+
+pub struct HealthApi {
+    pub pool: Pool,
+}
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// Liveness
+    ///
+    /// The process is up and serving. Touches no database.
+    #[oai(path = "/healthz", method = "get", operation_id = "health_live")]
+    async fn health_live(&self) -> Healthy {
+        Healthy::ok()
+    }
+
+    /// Readiness
+    ///
+    /// The database answers; otherwise 503 with `Retry-After`.
+    #[oai(path = "/readyz", method = "get", operation_id = "health_ready")]
+    async fn health_ready(&self) -> Result<Healthy, ApiFailure<ReadyErrors>> {
+        match storage::ping(&self.pool).await {
+            Ok(()) => Ok(Healthy::ok()),
+            Err(error) => {
+                tracing::warn!(error = %super::problem::error_chain(&error), "not ready");
+                Err(ApiError::Unavailable.into())
+            }
+        }
+    }
+}

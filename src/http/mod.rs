@@ -1,0 +1,99 @@
+//! The HTTP layer: routes, request parsing, and mapping results and errors to responses.
+//!
+//! The API is described by poem-openapi traits, one module per resource; the published spec
+//! (`/openapi.json`, `/openapi.yaml`, the committed `openapi.yaml`) is derived from them.
+//! Handlers parse input into domain types, call storage, and map the outcome. No SQL here.
+
+mod conditional;
+pub mod edge;
+mod health;
+mod input;
+mod orders;
+mod pagination;
+pub mod problem;
+mod schema;
+mod services;
+
+use deadpool_postgres::Pool;
+use poem::{Endpoint, EndpointExt, Route, get, http::Method};
+use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, Tags};
+
+use self::{
+    edge::{Edge, RouteTable},
+    health::HealthApi,
+    orders::OrdersApi,
+    services::ServicesApi,
+};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Orders: a time slot, a fee and the services booked. No two orders are less than
+    /// 3 hours apart.
+    Orders,
+    /// Services that orders book.
+    Services,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+type Api = (OrdersApi, ServicesApi, HealthApi);
+
+const DESCRIPTION: &str = "The one place where other systems create, change and read orders.\n\n\
+Every error is `application/problem+json` with a stable `code`; every response carries \
+`x-request-id`. Single resources carry a strong `ETag`: send it back in `If-Match` to update or \
+delete safely, or in `If-None-Match` to revalidate.";
+
+/// The OpenAPI service: the operations and their spec.
+pub fn api_service(pool: Pool) -> OpenApiService<Api, ()> {
+    let api = (
+        OrdersApi { pool: pool.clone() },
+        ServicesApi { pool: pool.clone() },
+        HealthApi { pool },
+    );
+    OpenApiService::new(api, "Orders service", env!("CARGO_PKG_VERSION"))
+        .description(DESCRIPTION)
+        .extra_response_header::<String, _>(
+            ExtraHeader::new("x-request-id").description(
+                "The request's id: the caller's own when it sent one, else a new one.",
+            ),
+        )
+}
+
+/// The spec as YAML, as committed in `openapi.yaml`.
+pub fn spec_yaml(pool: Pool) -> String {
+    api_service(pool).spec_yaml()
+}
+
+/// The whole application: API, spec, docs, and the edge middleware around all of them.
+pub fn app(pool: Pool) -> impl Endpoint {
+    let service = api_service(pool);
+    let spec_json = service.spec();
+    let spec_yaml = service.spec_yaml();
+    let docs = service.swagger_ui();
+
+    let mut routes = RouteTable::from_meta(<Api as OpenApi>::meta());
+    for path in ["/openapi.json", "/openapi.yaml", "/docs"] {
+        routes.add(path, vec![Method::GET]);
+    }
+
+    Route::new()
+        .nest("/", service)
+        .at(
+            "/openapi.json",
+            get(poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json")
+                    .body(spec_json.clone())
+            })),
+        )
+        .at(
+            "/openapi.yaml",
+            get(poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/yaml")
+                    .body(spec_yaml.clone())
+            })),
+        )
+        .nest("/docs", docs)
+        .with(Edge::new(routes))
+}

@@ -1,0 +1,408 @@
+//! `/orders`: create, list, view, replace and delete orders.
+
+use deadpool_postgres::Pool;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Header, Path, Query},
+    payload::Json,
+    types::Example,
+};
+
+use super::{
+    ApiTags,
+    conditional::{IfMatch, etag, if_none_match_matches},
+    input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
+    pagination::{self, decode_order_cursor, encode_order_cursor},
+    problem::{ApiError, ApiFailure, error_statuses},
+    schema::money_from_json,
+};
+use crate::{
+    domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp},
+    storage::{
+        self,
+        orders::{OrderFilter, OrderRecord},
+    },
+};
+
+/// An order: a time slot, a fee and the services booked.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct Order {
+    /// Assigned by the server.
+    pub id: String,
+    /// When the order is scheduled. No two orders are less than 3 hours apart.
+    pub datetime: Timestamp,
+    /// The order's total fee in currency units, exact to the cent.
+    pub totalfee: Money,
+    /// The services booked, in the order the client listed them.
+    pub services: Vec<BookedService>,
+    /// When the order was created.
+    pub created_at: Timestamp,
+    /// When the order was last replaced.
+    pub updated_at: Timestamp,
+}
+
+impl Example for Order {
+    fn example() -> Self {
+        let at = Timestamp::parse("2022-11-01T11:11:11.111Z").expect("valid example");
+        Self {
+            id: "223".to_owned(),
+            datetime: at,
+            totalfee: Money::parse("100").expect("valid example"),
+            services: vec![BookedService {
+                id: "123".to_owned(),
+                name: "Inspection".to_owned(),
+            }],
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
+impl From<OrderRecord> for Order {
+    fn from(record: OrderRecord) -> Self {
+        Self {
+            id: record.id.to_string(),
+            datetime: record.scheduled_at,
+            totalfee: record.total_fee,
+            services: record
+                .services
+                .into_iter()
+                .map(|service| BookedService {
+                    id: service.id.to_string(),
+                    name: service.name,
+                })
+                .collect(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
+/// A service as an order shows it.
+#[derive(Debug, Clone, Object)]
+pub struct BookedService {
+    /// The service's id.
+    pub id: String,
+    /// The service's current name.
+    pub name: String,
+}
+
+/// The body of a create or a replace: every field is required, and no other is accepted.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields, example)]
+pub struct OrderInput {
+    /// When the order is scheduled: an RFC 3339 date-time with an offset. Must be at least
+    /// 3 hours from every other order.
+    pub datetime: Timestamp,
+    /// The total fee: 0 to 1000000000, at most 2 decimal places.
+    pub totalfee: Money,
+    /// The services to book: 1 to 50, no repeats, each an existing service.
+    #[oai(validator(min_items = 1, max_items = 50))]
+    pub services: Vec<ServiceRef>,
+}
+
+impl Example for OrderInput {
+    fn example() -> Self {
+        Self {
+            datetime: Timestamp::parse("2022-11-01T11:11:11.111Z").expect("valid example"),
+            totalfee: Money::parse("100").expect("valid example"),
+            services: vec![ServiceRef {
+                id: "123".to_owned(),
+            }],
+        }
+    }
+}
+
+impl OrderInput {
+    /// The draft this body asks for, or why it cannot be one.
+    fn into_draft(self) -> Result<OrderDraft, ApiError> {
+        let raw_ids: Vec<&str> = self
+            .services
+            .iter()
+            .map(|service| service.id.as_str())
+            .collect();
+        OrderDraft::check_services(&raw_ids).map_err(|error| {
+            ApiError::InvalidBody(FieldError::new("services", error).to_string())
+        })?;
+        // An id the server never issued (`"abc"`, `"-1"`) names no service, like an unused one.
+        let unknown: Vec<String> = raw_ids
+            .iter()
+            .filter(|id| ServiceId::parse(id).is_none())
+            .map(|id| (*id).to_owned())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ApiError::UnknownServices(unknown));
+        }
+        let service_ids = raw_ids
+            .iter()
+            .filter_map(|id| ServiceId::parse(id))
+            .collect();
+        OrderDraft::new(self.datetime, self.totalfee, service_ids)
+            .map_err(|error| ApiError::InvalidBody(FieldError::new("services", error).to_string()))
+    }
+}
+
+impl ReadJson for OrderInput {
+    const FIELDS: &'static [&'static str] = &["datetime", "totalfee", "services"];
+
+    fn read(fields: &mut Fields) -> Result<Self, FieldError> {
+        Ok(Self {
+            datetime: fields.required("datetime", |value| {
+                Timestamp::parse(string(value)?).map_err(|error| FieldError::new("", error))
+            })?,
+            totalfee: fields.required("totalfee", scalar(money_from_json))?,
+            services: fields.required("services", |value| read_array(value, read_object))?,
+        })
+    }
+}
+
+/// A reference to a service by id.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ServiceRef {
+    /// The id of an existing service.
+    pub id: String,
+}
+
+impl ReadJson for ServiceRef {
+    const FIELDS: &'static [&'static str] = &["id"];
+
+    fn read(fields: &mut Fields) -> Result<Self, FieldError> {
+        Ok(Self {
+            id: fields.required("id", |value| string(value).map(str::to_owned))?,
+        })
+    }
+}
+
+/// A page of orders.
+#[derive(Debug, Clone, Object)]
+pub struct OrderPage {
+    /// Orders in (datetime, id) order.
+    pub orders: Vec<Order>,
+    /// Pass as `page_token` to get the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(ApiResponse)]
+enum OrderCreated {
+    /// The order was created.
+    #[oai(status = 201)]
+    Created(
+        Json<Order>,
+        /// The new order's URL.
+        #[oai(header = "Location")]
+        String,
+        /// The order's current version, for `If-Match` and `If-None-Match`.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+#[derive(ApiResponse)]
+enum OrderFetched {
+    /// The order.
+    #[oai(status = 200)]
+    Ok(
+        Json<Order>,
+        /// The order's current version, for `If-Match` and `If-None-Match`.
+        #[oai(header = "ETag")]
+        String,
+    ),
+    /// `If-None-Match` matches: the order has not changed.
+    #[oai(status = 304)]
+    NotModified(
+        /// The order's current version.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+#[derive(ApiResponse)]
+enum OrderReplaced {
+    /// The order was replaced; the body is its new state.
+    #[oai(status = 200)]
+    Ok(
+        Json<Order>,
+        /// The order's new version.
+        #[oai(header = "ETag")]
+        String,
+    ),
+}
+
+#[derive(ApiResponse)]
+enum OrderListed {
+    /// A page of orders.
+    #[oai(status = 200)]
+    Ok(Json<OrderPage>),
+}
+
+#[derive(ApiResponse)]
+enum OrderDeleted {
+    /// The order was deleted; its time slot is free.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+error_statuses! {
+    CreateErrors = [400, 409, 413, 415, 422, 500, 503];
+    ListErrors = [400, 500, 503];
+    ViewErrors = [404, 500, 503];
+    ReplaceErrors = [400, 404, 409, 412, 413, 415, 422, 500, 503];
+    DeleteErrors = [404, 412, 500, 503];
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no order has the id {id:?}"))
+}
+
+/// Parses a path id; an id that cannot be one names no order.
+fn order_id(id: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(id).ok_or_else(|| not_found(id))
+}
+
+/// Maps "no such record" to a 404 that names the id asked for.
+fn with_id(id: &str) -> impl FnOnce(storage::StoreError) -> ApiError + '_ {
+    move |error| match error {
+        storage::StoreError::NotFound => not_found(id),
+        other => other.into(),
+    }
+}
+
+pub struct OrdersApi {
+    pub pool: Pool,
+}
+
+#[OpenApi(tag = "ApiTags::Orders")]
+impl OrdersApi {
+    /// Create an order
+    ///
+    /// Books the services at `datetime` for `totalfee`. Refused with 409
+    /// `ORDER_TIME_CONFLICT` when another order is less than 3 hours away, and with 422
+    /// `UNKNOWN_SERVICE` when a service does not exist.
+    #[oai(path = "/orders", method = "post", operation_id = "order_create")]
+    async fn order_create(
+        &self,
+        body: Json<Body<OrderInput>>,
+    ) -> Result<OrderCreated, ApiFailure<CreateErrors>> {
+        let draft = body.0.0.into_draft()?;
+        let record = storage::orders::insert(&self.pool, &draft).await?;
+        let location = format!("/orders/{}", record.id);
+        let tag = etag(record.version);
+        Ok(OrderCreated::Created(Json(record.into()), location, tag))
+    }
+
+    /// List orders
+    ///
+    /// Orders by `datetime`, then id, a page at a time. Follow `next_page_token` until it
+    /// is absent to see every order exactly once.
+    #[oai(path = "/orders", method = "get", operation_id = "order_list")]
+    async fn order_list(
+        &self,
+        /// How many orders per page: 1 to 1000 (larger values are capped at 1000). Default 100.
+        page_size: Query<Option<i64>>,
+        /// `next_page_token` from the previous page. Opaque.
+        page_token: Query<Option<String>>,
+        /// Only orders at or after this date-time.
+        from: Query<Option<Timestamp>>,
+        /// Only orders strictly before this date-time.
+        to: Query<Option<Timestamp>>,
+        /// Only orders that book this service.
+        service_id: Query<Option<String>>,
+    ) -> Result<OrderListed, ApiFailure<ListErrors>> {
+        let limit = pagination::page_size(page_size.0)?;
+        let after = page_token
+            .0
+            .as_deref()
+            .map(decode_order_cursor)
+            .transpose()?;
+        let service_filter = match service_id.0.as_deref() {
+            None => None,
+            Some(raw) => match ServiceId::parse(raw) {
+                Some(id) => Some(id),
+                // No service has such an id, so no order books it.
+                None => {
+                    return Ok(OrderListed::Ok(Json(OrderPage {
+                        orders: vec![],
+                        next_page_token: None,
+                    })));
+                }
+            },
+        };
+        let filter = OrderFilter {
+            from: from.0,
+            to: to.0,
+            service_id: service_filter,
+        };
+        let page = storage::orders::list(&self.pool, &filter, after, limit).await?;
+        Ok(OrderListed::Ok(Json(OrderPage {
+            orders: page.items.into_iter().map(Order::from).collect(),
+            next_page_token: page.next.as_ref().map(encode_order_cursor),
+        })))
+    }
+
+    /// View an order
+    #[oai(path = "/orders/:id", method = "get", operation_id = "order_view")]
+    async fn order_view(
+        &self,
+        /// The order's id.
+        id: Path<String>,
+        /// ETags the caller holds; if one is current the answer is 304 without a body.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+    ) -> Result<OrderFetched, ApiFailure<ViewErrors>> {
+        let record = storage::orders::fetch(&self.pool, order_id(&id)?)
+            .await
+            .map_err(with_id(&id))?;
+        let tag = etag(record.version);
+        if if_none_match_matches(if_none_match.0.as_deref(), record.version) {
+            return Ok(OrderFetched::NotModified(tag));
+        }
+        Ok(OrderFetched::Ok(Json(record.into()), tag))
+    }
+
+    /// Replace an order
+    ///
+    /// Sets the order's `datetime`, `totalfee` and `services` all at once. Moving an order
+    /// within 3 hours of its own old time is fine; within 3 hours of another order is 409.
+    /// A failed replace changes nothing.
+    #[oai(path = "/orders/:id", method = "put", operation_id = "order_update")]
+    async fn order_update(
+        &self,
+        /// The order's id.
+        id: Path<String>,
+        /// Replace only if the order's ETag is one of these (else 412). `*` or absent: any.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: Json<Body<OrderInput>>,
+    ) -> Result<OrderReplaced, ApiFailure<ReplaceErrors>> {
+        let order = order_id(&id)?;
+        let draft = body.0.0.into_draft()?;
+        let if_match = IfMatch::parse(if_match.0.as_deref());
+        let record = storage::orders::replace(&self.pool, order, &draft, if_match.versions())
+            .await
+            .map_err(with_id(&id))?;
+        let tag = etag(record.version);
+        Ok(OrderReplaced::Ok(Json(record.into()), tag))
+    }
+
+    /// Delete an order
+    ///
+    /// Frees the order's time slot at once.
+    #[oai(path = "/orders/:id", method = "delete", operation_id = "order_delete")]
+    async fn order_delete(
+        &self,
+        /// The order's id.
+        id: Path<String>,
+        /// Delete only if the order's ETag is one of these (else 412). `*` or absent: any.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+    ) -> Result<OrderDeleted, ApiFailure<DeleteErrors>> {
+        let if_match = IfMatch::parse(if_match.0.as_deref());
+        storage::orders::delete(&self.pool, order_id(&id)?, if_match.versions())
+            .await
+            .map_err(with_id(&id))?;
+        Ok(OrderDeleted::NoContent)
+    }
+}

@@ -1,0 +1,112 @@
+//! Page sizes and opaque page tokens for keyset pagination.
+//!
+//! A token is the URL-safe base64 of the last item's sort key, prefixed with a version so the
+//! format can change. Clients must treat it as opaque; anything that does not decode is 400.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::DateTime;
+
+use super::problem::ApiError;
+use crate::{
+    domain::{OrderId, ServiceId},
+    storage::orders::OrderCursor,
+};
+
+pub const DEFAULT_PAGE_SIZE: i64 = 100;
+pub const MAX_PAGE_SIZE: i64 = 1000;
+
+/// The page size to use: the default when absent, capped at the maximum; zero and negative
+/// sizes are refused.
+pub fn page_size(requested: Option<i64>) -> Result<usize, ApiError> {
+    match requested.unwrap_or(DEFAULT_PAGE_SIZE) {
+        size if size < 1 => Err(ApiError::InvalidParameter(
+            "page_size: must be at least 1".to_owned(),
+        )),
+        size => Ok(size.min(MAX_PAGE_SIZE) as usize),
+    }
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::InvalidParameter(
+        "page_token: is not a token this API issued; pass next_page_token from a previous page unchanged".to_owned(),
+    )
+}
+
+fn decode(token: &str, prefix: &str) -> Result<String, ApiError> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid_token())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid_token())?;
+    text.strip_prefix(prefix)
+        .map(str::to_owned)
+        .ok_or_else(invalid_token)
+}
+
+pub fn encode_order_cursor(cursor: &OrderCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "o1:{}:{}",
+        cursor.scheduled_at.timestamp_micros(),
+        cursor.id
+    ))
+}
+
+pub fn decode_order_cursor(token: &str) -> Result<OrderCursor, ApiError> {
+    let key = decode(token, "o1:")?;
+    let (micros, id) = key.split_once(':').ok_or_else(invalid_token)?;
+    let scheduled_at = micros
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid_token)?;
+    let id = OrderId::parse(id).ok_or_else(invalid_token)?;
+    Ok(OrderCursor { scheduled_at, id })
+}
+
+pub fn encode_service_cursor(after: ServiceId) -> String {
+    URL_SAFE_NO_PAD.encode(format!("s1:{after}"))
+}
+
+pub fn decode_service_cursor(token: &str) -> Result<ServiceId, ApiError> {
+    ServiceId::parse(&decode(token, "s1:")?).ok_or_else(invalid_token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_default_cap_and_refuse() {
+        assert_eq!(page_size(None).unwrap(), 100);
+        assert_eq!(page_size(Some(5000)).unwrap(), 1000);
+        assert!(page_size(Some(0)).is_err());
+        assert!(page_size(Some(-1)).is_err());
+    }
+
+    #[test]
+    fn order_cursors_round_trip() {
+        let cursor = OrderCursor {
+            scheduled_at: DateTime::from_timestamp_micros(1_667_301_071_111_000).unwrap(),
+            id: OrderId::from_db(223),
+        };
+        assert_eq!(
+            decode_order_cursor(&encode_order_cursor(&cursor)).unwrap(),
+            cursor
+        );
+    }
+
+    #[test]
+    fn service_cursors_round_trip_and_do_not_pass_for_order_cursors() {
+        let token = encode_service_cursor(ServiceId::from_db(456));
+        assert_eq!(
+            decode_service_cursor(&token).unwrap(),
+            ServiceId::from_db(456)
+        );
+        assert!(decode_order_cursor(&token).is_err());
+    }
+
+    #[test]
+    fn garbage_tokens_are_refused() {
+        for token in ["", "abc", "!!!", "bzE6eDp5", "czE6LTE"] {
+            assert!(decode_order_cursor(token).is_err(), "{token}");
+            assert!(decode_service_cursor(token).is_err(), "{token}");
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Errors as the API shows them: RFC 9457 `application/problem+json`, one shape for every
+//! error from every layer.
+//!
+//! [`ApiError`] is the HTTP layer's one error enum. Each variant's doc names its status and
+//! its stable `code`; the README's status-code table lists the same. Storage errors are mapped
+//! to it once, in `From<StoreError>`; framework errors (bad JSON, unknown route, ...) are
+//! mapped once, in the edge middleware. Server-side failures are logged with their cause and
+//! shown to the caller without it.
+
+use std::marker::PhantomData;
+
+use poem::{IntoResponse, Response};
+use poem_openapi::{
+    ApiResponse, Object,
+    payload::Json,
+    registry::{MetaResponses, Registry},
+    types::Example,
+};
+
+use crate::{
+    domain::{OrderId, ServiceId},
+    storage::StoreError,
+};
+
+tokio::task_local! {
+    /// The id of the request being served, set by the edge middleware for the whole request,
+    /// so that every problem body can carry it without threading it through handlers.
+    pub static REQUEST_ID: String;
+}
+
+/// An error as RFC 9457 describes it, with this API's extensions.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct Problem {
+    /// A URI naming the kind of problem; stable, one per `code`.
+    #[oai(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request, in words a caller can act on.
+    pub detail: String,
+    /// A stable, UPPER_SNAKE identifier of the kind of problem, for programs to branch on.
+    pub code: String,
+    /// The request's id, as in the `x-request-id` response header; quote it when reporting a problem.
+    pub request_id: String,
+    /// With `ORDER_TIME_CONFLICT`: the order that the requested time is too close to.
+    #[oai(skip_serializing_if_is_none)]
+    pub conflicting_order_id: Option<String>,
+    /// With `UNKNOWN_SERVICE`: the service ids that name no service.
+    #[oai(skip_serializing_if_is_none)]
+    pub unknown_service_ids: Option<Vec<String>>,
+}
+
+impl Example for Problem {
+    fn example() -> Self {
+        ApiError::OrderTimeConflict {
+            conflicting_order_id: Some(OrderId::from_db(223)),
+        }
+        .to_problem("2f1c0a57-6b1e-4d0c-9a55-0d6f3c1f5a10".to_owned())
+    }
+}
+
+/// Every error the API can return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400 `MALFORMED_JSON`: the body is not JSON at all.
+    MalformedJson(String),
+    /// 400 `INVALID_BODY`: the body is JSON but not what the operation accepts; names the field.
+    InvalidBody(String),
+    /// 400 `INVALID_PARAMETER`: a query parameter or header is malformed; names it.
+    InvalidParameter(String),
+    /// 404 `NOT_FOUND`: no such order or service (or no such route).
+    NotFound(String),
+    /// 405 `METHOD_NOT_ALLOWED`: the path exists but not with this method; `Allow` lists those it has.
+    MethodNotAllowed { allow: String },
+    /// 409 `ORDER_TIME_CONFLICT`: the order's time is less than 3 hours from another order's.
+    OrderTimeConflict {
+        conflicting_order_id: Option<OrderId>,
+    },
+    /// 409 `SERVICE_NAME_TAKEN`: another service has that name (ignoring case).
+    ServiceNameTaken,
+    /// 409 `SERVICE_IN_USE`: the service cannot be deleted while an order books it.
+    ServiceInUse,
+    /// 412 `PRECONDITION_FAILED`: `If-Match` names no current version; nothing was changed.
+    PreconditionFailed,
+    /// 413 `PAYLOAD_TOO_LARGE`: the body is over the limit.
+    PayloadTooLarge { limit_bytes: usize },
+    /// 415 `UNSUPPORTED_MEDIA_TYPE`: the body is not declared as `application/json`.
+    UnsupportedMediaType(String),
+    /// 422 `UNKNOWN_SERVICE`: a well-formed order names services that do not exist.
+    UnknownServices(Vec<String>),
+    /// 500 `INTERNAL`: a fault on the server's side; the log has the cause, the body does not.
+    Internal,
+    /// 503 `DATABASE_UNAVAILABLE`: the database cannot be reached; retry after `Retry-After` seconds.
+    Unavailable,
+}
+
+/// How long a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::MalformedJson(_) | Self::InvalidBody(_) | Self::InvalidParameter(_) => 400,
+            Self::NotFound(_) => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::OrderTimeConflict { .. } | Self::ServiceNameTaken | Self::ServiceInUse => 409,
+            Self::PreconditionFailed => 412,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::UnknownServices(_) => 422,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "MALFORMED_JSON",
+            Self::InvalidBody(_) => "INVALID_BODY",
+            Self::InvalidParameter(_) => "INVALID_PARAMETER",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            Self::OrderTimeConflict { .. } => "ORDER_TIME_CONFLICT",
+            Self::ServiceNameTaken => "SERVICE_NAME_TAKEN",
+            Self::ServiceInUse => "SERVICE_IN_USE",
+            Self::PreconditionFailed => "PRECONDITION_FAILED",
+            Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
+            Self::UnknownServices(_) => "UNKNOWN_SERVICE",
+            Self::Internal => "INTERNAL",
+            Self::Unavailable => "DATABASE_UNAVAILABLE",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "Malformed JSON",
+            Self::InvalidBody(_) => "Invalid request body",
+            Self::InvalidParameter(_) => "Invalid parameter",
+            Self::NotFound(_) => "Not found",
+            Self::MethodNotAllowed { .. } => "Method not allowed",
+            Self::OrderTimeConflict { .. } => "Order time conflict",
+            Self::ServiceNameTaken => "Service name taken",
+            Self::ServiceInUse => "Service in use",
+            Self::PreconditionFailed => "Precondition failed",
+            Self::PayloadTooLarge { .. } => "Payload too large",
+            Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::UnknownServices(_) => "Unknown service",
+            Self::Internal => "Internal server error",
+            Self::Unavailable => "Database unavailable",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::MalformedJson(detail)
+            | Self::InvalidBody(detail)
+            | Self::InvalidParameter(detail)
+            | Self::NotFound(detail)
+            | Self::UnsupportedMediaType(detail) => detail.clone(),
+            Self::MethodNotAllowed { allow } => {
+                format!("this path does not accept that method; it accepts: {allow}")
+            }
+            Self::OrderTimeConflict {
+                conflicting_order_id: Some(id),
+            } => format!(
+                "datetime: must be at least 3 hours away from every other order; order {id} is closer than that"
+            ),
+            Self::OrderTimeConflict {
+                conflicting_order_id: None,
+            } => "datetime: must be at least 3 hours away from every other order".to_owned(),
+            Self::ServiceNameTaken => {
+                "name: another service already has this name (names are compared ignoring case)"
+                    .to_owned()
+            }
+            Self::ServiceInUse => {
+                "the service is booked by at least one order; change or delete those orders first"
+                    .to_owned()
+            }
+            Self::PreconditionFailed => {
+                "If-Match does not match the current ETag; fetch the resource again and retry with its ETag"
+                    .to_owned()
+            }
+            Self::PayloadTooLarge { limit_bytes } => {
+                format!("the request body must be at most {limit_bytes} bytes")
+            }
+            Self::UnknownServices(ids) => format!(
+                "services: no service has the id {}",
+                ids.iter()
+                    .map(|id| format!("{id:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Self::Internal => "the server failed to handle the request; quote the request_id when reporting it".to_owned(),
+            Self::Unavailable => {
+                format!("the database cannot be reached; retry in {RETRY_AFTER_SECONDS} seconds")
+            }
+        }
+    }
+
+    pub fn to_problem(&self, request_id: String) -> Problem {
+        let code = self.code();
+        Problem {
+            problem_type: format!(
+                "urn:problem-type:orders:{}",
+                code.to_ascii_lowercase().replace('_', "-")
+            ),
+            title: self.title().to_owned(),
+            status: self.status(),
+            detail: self.detail(),
+            code: code.to_owned(),
+            request_id,
+            conflicting_order_id: match self {
+                Self::OrderTimeConflict {
+                    conflicting_order_id,
+                } => conflicting_order_id.map(|id| id.to_string()),
+                _ => None,
+            },
+            unknown_service_ids: match self {
+                Self::UnknownServices(ids) => Some(ids.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// The response for this error, carrying the current request's id.
+    pub fn into_problem_response(self) -> ProblemResponse {
+        let request_id = REQUEST_ID
+            .try_with(Clone::clone)
+            .unwrap_or_else(|_| "unknown".to_owned());
+        let problem = Json(self.to_problem(request_id));
+        match self {
+            Self::MalformedJson(_) | Self::InvalidBody(_) | Self::InvalidParameter(_) => {
+                ProblemResponse::BadRequest(problem)
+            }
+            Self::NotFound(_) => ProblemResponse::NotFound(problem),
+            Self::MethodNotAllowed { allow } => ProblemResponse::MethodNotAllowed(problem, allow),
+            Self::OrderTimeConflict { .. } | Self::ServiceNameTaken | Self::ServiceInUse => {
+                ProblemResponse::Conflict(problem)
+            }
+            Self::PreconditionFailed => ProblemResponse::PreconditionFailed(problem),
+            Self::PayloadTooLarge { .. } => ProblemResponse::PayloadTooLarge(problem),
+            Self::UnsupportedMediaType(_) => ProblemResponse::UnsupportedMediaType(problem),
+            Self::UnknownServices(_) => ProblemResponse::UnprocessableEntity(problem),
+            Self::Internal => ProblemResponse::InternalServerError(problem),
+            Self::Unavailable => ProblemResponse::ServiceUnavailable(problem, RETRY_AFTER_SECONDS),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_problem_response().into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => Self::NotFound("no such resource".to_owned()),
+            StoreError::VersionMismatch => Self::PreconditionFailed,
+            StoreError::OrderTimeConflict {
+                conflicting_order_id,
+            } => Self::OrderTimeConflict {
+                conflicting_order_id,
+            },
+            StoreError::ServiceNameTaken => Self::ServiceNameTaken,
+            StoreError::ServiceInUse => Self::ServiceInUse,
+            StoreError::UnknownServices(ids) => {
+                Self::UnknownServices(ids.iter().map(ServiceId::to_string).collect())
+            }
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %error_chain(cause.as_ref()), "database unavailable");
+                Self::Unavailable
+            }
+            StoreError::Database(cause) => {
+                tracing::error!(error = %error_chain(&cause), "database error");
+                Self::Internal
+            }
+        }
+    }
+}
+
+/// An error and all its causes on one line, for the log.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The documented error responses. Operations document the subset they can return, through
+/// [`ApiFailure`].
+#[derive(ApiResponse)]
+pub enum ProblemResponse {
+    /// The request is malformed: `MALFORMED_JSON`, `INVALID_BODY` or `INVALID_PARAMETER`.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No such resource: `NOT_FOUND`. Any id the server did not assign, whatever its form, is not found.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The path does not accept this method: `METHOD_NOT_ALLOWED`.
+    #[oai(status = 405, content_type = "application/problem+json")]
+    MethodNotAllowed(
+        Json<Problem>,
+        /// The methods the path accepts.
+        #[oai(header = "Allow")]
+        String,
+    ),
+    /// The request conflicts with the current state: `ORDER_TIME_CONFLICT` (with
+    /// `conflicting_order_id`), `SERVICE_NAME_TAKEN` or `SERVICE_IN_USE`. Nothing was changed.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// `If-Match` matches no current ETag: `PRECONDITION_FAILED`. Nothing was changed.
+    #[oai(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Json<Problem>),
+    /// The body is larger than 64 KiB: `PAYLOAD_TOO_LARGE`.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The body is not declared as `application/json`: `UNSUPPORTED_MEDIA_TYPE`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// The order names services that do not exist: `UNKNOWN_SERVICE` (with `unknown_service_ids`).
+    #[oai(status = 422, content_type = "application/problem+json")]
+    UnprocessableEntity(Json<Problem>),
+    /// A fault on the server's side: `INTERNAL`.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    InternalServerError(Json<Problem>),
+    /// The database cannot be reached: `DATABASE_UNAVAILABLE`.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    ServiceUnavailable(
+        Json<Problem>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        u32,
+    ),
+}
+
+/// The error statuses one operation can return; documented in its spec entry.
+pub trait ErrorStatuses: Send + Sync + 'static {
+    const STATUSES: &'static [u16];
+}
+
+/// An operation's error: any [`ApiError`] at run time, documented as only the statuses `S`
+/// lists, so each operation's spec shows what it can really return.
+pub struct ApiFailure<S>(pub ApiError, PhantomData<S>);
+
+impl<S> From<ApiError> for ApiFailure<S> {
+    fn from(error: ApiError) -> Self {
+        Self(error, PhantomData)
+    }
+}
+
+impl<S> From<StoreError> for ApiFailure<S> {
+    fn from(error: StoreError) -> Self {
+        Self(error.into(), PhantomData)
+    }
+}
+
+impl<S: ErrorStatuses> ApiResponse for ApiFailure<S> {
+    fn meta() -> MetaResponses {
+        let mut meta = ProblemResponse::meta();
+        meta.responses.retain(|response| {
+            response
+                .status
+                .is_some_and(|status| S::STATUSES.contains(&status))
+        });
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        ProblemResponse::register(registry);
+    }
+}
+
+impl<S: Send> IntoResponse for ApiFailure<S> {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl<S: Send> From<ApiFailure<S>> for poem::Error {
+    fn from(failure: ApiFailure<S>) -> Self {
+        poem::Error::from_response(failure.into_response())
+    }
+}
+
+/// Declares a set of error statuses for [`ApiFailure`].
+macro_rules! error_statuses {
+    ($($(#[$doc:meta])* $name:ident = [$($status:literal),+ $(,)?];)+) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
+            impl $crate::http::problem::ErrorStatuses for $name {
+                const STATUSES: &'static [u16] = &[$($status),+];
+            }
+        )+
+    };
+}
+pub(crate) use error_statuses;
