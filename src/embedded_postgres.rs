@@ -1,0 +1,367 @@
+//! A private PostgreSQL cluster, run from the machine's own server binaries, for when no
+//! `DATABASE_URL` is given (and for the test suite).
+//!
+//! The cluster lives in a data folder of ours and listens only on a Unix socket inside that
+//! folder, so it can clash with no other server. PostgreSQL refuses to run as root; when we
+//! are root, the server runs as an unprivileged system user (`postgres`, else `nobody`).
+//! The server is a child process that gets SIGINT (PostgreSQL's "fast shutdown") when its
+//! parent dies, so a crashed or killed parent never leaves it running.
+
+use std::{
+    fs,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{self, Signal},
+    unistd::{Pid, Uid, User},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "no PostgreSQL server binaries (initdb, postgres) were found on PATH, via `pg_config --bindir`, \
+         in /usr/lib/postgresql/*/bin or in Homebrew's folders. Install PostgreSQL's server \
+         (Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install postgresql@16`), \
+         or set DATABASE_URL to use a server you already have"
+    )]
+    BinariesNotFound,
+    #[error(
+        "running as root, and no unprivileged user (postgres, nobody) exists to run PostgreSQL as"
+    )]
+    NoUnprivilegedUser,
+    #[error(
+        "the socket path {0} is longer than a Unix socket allows (107 bytes); choose a shorter data folder"
+    )]
+    SocketPathTooLong(PathBuf),
+    #[error("{step} failed: {detail}")]
+    Command { step: &'static str, detail: String },
+    #[error("PostgreSQL did not become ready within {0:?}; its log is {1}")]
+    NotReady(Duration, PathBuf),
+    #[error("io error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
+    move |source| EmbeddedError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where the server binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    dir: PathBuf,
+}
+
+impl Binaries {
+    /// Looks where PostgreSQL is usually installed: PATH, `pg_config --bindir`,
+    /// `/usr/lib/postgresql/<newest>/bin`, Homebrew.
+    pub fn find() -> Result<Self, EmbeddedError> {
+        let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect())
+            .unwrap_or_default();
+        if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+            if output.status.success() {
+                let dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+                candidates.push(PathBuf::from(dir));
+            }
+        }
+        candidates.extend(versioned_dirs("/usr/lib/postgresql", "bin"));
+        candidates.extend(versioned_dirs("/opt/homebrew/opt", "bin"));
+        candidates.extend(versioned_dirs("/usr/local/opt", "bin"));
+        candidates.push(PathBuf::from("/opt/homebrew/bin"));
+        candidates.push(PathBuf::from("/usr/local/bin"));
+        candidates
+            .into_iter()
+            .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+            .map(|dir| Self { dir })
+            .ok_or(EmbeddedError::BinariesNotFound)
+    }
+
+    fn command(&self, name: &str) -> Command {
+        Command::new(self.dir.join(name))
+    }
+}
+
+/// `<root>/<entry>/<leaf>` for every entry of `root` that looks like a PostgreSQL install,
+/// newest version first.
+fn versioned_dirs(root: &str, leaf: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let version = name
+                .trim_start_matches("postgresql@")
+                .trim_start_matches("postgresql")
+                .split('.')
+                .next()
+                .and_then(|major| major.parse().ok())?;
+            Some((version, entry.path().join(leaf)))
+        })
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.into_iter().map(|(_, dir)| dir).collect()
+}
+
+/// How the cluster should trade durability for speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// PostgreSQL's defaults: committed means on disk.
+    Durable,
+    /// No fsync: for throwaway test clusters only.
+    Throwaway,
+}
+
+/// The unprivileged user the server runs as, when we are root.
+#[derive(Debug, Clone)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+fn run_as() -> Result<Option<RunAs>, EmbeddedError> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    ["postgres", "nobody"]
+        .into_iter()
+        .find_map(|name| User::from_name(name).ok().flatten())
+        .map(|user| {
+            Some(RunAs {
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            })
+        })
+        .ok_or(EmbeddedError::NoUnprivilegedUser)
+}
+
+/// A running cluster. Call [`Cluster::stop`] for a clean shutdown; if the process dies
+/// instead, the kernel stops the server.
+#[derive(Debug)]
+pub struct Cluster {
+    data_dir: PathBuf,
+    child: Child,
+}
+
+/// The superuser that `initdb` creates, whatever OS user runs the server.
+pub const SUPERUSER: &str = "postgres";
+
+impl Cluster {
+    /// Starts the cluster in `data_dir`, creating it first if the folder holds none.
+    ///
+    /// Blocks until the server accepts connections. Call it from a thread that lives as long
+    /// as the server should: the server is stopped when the thread that started it exits.
+    pub fn start(data_dir: &Path, durability: Durability) -> Result<Self, EmbeddedError> {
+        let binaries = Binaries::find()?;
+        let run_as = run_as()?;
+        let data_dir = absolute(data_dir)?;
+        let socket = data_dir.join(".s.PGSQL.5432");
+        if socket.as_os_str().len() > 107 {
+            return Err(EmbeddedError::SocketPathTooLong(socket));
+        }
+
+        fs::create_dir_all(&data_dir).map_err(io_error(&data_dir))?;
+        // PostgreSQL insists that only its owner can read the data folder.
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_error(&data_dir))?;
+        if let Some(user) = &run_as {
+            std::os::unix::fs::chown(&data_dir, Some(user.uid), Some(user.gid))
+                .map_err(io_error(&data_dir))?;
+        }
+
+        if !data_dir.join("PG_VERSION").exists() {
+            let mut initdb = binaries.command("initdb");
+            initdb
+                .arg("--pgdata")
+                .arg(&data_dir)
+                .args(["--username", SUPERUSER, "--auth", "trust"])
+                .args(["--encoding", "UTF8", "--locale", "C"]);
+            if durability == Durability::Throwaway {
+                initdb.arg("--no-sync");
+            }
+            run_to_completion("initdb", &mut initdb, run_as.as_ref())?;
+        }
+
+        let log_path = data_dir.join("server.log");
+        let log = fs::File::create(&log_path).map_err(io_error(&log_path))?;
+        if let Some(user) = &run_as {
+            std::os::unix::fs::chown(&log_path, Some(user.uid), Some(user.gid))
+                .map_err(io_error(&log_path))?;
+        }
+        let mut postgres = binaries.command("postgres");
+        postgres
+            .arg("-D")
+            .arg(&data_dir)
+            // Only the socket in our own folder: no TCP port to clash with another server.
+            .args(["-c", "listen_addresses="])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", data_dir.display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io_error(&log_path))?)
+            .stderr(log);
+        if durability == Durability::Throwaway {
+            postgres.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
+        }
+        let child = spawn_owned(&mut postgres, run_as.as_ref()).map_err(|error| {
+            EmbeddedError::Command {
+                step: "starting postgres",
+                detail: error.to_string(),
+            }
+        })?;
+        let mut cluster = Self { data_dir, child };
+        cluster.wait_until_ready(Duration::from_secs(30), &log_path)?;
+        Ok(cluster)
+    }
+
+    /// The folder holding the server's socket: the `host` to connect to.
+    pub fn socket_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Connection settings for `dbname` on this cluster.
+    pub fn connection_config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(self.socket_dir())
+            .user(SUPERUSER)
+            .dbname(dbname);
+        config
+    }
+
+    fn wait_until_ready(&mut self, timeout: Duration, log: &Path) -> Result<(), EmbeddedError> {
+        let started = Instant::now();
+        // postmaster.pid's last line reads "ready" once the server accepts connections.
+        let pid_file = self.data_dir.join("postmaster.pid");
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let tail = fs::read_to_string(log).unwrap_or_default();
+                return Err(EmbeddedError::Command {
+                    step: "postgres",
+                    detail: format!("exited with {status} during start-up: {}", tail.trim()),
+                });
+            }
+            if fs::read_to_string(&pid_file)
+                .is_ok_and(|contents| contents.lines().any(|line| line.trim() == "ready"))
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(EmbeddedError::NotReady(timeout, log.to_owned()))
+    }
+
+    /// Stops the server with a fast shutdown (open transactions are rolled back, everything
+    /// committed is kept) and waits for it to exit.
+    pub fn stop(mut self) -> Result<(), EmbeddedError> {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        // The server may already be gone; then there is nothing to stop.
+        let _ = signal::kill(pid, Signal::SIGINT);
+        self.child.wait().map_err(io_error(&self.data_dir))?;
+        Ok(())
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, EmbeddedError> {
+    std::path::absolute(path).map_err(io_error(path))
+}
+
+/// Spawns `command` as `run_as` (when set), set to receive SIGINT when this thread exits.
+fn spawn_owned(command: &mut Command, run_as: Option<&RunAs>) -> std::io::Result<Child> {
+    if let Some(user) = run_as {
+        command.uid(user.uid).gid(user.gid);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (prctl, getppid).
+    unsafe {
+        command.pre_exec(|| {
+            // Set after the uid change above (which clears it); std applies uid/gid first.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)?;
+            // The parent may have died before prctl took effect.
+            if nix::unistd::getppid() == Pid::from_raw(1) {
+                return Err(std::io::Error::other("parent exited"));
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+fn run_to_completion(
+    step: &'static str,
+    command: &mut Command,
+    run_as: Option<&RunAs>,
+) -> Result<(), EmbeddedError> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = spawn_owned(command, run_as).map_err(|error| EmbeddedError::Command {
+        step,
+        detail: error.to_string(),
+    })?;
+    let output = child
+        .wait_with_output()
+        .map_err(|error| EmbeddedError::Command {
+            step,
+            detail: error.to_string(),
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(EmbeddedError::Command {
+            step,
+            detail: format!(
+                "exited with {}: {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout).trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// Creates `dbname` on the cluster unless it exists. Returns whether it was created.
+pub async fn ensure_database(
+    cluster_config: &tokio_postgres::Config,
+    dbname: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let mut admin = cluster_config.clone();
+    admin.dbname("postgres");
+    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+        .await?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {}", quote_identifier(dbname)))
+            .await?;
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(!exists)
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

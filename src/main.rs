@@ -1,0 +1,67 @@
+//! `orders`: serve the API, migrate, seed, or print the spec. See `orders --help`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use orders::{
+    config::{Cli, Command, Settings},
+    http,
+    startup::{Application, Database, StartError, shutdown_signal},
+    storage::{self, migrations},
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if command == Command::Openapi {
+        // Building the API needs a pool; it connects lazily, so this one never does.
+        let pool = storage::connect_pool(tokio_postgres::Config::new(), 1);
+        print!("{}", http::spec_yaml(pool));
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init();
+    match run(command, Settings::from(cli.settings)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %orders::http::problem::error_chain(&error), "failed");
+            eprintln!("error: {}", orders::http::problem::error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> Result<(), StartError> {
+    let database = Database::open(&settings).await?;
+    let result = run_with(command, &settings, &database).await;
+    database.close();
+    result
+}
+
+async fn run_with(
+    command: Command,
+    settings: &Settings,
+    database: &Database,
+) -> Result<(), StartError> {
+    let applied = migrations::run(&database.pool).await?;
+    tracing::info!(applied, "migrations are up to date");
+    // The private cluster starts with the sample data, like the brief's database image.
+    if command == Command::Seed || (command == Command::Serve && database.created) {
+        let report = storage::seed::load(&database.pool)
+            .await
+            .map_err(StartError::Seed)?;
+        tracing::info!(
+            services_added = report.services_added,
+            orders_added = report.orders_added,
+            "sample data loaded"
+        );
+    }
+    if command == Command::Serve {
+        let app = Application::build(settings.bind, database.pool.clone()).await?;
+        app.run_until(shutdown_signal())
+            .await
+            .map_err(|error| StartError::Bind(settings.bind, error))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Start-up: from [`Settings`] to a database and a listening [`Application`], and back down.
+
+use std::{future::Future, io, net::SocketAddr, time::Duration};
+
+use deadpool_postgres::Pool;
+use poem::{
+    Server,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+
+use crate::{
+    config::{DatabaseSettings, Settings},
+    embedded_postgres::{self, Cluster, Durability, EmbeddedError},
+    http,
+    storage::{self, migrations::MigrationError},
+};
+
+/// The database the application talks to, and the private cluster behind it, if any.
+pub struct Database {
+    pub pool: Pool,
+    cluster: Option<Cluster>,
+    /// Whether the database was created by this start (so it is empty and may be seeded).
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DATABASE_URL is not a valid connection string: {0}")]
+    BadDatabaseUrl(#[source] tokio_postgres::Error),
+    #[error("the private PostgreSQL cluster could not start: {0}")]
+    Embedded(#[from] EmbeddedError),
+    #[error("could not create the database on the private cluster")]
+    CreateDatabase(#[source] tokio_postgres::Error),
+    #[error("could not migrate the database")]
+    Migrate(#[from] MigrationError),
+    #[error("could not seed the database")]
+    Seed(#[source] storage::StoreError),
+    #[error("could not listen on {0}")]
+    Bind(SocketAddr, #[source] io::Error),
+}
+
+/// The name of the database on the private cluster.
+const EMBEDDED_DATABASE: &str = "orders";
+
+impl Database {
+    /// Connects to the configured database, starting the private cluster first when there is
+    /// no `DATABASE_URL`. Must be called on a thread that outlives the cluster (the main
+    /// thread), since the cluster stops when the thread that started it exits.
+    pub async fn open(settings: &Settings) -> Result<Self, StartError> {
+        match &settings.database {
+            DatabaseSettings::External(url) => {
+                let config = url.parse().map_err(StartError::BadDatabaseUrl)?;
+                Ok(Self {
+                    pool: storage::connect_pool(config, settings.db_pool_size),
+                    cluster: None,
+                    created: false,
+                })
+            }
+            DatabaseSettings::Embedded { data_dir } => {
+                tracing::info!(data_dir = %data_dir.display(), "starting the private PostgreSQL cluster");
+                let cluster = Cluster::start(data_dir, Durability::Durable)?;
+                let config = cluster.connection_config(EMBEDDED_DATABASE);
+                let created = embedded_postgres::ensure_database(&config, EMBEDDED_DATABASE)
+                    .await
+                    .map_err(StartError::CreateDatabase)?;
+                Ok(Self {
+                    pool: storage::connect_pool(config, settings.db_pool_size),
+                    cluster: Some(cluster),
+                    created,
+                })
+            }
+        }
+    }
+
+    /// Closes the pool and stops the private cluster, if there is one.
+    pub fn close(self) {
+        self.pool.close();
+        if let Some(cluster) = self.cluster {
+            tracing::info!("stopping the private PostgreSQL cluster");
+            if let Err(error) = cluster.stop() {
+                tracing::error!(%error, "the private PostgreSQL cluster did not stop cleanly");
+            }
+        }
+    }
+}
+
+/// The HTTP server, bound and ready to run.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    address: SocketAddr,
+    pool: Pool,
+}
+
+/// How long in-flight requests may take to finish once shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Application {
+    /// Binds the listening socket. Bind to port 0 to get a free port; [`Application::address`]
+    /// tells which one.
+    pub async fn build(bind: SocketAddr, pool: Pool) -> Result<Self, StartError> {
+        let acceptor = TcpListener::bind(bind)
+            .into_acceptor()
+            .await
+            .map_err(|error| StartError::Bind(bind, error))?;
+        let address = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().copied())
+            .unwrap_or(bind);
+        Ok(Self {
+            acceptor,
+            address,
+            pool,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
+    /// finish (up to a timeout).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        tracing::info!(address = %self.address, "serving");
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(http::app(self.pool), shutdown, Some(DRAIN_TIMEOUT))
+            .await
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

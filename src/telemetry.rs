@@ -1,0 +1,30 @@
+//! Logging: JSON lines when the output is not a terminal (for log collectors), readable text
+//! when it is. `RUST_LOG` sets the level (default `info`).
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::{EnvFilter, fmt};
+
+/// Installs the global subscriber. Call once, first thing.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    }
+}
+
+/// For tests: logs only when `TEST_LOG` is set, and never fails if a subscriber exists.
+pub fn init_for_tests() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let _ = fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
