@@ -110,7 +110,7 @@ fn versioned_dirs(root: &str, leaf: &str) -> Vec<PathBuf> {
             Some((version, entry.path().join(leaf)))
         })
         .collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     dirs.into_iter().map(|(_, dir)| dir).collect()
 }
 

@@ -116,30 +116,30 @@ impl Example for OrderInput {
 
 impl OrderInput {
     /// The draft this body asks for, or why it cannot be one.
-    fn into_draft(self) -> Result<OrderDraft, ApiError> {
+    async fn into_draft(self, pool: &Pool) -> Result<OrderDraft, ApiError> {
         let raw_ids: Vec<&str> = self
             .services
             .iter()
             .map(|service| service.id.as_str())
             .collect();
-        OrderDraft::check_services(&raw_ids).map_err(|error| {
-            ApiError::InvalidBody(FieldError::new("services", error).to_string())
-        })?;
-        // An id the server never issued (`"abc"`, `"-1"`) names no service, like an unused one.
-        let unknown: Vec<String> = raw_ids
-            .iter()
-            .filter(|id| ServiceId::parse(id).is_none())
-            .map(|id| (*id).to_owned())
-            .collect();
-        if !unknown.is_empty() {
-            return Err(ApiError::UnknownServices(unknown));
-        }
-        let service_ids = raw_ids
+        let invalid = |error| ApiError::InvalidBody(FieldError::new("services", error).to_string());
+        OrderDraft::check_services(&raw_ids).map_err(invalid)?;
+        let service_ids: Vec<ServiceId> = raw_ids
             .iter()
             .filter_map(|id| ServiceId::parse(id))
             .collect();
-        OrderDraft::new(self.datetime, self.totalfee, service_ids)
-            .map_err(|error| ApiError::InvalidBody(FieldError::new("services", error).to_string()))
+        if service_ids.len() < raw_ids.len() {
+            // An id the server never issued (`"abc"`, `"-1"`) names no service. Report it
+            // together with any well-formed id that names none either.
+            let missing = storage::services::find_missing(pool, &service_ids).await?;
+            let unknown = raw_ids
+                .iter()
+                .filter(|raw| ServiceId::parse(raw).is_none_or(|id| missing.contains(&id)))
+                .map(|raw| (*raw).to_owned())
+                .collect();
+            return Err(ApiError::UnknownServices(unknown));
+        }
+        OrderDraft::new(self.datetime, self.totalfee, service_ids).map_err(invalid)
     }
 }
 
@@ -286,7 +286,7 @@ impl OrdersApi {
         &self,
         body: Json<Body<OrderInput>>,
     ) -> Result<OrderCreated, ApiFailure<CreateErrors>> {
-        let draft = body.0.0.into_draft()?;
+        let draft = body.0.0.into_draft(&self.pool).await?;
         let record = storage::orders::insert(&self.pool, &draft).await?;
         let location = format!("/orders/{}", record.id);
         let tag = etag(record.version);
@@ -378,7 +378,7 @@ impl OrdersApi {
         body: Json<Body<OrderInput>>,
     ) -> Result<OrderReplaced, ApiFailure<ReplaceErrors>> {
         let order = order_id(&id)?;
-        let draft = body.0.0.into_draft()?;
+        let draft = body.0.0.into_draft(&self.pool).await?;
         let if_match = IfMatch::parse(if_match.0.as_deref());
         let record = storage::orders::replace(&self.pool, order, &draft, if_match.versions())
             .await

@@ -89,7 +89,7 @@ fn single(mut orders: Vec<OrderRecord>) -> Result<OrderRecord, StoreError> {
     orders.pop().ok_or(StoreError::NotFound)
 }
 
-fn raw_ids(ids: &[ServiceId]) -> Vec<i64> {
+pub(super) fn raw_ids(ids: &[ServiceId]) -> Vec<i64> {
     ids.iter().map(|id| id.get()).collect()
 }
 
@@ -308,7 +308,7 @@ async fn explain_write_error(
                 conflicting_order_id,
             }),
         // On insert, this foreign key fails because a service does not exist.
-        StoreError::ServiceInUse => find_unknown_services(client, &draft.service_ids)
+        StoreError::ServiceInUse => super::services::find_missing_with(client, &draft.service_ids)
             .await
             .map(StoreError::UnknownServices),
         other => Ok(other),
@@ -339,24 +339,4 @@ async fn find_conflict(
         )
         .await?;
     Ok(row.map(|row| OrderId::from_db(row.get(0))))
-}
-
-/// Which of `ids` name no service.
-async fn find_unknown_services(
-    client: &impl GenericClient,
-    ids: &[ServiceId],
-) -> Result<Vec<ServiceId>, StoreError> {
-    let statement = client
-        .prepare_cached(
-            "SELECT requested.id
-             FROM unnest($1::bigint[]) WITH ORDINALITY AS requested (id, position)
-             WHERE NOT EXISTS (SELECT 1 FROM services WHERE services.id = requested.id)
-             ORDER BY requested.position",
-        )
-        .await?;
-    let rows = client.query(&statement, &[&raw_ids(ids)]).await?;
-    Ok(rows
-        .iter()
-        .map(|row| ServiceId::from_db(row.get(0)))
-        .collect())
 }

@@ -152,3 +152,30 @@ async fn why_not_written(
         None => StoreError::NotFound,
     })
 }
+
+/// Which of `ids` name no service, in the order given.
+pub async fn find_missing(pool: &Pool, ids: &[ServiceId]) -> Result<Vec<ServiceId>, StoreError> {
+    let client = pool.get().await?;
+    find_missing_with(&client, ids).await
+}
+
+pub(super) async fn find_missing_with(
+    client: &impl GenericClient,
+    ids: &[ServiceId],
+) -> Result<Vec<ServiceId>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT requested.id
+             FROM unnest($1::bigint[]) WITH ORDINALITY AS requested (id, position)
+             WHERE NOT EXISTS (SELECT 1 FROM services WHERE services.id = requested.id)
+             ORDER BY requested.position",
+        )
+        .await?;
+    let rows = client
+        .query(&statement, &[&super::orders::raw_ids(ids)])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ServiceId::from_db(row.get(0)))
+        .collect())
+}

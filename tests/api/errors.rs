@@ -1,0 +1,168 @@
+//! Errors from the framework's layers: every one is problem+json with a request id.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{assert_problem, spawn_app};
+
+#[tokio::test]
+async fn malformed_json_is_400_malformed_json() {
+    let app = spawn_app().await;
+    for body in ["{", "{\"name\": }", "not json"] {
+        let response = app
+            .client
+            .post(app.url("/services"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(response, StatusCode::BAD_REQUEST, "MALFORMED_JSON").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("the request body is not valid JSON")
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_empty_body_is_400_invalid_body() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/orders"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(response, StatusCode::BAD_REQUEST, "INVALID_BODY").await;
+    assert_eq!(problem["detail"], "the request body must be a JSON object");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_415() {
+    let app = spawn_app().await;
+    for content_type in [Some("text/plain"), Some("application/xml"), None] {
+        let mut request = app.client.post(app.url("/orders")).body("{}");
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_problem(
+            response,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_413_whether_or_not_its_length_is_declared() {
+    let app = spawn_app().await;
+    let name = "x".repeat(70 * 1024);
+    let body = serde_json::to_vec(&json!({ "name": name })).unwrap();
+
+    let response = app.post_json("/services", &json!({ "name": name })).await;
+    let problem =
+        assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+    assert_eq!(
+        problem["detail"],
+        "the request body must be at most 65536 bytes"
+    );
+
+    // Chunked: no Content-Length, so the limit applies as the body streams in.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let response = app
+        .client
+        .post(app.url("/services"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+}
+
+#[tokio::test]
+async fn a_method_a_path_does_not_have_is_405_with_allow() {
+    let app = spawn_app().await;
+    let cases = [
+        (reqwest::Method::PATCH, "/orders", "POST, GET, HEAD"),
+        (
+            reqwest::Method::POST,
+            "/orders/123",
+            "GET, PUT, DELETE, HEAD",
+        ),
+        (reqwest::Method::DELETE, "/services", "POST, GET, HEAD"),
+        (reqwest::Method::POST, "/healthz", "GET, HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        assert_problem(
+            response,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn head_is_served_wherever_get_is() {
+    let app = spawn_app().await;
+    let response = app.client.head(app.url("/orders")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_404_problem() {
+    let app = spawn_app().await;
+    let problem = assert_problem(app.get("/nope").await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    assert_eq!(problem["detail"], "there is nothing at /nope");
+    assert_problem(
+        app.get("/orders/1/services").await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_response_carries_the_callers_request_id_or_a_new_one() {
+    let app = spawn_app().await;
+
+    let response = app
+        .client
+        .get(app.url("/orders"))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-42");
+
+    let response = app
+        .client
+        .get(app.url("/orders/999"))
+        .header("x-request-id", "trace-43")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-43");
+    let problem = assert_problem(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    assert_eq!(problem["request_id"], "trace-43");
+
+    let first = app.get("/healthz").await.headers()["x-request-id"].clone();
+    let second = app.get("/healthz").await.headers()["x-request-id"].clone();
+    assert!(!first.is_empty());
+    assert_ne!(first, second, "generated ids are unique");
+}

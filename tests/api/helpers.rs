@@ -1,0 +1,275 @@
+//! The test harness: a real PostgreSQL, a fresh database per test, the app on a free port.
+//!
+//! PostgreSQL is a private cluster started once per test process with the same code the
+//! binary uses (or the server in `TEST_DATABASE_URL`). A template database is migrated once;
+//! each test gets its own copy (`CREATE DATABASE ... TEMPLATE`), so tests run in parallel and
+//! never see each other's rows.
+
+use std::{
+    path::PathBuf,
+    sync::{OnceLock, mpsc},
+    time::Duration,
+};
+
+use deadpool_postgres::Pool;
+use orders::{
+    embedded_postgres::{Cluster, Durability, quote_identifier},
+    startup::Application,
+    storage,
+};
+use reqwest::{Response, StatusCode, header::HeaderMap};
+use serde_json::{Value, json};
+
+/// Where the test databases live: a server and the template to copy.
+struct TestServer {
+    /// Connection settings for the server's maintenance database.
+    admin: tokio_postgres::Config,
+    template: String,
+}
+
+static TEST_SERVER: OnceLock<TestServer> = OnceLock::new();
+
+fn test_server() -> &'static TestServer {
+    TEST_SERVER.get_or_init(|| {
+        orders::telemetry::init_for_tests();
+        // The cluster stops when the thread that started it exits, and test threads exit after
+        // each test: start it on a thread that lives as long as the process.
+        let (sender, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("test-postgres".to_owned())
+            .spawn(move || {
+                let admin_and_cluster = match std::env::var("TEST_DATABASE_URL") {
+                    Ok(url) => (
+                        url.parse()
+                            .expect("TEST_DATABASE_URL is a connection string"),
+                        None,
+                    ),
+                    Err(_) => {
+                        let cluster = Cluster::start(&cluster_dir(), Durability::Throwaway)
+                            .expect("the test cluster starts");
+                        (cluster.connection_config("postgres"), Some(cluster))
+                    }
+                };
+                let (admin, cluster) = admin_and_cluster;
+                let template = format!("orders_template_{}", std::process::id());
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(create_template(&admin, &template));
+                sender.send(TestServer { admin, template }).unwrap();
+                // Keep the cluster (and this thread) alive until the process exits.
+                let _cluster = cluster;
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("spawn the test-postgres thread");
+        receiver.recv().expect("the test database server starts")
+    })
+}
+
+/// A folder of this process's own, under the system temp folder (which the unprivileged
+/// user the cluster runs as can reach). Folders of earlier runs whose process is gone are
+/// removed first.
+fn cluster_dir() -> PathBuf {
+    let root = std::env::temp_dir().join("orders-test-clusters");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.flatten() {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
+            if pid.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    // Let the unprivileged server user reach its own folder inside.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root.join(std::process::id().to_string())
+}
+
+async fn create_template(admin: &tokio_postgres::Config, template: &str) {
+    let client = connect(admin).await;
+    // Separate statements: a multi-statement string runs as one transaction, and
+    // DROP/CREATE DATABASE refuse to run inside one.
+    for statement in ["DROP DATABASE IF EXISTS", "CREATE DATABASE"] {
+        client
+            .batch_execute(&format!("{statement} {}", quote_identifier(template)))
+            .await
+            .expect("create the template database");
+    }
+    let mut config = admin.clone();
+    config.dbname(template);
+    let pool = storage::connect_pool(config, 1);
+    storage::migrations::run(&pool)
+        .await
+        .expect("migrate the template");
+    pool.close();
+}
+
+async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test server");
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh, migrated, empty database of the test's own.
+async fn fresh_database() -> tokio_postgres::Config {
+    let server = test_server();
+    let name = format!("orders_test_{}", uuid::Uuid::new_v4().simple());
+    let client = connect(&server.admin).await;
+    let create = format!(
+        "CREATE DATABASE {} TEMPLATE {}",
+        quote_identifier(&name),
+        quote_identifier(&server.template)
+    );
+    // The template's last connection may take a moment to go away after migrating it.
+    let mut attempts = 0;
+    while let Err(error) = client.batch_execute(&create).await {
+        attempts += 1;
+        assert!(attempts < 50, "create a test database: {error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut config = server.admin.clone();
+    config.dbname(&name);
+    config
+}
+
+/// The application under test, serving on a free port.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: Pool,
+}
+
+/// Starts the app against a fresh database.
+pub async fn spawn_app() -> TestApp {
+    let config = fresh_database().await;
+    spawn_app_on(storage::connect_pool(config, 8)).await
+}
+
+/// Starts the app against a database that cannot be reached.
+pub async fn spawn_app_without_database() -> TestApp {
+    let mut config = tokio_postgres::Config::new();
+    // Nothing listens there: connecting fails at once.
+    config
+        .host_path("/nonexistent-orders-test-socket")
+        .user("postgres")
+        .dbname("orders");
+    spawn_app_on(storage::connect_pool(config, 2)).await
+}
+
+async fn spawn_app_on(pool: Pool) -> TestApp {
+    let app = Application::build("127.0.0.1:0".parse().unwrap(), pool.clone())
+        .await
+        .expect("bind a free port");
+    let address = format!("http://{}", app.address());
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        pool,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
+    /// Creates a service and returns its id.
+    pub async fn create_service(&self, name: &str) -> String {
+        let response = self.post_json("/services", &json!({ "name": name })).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "create service {name}"
+        );
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates an order and returns its body.
+    pub async fn create_order(&self, datetime: &str, totalfee: Value, services: &[&str]) -> Value {
+        let response = self
+            .post_json("/orders", &order_body(datetime, totalfee, services))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "create order at {datetime}"
+        );
+        response.json().await.unwrap()
+    }
+}
+
+pub fn order_body(datetime: &str, totalfee: Value, services: &[&str]) -> Value {
+    json!({
+        "datetime": datetime,
+        "totalfee": totalfee,
+        "services": services.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
+    })
+}
+
+/// Asserts that `response` is a problem+json error with `status` and `code`, in the
+/// documented shape, carrying the response's request id; returns the body.
+pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let headers: HeaderMap = response.headers().clone();
+    assert_eq!(
+        headers["content-type"], "application/problem+json",
+        "errors are problem+json"
+    );
+    let request_id = headers["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
+    assert_eq!(
+        body["type"],
+        format!(
+            "urn:problem-type:orders:{}",
+            code.to_lowercase().replace('_', "-")
+        ),
+        "{body}"
+    );
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    body
+}

@@ -1,0 +1,15 @@
+//! Integration tests: the service over HTTP against a real PostgreSQL.
+//! One binary (modules per resource) so it links once.
+
+mod cli;
+mod concurrency;
+mod conditional;
+mod errors;
+mod health;
+mod helpers;
+mod listing;
+mod openapi;
+mod orders;
+mod seed;
+mod services;
+mod three_hour_rule;
