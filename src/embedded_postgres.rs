@@ -37,6 +37,12 @@ pub enum EmbeddedError {
         "the socket path {0} is longer than a Unix socket allows (107 bytes); choose a shorter data folder"
     )]
     SocketPathTooLong(PathBuf),
+    #[error(
+        "PostgreSQL runs as the unprivileged user with uid {uid}, who cannot reach {path}: \
+         a folder above it is closed to other users. Choose a data folder it can reach \
+         (--data-dir or ORDERS_DATA_DIR), for example under /tmp"
+    )]
+    Unreachable { path: PathBuf, uid: u32 },
     #[error("{step} failed: {detail}")]
     Command { step: &'static str, detail: String },
     #[error("PostgreSQL did not become ready within {0:?}; its log is {1}")]
@@ -172,6 +178,9 @@ impl Cluster {
         }
 
         fs::create_dir_all(&data_dir).map_err(io_error(&data_dir))?;
+        if let Some(user) = &run_as {
+            check_reachable(&data_dir, user)?;
+        }
         // PostgreSQL insists that only its owner can read the data folder.
         fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))
             .map_err(io_error(&data_dir))?;
@@ -277,6 +286,27 @@ impl Cluster {
         self.child.wait().map_err(io_error(&self.data_dir))?;
         Ok(())
     }
+}
+
+/// Fails early, with a message that says what to do, when `user` cannot walk down to `dir`
+/// (a project checked out under root's closed home folder, say); initdb would fail later with
+/// a bare "permission denied".
+fn check_reachable(dir: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
+    use std::os::unix::fs::MetadataExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let metadata = fs::metadata(ancestor).map_err(io_error(ancestor))?;
+        let mode = metadata.mode();
+        let searchable = mode & 0o001 != 0
+            || (metadata.uid() == user.uid && mode & 0o100 != 0)
+            || (metadata.gid() == user.gid && mode & 0o010 != 0);
+        if !searchable {
+            return Err(EmbeddedError::Unreachable {
+                path: dir.to_owned(),
+                uid: user.uid,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, EmbeddedError> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use orders::{
     config::{Cli, Command, Settings},
-    http,
+    http::{self, problem::error_chain},
     startup::{Application, Database, StartError, shutdown_signal},
     storage::{self, migrations},
     telemetry,
@@ -25,8 +25,7 @@ async fn main() -> ExitCode {
     match run(command, Settings::from(cli.settings)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %orders::http::problem::error_chain(&error), "failed");
-            eprintln!("error: {}", orders::http::problem::error_chain(&error));
+            tracing::error!(error = %error_chain(&error), "{command:?} failed");
             ExitCode::FAILURE
         }
     }

@@ -25,9 +25,9 @@ pub struct Database {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("DATABASE_URL is not a valid connection string: {0}")]
+    #[error("DATABASE_URL is not a valid connection string")]
     BadDatabaseUrl(#[source] tokio_postgres::Error),
-    #[error("the private PostgreSQL cluster could not start: {0}")]
+    #[error("the private PostgreSQL cluster could not start")]
     Embedded(#[from] EmbeddedError),
     #[error("could not create the database on the private cluster")]
     CreateDatabase(#[source] tokio_postgres::Error),
