@@ -61,14 +61,43 @@ pub fn api_service(pool: Pool) -> OpenApiService<Api, ()> {
 
 /// The spec as YAML, as committed in `openapi.yaml`.
 pub fn spec_yaml(pool: Pool) -> String {
-    api_service(pool).spec_yaml()
+    yaml_from_json_spec(&api_service(pool).spec())
+}
+
+/// Converts the JSON spec to YAML. poem-openapi's own `spec_yaml` cannot be used: with
+/// serde_json's `arbitrary_precision` (which keeps money exact) a JSON number only serialises
+/// correctly through serde_json, and YAML would show every example number as a
+/// `$serde_json::private::Number` map.
+fn yaml_from_json_spec(json: &str) -> String {
+    fn convert(value: serde_json::Value) -> serde_yaml::Value {
+        use serde_json::Value;
+        match value {
+            Value::Null => serde_yaml::Value::Null,
+            Value::Bool(flag) => flag.into(),
+            Value::Number(number) => match (number.as_i64(), number.as_u64()) {
+                (Some(signed), _) => signed.into(),
+                (None, Some(unsigned)) => unsigned.into(),
+                (None, None) => number.as_f64().unwrap_or(f64::NAN).into(),
+            },
+            Value::String(text) => text.into(),
+            Value::Array(items) => items.into_iter().map(convert).collect(),
+            Value::Object(members) => serde_yaml::Value::Mapping(
+                members
+                    .into_iter()
+                    .map(|(key, value)| (key.into(), convert(value)))
+                    .collect(),
+            ),
+        }
+    }
+    let spec: serde_json::Value = serde_json::from_str(json).expect("the generated spec is JSON");
+    serde_yaml::to_string(&convert(spec)).expect("a YAML value always serialises")
 }
 
 /// The whole application: API, spec, docs, and the edge middleware around all of them.
 pub fn app(pool: Pool) -> impl Endpoint {
     let service = api_service(pool);
     let spec_json = service.spec();
-    let spec_yaml = service.spec_yaml();
+    let spec_yaml = yaml_from_json_spec(&spec_json);
     let docs = service.swagger_ui();
 
     let mut routes = RouteTable::from_meta(<Api as OpenApi>::meta());
