@@ -93,7 +93,8 @@ pub enum ApiError {
     UnknownServices(Vec<String>),
     /// 500 `INTERNAL`: a fault on the server's side; the log has the cause, the body does not.
     Internal,
-    /// 503 `DATABASE_UNAVAILABLE`: the database cannot be reached; retry after `Retry-After` seconds.
+    /// 503 `DATABASE_UNAVAILABLE`: the database cannot be reached (or stayed too contended to
+    /// finish the write); retry after `Retry-After` seconds.
     Unavailable,
 }
 
@@ -274,6 +275,10 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Unavailable(cause) => {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "database unavailable");
+                Self::Unavailable
+            }
+            StoreError::Contention(cause) => {
+                tracing::warn!(error = %error_chain(&cause), "contention persisted across retries");
                 Self::Unavailable
             }
             StoreError::Database(cause) => {

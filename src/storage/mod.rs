@@ -61,6 +61,10 @@ pub enum StoreError {
     UnknownServices(Vec<ServiceId>),
     #[error("the database cannot be reached")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database aborted the transaction to resolve contention (a deadlock between racing
+    /// writers); running it again is safe and normally succeeds.
+    #[error("the transaction was aborted by contention")]
+    Contention(#[source] tokio_postgres::Error),
     #[error("database error")]
     Database(#[source] tokio_postgres::Error),
 }
@@ -71,8 +75,16 @@ impl StoreError {
     /// is unknown) look them up after the failed statement.
     pub fn from_db(error: tokio_postgres::Error) -> Self {
         let Some(db_error) = error.as_db_error() else {
-            // No server response at all: the connection is gone.
-            return Self::Unavailable(Box::new(error));
+            // No answer from the server: the connection is gone or could not be made. Anything
+            // else without a server answer (a type mismatch, say) is a bug, not an outage.
+            let lost_connection = error.is_closed()
+                || std::error::Error::source(&error)
+                    .is_some_and(|cause| cause.is::<std::io::Error>());
+            return if lost_connection {
+                Self::Unavailable(Box::new(error))
+            } else {
+                Self::Database(error)
+            };
         };
         match (db_error.code(), db_error.constraint()) {
             (&SqlState::EXCLUSION_VIOLATION, Some("orders_three_hour_rule")) => {
@@ -87,6 +99,9 @@ impl StoreError {
                 // Raised on insert (the service is missing) and on delete (it is in use);
                 // callers that insert turn this into `UnknownServices`.
                 Self::ServiceInUse
+            }
+            (&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE, _) => {
+                Self::Contention(error)
             }
             (code, _) if is_unavailable(code) => Self::Unavailable(Box::new(error)),
             _ => Self::Database(error),
@@ -123,6 +138,34 @@ impl From<PoolError> for StoreError {
     }
 }
 
+/// How many times a write is tried before contention is reported to the caller.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// Runs `write` again when it failed in a way that another try can fix: the database aborted
+/// it to break a deadlock, or it clashed with an order that was deleted before the clash could
+/// be reported.
+pub(crate) async fn retry_transient<T, F, Fut>(mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Err(
+                StoreError::Contention(_)
+                | StoreError::OrderTimeConflict {
+                    conflicting_order_id: None,
+                },
+            ) if attempt < WRITE_ATTEMPTS => {
+                tracing::info!(attempt, "retrying a write that contention aborted");
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// Whether the database answers a trivial query: what `/readyz` reports.
 pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     let client = pool.get().await?;
@@ -149,5 +192,57 @@ impl<T, K> Page<T, K> {
             None
         };
         Self { items, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn vanished_conflict() -> StoreError {
+        StoreError::OrderTimeConflict {
+            conflicting_order_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_transiently_is_tried_again() {
+        let calls = Cell::new(0);
+        let outcome = retry_transient(|| {
+            calls.set(calls.get() + 1);
+            let call = calls.get();
+            async move {
+                if call < 3 {
+                    Err(vanished_conflict())
+                } else {
+                    Ok(call)
+                }
+            }
+        })
+        .await;
+        assert_eq!(outcome.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_after_the_last_attempt_and_never_start_for_other_errors() {
+        let calls = Cell::new(0);
+        let outcome: Result<(), _> = retry_transient(|| {
+            calls.set(calls.get() + 1);
+            async { Err(vanished_conflict()) }
+        })
+        .await;
+        assert!(matches!(outcome, Err(StoreError::OrderTimeConflict { .. })));
+        assert_eq!(calls.get(), WRITE_ATTEMPTS);
+
+        calls.set(0);
+        let outcome: Result<(), _> = retry_transient(|| {
+            calls.set(calls.get() + 1);
+            async { Err(StoreError::ServiceNameTaken) }
+        })
+        .await;
+        assert!(matches!(outcome, Err(StoreError::ServiceNameTaken)));
+        assert_eq!(calls.get(), 1);
     }
 }

@@ -1,15 +1,15 @@
 //! SQL for orders and the services they book.
 //!
-//! An order is read with its services in one statement (a join, never a query per row), and
-//! written in one statement, so a failed write leaves nothing behind without an explicit
-//! transaction.
+//! An order is read with its services in one statement (a join, never a query per row).
+//! Writes run in a transaction, so a failed one leaves nothing behind, and are retried when
+//! the database aborts them to break a deadlock.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::{GenericClient, Pool, Transaction};
 use rust_decimal::Decimal;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, types::ToSql};
 
-use super::{Page, StoreError};
+use super::{Page, StoreError, retry_transient};
 use crate::domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp};
 
 /// An order as stored.
@@ -55,7 +55,7 @@ const ORDER_COLUMNS: &str =
     "o.id, o.scheduled_at, o.total_fee, o.version, o.created_at, o.updated_at, s.id, s.name";
 
 /// Folds rows of `ORDER_COLUMNS` (one per booked service, orders adjacent) into orders.
-fn fold_orders(rows: &[Row]) -> Result<Vec<OrderRecord>, StoreError> {
+fn fold_orders(rows: &[Row]) -> Vec<OrderRecord> {
     let mut orders: Vec<OrderRecord> = Vec::new();
     for row in rows {
         let id = OrderId::from_db(row.get(0));
@@ -65,19 +65,24 @@ fn fold_orders(rows: &[Row]) -> Result<Vec<OrderRecord>, StoreError> {
         };
         match orders.last_mut() {
             Some(order) if order.id == id => order.services.push(service),
-            _ => orders.push(OrderRecord {
-                id,
-                scheduled_at: stored_timestamp(row.get(1)),
-                total_fee: Money::from_decimal(row.get::<_, Decimal>(2))
-                    .expect("the schema's CHECK keeps fees in range"),
-                version: row.get(3),
-                created_at: stored_timestamp(row.get(4)),
-                updated_at: stored_timestamp(row.get(5)),
-                services: vec![service],
-            }),
+            _ => orders.push(order_from_row(row, vec![service])),
         }
     }
-    Ok(orders)
+    orders
+}
+
+/// An order from a row whose first columns are [`ORDER_ROW`]'s.
+fn order_from_row(row: &Row, services: Vec<BookedService>) -> OrderRecord {
+    OrderRecord {
+        id: OrderId::from_db(row.get(0)),
+        scheduled_at: stored_timestamp(row.get(1)),
+        total_fee: Money::from_decimal(row.get::<_, Decimal>(2))
+            .expect("the schema's CHECK keeps fees in range"),
+        version: row.get(3),
+        created_at: stored_timestamp(row.get(4)),
+        updated_at: stored_timestamp(row.get(5)),
+        services,
+    }
 }
 
 fn stored_timestamp(instant: DateTime<Utc>) -> Timestamp {
@@ -106,49 +111,59 @@ pub async fn fetch(pool: &Pool, id: OrderId) -> Result<OrderRecord, StoreError> 
         ))
         .await?;
     let rows = client.query(&statement, &[&id.get()]).await?;
-    single(fold_orders(&rows)?)
+    single(fold_orders(&rows))
 }
+
+/// The columns of an order row, as the write statements return them.
+const ORDER_ROW: &str = "id, scheduled_at, total_fee, version, created_at, updated_at";
 
 /// Creates an order, or reports why it cannot be: its time clashes with another order's, or
 /// one of its services does not exist.
 pub async fn insert(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, StoreError> {
-    let client = pool.get().await?;
-    // `ON CONFLICT DO NOTHING` turns a clash with the 3-hour rule into "no row" rather than an
-    // error: cheaper, and it leaves no dead tuple behind.
-    let statement = client
-        .prepare_cached(&format!(
-            "WITH o AS (
-                 INSERT INTO orders (scheduled_at, total_fee) VALUES ($1, $2)
+    retry_transient(|| insert_once(pool, draft)).await
+}
+
+async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, StoreError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let written = async {
+        // `ON CONFLICT DO NOTHING` turns a clash with the 3-hour rule into "no row" rather
+        // than an error: cheaper, and it leaves no dead tuple behind.
+        let statement = transaction
+            .prepare_cached(&format!(
+                "INSERT INTO orders (scheduled_at, total_fee) VALUES ($1, $2)
                  ON CONFLICT DO NOTHING
-                 RETURNING id, scheduled_at, total_fee, version, created_at, updated_at
-             ), os AS (
-                 INSERT INTO order_services (order_id, service_id, position)
-                 SELECT o.id, requested.service_id, requested.position
-                 FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
-                 RETURNING service_id, position
-             )
-             SELECT {ORDER_COLUMNS}
-             FROM o, os JOIN services s ON s.id = os.service_id
-             ORDER BY os.position"
-        ))
-        .await?;
-    let service_ids = raw_ids(&draft.service_ids);
-    let result = client
-        .query(
-            &statement,
-            &[
-                &draft.scheduled_at.as_datetime(),
-                &draft.total_fee.as_decimal(),
-                &service_ids,
-            ],
-        )
-        .await;
-    match result {
-        Ok(rows) if rows.is_empty() => Err(StoreError::OrderTimeConflict {
-            conflicting_order_id: find_conflict(&client, draft.scheduled_at, None).await?,
-        }),
-        Ok(rows) => single(fold_orders(&rows)?),
-        Err(error) => Err(explain_write_error(&client, error, draft, None).await),
+                 RETURNING {ORDER_ROW}"
+            ))
+            .await?;
+        let params: [&(dyn ToSql + Sync); 2] = [
+            &draft.scheduled_at.as_datetime(),
+            &draft.total_fee.as_decimal(),
+        ];
+        match transaction.query_opt(&statement, &params).await? {
+            None => Ok(None),
+            Some(row) => {
+                let services = link_services(&transaction, row.get(0), &draft.service_ids).await?;
+                Ok(Some(order_from_row(&row, services)))
+            }
+        }
+    }
+    .await;
+    match written {
+        Ok(Some(order)) => {
+            transaction.commit().await?;
+            Ok(order)
+        }
+        Ok(None) => {
+            transaction.rollback().await?;
+            Err(StoreError::OrderTimeConflict {
+                conflicting_order_id: find_conflict(&client, draft.scheduled_at, None).await?,
+            })
+        }
+        Err(error) => {
+            transaction.rollback().await?;
+            Err(explain_write_error(&client, error, draft, None).await)
+        }
     }
 }
 
@@ -160,50 +175,97 @@ pub async fn replace(
     draft: &OrderDraft,
     expected_versions: Option<&[i32]>,
 ) -> Result<OrderRecord, StoreError> {
-    let client = pool.get().await?;
-    // One statement, so a failure anywhere (the 3-hour rule, an unknown service) changes
-    // nothing. The links to drop and the links to upsert are disjoint sets of rows, which is
-    // what lets them share a statement.
-    let statement = client
-        .prepare_cached(&format!(
-            "WITH o AS (
-                 UPDATE orders
+    retry_transient(|| replace_once(pool, id, draft, expected_versions)).await
+}
+
+async fn replace_once(
+    pool: &Pool,
+    id: OrderId,
+    draft: &OrderDraft,
+    expected_versions: Option<&[i32]>,
+) -> Result<OrderRecord, StoreError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let written = async {
+        // Updating the row first locks it: a concurrent replace of the same order waits here,
+        // and the statements below (each with a fresh snapshot) see what it committed.
+        let statement = transaction
+            .prepare_cached(&format!(
+                "UPDATE orders
                  SET scheduled_at = $2, total_fee = $3, version = version + 1, updated_at = now()
-                 WHERE id = $1 AND ($5::int[] IS NULL OR version = ANY ($5))
-                 RETURNING id, scheduled_at, total_fee, version, created_at, updated_at
-             ), dropped AS (
-                 DELETE FROM order_services
-                 WHERE order_id IN (SELECT id FROM o) AND service_id <> ALL ($4::bigint[])
-             ), os AS (
-                 INSERT INTO order_services (order_id, service_id, position)
-                 SELECT o.id, requested.service_id, requested.position
-                 FROM o, unnest($4::bigint[]) WITH ORDINALITY AS requested (service_id, position)
-                 ON CONFLICT (order_id, service_id) DO UPDATE SET position = excluded.position
-                 RETURNING service_id, position
-             )
-             SELECT {ORDER_COLUMNS}
-             FROM o, os JOIN services s ON s.id = os.service_id
-             ORDER BY os.position"
-        ))
-        .await?;
-    let service_ids = raw_ids(&draft.service_ids);
-    let result = client
-        .query(
-            &statement,
-            &[
-                &id.get(),
-                &draft.scheduled_at.as_datetime(),
-                &draft.total_fee.as_decimal(),
-                &service_ids,
-                &expected_versions,
-            ],
-        )
-        .await;
-    match result {
-        Ok(rows) if rows.is_empty() => Err(why_not_written(&client, id).await?),
-        Ok(rows) => single(fold_orders(&rows)?),
-        Err(error) => Err(explain_write_error(&client, error, draft, Some(id)).await),
+                 WHERE id = $1 AND ($4::int[] IS NULL OR version = ANY ($4))
+                 RETURNING {ORDER_ROW}"
+            ))
+            .await?;
+        let params: [&(dyn ToSql + Sync); 4] = [
+            &id.get(),
+            &draft.scheduled_at.as_datetime(),
+            &draft.total_fee.as_decimal(),
+            &expected_versions,
+        ];
+        let Some(row) = transaction.query_opt(&statement, &params).await? else {
+            return Ok(None);
+        };
+        let unlink = transaction
+            .prepare_cached("DELETE FROM order_services WHERE order_id = $1")
+            .await?;
+        transaction.execute(&unlink, &[&id.get()]).await?;
+        let services = link_services(&transaction, id.get(), &draft.service_ids).await?;
+        Ok(Some(order_from_row(&row, services)))
     }
+    .await;
+    match written {
+        Ok(Some(order)) => {
+            transaction.commit().await?;
+            Ok(order)
+        }
+        Ok(None) => {
+            transaction.rollback().await?;
+            Err(why_not_written(&client, id).await?)
+        }
+        Err(error) => {
+            transaction.rollback().await?;
+            Err(explain_write_error(&client, error, draft, Some(id)).await)
+        }
+    }
+}
+
+/// Books `service_ids` for the order, in that order, and returns them with their names.
+///
+/// The names are read by a statement of their own, after the inserts' foreign key checks:
+/// those wait for a concurrent rename of a booked service to commit, so the names returned
+/// are the ones the order's version stands for.
+async fn link_services(
+    transaction: &Transaction<'_>,
+    order_id: i64,
+    service_ids: &[ServiceId],
+) -> Result<Vec<BookedService>, tokio_postgres::Error> {
+    let link = transaction
+        .prepare_cached(
+            "INSERT INTO order_services (order_id, service_id, position)
+             SELECT $1, requested.service_id, requested.position
+             FROM unnest($2::bigint[]) WITH ORDINALITY AS requested (service_id, position)",
+        )
+        .await?;
+    transaction
+        .execute(&link, &[&order_id, &raw_ids(service_ids)])
+        .await?;
+    let names = transaction
+        .prepare_cached(
+            "SELECT s.id, s.name
+             FROM order_services os JOIN services s ON s.id = os.service_id
+             WHERE os.order_id = $1
+             ORDER BY os.position",
+        )
+        .await?;
+    let rows = transaction.query(&names, &[&order_id]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| BookedService {
+            id: ServiceId::from_db(row.get(0)),
+            name: row.get(1),
+        })
+        .collect())
 }
 
 /// Deletes an order, if its version is one of `expected_versions` (any when `None`). Its
@@ -273,7 +335,7 @@ pub async fn list(
             ],
         )
         .await?;
-    let orders = fold_orders(&rows)?;
+    let orders = fold_orders(&rows);
     Ok(Page::from_overfetched(orders, limit, |order| OrderCursor {
         scheduled_at: order.scheduled_at.as_datetime(),
         id: order.id,

@@ -3,7 +3,7 @@
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 
-use super::{Page, StoreError};
+use super::{Page, StoreError, retry_transient};
 use crate::domain::{ServiceId, ServiceName, Timestamp};
 
 /// A service as stored.
@@ -66,28 +66,63 @@ pub async fn rename(
     name: &ServiceName,
     expected_versions: Option<&[i32]>,
 ) -> Result<ServiceRecord, StoreError> {
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "WITH renamed AS (
-                 UPDATE services
+    retry_transient(|| rename_once(pool, id, name, expected_versions)).await
+}
+
+async fn rename_once(
+    pool: &Pool,
+    id: ServiceId,
+    name: &ServiceName,
+    expected_versions: Option<&[i32]>,
+) -> Result<ServiceRecord, StoreError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let written: Result<_, tokio_postgres::Error> = async {
+        // FOR UPDATE, not the weaker lock an UPDATE of the name takes: it waits for orders
+        // that are booking this service right now (their foreign key checks hold KEY SHARE
+        // locks) and makes new bookings wait for this rename. So the orders bumped below are
+        // exactly the ones that show the old name.
+        let lock = transaction
+            .prepare_cached("SELECT 1 FROM services WHERE id = $1 FOR UPDATE")
+            .await?;
+        transaction.query_opt(&lock, &[&id.get()]).await?;
+        let rename = transaction
+            .prepare_cached(&format!(
+                "UPDATE services
                  SET name = $2, version = version + 1, updated_at = now()
                  WHERE id = $1 AND ($3::int[] IS NULL OR version = ANY ($3))
-                 RETURNING {SERVICE_COLUMNS}
-             ), touched AS (
-                 UPDATE orders SET version = version + 1
-                 WHERE id IN (SELECT order_id FROM order_services
-                              WHERE service_id IN (SELECT id FROM renamed))
-             )
-             SELECT {SERVICE_COLUMNS} FROM renamed"
-        ))
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&id.get(), &name.as_str(), &expected_versions])
-        .await?;
-    match row {
-        Some(row) => Ok(from_row(&row)),
-        None => Err(why_not_written(&client, id).await?),
+                 RETURNING {SERVICE_COLUMNS}"
+            ))
+            .await?;
+        let Some(row) = transaction
+            .query_opt(&rename, &[&id.get(), &name.as_str(), &expected_versions])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let bump_orders = transaction
+            .prepare_cached(
+                "UPDATE orders SET version = version + 1
+                 WHERE id IN (SELECT order_id FROM order_services WHERE service_id = $1)",
+            )
+            .await?;
+        transaction.execute(&bump_orders, &[&id.get()]).await?;
+        Ok(Some(from_row(&row)))
+    }
+    .await;
+    match written {
+        Ok(Some(service)) => {
+            transaction.commit().await?;
+            Ok(service)
+        }
+        Ok(None) => {
+            transaction.rollback().await?;
+            Err(why_not_written(&client, id).await?)
+        }
+        Err(error) => {
+            transaction.rollback().await?;
+            Err(StoreError::from_db(error))
+        }
     }
 }
 
