@@ -74,11 +74,11 @@ impl Binaries {
         let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
             .map(|path| std::env::split_paths(&path).collect())
             .unwrap_or_default();
-        if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
-            if output.status.success() {
-                let dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-                candidates.push(PathBuf::from(dir));
-            }
+        if let Ok(output) = Command::new("pg_config").arg("--bindir").output()
+            && output.status.success()
+        {
+            let dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            candidates.push(PathBuf::from(dir));
         }
         candidates.extend(versioned_dirs("/usr/lib/postgresql", "bin"));
         candidates.extend(versioned_dirs("/opt/homebrew/opt", "bin"));
@@ -160,6 +160,9 @@ pub struct Cluster {
     child: Child,
 }
 
+/// How long a fast shutdown may take before the server is stopped at once.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The superuser that `initdb` creates, whatever OS user runs the server.
 pub const SUPERUSER: &str = "postgres";
 
@@ -229,6 +232,9 @@ impl Cluster {
                 "full_page_writes=off",
             ]);
         }
+        // A process group of its own, so a Ctrl-C in the terminal reaches only us: the server
+        // must keep serving while in-flight requests drain, and stop when we say.
+        postgres.process_group(0);
         let child = spawn_owned(&mut postgres, run_as.as_ref()).map_err(|error| {
             EmbeddedError::Command {
                 step: "starting postgres",
@@ -257,8 +263,11 @@ impl Cluster {
 
     fn wait_until_ready(&mut self, timeout: Duration, log: &Path) -> Result<(), EmbeddedError> {
         let started = Instant::now();
-        // postmaster.pid's last line reads "ready" once the server accepts connections.
+        // postmaster.pid names the server's pid on its first line, and its last line reads
+        // "ready" once the server accepts connections. A file left by a server that was killed
+        // also says "ready", so the pid must be our child's.
         let pid_file = self.data_dir.join("postmaster.pid");
+        let our_pid = self.child.id().to_string();
         while started.elapsed() < timeout {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let tail = fs::read_to_string(log).unwrap_or_default();
@@ -267,9 +276,10 @@ impl Cluster {
                     detail: format!("exited with {status} during start-up: {}", tail.trim()),
                 });
             }
-            if fs::read_to_string(&pid_file)
-                .is_ok_and(|contents| contents.lines().any(|line| line.trim() == "ready"))
-            {
+            if fs::read_to_string(&pid_file).is_ok_and(|contents| {
+                contents.lines().next() == Some(our_pid.as_str())
+                    && contents.lines().any(|line| line.trim() == "ready")
+            }) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -278,12 +288,26 @@ impl Cluster {
     }
 
     /// Stops the server with a fast shutdown (open transactions are rolled back, everything
-    /// committed is kept) and waits for it to exit.
+    /// committed is kept) and waits for it to exit. A server that has not stopped after
+    /// [`STOP_TIMEOUT`] gets an immediate shutdown, which recovers from its log on next start.
     pub fn stop(mut self) -> Result<(), EmbeddedError> {
         let pid = Pid::from_raw(self.child.id() as i32);
         // The server may already be gone; then there is nothing to stop.
         let _ = signal::kill(pid, Signal::SIGINT);
-        self.child.wait().map_err(io_error(&self.data_dir))?;
+        let started = Instant::now();
+        while self
+            .child
+            .try_wait()
+            .map_err(io_error(&self.data_dir))?
+            .is_none()
+        {
+            if started.elapsed() > STOP_TIMEOUT {
+                let _ = signal::kill(pid, Signal::SIGQUIT);
+                self.child.wait().map_err(io_error(&self.data_dir))?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Ok(())
     }
 }
@@ -318,14 +342,15 @@ fn spawn_owned(command: &mut Command, run_as: Option<&RunAs>) -> std::io::Result
     if let Some(user) = run_as {
         command.uid(user.uid).gid(user.gid);
     }
+    let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
     // system calls (prctl, getppid).
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             // Set after the uid change above (which clears it); std applies uid/gid first.
             nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)?;
-            // The parent may have died before prctl took effect.
-            if nix::unistd::getppid() == Pid::from_raw(1) {
+            // The parent may have died before prctl took effect; then the child was adopted.
+            if nix::unistd::getppid() != parent {
                 return Err(std::io::Error::other("parent exited"));
             }
             Ok(())

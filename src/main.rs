@@ -45,8 +45,9 @@ async fn run_with(
 ) -> Result<(), StartError> {
     let applied = migrations::run(&database.pool).await?;
     tracing::info!(applied, "migrations are up to date");
-    // The private cluster starts with the sample data, like the brief's database image.
-    if command == Command::Seed || (command == Command::Serve && database.created) {
+    // A database the private cluster has just created starts with the sample data, whichever
+    // command created it.
+    if command == Command::Seed || database.created {
         let report = storage::seed::load(&database.pool)
             .await
             .map_err(StartError::Seed)?;

@@ -1,11 +1,17 @@
 //! The binary as a user runs it: `orders` with no DATABASE_URL starts its own PostgreSQL,
-//! serves the sample data, and shuts everything down cleanly on SIGTERM.
+//! serves the sample data, shuts everything down cleanly on SIGTERM, and starts again after
+//! being killed outright.
 
 use std::{
-    process::{Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -16,94 +22,181 @@ fn openapi_prints_the_committed_spec() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    assert_eq!(
-        String::from_utf8(output.stdout).unwrap(),
-        include_str!("../../openapi.yaml")
+    // Not assert_eq: on failure it would print both specs whole.
+    assert!(
+        output.stdout == include_str!("../../openapi.yaml").as_bytes(),
+        "`orders openapi` prints something other than openapi.yaml: regenerate it"
     );
+}
+
+/// `orders serve` on a port of its own, killed when dropped so a failed test leaves nothing
+/// running. Its log goes to a file, shown when the test fails.
+struct Server {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Server {
+    async fn start(data_dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = data_dir.with_extension("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_orders"))
+            .env_remove("DATABASE_URL")
+            .env("ORDERS_DATA_DIR", data_dir)
+            .env("ORDERS_BIND", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        server.wait_until_ready().await;
+        server
+    }
+
+    async fn wait_until_ready(&mut self) {
+        let client = reqwest::Client::new();
+        // A first start runs initdb, migrates and seeds: allow for a slow machine.
+        let started = Instant::now();
+        loop {
+            let ready = client.get(format!("{}/readyz", self.base)).send().await;
+            if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "not ready in time; log:\n{}",
+                self.log_text()
+            );
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "exited early; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        reqwest::get(format!("{}{path}", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "did not exit in time; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn data_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("orders-cli-test-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// The pid on the first line of PostgreSQL's lock file, while it runs.
+fn postgres_pid(data_dir: &Path) -> Option<Pid> {
+    let contents = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).ok()?;
+    contents.lines().next()?.parse().ok().map(Pid::from_raw)
+}
+
+fn is_running(pid: Pid) -> bool {
+    kill(pid, None).is_ok()
 }
 
 #[tokio::test]
 async fn serve_without_database_url_runs_a_private_cluster_and_stops_it_on_sigterm() {
-    let data_dir =
-        std::env::temp_dir().join(format!("orders-cli-test-{}", uuid::Uuid::new_v4().simple()));
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_orders"))
-        .env_remove("DATABASE_URL")
-        .env("ORDERS_DATA_DIR", &data_dir)
-        .env("ORDERS_BIND", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let data_dir = data_dir();
+    let mut server = Server::start(&data_dir).await;
+    let postgres = postgres_pid(&data_dir).expect("PostgreSQL runs");
 
-    // First start: initdb, migrate, seed. Allow for a slow machine.
-    let started = Instant::now();
-    loop {
-        if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
-            if response.status() == StatusCode::OK {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the server did not become ready"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the server exited early"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let order: Value = client
-        .get(format!("{base}/orders/223"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let order = server.get_json("/orders/223").await;
     assert_eq!(
         order["datetime"], "2022-11-01T11:11:11.111Z",
         "the sample data is loaded on first start"
     );
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = wait_with_timeout(&mut child, Duration::from_secs(30));
-    assert!(status.success(), "exits cleanly: {status}");
+    server.signal(Signal::SIGTERM);
+    let status = server.wait(Duration::from_secs(40));
     assert!(
-        !data_dir.join("postgres/postmaster.pid").exists(),
-        "PostgreSQL was stopped cleanly (it removes its pid file)"
+        status.success(),
+        "exits cleanly: {status}; log:\n{}",
+        server.log_text()
+    );
+    assert!(!is_running(postgres), "PostgreSQL has stopped");
+    assert!(
+        postgres_pid(&data_dir).is_none(),
+        "and stopped cleanly (it removes its lock file)"
     );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[tokio::test]
+async fn serve_starts_again_after_it_and_its_postgres_were_killed_outright() {
+    let data_dir = data_dir();
+    let mut first = Server::start(&data_dir).await;
+    let postgres = postgres_pid(&data_dir).expect("PostgreSQL runs");
 
-fn wait_with_timeout(
-    child: &mut std::process::Child,
-    timeout: Duration,
-) -> std::process::ExitStatus {
+    // As after a power cut: no one shuts down, and the lock file stays behind.
+    kill(postgres, Signal::SIGKILL).unwrap();
+    first.signal(Signal::SIGKILL);
+    first.wait(Duration::from_secs(10));
     let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("the server did not stop within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    while is_running(postgres) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "PostgreSQL did not die"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(
+        postgres_pid(&data_dir).is_some(),
+        "a stale lock file is left"
+    );
+
+    let second = Server::start(&data_dir).await;
+
+    let orders = second.get_json("/orders").await;
+    assert_eq!(
+        orders["orders"].as_array().unwrap().len(),
+        3,
+        "the data survived; it was not seeded twice"
+    );
+    drop(second);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }
