@@ -33,17 +33,24 @@ impl Money {
         } else {
             Decimal::from_str_exact(text)
         }
-        .map_err(|_| {
-            // A number too large for a decimal is still a number: say what is wrong with it.
-            if text.starts_with('-') {
-                MoneyError::Negative
-            } else if text.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-                MoneyError::TooLarge
-            } else {
-                MoneyError::NotANumber
-            }
-        })?;
+        .map_err(|_| Self::classify_unrepresentable(text))?;
         Self::from_decimal(amount)
+    }
+
+    /// Says what is wrong with a number too large or too precise for a decimal to hold. The
+    /// float is used only to tell which; no amount is ever computed with it.
+    fn classify_unrepresentable(text: &str) -> MoneyError {
+        let looks_numeric = text
+            .trim_start_matches('-')
+            .starts_with(|c: char| c.is_ascii_digit());
+        match text.parse::<f64>() {
+            Err(_) => MoneyError::NotANumber,
+            Ok(_) if !looks_numeric => MoneyError::NotANumber,
+            Ok(value) if value < 0.0 => MoneyError::Negative,
+            Ok(value) if value > 1_000_000_000.0 => MoneyError::TooLarge,
+            // In range but with more digits than a decimal holds (`1e-400`, 30 decimals).
+            Ok(_) => MoneyError::TooPrecise,
+        }
     }
 
     /// Checks an amount already held as a decimal, such as one read from the database.
@@ -121,6 +128,14 @@ mod tests {
             Money::parse("99999999999999999999999999999999999"),
             Err(MoneyError::TooLarge)
         );
+        assert_eq!(Money::parse("1e-400"), Err(MoneyError::TooPrecise));
+        assert_eq!(
+            Money::parse("0.0000000000000000000000000000001"),
+            Err(MoneyError::TooPrecise)
+        );
+        assert_eq!(Money::parse("-1e400"), Err(MoneyError::Negative));
         assert_eq!(Money::parse("abc"), Err(MoneyError::NotANumber));
+        assert_eq!(Money::parse("NaN"), Err(MoneyError::NotANumber));
+        assert_eq!(Money::parse("inf"), Err(MoneyError::NotANumber));
     }
 }

@@ -165,10 +165,10 @@ impl<E> EdgeEndpoint<E> {
         if error.is::<NotFoundError>() {
             return ApiError::NotFound(format!("there is nothing at {path}"));
         }
-        if error.is::<MethodNotAllowedError>() {
-            if let Some(allow) = self.routes.allow(path) {
-                return ApiError::MethodNotAllowed { allow };
-            }
+        if error.is::<MethodNotAllowedError>()
+            && let Some(allow) = self.routes.allow(path)
+        {
+            return ApiError::MethodNotAllowed { allow };
         }
         if error.status().is_client_error() {
             tracing::warn!(error = %error, status = error.status().as_u16(), "unmapped client error");

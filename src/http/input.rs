@@ -3,8 +3,8 @@
 //! poem-openapi's derived parsers report a bad field by its type's name, not the field's,
 //! and a missing field as `Type "string_date-time" expects an input value`. A caller needs
 //! `totalfee: at most 2 decimal places`. So a body type derives `Object` for its schema (the
-//! spec stays derived from the code) and implements [`ReadJson`] for parsing; `Body<T>`
-//! joins the two for the request payload.
+//! spec stays derived from the code) and implements [`ReadJson`], which reads the JSON straight
+//! into validated values; `Body<T>` joins the two for the request payload.
 
 use std::{borrow::Cow, fmt::Display};
 
@@ -54,12 +54,15 @@ impl Display for FieldError {
     }
 }
 
-/// A body type read from JSON with field-named errors.
-pub trait ReadJson: Type + Sized {
+/// A body schema type, and how to read its JSON into validated values with field-named errors.
+pub trait ReadJson: Type {
+    /// What a body of this schema is read into.
+    type Value;
+
     /// The fields the body may have; any other is refused, so a typo cannot be silently dropped.
     const FIELDS: &'static [&'static str];
 
-    fn read(fields: &mut Fields) -> Result<Self, FieldError>;
+    fn read(fields: &mut Fields) -> Result<Self::Value, FieldError>;
 }
 
 /// The members of a JSON object, taken one by one.
@@ -110,7 +113,7 @@ pub fn read_array<T>(
 }
 
 /// Reads `value` as an object with only `T::FIELDS`, then lets `T` read the members.
-pub fn read_object<T: ReadJson>(value: &Value) -> Result<T, FieldError> {
+pub fn read_object<T: ReadJson>(value: &Value) -> Result<T::Value, FieldError> {
     let Value::Object(members) = value else {
         return Err(FieldError::new("", "must be a JSON object"));
     };
@@ -129,13 +132,17 @@ pub fn read_object<T: ReadJson>(value: &Value) -> Result<T, FieldError> {
     T::read(&mut Fields(members.clone()))
 }
 
-/// A request payload of type `T`: `T`'s schema, read with `T`'s [`ReadJson`].
-pub struct Body<T>(pub T);
+/// A request payload with `T`'s schema, read with `T`'s [`ReadJson`].
+pub struct Body<T: ReadJson>(pub T::Value);
 
-impl<T: ReadJson> Type for Body<T> {
+impl<T: ReadJson> Type for Body<T>
+where
+    T::Value: Send + Sync,
+{
     const IS_REQUIRED: bool = true;
-    type RawValueType = T::RawValueType;
-    type RawElementValueType = T::RawElementValueType;
+    // Validators and raw-value access are for derived types; this one validates as it reads.
+    type RawValueType = ();
+    type RawElementValueType = ();
 
     fn name() -> Cow<'static, str> {
         T::name()
@@ -150,13 +157,13 @@ impl<T: ReadJson> Type for Body<T> {
     }
 
     fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        self.0.as_raw_value()
+        None
     }
 
     fn raw_element_iter<'a>(
         &'a self,
     ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        self.0.raw_element_iter()
+        Box::new(std::iter::empty())
     }
 }
 
@@ -164,7 +171,10 @@ impl<T: ReadJson> Type for Body<T> {
 /// tell it from a JSON syntax error and strip the framework's wording around it.
 pub const FIELD_ERROR_MARKER: &str = "invalid body: ";
 
-impl<T: ReadJson> ParseFromJSON for Body<T> {
+impl<T: ReadJson> ParseFromJSON for Body<T>
+where
+    T::Value: Send + Sync,
+{
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         let value = value.unwrap_or_default();
         if !value.is_object() {
@@ -172,7 +182,7 @@ impl<T: ReadJson> ParseFromJSON for Body<T> {
                 "{FIELD_ERROR_MARKER}the request body must be a JSON object"
             )));
         }
-        read_object(&value)
+        read_object::<T>(&value)
             .map(Body)
             .map_err(|error| ParseError::custom(format!("{FIELD_ERROR_MARKER}{error}")))
     }

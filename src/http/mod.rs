@@ -123,6 +123,7 @@ pub fn app(pool: Pool) -> impl Endpoint {
                     .body(spec_yaml.clone())
             })),
         )
-        .nest("/docs", docs)
+        // GET only: the Swagger UI endpoint itself answers any method.
+        .nest("/docs", get(docs))
         .with(Edge::new(routes))
 }

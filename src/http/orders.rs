@@ -114,45 +114,60 @@ impl Example for OrderInput {
     }
 }
 
-impl OrderInput {
-    /// The draft this body asks for, or why it cannot be one.
-    async fn into_draft(self, pool: &Pool) -> Result<OrderDraft, ApiError> {
-        let raw_ids: Vec<&str> = self
-            .services
-            .iter()
-            .map(|service| service.id.as_str())
-            .collect();
+/// An order body as read, before its services are looked up.
+pub struct OrderRequest {
+    scheduled_at: Timestamp,
+    total_fee: Money,
+    /// As the client wrote them.
+    service_ids: Vec<String>,
+}
+
+impl OrderRequest {
+    /// The draft this body asks for, or why it cannot be one. `replacing` names the order a
+    /// replace targets, so that a missing order is reported before its body's services.
+    async fn into_draft(
+        self,
+        pool: &Pool,
+        replacing: Option<OrderId>,
+    ) -> Result<OrderDraft, ApiError> {
         let invalid = |error| ApiError::InvalidBody(FieldError::new("services", error).to_string());
-        OrderDraft::check_services(&raw_ids).map_err(invalid)?;
-        let service_ids: Vec<ServiceId> = raw_ids
+        OrderDraft::check_services(&self.service_ids).map_err(invalid)?;
+        let service_ids: Vec<ServiceId> = self
+            .service_ids
             .iter()
             .filter_map(|id| ServiceId::parse(id))
             .collect();
-        if service_ids.len() < raw_ids.len() {
+        if service_ids.len() < self.service_ids.len() {
+            if let Some(order) = replacing {
+                storage::orders::fetch(pool, order).await?;
+            }
             // An id the server never issued (`"abc"`, `"-1"`) names no service. Report it
             // together with any well-formed id that names none either.
             let missing = storage::services::find_missing(pool, &service_ids).await?;
-            let unknown = raw_ids
-                .iter()
+            let unknown = self
+                .service_ids
+                .into_iter()
                 .filter(|raw| ServiceId::parse(raw).is_none_or(|id| missing.contains(&id)))
-                .map(|raw| (*raw).to_owned())
                 .collect();
             return Err(ApiError::UnknownServices(unknown));
         }
-        OrderDraft::new(self.datetime, self.totalfee, service_ids).map_err(invalid)
+        OrderDraft::new(self.scheduled_at, self.total_fee, service_ids).map_err(invalid)
     }
 }
 
 impl ReadJson for OrderInput {
+    type Value = OrderRequest;
     const FIELDS: &'static [&'static str] = &["datetime", "totalfee", "services"];
 
-    fn read(fields: &mut Fields) -> Result<Self, FieldError> {
-        Ok(Self {
-            datetime: fields.required("datetime", |value| {
+    fn read(fields: &mut Fields) -> Result<OrderRequest, FieldError> {
+        Ok(OrderRequest {
+            scheduled_at: fields.required("datetime", |value| {
                 Timestamp::parse(string(value)?).map_err(|error| FieldError::new("", error))
             })?,
-            totalfee: fields.required("totalfee", scalar(money_from_json))?,
-            services: fields.required("services", |value| read_array(value, read_object))?,
+            total_fee: fields.required("totalfee", scalar(money_from_json))?,
+            service_ids: fields.required("services", |value| {
+                read_array(value, read_object::<ServiceRef>)
+            })?,
         })
     }
 }
@@ -166,12 +181,12 @@ pub struct ServiceRef {
 }
 
 impl ReadJson for ServiceRef {
+    /// A reference is just the id, as written.
+    type Value = String;
     const FIELDS: &'static [&'static str] = &["id"];
 
-    fn read(fields: &mut Fields) -> Result<Self, FieldError> {
-        Ok(Self {
-            id: fields.required("id", |value| string(value).map(str::to_owned))?,
-        })
+    fn read(fields: &mut Fields) -> Result<String, FieldError> {
+        fields.required("id", |value| string(value).map(str::to_owned))
     }
 }
 
@@ -286,7 +301,7 @@ impl OrdersApi {
         &self,
         body: Json<Body<OrderInput>>,
     ) -> Result<OrderCreated, ApiFailure<CreateErrors>> {
-        let draft = body.0.0.into_draft(&self.pool).await?;
+        let draft = body.0.0.into_draft(&self.pool, None).await?;
         let record = storage::orders::insert(&self.pool, &draft).await?;
         let location = format!("/orders/{}", record.id);
         let tag = etag(record.version);
@@ -378,7 +393,15 @@ impl OrdersApi {
         body: Json<Body<OrderInput>>,
     ) -> Result<OrderReplaced, ApiFailure<ReplaceErrors>> {
         let order = order_id(&id)?;
-        let draft = body.0.0.into_draft(&self.pool).await?;
+        let draft =
+            body.0
+                .0
+                .into_draft(&self.pool, Some(order))
+                .await
+                .map_err(|error| match error {
+                    ApiError::NotFound(_) => not_found(&id),
+                    other => other,
+                })?;
         let if_match = IfMatch::parse(if_match.0.as_deref());
         let record = storage::orders::replace(&self.pool, order, &draft, if_match.versions())
             .await

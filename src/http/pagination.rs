@@ -8,7 +8,7 @@ use chrono::DateTime;
 
 use super::problem::ApiError;
 use crate::{
-    domain::{OrderId, ServiceId},
+    domain::{OrderId, ServiceId, Timestamp},
     storage::orders::OrderCursor,
 };
 
@@ -51,10 +51,12 @@ pub fn encode_order_cursor(cursor: &OrderCursor) -> String {
 pub fn decode_order_cursor(token: &str) -> Result<OrderCursor, ApiError> {
     let key = decode(token, "o1:")?;
     let (micros, id) = key.split_once(':').ok_or_else(invalid_token)?;
+    // Only instants a stored order can have: the database refuses years beyond its range.
     let scheduled_at = micros
         .parse()
         .ok()
         .and_then(DateTime::from_timestamp_micros)
+        .filter(|instant| Timestamp::from_utc(*instant).is_ok())
         .ok_or_else(invalid_token)?;
     let id = OrderId::parse(id).ok_or_else(invalid_token)?;
     Ok(OrderCursor { scheduled_at, id })
@@ -104,7 +106,8 @@ mod tests {
 
     #[test]
     fn garbage_tokens_are_refused() {
-        for token in ["", "abc", "!!!", "bzE6eDp5", "czE6LTE"] {
+        let out_of_range = URL_SAFE_NO_PAD.encode("o1:-300000000000000000:1");
+        for token in ["", "abc", "!!!", "bzE6eDp5", "czE6LTE", &out_of_range] {
             assert!(decode_order_cursor(token).is_err(), "{token}");
             assert!(decode_service_cursor(token).is_err(), "{token}");
         }

@@ -74,23 +74,15 @@ impl Example for ServiceInput {
     }
 }
 
-/// A service body whose name has passed [`ServiceName::parse`].
 impl ReadJson for ServiceInput {
+    /// A service body is just its name.
+    type Value = ServiceName;
     const FIELDS: &'static [&'static str] = &["name"];
 
-    fn read(fields: &mut Fields) -> Result<Self, FieldError> {
-        let name = fields.required("name", |value| {
+    fn read(fields: &mut Fields) -> Result<ServiceName, FieldError> {
+        fields.required("name", |value| {
             ServiceName::parse(string(value)?).map_err(|error| FieldError::new("", error))
-        })?;
-        Ok(Self {
-            name: name.to_string(),
         })
-    }
-}
-
-impl ServiceInput {
-    fn name(&self) -> ServiceName {
-        ServiceName::parse(&self.name).expect("checked when the body was read")
     }
 }
 
@@ -202,7 +194,7 @@ impl ServicesApi {
         &self,
         body: Json<Body<ServiceInput>>,
     ) -> Result<ServiceCreated, ApiFailure<CreateErrors>> {
-        let record = storage::services::insert(&self.pool, &body.0.0.name()).await?;
+        let record = storage::services::insert(&self.pool, &body.0.0).await?;
         let location = format!("/services/{}", record.id);
         let tag = etag(record.version);
         Ok(ServiceCreated::Created(Json(record.into()), location, tag))
@@ -271,10 +263,9 @@ impl ServicesApi {
     ) -> Result<ServiceReplaced, ApiFailure<ReplaceErrors>> {
         let service = service_id(&id)?;
         let if_match = IfMatch::parse(if_match.0.as_deref());
-        let record =
-            storage::services::rename(&self.pool, service, &body.0.0.name(), if_match.versions())
-                .await
-                .map_err(with_id(&id))?;
+        let record = storage::services::rename(&self.pool, service, &body.0.0, if_match.versions())
+            .await
+            .map_err(with_id(&id))?;
         let tag = etag(record.version);
         Ok(ServiceReplaced::Ok(Json(record.into()), tag))
     }

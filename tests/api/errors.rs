@@ -99,6 +99,7 @@ async fn a_method_a_path_does_not_have_is_405_with_allow() {
         ),
         (reqwest::Method::DELETE, "/services", "POST, GET, HEAD"),
         (reqwest::Method::POST, "/healthz", "GET, HEAD"),
+        (reqwest::Method::POST, "/docs", "GET, HEAD"),
     ];
     for (method, path, allow) in cases {
         let response = app
@@ -120,8 +121,12 @@ async fn a_method_a_path_does_not_have_is_405_with_allow() {
 #[tokio::test]
 async fn head_is_served_wherever_get_is() {
     let app = spawn_app().await;
-    let response = app.client.head(app.url("/orders")).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    for path in ["/orders", "/healthz", "/openapi.yaml"] {
+        let response = app.client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(response.headers().contains_key("x-request-id"));
+        assert_eq!(response.text().await.unwrap(), "", "HEAD has no body");
+    }
 }
 
 #[tokio::test]

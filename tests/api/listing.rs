@@ -240,6 +240,11 @@ async fn bad_list_parameters_are_400_naming_the_parameter() {
             "/orders?to=2022-11-01T00:00:00",
             "to: must be an RFC 3339 date-time",
         ),
+        // A well-formed token for an instant outside any order's range.
+        (
+            "/orders?page_token=bzE6LTMwMDAwMDAwMDAwMDAwMDAwMDox",
+            "page_token: is not a token this API issued",
+        ),
         ("/services?page_size=-5", "page_size: must be at least 1"),
         (
             "/services?page_token=b3JkZXI",

@@ -100,6 +100,8 @@ async fn unknown_ids_of_any_form_are_404() {
     let app = spawn_app().await;
     let inspection = app.create_service("Inspection").await;
     let body = order_body("2022-11-01T11:11:11.111Z", json!(1), &[&inspection]);
+    // A missing order is reported before anything wrong with the body's services.
+    let body_naming_no_service = order_body("2022-11-01T11:11:11.111Z", json!(1), &["abc"]);
     for id in [
         "999999",
         "abc",
@@ -117,6 +119,8 @@ async fn unknown_ids_of_any_form_are_404() {
             "NOT_FOUND",
         )
         .await;
+        let response = app.put_json(&path, &body_naming_no_service).await;
+        assert_problem(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
         assert_problem(app.delete(&path).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
     }
     // None of those created anything.
