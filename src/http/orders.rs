@@ -13,7 +13,7 @@ use super::{
     conditional::{IfMatch, etag, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
     pagination::{self, decode_order_cursor, encode_order_cursor},
-    problem::{ApiError, ApiFailure, error_statuses},
+    problem::{ApiError, ApiFailure, error_statuses, not_found_as},
     schema::money_from_json,
 };
 use crate::{
@@ -268,21 +268,9 @@ error_statuses! {
     DeleteErrors = [404, 412, 500, 503];
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no order has the id {id:?}"))
-}
-
 /// Parses a path id; an id that cannot be one names no order.
 fn order_id(id: &str) -> Result<OrderId, ApiError> {
-    OrderId::parse(id).ok_or_else(|| not_found(id))
-}
-
-/// Maps "no such record" to a 404 that names the id asked for.
-fn with_id(id: &str) -> impl FnOnce(storage::StoreError) -> ApiError + '_ {
-    move |error| match error {
-        storage::StoreError::NotFound => not_found(id),
-        other => other.into(),
-    }
+    OrderId::parse(id).ok_or_else(|| ApiError::not_found("order", id))
 }
 
 pub struct OrdersApi {
@@ -369,7 +357,7 @@ impl OrdersApi {
     ) -> Result<OrderFetched, ApiFailure<ViewErrors>> {
         let record = storage::orders::fetch(&self.pool, order_id(&id)?)
             .await
-            .map_err(with_id(&id))?;
+            .map_err(not_found_as("order", &id))?;
         let tag = etag(record.version);
         if if_none_match_matches(if_none_match.0.as_deref(), record.version) {
             return Ok(OrderFetched::NotModified(tag));
@@ -399,13 +387,13 @@ impl OrdersApi {
                 .into_draft(&self.pool, Some(order))
                 .await
                 .map_err(|error| match error {
-                    ApiError::NotFound(_) => not_found(&id),
+                    ApiError::NotFound(_) => ApiError::not_found("order", &id),
                     other => other,
                 })?;
         let if_match = IfMatch::parse(if_match.0.as_deref());
         let record = storage::orders::replace(&self.pool, order, &draft, if_match.versions())
             .await
-            .map_err(with_id(&id))?;
+            .map_err(not_found_as("order", &id))?;
         let tag = etag(record.version);
         Ok(OrderReplaced::Ok(Json(record.into()), tag))
     }
@@ -425,7 +413,7 @@ impl OrdersApi {
         let if_match = IfMatch::parse(if_match.0.as_deref());
         storage::orders::delete(&self.pool, order_id(&id)?, if_match.versions())
             .await
-            .map_err(with_id(&id))?;
+            .map_err(not_found_as("order", &id))?;
         Ok(OrderDeleted::NoContent)
     }
 }

@@ -252,6 +252,25 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A 404 saying which `resource` ("order", "service") has no such `id`.
+    pub fn not_found(resource: &str, id: &str) -> Self {
+        Self::NotFound(format!("no {resource} has the id {id:?}"))
+    }
+}
+
+/// Maps storage's "no such record" to a 404 naming the `resource` and `id` asked for, and any
+/// other storage error as usual.
+pub fn not_found_as<'a>(
+    resource: &'a str,
+    id: &'a str,
+) -> impl FnOnce(StoreError) -> ApiError + 'a {
+    move |error| match error {
+        StoreError::NotFound => ApiError::not_found(resource, id),
+        other => other.into(),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.into_problem_response().into_response()

@@ -13,7 +13,7 @@ use super::{
     conditional::{IfMatch, etag, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, string},
     pagination::{self, decode_service_cursor, encode_service_cursor},
-    problem::{ApiError, ApiFailure, error_statuses},
+    problem::{ApiError, ApiFailure, error_statuses, not_found_as},
 };
 use crate::{
     domain::{ServiceId, ServiceName, Timestamp},
@@ -164,19 +164,9 @@ error_statuses! {
     DeleteErrors = [404, 409, 412, 500, 503];
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no service has the id {id:?}"))
-}
-
+/// Parses a path id; an id that cannot be one names no service.
 fn service_id(id: &str) -> Result<ServiceId, ApiError> {
-    ServiceId::parse(id).ok_or_else(|| not_found(id))
-}
-
-fn with_id(id: &str) -> impl FnOnce(storage::StoreError) -> ApiError + '_ {
-    move |error| match error {
-        storage::StoreError::NotFound => not_found(id),
-        other => other.into(),
-    }
+    ServiceId::parse(id).ok_or_else(|| ApiError::not_found("service", id))
 }
 
 pub struct ServicesApi {
@@ -236,7 +226,7 @@ impl ServicesApi {
     ) -> Result<ServiceFetched, ApiFailure<ViewErrors>> {
         let record = storage::services::fetch(&self.pool, service_id(&id)?)
             .await
-            .map_err(with_id(&id))?;
+            .map_err(not_found_as("service", &id))?;
         let tag = etag(record.version);
         if if_none_match_matches(if_none_match.0.as_deref(), record.version) {
             return Ok(ServiceFetched::NotModified(tag));
@@ -265,7 +255,7 @@ impl ServicesApi {
         let if_match = IfMatch::parse(if_match.0.as_deref());
         let record = storage::services::rename(&self.pool, service, &body.0.0, if_match.versions())
             .await
-            .map_err(with_id(&id))?;
+            .map_err(not_found_as("service", &id))?;
         let tag = etag(record.version);
         Ok(ServiceReplaced::Ok(Json(record.into()), tag))
     }
@@ -289,7 +279,7 @@ impl ServicesApi {
         let if_match = IfMatch::parse(if_match.0.as_deref());
         storage::services::delete(&self.pool, service_id(&id)?, if_match.versions())
             .await
-            .map_err(with_id(&id))?;
+            .map_err(not_found_as("service", &id))?;
         Ok(ServiceDeleted::NoContent)
     }
 }

@@ -138,6 +138,54 @@ impl From<PoolError> for StoreError {
     }
 }
 
+/// What a write transaction's statements came to, once it is committed or rolled back.
+pub(crate) enum Settled<T> {
+    /// Committed.
+    Written(T),
+    /// Rolled back: the statement that decides the write touched no row.
+    NoRow,
+    /// Rolled back: a statement failed with this error.
+    Failed(tokio_postgres::Error),
+}
+
+/// Commits `transaction` if its statements produced a value, else rolls it back. Callers
+/// explain a failure only after this, since an aborted transaction answers no more queries.
+pub(crate) async fn settle<T>(
+    transaction: deadpool_postgres::Transaction<'_>,
+    outcome: Result<Option<T>, tokio_postgres::Error>,
+) -> Result<Settled<T>, StoreError> {
+    Ok(match outcome {
+        Ok(Some(value)) => {
+            transaction.commit().await?;
+            Settled::Written(value)
+        }
+        Ok(None) => {
+            transaction.rollback().await?;
+            Settled::NoRow
+        }
+        Err(error) => {
+            transaction.rollback().await?;
+            Settled::Failed(error)
+        }
+    })
+}
+
+/// After a conditional write to `table` touched no row: was the row with `id` missing, or at
+/// another version?
+pub(crate) async fn why_not_written(
+    client: &impl deadpool_postgres::GenericClient,
+    table: &'static str,
+    id: i64,
+) -> Result<StoreError, StoreError> {
+    let statement = client
+        .prepare_cached(&format!("SELECT 1 FROM {table} WHERE id = $1"))
+        .await?;
+    Ok(match client.query_opt(&statement, &[&id]).await? {
+        Some(_) => StoreError::VersionMismatch,
+        None => StoreError::NotFound,
+    })
+}
+
 /// How many times a write is tried before contention is reported to the caller.
 const WRITE_ATTEMPTS: usize = 3;
 

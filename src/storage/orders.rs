@@ -9,7 +9,7 @@ use deadpool_postgres::{GenericClient, Pool, Transaction};
 use rust_decimal::Decimal;
 use tokio_postgres::{Row, types::ToSql};
 
-use super::{Page, StoreError, retry_transient};
+use super::{Page, Settled, StoreError, retry_transient, settle, why_not_written};
 use crate::domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp};
 
 /// An order as stored.
@@ -149,21 +149,12 @@ async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, Sto
         }
     }
     .await;
-    match written {
-        Ok(Some(order)) => {
-            transaction.commit().await?;
-            Ok(order)
-        }
-        Ok(None) => {
-            transaction.rollback().await?;
-            Err(StoreError::OrderTimeConflict {
-                conflicting_order_id: find_conflict(&client, draft.scheduled_at, None).await?,
-            })
-        }
-        Err(error) => {
-            transaction.rollback().await?;
-            Err(explain_write_error(&client, error, draft, None).await)
-        }
+    match settle(transaction, written).await? {
+        Settled::Written(order) => Ok(order),
+        Settled::NoRow => Err(StoreError::OrderTimeConflict {
+            conflicting_order_id: find_conflict(&client, draft.scheduled_at, None).await?,
+        }),
+        Settled::Failed(error) => Err(explain_write_error(&client, error, draft, None).await),
     }
 }
 
@@ -214,19 +205,10 @@ async fn replace_once(
         Ok(Some(order_from_row(&row, services)))
     }
     .await;
-    match written {
-        Ok(Some(order)) => {
-            transaction.commit().await?;
-            Ok(order)
-        }
-        Ok(None) => {
-            transaction.rollback().await?;
-            Err(why_not_written(&client, id).await?)
-        }
-        Err(error) => {
-            transaction.rollback().await?;
-            Err(explain_write_error(&client, error, draft, Some(id)).await)
-        }
+    match settle(transaction, written).await? {
+        Settled::Written(order) => Ok(order),
+        Settled::NoRow => Err(why_not_written(&client, "orders", id.get()).await?),
+        Settled::Failed(error) => Err(explain_write_error(&client, error, draft, Some(id)).await),
     }
 }
 
@@ -285,7 +267,7 @@ pub async fn delete(
         .execute(&statement, &[&id.get(), &expected_versions])
         .await?
     {
-        0 => Err(why_not_written(&client, id).await?),
+        0 => Err(why_not_written(&client, "orders", id.get()).await?),
         _ => Ok(()),
     }
 }
@@ -340,20 +322,6 @@ pub async fn list(
         scheduled_at: order.scheduled_at.as_datetime(),
         id: order.id,
     }))
-}
-
-/// After a conditional write touched no row: was the order missing, or at another version?
-async fn why_not_written(
-    client: &impl GenericClient,
-    id: OrderId,
-) -> Result<StoreError, StoreError> {
-    let statement = client
-        .prepare_cached("SELECT 1 FROM orders WHERE id = $1")
-        .await?;
-    Ok(match client.query_opt(&statement, &[&id.get()]).await? {
-        Some(_) => StoreError::VersionMismatch,
-        None => StoreError::NotFound,
-    })
 }
 
 /// Turns a failed write into its meaning, looking up what the error does not say.

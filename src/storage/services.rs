@@ -3,7 +3,7 @@
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 
-use super::{Page, StoreError, retry_transient};
+use super::{Page, Settled, StoreError, retry_transient, settle, why_not_written};
 use crate::domain::{ServiceId, ServiceName, Timestamp};
 
 /// A service as stored.
@@ -110,19 +110,10 @@ async fn rename_once(
         Ok(Some(from_row(&row)))
     }
     .await;
-    match written {
-        Ok(Some(service)) => {
-            transaction.commit().await?;
-            Ok(service)
-        }
-        Ok(None) => {
-            transaction.rollback().await?;
-            Err(why_not_written(&client, id).await?)
-        }
-        Err(error) => {
-            transaction.rollback().await?;
-            Err(StoreError::from_db(error))
-        }
+    match settle(transaction, written).await? {
+        Settled::Written(service) => Ok(service),
+        Settled::NoRow => Err(why_not_written(&client, "services", id.get()).await?),
+        Settled::Failed(error) => Err(StoreError::from_db(error)),
     }
 }
 
@@ -143,7 +134,7 @@ pub async fn delete(
         .execute(&statement, &[&id.get(), &expected_versions])
         .await?
     {
-        0 => Err(why_not_written(&client, id).await?),
+        0 => Err(why_not_written(&client, "services", id.get()).await?),
         _ => Ok(()),
     }
 }
@@ -173,19 +164,6 @@ pub async fn list(
         limit,
         |service: &ServiceRecord| service.id,
     ))
-}
-
-async fn why_not_written(
-    client: &impl GenericClient,
-    id: ServiceId,
-) -> Result<StoreError, StoreError> {
-    let statement = client
-        .prepare_cached("SELECT 1 FROM services WHERE id = $1")
-        .await?;
-    Ok(match client.query_opt(&statement, &[&id.get()]).await? {
-        Some(_) => StoreError::VersionMismatch,
-        None => StoreError::NotFound,
-    })
 }
 
 /// Which of `ids` name no service, in the order given.

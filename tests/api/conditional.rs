@@ -29,24 +29,12 @@ async fn get_with_a_matching_if_none_match_returns_304_without_a_body() {
         format!("\"nope\", {etag}"),
         "*".to_owned(),
     ] {
-        let response = app
-            .client
-            .get(app.url(&path))
-            .header("if-none-match", &header)
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_if_none_match(&path, &header).await;
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{header}");
         assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
         assert_eq!(response.text().await.unwrap(), "");
     }
-    let response = app
-        .client
-        .get(app.url(&path))
-        .header("if-none-match", "\"999\"")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_if_none_match(&path, "\"999\"").await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -57,14 +45,7 @@ async fn put_with_a_stale_if_match_returns_412_and_changes_nothing() {
     let update = order_body("2022-11-05T00:00:00Z", json!(1), &[&service]);
 
     for stale in ["\"999\"", "W/\"1\"", "garbage"] {
-        let response = app
-            .client
-            .put(app.url(&path))
-            .header("if-match", stale)
-            .json(&update)
-            .send()
-            .await
-            .unwrap();
+        let response = app.put_json_if_match(&path, &update, stale).await;
         assert_problem(
             response,
             StatusCode::PRECONDITION_FAILED,
@@ -74,27 +55,13 @@ async fn put_with_a_stale_if_match_returns_412_and_changes_nothing() {
     }
     assert_eq!(app.get(&path).await.json::<Value>().await.unwrap(), before);
 
-    let response = app
-        .client
-        .put(app.url(&path))
-        .header("if-match", &etag)
-        .json(&update)
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_json_if_match(&path, &update, &etag).await;
     assert_eq!(response.status(), StatusCode::OK);
     let new_etag = response.headers()["etag"].to_str().unwrap().to_owned();
     assert_ne!(new_etag, etag);
 
     // The old ETag is stale now.
-    let response = app
-        .client
-        .put(app.url(&path))
-        .header("if-match", &etag)
-        .json(&update)
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_json_if_match(&path, &update, &etag).await;
     assert_problem(
         response,
         StatusCode::PRECONDITION_FAILED,
@@ -107,13 +74,7 @@ async fn put_with_a_stale_if_match_returns_412_and_changes_nothing() {
 async fn delete_honours_if_match() {
     let (app, _, path, etag) = app_with_order().await;
 
-    let response = app
-        .client
-        .delete(app.url(&path))
-        .header("if-match", "\"999\"")
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_if_match(&path, "\"999\"").await;
     assert_problem(
         response,
         StatusCode::PRECONDITION_FAILED,
@@ -122,13 +83,7 @@ async fn delete_honours_if_match() {
     .await;
     assert_eq!(app.get(&path).await.status(), StatusCode::OK);
 
-    let response = app
-        .client
-        .delete(app.url(&path))
-        .header("if-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_if_match(&path, &etag).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
@@ -141,36 +96,18 @@ async fn service_writes_honour_if_match_and_reads_if_none_match() {
     let etag = response.headers()["etag"].to_str().unwrap().to_owned();
     let path = response.headers()["location"].to_str().unwrap().to_owned();
 
-    let response = app
-        .client
-        .get(app.url(&path))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_if_none_match(&path, &etag).await;
     assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    let rename = json!({ "name": "X" });
 
-    let response = app
-        .client
-        .put(app.url(&path))
-        .header("if-match", "\"999\"")
-        .json(&json!({ "name": "X" }))
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_json_if_match(&path, &rename, "\"999\"").await;
     assert_problem(
         response,
         StatusCode::PRECONDITION_FAILED,
         "PRECONDITION_FAILED",
     )
     .await;
-    let response = app
-        .client
-        .delete(app.url(&path))
-        .header("if-match", "\"999\"")
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_if_match(&path, "\"999\"").await;
     assert_problem(
         response,
         StatusCode::PRECONDITION_FAILED,
@@ -178,21 +115,8 @@ async fn service_writes_honour_if_match_and_reads_if_none_match() {
     )
     .await;
 
-    let response = app
-        .client
-        .put(app.url(&path))
-        .header("if-match", &etag)
-        .json(&json!({ "name": "X" }))
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_json_if_match(&path, &rename, &etag).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let response = app
-        .client
-        .delete(app.url(&path))
-        .header("if-match", "*")
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_if_match(&path, "*").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }

@@ -207,6 +207,24 @@ impl TestApp {
         self.client.delete(self.url(path)).send().await.unwrap()
     }
 
+    pub async fn get_if_none_match(&self, path: &str, etags: &str) -> Response {
+        let request = self
+            .client
+            .get(self.url(path))
+            .header("if-none-match", etags);
+        request.send().await.unwrap()
+    }
+
+    pub async fn put_json_if_match(&self, path: &str, body: &Value, etags: &str) -> Response {
+        let request = self.client.put(self.url(path)).header("if-match", etags);
+        request.json(body).send().await.unwrap()
+    }
+
+    pub async fn delete_if_match(&self, path: &str, etags: &str) -> Response {
+        let request = self.client.delete(self.url(path)).header("if-match", etags);
+        request.send().await.unwrap()
+    }
+
     /// Creates a service and returns its id.
     pub async fn create_service(&self, name: &str) -> String {
         let response = self.post_json("/services", &json!({ "name": name })).await;
