@@ -1,11 +1,12 @@
 //! SQL for orders and the services they book.
 //!
-//! An order is read with its services in one statement (a join, never a query per row).
-//! Writes run in a transaction, so a failed one leaves nothing behind, and are retried when
-//! the database aborts them to break a deadlock.
+//! An order is read with its services in one statement (a join, never a query per row), and
+//! created in one statement. A replace takes two statements in a transaction (see
+//! `replace_once` for why). Either way a failed write leaves nothing behind, and writes the
+//! database aborts to break a deadlock are retried.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Pool, Transaction};
+use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
 use tokio_postgres::{Row, types::ToSql};
 
@@ -124,37 +125,43 @@ pub async fn insert(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, Stor
 }
 
 async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, StoreError> {
-    let mut client = pool.get().await?;
-    let transaction = client.transaction().await?;
-    let written = async {
-        // `ON CONFLICT DO NOTHING` turns a clash with the 3-hour rule into "no row" rather
-        // than an error: cheaper, and it leaves no dead tuple behind.
-        let statement = transaction
-            .prepare_cached(&format!(
-                "INSERT INTO orders (scheduled_at, total_fee) VALUES ($1, $2)
+    let client = pool.get().await?;
+    // One statement: the order, its links and its services' names. `ON CONFLICT DO NOTHING`
+    // turns a clash with the 3-hour rule into "no row" rather than an error: cheaper, and it
+    // leaves no dead tuple behind. Locking the services (`FOR KEY SHARE`, the lock the
+    // foreign key check holds anyway) makes the statement read each one's latest committed
+    // name: a rename in progress is waited for, not read from the statement's older snapshot.
+    // So the new order's version stands for the names it shows.
+    let statement = client
+        .prepare_cached(&format!(
+            "WITH o AS (
+                 INSERT INTO orders (scheduled_at, total_fee) VALUES ($1, $2)
                  ON CONFLICT DO NOTHING
-                 RETURNING {ORDER_ROW}"
-            ))
-            .await?;
-        let params: [&(dyn ToSql + Sync); 2] = [
-            &draft.scheduled_at.as_datetime(),
-            &draft.total_fee.as_decimal(),
-        ];
-        match transaction.query_opt(&statement, &params).await? {
-            None => Ok(None),
-            Some(row) => {
-                let services = link_services(&transaction, row.get(0), &draft.service_ids).await?;
-                Ok(Some(order_from_row(&row, services)))
-            }
-        }
-    }
-    .await;
-    match settle(transaction, written).await? {
-        Settled::Written(order) => Ok(order),
-        Settled::NoRow => Err(StoreError::OrderTimeConflict {
+                 RETURNING {ORDER_ROW}
+             ), os AS (
+                 INSERT INTO order_services (order_id, service_id, position)
+                 SELECT o.id, requested.service_id, requested.position
+                 FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
+                 RETURNING service_id, position
+             )
+             SELECT o.*, s.id, s.name
+             FROM o, os JOIN services s ON s.id = os.service_id
+             ORDER BY os.position
+             FOR KEY SHARE OF s"
+        ))
+        .await?;
+    let service_ids = raw_ids(&draft.service_ids);
+    let params: [&(dyn ToSql + Sync); 3] = [
+        &draft.scheduled_at.as_datetime(),
+        &draft.total_fee.as_decimal(),
+        &service_ids,
+    ];
+    match client.query(&statement, &params).await {
+        Ok(rows) if rows.is_empty() => Err(StoreError::OrderTimeConflict {
             conflicting_order_id: find_conflict(&client, draft.scheduled_at, None).await?,
         }),
-        Settled::Failed(error) => Err(explain_write_error(&client, error, draft, None).await),
+        Ok(rows) => single(fold_orders(&rows)),
+        Err(error) => Err(explain_write_error(&client, error, draft, None).await),
     }
 }
 
@@ -178,9 +185,11 @@ async fn replace_once(
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let written = async {
-        // Updating the row first locks it: a concurrent replace of the same order waits here,
-        // and the statements below (each with a fresh snapshot) see what it committed.
-        let statement = transaction
+        // Two statements, not one: updating the row locks it, so a concurrent replace of the
+        // same order waits here, and the second statement's snapshot, taken after the lock,
+        // sees the links that replace committed. (In one statement they would be invisible
+        // to the link deletion and survive it.)
+        let update = transaction
             .prepare_cached(&format!(
                 "UPDATE orders
                  SET scheduled_at = $2, total_fee = $3, version = version + 1, updated_at = now()
@@ -194,14 +203,38 @@ async fn replace_once(
             &draft.total_fee.as_decimal(),
             &expected_versions,
         ];
-        let Some(row) = transaction.query_opt(&statement, &params).await? else {
+        let Some(row) = transaction.query_opt(&update, &params).await? else {
             return Ok(None);
         };
-        let unlink = transaction
-            .prepare_cached("DELETE FROM order_services WHERE order_id = $1")
+        // The links to drop and the links to upsert are disjoint sets of rows, which is what
+        // lets them share a statement. Names are read as in `insert_once`.
+        let relink = transaction
+            .prepare_cached(
+                "WITH dropped AS (
+                     DELETE FROM order_services
+                     WHERE order_id = $1 AND service_id <> ALL ($2::bigint[])
+                 ), os AS (
+                     INSERT INTO order_services (order_id, service_id, position)
+                     SELECT $1, requested.service_id, requested.position
+                     FROM unnest($2::bigint[]) WITH ORDINALITY AS requested (service_id, position)
+                     ON CONFLICT (order_id, service_id) DO UPDATE SET position = excluded.position
+                     RETURNING service_id, position
+                 )
+                 SELECT s.id, s.name
+                 FROM os JOIN services s ON s.id = os.service_id
+                 ORDER BY os.position
+                 FOR KEY SHARE OF s",
+            )
             .await?;
-        transaction.execute(&unlink, &[&id.get()]).await?;
-        let services = link_services(&transaction, id.get(), &draft.service_ids).await?;
+        let services = transaction
+            .query(&relink, &[&id.get(), &raw_ids(&draft.service_ids)])
+            .await?
+            .iter()
+            .map(|row| BookedService {
+                id: ServiceId::from_db(row.get(0)),
+                name: row.get(1),
+            })
+            .collect();
         Ok(Some(order_from_row(&row, services)))
     }
     .await;
@@ -210,44 +243,6 @@ async fn replace_once(
         Settled::NoRow => Err(why_not_written(&client, "orders", id.get()).await?),
         Settled::Failed(error) => Err(explain_write_error(&client, error, draft, Some(id)).await),
     }
-}
-
-/// Books `service_ids` for the order, in that order, and returns them with their names.
-///
-/// The names are read by a statement of their own, after the inserts' foreign key checks:
-/// those wait for a concurrent rename of a booked service to commit, so the names returned
-/// are the ones the order's version stands for.
-async fn link_services(
-    transaction: &Transaction<'_>,
-    order_id: i64,
-    service_ids: &[ServiceId],
-) -> Result<Vec<BookedService>, tokio_postgres::Error> {
-    let link = transaction
-        .prepare_cached(
-            "INSERT INTO order_services (order_id, service_id, position)
-             SELECT $1, requested.service_id, requested.position
-             FROM unnest($2::bigint[]) WITH ORDINALITY AS requested (service_id, position)",
-        )
-        .await?;
-    transaction
-        .execute(&link, &[&order_id, &raw_ids(service_ids)])
-        .await?;
-    let names = transaction
-        .prepare_cached(
-            "SELECT s.id, s.name
-             FROM order_services os JOIN services s ON s.id = os.service_id
-             WHERE os.order_id = $1
-             ORDER BY os.position",
-        )
-        .await?;
-    let rows = transaction.query(&names, &[&order_id]).await?;
-    Ok(rows
-        .iter()
-        .map(|row| BookedService {
-            id: ServiceId::from_db(row.get(0)),
-            name: row.get(1),
-        })
-        .collect())
 }
 
 /// Deletes an order, if its version is one of `expected_versions` (any when `None`). Its

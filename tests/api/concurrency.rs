@@ -141,3 +141,51 @@ async fn many_orders_racing_onto_one_time_give_one_200_and_the_rest_409() {
         assert_eq!((ok, conflicts), (1, 15), "round {round}: {statuses:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_created_during_a_rename_of_its_service_shows_the_new_name_under_its_etag() {
+    let app = spawn_app().await;
+    let service = app.create_service("Old name").await;
+    let service_id: i64 = service.parse().unwrap();
+
+    // A rename caught half way: the service row is locked and renamed, not yet committed
+    // (the same first steps the service's own rename takes).
+    let mut client = app.pool.get().await.unwrap();
+    let rename = client.transaction().await.unwrap();
+    rename
+        .execute(
+            "SELECT 1 FROM services WHERE id = $1 FOR UPDATE",
+            &[&service_id],
+        )
+        .await
+        .unwrap();
+    rename
+        .execute(
+            "UPDATE services SET name = 'New name', version = version + 1 WHERE id = $1",
+            &[&service_id],
+        )
+        .await
+        .unwrap();
+    let create = {
+        let body = order_body("2022-11-01T11:11:11.111Z", json!(1), &[&service]);
+        let request = app.client.post(app.url("/orders")).json(&body);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!create.is_finished(), "the create waits for the rename");
+    rename.commit().await.unwrap();
+
+    let created = create.await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let etag = created.headers()["etag"].clone();
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let created: serde_json::Value = created.json().await.unwrap();
+    assert_eq!(created["services"][0]["name"], "New name");
+    let fetched = app.get(&location).await;
+    assert_eq!(fetched.headers()["etag"], etag, "same ETag ...");
+    assert_eq!(
+        fetched.json::<serde_json::Value>().await.unwrap(),
+        created,
+        "... same representation"
+    );
+}
