@@ -85,6 +85,11 @@ impl Binaries {
         candidates.extend(versioned_dirs("/usr/local/opt", "bin"));
         candidates.push(PathBuf::from("/opt/homebrew/bin"));
         candidates.push(PathBuf::from("/usr/local/bin"));
+        Self::find_in(candidates)
+    }
+
+    /// The first of `candidates` that holds both `initdb` and `postgres`.
+    fn find_in(candidates: impl IntoIterator<Item = PathBuf>) -> Result<Self, EmbeddedError> {
         candidates
             .into_iter()
             .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
@@ -419,4 +424,68 @@ pub async fn ensure_database(
 /// Quotes an SQL identifier.
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "orders-binaries-test-{name}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn binaries_are_found_only_where_both_initdb_and_postgres_are() {
+        let only_initdb = scratch_dir("only-initdb");
+        fs::write(only_initdb.join("initdb"), "").unwrap();
+        let both = scratch_dir("both");
+        fs::write(both.join("initdb"), "").unwrap();
+        fs::write(both.join("postgres"), "").unwrap();
+
+        let found = Binaries::find_in([only_initdb.clone(), both.clone()]).unwrap();
+
+        assert_eq!(found.dir, both);
+        let _ = fs::remove_dir_all(only_initdb);
+        let _ = fs::remove_dir_all(both);
+    }
+
+    #[test]
+    fn without_binaries_the_error_says_what_to_install_or_set() {
+        let empty = scratch_dir("empty");
+
+        let error = Binaries::find_in([empty.clone()]).unwrap_err();
+
+        let message = error.to_string();
+        assert!(matches!(error, EmbeddedError::BinariesNotFound));
+        assert!(message.contains("apt-get install postgresql"), "{message}");
+        assert!(message.contains("brew install"), "{message}");
+        assert!(message.contains("DATABASE_URL"), "{message}");
+        let _ = fs::remove_dir_all(empty);
+    }
+
+    #[test]
+    fn versioned_installs_are_tried_newest_first() {
+        let root = scratch_dir("versions");
+        for name in ["13", "postgresql@16", "15", "not-a-version"] {
+            fs::create_dir_all(root.join(name).join("bin")).unwrap();
+        }
+
+        let dirs = versioned_dirs(root.to_str().unwrap(), "bin");
+
+        assert_eq!(
+            dirs,
+            [
+                root.join("postgresql@16/bin"),
+                root.join("15/bin"),
+                root.join("13/bin")
+            ]
+        );
+        let _ = fs::remove_dir_all(root);
+    }
 }

@@ -200,3 +200,39 @@ async fn serve_starts_again_after_it_and_its_postgres_were_killed_outright() {
     drop(second);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test]
+async fn seed_with_database_url_uses_that_server_and_starts_none() {
+    let config = crate::helpers::unmigrated_database().await;
+    let data_dir = data_dir();
+
+    for run in 0..2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_orders"))
+            .arg("seed")
+            .env("DATABASE_URL", crate::helpers::connection_string(&config))
+            .env("ORDERS_DATA_DIR", &data_dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    assert!(!data_dir.exists(), "no private cluster was created");
+    let pool = orders::storage::connect_pool(config, 1);
+    let client = pool.get().await.unwrap();
+    let orders: Vec<i64> = client
+        .query("SELECT id FROM orders ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        orders,
+        [223, 224, 225],
+        "migrated and seeded once, though seeded twice"
+    );
+}

@@ -119,13 +119,22 @@ async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
 
 /// A fresh, migrated, empty database of the test's own.
 async fn fresh_database() -> tokio_postgres::Config {
+    create_database(&test_server().template).await
+}
+
+/// A database of the test's own with nothing in it, not even the schema.
+pub async fn unmigrated_database() -> tokio_postgres::Config {
+    create_database("template0").await
+}
+
+async fn create_database(template: &str) -> tokio_postgres::Config {
     let server = test_server();
     let name = format!("orders_test_{}", uuid::Uuid::new_v4().simple());
     let client = connect(&server.admin).await;
     let create = format!(
         "CREATE DATABASE {} TEMPLATE {}",
         quote_identifier(&name),
-        quote_identifier(&server.template)
+        quote_identifier(template)
     );
     // The template's last connection may take a moment to go away after migrating it.
     let mut attempts = 0;
@@ -137,6 +146,32 @@ async fn fresh_database() -> tokio_postgres::Config {
     let mut config = server.admin.clone();
     config.dbname(&name);
     config
+}
+
+/// `config` as a key=value connection string, the form `DATABASE_URL` also accepts.
+pub fn connection_string(config: &tokio_postgres::Config) -> String {
+    let mut parts = Vec::new();
+    if let Some(host) = config.get_hosts().first() {
+        match host {
+            tokio_postgres::config::Host::Tcp(name) => parts.push(format!("host={name}")),
+            tokio_postgres::config::Host::Unix(path) => {
+                parts.push(format!("host={}", path.display()))
+            }
+        }
+    }
+    if let Some(port) = config.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={user}"));
+    }
+    if let Some(password) = config.get_password() {
+        parts.push(format!("password={}", String::from_utf8_lossy(password)));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        parts.push(format!("dbname={dbname}"));
+    }
+    parts.join(" ")
 }
 
 /// The application under test, serving on a free port.

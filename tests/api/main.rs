@@ -8,6 +8,7 @@ mod errors;
 mod health;
 mod helpers;
 mod listing;
+mod migrations;
 mod openapi;
 mod orders;
 mod seed;
