@@ -1,7 +1,7 @@
 //! Conditional requests: strong ETags from record versions, `If-Match` and `If-None-Match`.
 
 /// The strong ETag of a record at `version`.
-pub fn etag(version: i32) -> String {
+pub fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
@@ -12,7 +12,7 @@ pub enum IfMatch {
     Any,
     /// Write only if the current version is one of these. May be empty (a list of weak or
     /// foreign tags), which nothing matches.
-    Versions(Vec<i32>),
+    Versions(Vec<i64>),
 }
 
 impl IfMatch {
@@ -30,7 +30,7 @@ impl IfMatch {
     }
 
     /// The versions to pass to storage; `None` means any.
-    pub fn versions(&self) -> Option<&[i32]> {
+    pub fn versions(&self) -> Option<&[i64]> {
         match self {
             Self::Any => None,
             Self::Versions(versions) => Some(versions),
@@ -40,7 +40,7 @@ impl IfMatch {
 
 /// Whether an `If-None-Match` header matches the current version (so a GET answers 304).
 /// Uses the weak comparison, as RFC 9110 prescribes for `If-None-Match`.
-pub fn if_none_match_matches(header: Option<&str>, version: i32) -> bool {
+pub fn if_none_match_matches(header: Option<&str>, version: i64) -> bool {
     match header.map(str::trim) {
         None => false,
         Some("*") => true,
@@ -51,7 +51,7 @@ pub fn if_none_match_matches(header: Option<&str>, version: i32) -> bool {
 struct EntityTag {
     weak: bool,
     /// The version, when the tag is one of ours.
-    version: Option<i32>,
+    version: Option<i64>,
 }
 
 fn entity_tags(list: &str) -> impl Iterator<Item = EntityTag> + '_ {

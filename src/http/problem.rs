@@ -93,9 +93,11 @@ pub enum ApiError {
     UnknownServices(Vec<String>),
     /// 500 `INTERNAL`: a fault on the server's side; the log has the cause, the body does not.
     Internal,
-    /// 503 `DATABASE_UNAVAILABLE`: the database cannot be reached (or stayed too contended to
-    /// finish the write); retry after `Retry-After` seconds.
+    /// 503 `DATABASE_UNAVAILABLE`: the database cannot be reached; retry after `Retry-After` seconds.
     Unavailable,
+    /// 503 `CONTENDED`: concurrent writes kept aborting this one, even after retries; nothing
+    /// was changed; retry after `Retry-After` seconds.
+    Contended,
 }
 
 /// How long a client should wait before retrying a 503.
@@ -113,7 +115,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => 415,
             Self::UnknownServices(_) => 422,
             Self::Internal => 500,
-            Self::Unavailable => 503,
+            Self::Unavailable | Self::Contended => 503,
         }
     }
 
@@ -133,6 +135,7 @@ impl ApiError {
             Self::UnknownServices(_) => "UNKNOWN_SERVICE",
             Self::Internal => "INTERNAL",
             Self::Unavailable => "DATABASE_UNAVAILABLE",
+            Self::Contended => "CONTENDED",
         }
     }
 
@@ -152,6 +155,7 @@ impl ApiError {
             Self::UnknownServices(_) => "Unknown service",
             Self::Internal => "Internal server error",
             Self::Unavailable => "Database unavailable",
+            Self::Contended => "Too much contention",
         }
     }
 
@@ -199,6 +203,9 @@ impl ApiError {
             Self::Unavailable => {
                 format!("the database cannot be reached; retry in {RETRY_AFTER_SECONDS} seconds")
             }
+            Self::Contended => format!(
+                "concurrent writes to the same records kept aborting this one; nothing was changed; retry in {RETRY_AFTER_SECONDS} seconds"
+            ),
         }
     }
 
@@ -247,7 +254,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => ProblemResponse::UnsupportedMediaType(problem),
             Self::UnknownServices(_) => ProblemResponse::UnprocessableEntity(problem),
             Self::Internal => ProblemResponse::InternalServerError(problem),
-            Self::Unavailable => ProblemResponse::ServiceUnavailable(problem, RETRY_AFTER_SECONDS),
+            Self::Unavailable | Self::Contended => {
+                ProblemResponse::ServiceUnavailable(problem, RETRY_AFTER_SECONDS)
+            }
         }
     }
 }
@@ -298,7 +307,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Contention(cause) => {
                 tracing::warn!(error = %error_chain(&cause), "contention persisted across retries");
-                Self::Unavailable
+                Self::Contended
             }
             StoreError::Database(cause) => {
                 tracing::error!(error = %error_chain(&cause), "database error");
@@ -357,7 +366,8 @@ pub enum ProblemResponse {
     /// A fault on the server's side: `INTERNAL`.
     #[oai(status = 500, content_type = "application/problem+json")]
     InternalServerError(Json<Problem>),
-    /// The database cannot be reached: `DATABASE_UNAVAILABLE`.
+    /// The database cannot be reached (`DATABASE_UNAVAILABLE`), or concurrent writes kept
+    /// aborting this one (`CONTENDED`). Nothing was changed.
     #[oai(status = 503, content_type = "application/problem+json")]
     ServiceUnavailable(
         Json<Problem>,

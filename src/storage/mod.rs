@@ -61,8 +61,8 @@ pub enum StoreError {
     UnknownServices(Vec<ServiceId>),
     #[error("the database cannot be reached")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The database aborted the transaction to resolve contention (a deadlock between racing
-    /// writers); running it again is safe and normally succeeds.
+    /// The database aborted the transaction to resolve contention (a deadlock or a
+    /// serialization failure between racing writers); running it again is safe.
     #[error("the transaction was aborted by contention")]
     Contention(#[source] tokio_postgres::Error),
     #[error("database error")]
@@ -207,11 +207,22 @@ where
                 },
             ) if attempt < WRITE_ATTEMPTS => {
                 tracing::info!(attempt, "retrying a write that contention aborted");
+                tokio::time::sleep(retry_delay(attempt)).await;
                 attempt += 1;
             }
             outcome => return outcome,
         }
     }
+}
+
+/// How long to wait before try `attempt + 1`: growing, with jitter so that writers that
+/// collided once do not collide again in step.
+fn retry_delay(attempt: usize) -> std::time::Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| u64::from(since.subsec_nanos()) % 10)
+        .unwrap_or(0);
+    std::time::Duration::from_millis(10 * (1 << attempt) + jitter)
 }
 
 /// Whether the database answers a trivial query: what `/readyz` reports.

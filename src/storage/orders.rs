@@ -21,7 +21,7 @@ pub struct OrderRecord {
     pub total_fee: Money,
     pub services: Vec<BookedService>,
     /// Bumped on every change to what the API shows of the order.
-    pub version: i32,
+    pub version: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -126,7 +126,7 @@ pub async fn insert(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, Stor
 
 async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, StoreError> {
     let client = pool.get().await?;
-    // One statement: the order, its links and its services' names. `ON CONFLICT DO NOTHING`
+    // One statement: the order, its links and its services' names. `ON CONFLICT ... DO NOTHING`
     // turns a clash with the 3-hour rule into "no row" rather than an error: cheaper, and it
     // leaves no dead tuple behind. Locking the services (`FOR KEY SHARE`, the lock the
     // foreign key check holds anyway) makes the statement read each one's latest committed
@@ -136,7 +136,7 @@ async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, Sto
         .prepare_cached(&format!(
             "WITH o AS (
                  INSERT INTO orders (scheduled_at, total_fee) VALUES ($1, $2)
-                 ON CONFLICT DO NOTHING
+                 ON CONFLICT ON CONSTRAINT orders_three_hour_rule DO NOTHING
                  RETURNING {ORDER_ROW}
              ), os AS (
                  INSERT INTO order_services (order_id, service_id, position)
@@ -171,7 +171,7 @@ pub async fn replace(
     pool: &Pool,
     id: OrderId,
     draft: &OrderDraft,
-    expected_versions: Option<&[i32]>,
+    expected_versions: Option<&[i64]>,
 ) -> Result<OrderRecord, StoreError> {
     retry_transient(|| replace_once(pool, id, draft, expected_versions)).await
 }
@@ -180,20 +180,30 @@ async fn replace_once(
     pool: &Pool,
     id: OrderId,
     draft: &OrderDraft,
-    expected_versions: Option<&[i32]>,
+    expected_versions: Option<&[i64]>,
 ) -> Result<OrderRecord, StoreError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let written = async {
-        // Two statements, not one: updating the row locks it, so a concurrent replace of the
-        // same order waits here, and the second statement's snapshot, taken after the lock,
-        // sees the links that replace committed. (In one statement they would be invisible
-        // to the link deletion and survive it.)
+        // Locks are taken in one order everywhere (services by id, then orders) so that a
+        // replace and a rename never wait on each other in a cycle: first the services this
+        // order will book, as their foreign key checks would later anyway.
+        let lock_services = transaction
+            .prepare_cached(
+                "SELECT 1 FROM services WHERE id = ANY ($1::bigint[]) ORDER BY id FOR KEY SHARE",
+            )
+            .await?;
+        let service_ids = raw_ids(&draft.service_ids);
+        transaction.query(&lock_services, &[&service_ids]).await?;
+        // Then the order, by updating it: a concurrent replace of the same order waits here,
+        // and the next statement's snapshot, taken after the lock, sees the links that replace
+        // committed. (In one statement they would be invisible to the link deletion and
+        // survive it.)
         let update = transaction
             .prepare_cached(&format!(
                 "UPDATE orders
                  SET scheduled_at = $2, total_fee = $3, version = version + 1, updated_at = now()
-                 WHERE id = $1 AND ($4::int[] IS NULL OR version = ANY ($4))
+                 WHERE id = $1 AND ($4::bigint[] IS NULL OR version = ANY ($4))
                  RETURNING {ORDER_ROW}"
             ))
             .await?;
@@ -227,7 +237,7 @@ async fn replace_once(
             )
             .await?;
         let services = transaction
-            .query(&relink, &[&id.get(), &raw_ids(&draft.service_ids)])
+            .query(&relink, &[&id.get(), &service_ids])
             .await?
             .iter()
             .map(|row| BookedService {
@@ -250,12 +260,12 @@ async fn replace_once(
 pub async fn delete(
     pool: &Pool,
     id: OrderId,
-    expected_versions: Option<&[i32]>,
+    expected_versions: Option<&[i64]>,
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
-            "DELETE FROM orders WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY ($2))",
+            "DELETE FROM orders WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY ($2))",
         )
         .await?;
     match client

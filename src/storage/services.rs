@@ -12,7 +12,7 @@ pub struct ServiceRecord {
     pub id: ServiceId,
     pub name: String,
     /// Bumped on every change.
-    pub version: i32,
+    pub version: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -44,11 +44,10 @@ pub async fn fetch(pool: &Pool, id: ServiceId) -> Result<ServiceRecord, StoreErr
 
 pub async fn insert(pool: &Pool, name: &ServiceName) -> Result<ServiceRecord, StoreError> {
     let client = pool.get().await?;
-    // The only conflict possible is the case-insensitive unique name.
     let statement = client
         .prepare_cached(&format!(
             "INSERT INTO services (name) VALUES ($1)
-             ON CONFLICT DO NOTHING
+             ON CONFLICT (name COLLATE case_insensitive) DO NOTHING
              RETURNING {SERVICE_COLUMNS}"
         ))
         .await?;
@@ -64,7 +63,7 @@ pub async fn rename(
     pool: &Pool,
     id: ServiceId,
     name: &ServiceName,
-    expected_versions: Option<&[i32]>,
+    expected_versions: Option<&[i64]>,
 ) -> Result<ServiceRecord, StoreError> {
     retry_transient(|| rename_once(pool, id, name, expected_versions)).await
 }
@@ -73,7 +72,7 @@ async fn rename_once(
     pool: &Pool,
     id: ServiceId,
     name: &ServiceName,
-    expected_versions: Option<&[i32]>,
+    expected_versions: Option<&[i64]>,
 ) -> Result<ServiceRecord, StoreError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
@@ -90,7 +89,7 @@ async fn rename_once(
             .prepare_cached(&format!(
                 "UPDATE services
                  SET name = $2, version = version + 1, updated_at = now()
-                 WHERE id = $1 AND ($3::int[] IS NULL OR version = ANY ($3))
+                 WHERE id = $1 AND ($3::bigint[] IS NULL OR version = ANY ($3))
                  RETURNING {SERVICE_COLUMNS}"
             ))
             .await?;
@@ -100,10 +99,16 @@ async fn rename_once(
         else {
             return Ok(None);
         };
+        // Orders are locked in id order, as everywhere, so two renames bumping the same orders
+        // cannot deadlock.
         let bump_orders = transaction
             .prepare_cached(
                 "UPDATE orders SET version = version + 1
-                 WHERE id IN (SELECT order_id FROM order_services WHERE service_id = $1)",
+                 WHERE id IN (
+                     SELECT o.id FROM orders o JOIN order_services os ON os.order_id = o.id
+                     WHERE os.service_id = $1
+                     ORDER BY o.id
+                     FOR NO KEY UPDATE OF o)",
             )
             .await?;
         transaction.execute(&bump_orders, &[&id.get()]).await?;
@@ -122,12 +127,12 @@ async fn rename_once(
 pub async fn delete(
     pool: &Pool,
     id: ServiceId,
-    expected_versions: Option<&[i32]>,
+    expected_versions: Option<&[i64]>,
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
-            "DELETE FROM services WHERE id = $1 AND ($2::int[] IS NULL OR version = ANY ($2))",
+            "DELETE FROM services WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY ($2))",
         )
         .await?;
     match client

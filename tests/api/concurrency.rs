@@ -189,3 +189,56 @@ async fn an_order_created_during_a_rename_of_its_service_shows_the_new_name_unde
         "... same representation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renames_racing_replaces_and_each_other_all_succeed() {
+    let app = spawn_app().await;
+    let first = app.create_service("First").await;
+    let second = app.create_service("Second").await;
+    let mut orders = Vec::new();
+    for day in 1..=4 {
+        let order = app
+            .create_order(
+                &format!("2022-12-{day:02}T00:00:00Z"),
+                json!(1),
+                &[&first, &second],
+            )
+            .await;
+        orders.push(format!("/orders/{}", order["id"].as_str().unwrap()));
+    }
+
+    // Renames of both services, and replaces that book them in both orders, all at once:
+    // the lock order the writes share means none of them waits on another in a cycle.
+    let mut requests = Vec::new();
+    for round in 0..4 {
+        for (service, name) in [(&first, "First"), (&second, "Second")] {
+            let path = format!("/services/{service}");
+            let body = json!({ "name": format!("{name} {round}") });
+            requests.push((path, body, "rename"));
+        }
+        for (index, path) in orders.iter().enumerate() {
+            let services = if (index + round) % 2 == 0 {
+                [&first, &second]
+            } else {
+                [&second, &first]
+            };
+            let at = format!("2022-12-{:02}T00:00:00Z", index + 1);
+            requests.push((
+                path.clone(),
+                order_body(&at, json!(round), &services.map(String::as_str)),
+                "replace",
+            ));
+        }
+    }
+    let statuses = join_all(requests.iter().map(|(path, body, kind)| {
+        let app = &app;
+        async move { (app.put_json(path, body).await.status(), *kind) }
+    }))
+    .await;
+
+    let failed: Vec<_> = statuses
+        .iter()
+        .filter(|(status, _)| *status != StatusCode::OK)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+}

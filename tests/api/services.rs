@@ -70,6 +70,18 @@ async fn service_names_are_unique_ignoring_case() {
 }
 
 #[tokio::test]
+async fn case_is_ignored_in_any_script_but_accents_are_not() {
+    let app = spawn_app().await;
+    app.create_service("École").await;
+
+    for same in ["école", "ÉCOLE"] {
+        let response = app.post_json("/services", &json!({ "name": same })).await;
+        assert_problem(response, StatusCode::CONFLICT, "SERVICE_NAME_TAKEN").await;
+    }
+    app.create_service("Ecole").await;
+}
+
+#[tokio::test]
 async fn a_service_booked_by_an_order_cannot_be_deleted() {
     let app = spawn_app().await;
     let service = app.create_service("Inspection").await;
