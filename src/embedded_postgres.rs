@@ -43,6 +43,10 @@ pub enum EmbeddedError {
          (--data-dir or ORDERS_DATA_DIR), for example under /tmp"
     )]
     Unreachable { path: PathBuf, uid: u32 },
+    #[error(
+        "the data folder {0} holds files but no PostgreSQL cluster; move them away or choose another --data-dir"
+    )]
+    NotACluster(PathBuf),
     #[error("{step} failed: {detail}")]
     Command { step: &'static str, detail: String },
     #[error("PostgreSQL did not become ready within {0:?}; its log is {1}")]
@@ -185,30 +189,10 @@ impl Cluster {
             return Err(EmbeddedError::SocketPathTooLong(socket));
         }
 
-        fs::create_dir_all(&data_dir).map_err(io_error(&data_dir))?;
-        if let Some(user) = &run_as {
-            check_reachable(&data_dir, user)?;
-        }
-        // PostgreSQL insists that only its owner can read the data folder.
-        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_error(&data_dir))?;
-        if let Some(user) = &run_as {
-            std::os::unix::fs::chown(&data_dir, Some(user.uid), Some(user.gid))
-                .map_err(io_error(&data_dir))?;
-        }
-
         if !data_dir.join("PG_VERSION").exists() {
-            let mut initdb = binaries.command("initdb");
-            initdb
-                .arg("--pgdata")
-                .arg(&data_dir)
-                .args(["--username", SUPERUSER, "--auth", "trust"])
-                .args(["--encoding", "UTF8", "--locale", "C"]);
-            if durability == Durability::Throwaway {
-                initdb.arg("--no-sync");
-            }
-            run_to_completion("initdb", &mut initdb, run_as.as_ref())?;
+            initialise(&binaries, &data_dir, durability, run_as.as_ref())?;
         }
+        remove_stale_lock_file(&data_dir)?;
 
         let log_path = data_dir.join("server.log");
         let log = fs::File::create(&log_path).map_err(io_error(&log_path))?;
@@ -296,6 +280,18 @@ impl Cluster {
     /// committed is kept) and waits for it to exit. A server that has not stopped after
     /// [`STOP_TIMEOUT`] gets an immediate shutdown, which recovers from its log on next start.
     pub fn stop(mut self) -> Result<(), EmbeddedError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), EmbeddedError> {
+        if self
+            .child
+            .try_wait()
+            .map_err(io_error(&self.data_dir))?
+            .is_some()
+        {
+            return Ok(());
+        }
         let pid = Pid::from_raw(self.child.id() as i32);
         // The server may already be gone; then there is nothing to stop.
         let _ = signal::kill(pid, Signal::SIGINT);
@@ -314,6 +310,86 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+}
+
+/// Creates a cluster in `data_dir`. initdb runs in a sibling folder that is renamed into place
+/// only once it has finished, so a start interrupted during initdb (a kill, a power cut) leaves
+/// no half-made cluster that every later start would trip over.
+fn initialise(
+    binaries: &Binaries,
+    data_dir: &Path,
+    durability: Durability,
+    run_as: Option<&RunAs>,
+) -> Result<(), EmbeddedError> {
+    let name = data_dir.file_name().unwrap_or_default().to_string_lossy();
+    let staging = data_dir.with_file_name(format!(".{name}.initdb"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+    }
+    prepare_owned_folder(&staging, run_as)?;
+    let mut initdb = binaries.command("initdb");
+    initdb
+        .arg("--pgdata")
+        .arg(&staging)
+        .args(["--username", SUPERUSER, "--auth", "trust"])
+        .args(["--encoding", "UTF8", "--locale", "C"]);
+    if durability == Durability::Throwaway {
+        initdb.arg("--no-sync");
+    }
+    run_to_completion("initdb", &mut initdb, run_as)?;
+    // An empty folder (say, made by hand) gives way; one with anything in it is not ours to remove.
+    if data_dir.exists() {
+        fs::remove_dir(data_dir).map_err(|_| EmbeddedError::NotACluster(data_dir.to_owned()))?;
+    }
+    fs::rename(&staging, data_dir).map_err(io_error(data_dir))
+}
+
+/// Creates `dir` for the server: reachable by the user it runs as, owned by it, and closed to
+/// everyone else, as PostgreSQL insists.
+fn prepare_owned_folder(dir: &Path, run_as: Option<&RunAs>) -> Result<(), EmbeddedError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    if let Some(user) = run_as {
+        check_reachable(dir, user)?;
+        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(io_error(dir))?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))
+}
+
+/// Removes a `postmaster.pid` left by a server that was killed. PostgreSQL would refuse to
+/// start while it names a live process (after a reboot, an unrelated one may have that pid),
+/// and our readiness check could mistake its "ready" for the new server's. A file naming a
+/// live postgres that works in this folder is left alone: that server is really running.
+fn remove_stale_lock_file(data_dir: &Path) -> Result<(), EmbeddedError> {
+    let lock_file = data_dir.join("postmaster.pid");
+    let Ok(contents) = fs::read_to_string(&lock_file) else {
+        return Ok(());
+    };
+    let owner = contents
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse::<i32>().ok())
+        .map(Pid::from_raw);
+    let running_here = owner.is_some_and(|pid| {
+        // `kill(pid, None)` only asks whether the process exists (EPERM: it does, not ours).
+        let alive = !matches!(signal::kill(pid, None), Err(nix::errno::Errno::ESRCH));
+        // Where /proc exists, a live process counts only if it works in this folder.
+        let cwd = fs::read_link(format!("/proc/{pid}/cwd"));
+        alive && cwd.as_deref().map_or(true, |cwd| cwd == data_dir)
+    });
+    if !running_here {
+        fs::remove_file(&lock_file).map_err(io_error(&lock_file))?;
+    }
+    Ok(())
+}
+
+/// A cluster dropped without [`Cluster::stop`] (start-up failed after it started, say) is
+/// stopped all the same, so a quick restart does not find it still shutting down.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Err(error) = self.shut_down() {
+            tracing::error!(%error, "the private PostgreSQL cluster did not stop cleanly");
+        }
     }
 }
 
@@ -398,27 +474,83 @@ fn run_to_completion(
     }
 }
 
-/// Creates `dbname` on the cluster unless it exists. Returns whether it was created.
-pub async fn ensure_database(
-    cluster_config: &tokio_postgres::Config,
-    dbname: &str,
-) -> Result<bool, tokio_postgres::Error> {
-    let mut admin = cluster_config.clone();
-    admin.dbname("postgres");
-    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
+/// Runs `work` on a connection to `config`'s server, then closes the connection and waits
+/// until it is closed.
+async fn with_admin_client<T>(
+    config: &tokio_postgres::Config,
+    work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+) -> Result<T, tokio_postgres::Error> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     let connection = tokio::spawn(connection);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
-        .await?
-        .is_some();
-    if !exists {
-        client
-            .batch_execute(&format!("CREATE DATABASE {}", quote_identifier(dbname)))
-            .await?;
-    }
+    let result = work(&client).await;
     drop(client);
     let _ = connection.await;
-    Ok(!exists)
+    result
+}
+
+/// Whether the server has a database called `dbname`.
+pub async fn database_exists(
+    config: &tokio_postgres::Config,
+    dbname: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    with_admin_client(config, async |client| {
+        let row = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+            .await?;
+        Ok(row.is_some())
+    })
+    .await
+}
+
+/// Creates an empty database `dbname`, first dropping one of that name when `replace` is set.
+pub async fn create_database(
+    config: &tokio_postgres::Config,
+    dbname: &str,
+    replace: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let name = quote_identifier(dbname);
+    with_admin_client(config, async |client| {
+        // Separate statements: DROP and CREATE DATABASE refuse to run in a transaction, which
+        // is what several statements in one string would be.
+        if replace {
+            client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await?;
+        }
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+    })
+    .await
+}
+
+/// Renames a database, waiting (up to a few seconds) for sessions that are still closing.
+pub async fn rename_database(
+    config: &tokio_postgres::Config,
+    from: &str,
+    to: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let statement = format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_identifier(from),
+        quote_identifier(to)
+    );
+    with_admin_client(config, async |client| {
+        let mut attempts = 0;
+        loop {
+            match client.batch_execute(&statement).await {
+                Err(error)
+                    if error.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                        && attempts < 50 =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    })
+    .await
 }
 
 /// Quotes an SQL identifier.

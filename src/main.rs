@@ -45,9 +45,7 @@ async fn run_with(
 ) -> Result<(), StartError> {
     let applied = migrations::run(&database.pool).await?;
     tracing::info!(applied, "migrations are up to date");
-    // A database the private cluster has just created starts with the sample data, whichever
-    // command created it.
-    if command == Command::Seed || database.created {
+    if command == Command::Seed {
         let report = storage::seed::load(&database.pool)
             .await
             .map_err(StartError::Seed)?;

@@ -19,8 +19,6 @@ use crate::{
 pub struct Database {
     pub pool: Pool,
     cluster: Option<Cluster>,
-    /// Whether the database was created by this start (so it is empty and may be seeded).
-    pub created: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +28,7 @@ pub enum StartError {
     #[error("the private PostgreSQL cluster could not start")]
     Embedded(#[from] EmbeddedError),
     #[error("could not create the database on the private cluster")]
-    CreateDatabase(#[source] tokio_postgres::Error),
+    CreateDatabase(#[source] storage::StoreError),
     #[error("could not migrate the database")]
     Migrate(#[from] MigrationError),
     #[error("could not seed the database")]
@@ -41,6 +39,8 @@ pub enum StartError {
 
 /// The name of the database on the private cluster.
 const EMBEDDED_DATABASE: &str = "orders";
+/// The name it has while it is being built.
+const EMBEDDED_DATABASE_BUILDING: &str = "orders_building";
 
 impl Database {
     /// Connects to the configured database, starting the private cluster first when there is
@@ -53,20 +53,18 @@ impl Database {
                 Ok(Self {
                     pool: storage::connect_pool(config, settings.db_pool_size),
                     cluster: None,
-                    created: false,
                 })
             }
             DatabaseSettings::Embedded { data_dir } => {
                 tracing::info!(data_dir = %data_dir.display(), "starting the private PostgreSQL cluster");
                 let cluster = Cluster::start(data_dir, Durability::Durable)?;
-                let config = cluster.connection_config(EMBEDDED_DATABASE);
-                let created = embedded_postgres::ensure_database(&config, EMBEDDED_DATABASE)
-                    .await
-                    .map_err(StartError::CreateDatabase)?;
+                create_embedded_database(&cluster).await?;
                 Ok(Self {
-                    pool: storage::connect_pool(config, settings.db_pool_size),
+                    pool: storage::connect_pool(
+                        cluster.connection_config(EMBEDDED_DATABASE),
+                        settings.db_pool_size,
+                    ),
                     cluster: Some(cluster),
-                    created,
                 })
             }
         }
@@ -82,6 +80,32 @@ impl Database {
             }
         }
     }
+}
+
+/// Gives the private cluster its database, migrated and loaded with the sample data, unless
+/// it has it already. The database is built under another name and renamed when complete, so
+/// a first start that is interrupted leaves nothing half made: the next one starts over.
+async fn create_embedded_database(cluster: &Cluster) -> Result<(), StartError> {
+    let admin = cluster.connection_config("postgres");
+    let database_error = |error| StartError::CreateDatabase(storage::StoreError::from_db(error));
+    if embedded_postgres::database_exists(&admin, EMBEDDED_DATABASE)
+        .await
+        .map_err(database_error)?
+    {
+        return Ok(());
+    }
+    tracing::info!("creating the database, with the sample data");
+    embedded_postgres::create_database(&admin, EMBEDDED_DATABASE_BUILDING, true)
+        .await
+        .map_err(database_error)?;
+    let pool = storage::connect_pool(cluster.connection_config(EMBEDDED_DATABASE_BUILDING), 1);
+    storage::migrations::run(&pool).await?;
+    storage::seed::load(&pool).await.map_err(StartError::Seed)?;
+    // A database cannot be renamed while anyone is connected to it.
+    pool.close();
+    embedded_postgres::rename_database(&admin, EMBEDDED_DATABASE_BUILDING, EMBEDDED_DATABASE)
+        .await
+        .map_err(database_error)
 }
 
 /// The HTTP server, bound and ready to run.

@@ -125,6 +125,23 @@ impl Drop for Server {
     }
 }
 
+#[tokio::test]
+async fn a_first_start_interrupted_during_initdb_does_not_stop_the_next() {
+    let data_dir = data_dir();
+    // What an initdb killed half way leaves: its staging folder, part written.
+    let staging = data_dir.join(".postgres.initdb");
+    std::fs::create_dir_all(staging.join("global")).unwrap();
+    std::fs::write(staging.join("PG_VERSION"), "15\n").unwrap();
+
+    let server = Server::start(&data_dir).await;
+
+    let orders = server.get_json("/orders").await;
+    assert_eq!(orders["orders"].as_array().unwrap().len(), 3);
+    assert!(!staging.exists(), "the staging folder became the cluster");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
 fn data_dir() -> PathBuf {
     std::env::temp_dir().join(format!("orders-cli-test-{}", uuid::Uuid::new_v4().simple()))
 }
