@@ -186,6 +186,29 @@ pub(crate) async fn why_not_written(
     })
 }
 
+/// Deletes the row of `table` with `id`, if its version is one of `expected_versions` (any
+/// when `None`); else says whether it was missing or at another version.
+pub(crate) async fn delete_versioned(
+    pool: &Pool,
+    table: &'static str,
+    id: i64,
+    expected_versions: Option<&[i64]>,
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY ($2))"
+        ))
+        .await?;
+    match client
+        .execute(&statement, &[&id, &expected_versions])
+        .await?
+    {
+        0 => Err(why_not_written(&client, table, id).await?),
+        _ => Ok(()),
+    }
+}
+
 /// How many times a write is tried before contention is reported to the caller.
 const WRITE_ATTEMPTS: usize = 3;
 

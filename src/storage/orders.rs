@@ -10,7 +10,9 @@ use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
 use tokio_postgres::{Row, types::ToSql};
 
-use super::{Page, Settled, StoreError, retry_transient, settle, why_not_written};
+use super::{
+    Page, Settled, StoreError, delete_versioned, retry_transient, settle, why_not_written,
+};
 use crate::domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp};
 
 /// An order as stored.
@@ -262,19 +264,7 @@ pub async fn delete(
     id: OrderId,
     expected_versions: Option<&[i64]>,
 ) -> Result<(), StoreError> {
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "DELETE FROM orders WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY ($2))",
-        )
-        .await?;
-    match client
-        .execute(&statement, &[&id.get(), &expected_versions])
-        .await?
-    {
-        0 => Err(why_not_written(&client, "orders", id.get()).await?),
-        _ => Ok(()),
-    }
+    delete_versioned(pool, "orders", id.get(), expected_versions).await
 }
 
 /// One page of orders in (scheduled_at, id) order, starting after `after`.

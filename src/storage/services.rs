@@ -3,7 +3,9 @@
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 
-use super::{Page, Settled, StoreError, retry_transient, settle, why_not_written};
+use super::{
+    Page, Settled, StoreError, delete_versioned, retry_transient, settle, why_not_written,
+};
 use crate::domain::{ServiceId, ServiceName, Timestamp};
 
 /// A service as stored.
@@ -129,19 +131,7 @@ pub async fn delete(
     id: ServiceId,
     expected_versions: Option<&[i64]>,
 ) -> Result<(), StoreError> {
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "DELETE FROM services WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY ($2))",
-        )
-        .await?;
-    match client
-        .execute(&statement, &[&id.get(), &expected_versions])
-        .await?
-    {
-        0 => Err(why_not_written(&client, "services", id.get()).await?),
-        _ => Ok(()),
-    }
+    delete_versioned(pool, "services", id.get(), expected_versions).await
 }
 
 /// One page of services in id order, starting after `after`.
