@@ -1,8 +1,8 @@
 //! SQL for orders and the services they book.
 //!
 //! An order is read with its services in one statement (a join, never a query per row), and
-//! created in one statement. A replace takes two statements in a transaction (see
-//! `replace_once` for why). Either way a failed write leaves nothing behind, and writes the
+//! created in one statement. A replace is a short transaction of three (see `replace_once`
+//! for why). Either way a failed write leaves nothing behind, and writes the
 //! database aborts to break a deadlock are retried.
 
 use chrono::{DateTime, Utc};
