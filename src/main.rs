@@ -59,7 +59,7 @@ async fn run_with(
         let app = Application::build(settings.bind, database.pool.clone()).await?;
         app.run_until(shutdown_signal())
             .await
-            .map_err(|error| StartError::Bind(settings.bind, error))?;
+            .map_err(StartError::Serve)?;
     }
     Ok(())
 }

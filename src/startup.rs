@@ -35,6 +35,8 @@ pub enum StartError {
     Seed(#[source] storage::StoreError),
     #[error("could not listen on {0}")]
     Bind(SocketAddr, #[source] io::Error),
+    #[error("the server stopped with an error")]
+    Serve(#[source] io::Error),
 }
 
 /// The name of the database on the private cluster.

@@ -62,22 +62,22 @@ pub trait ReadJson: Type {
     /// The fields the body may have; any other is refused, so a typo cannot be silently dropped.
     const FIELDS: &'static [&'static str];
 
-    fn read(fields: &mut Fields) -> Result<Self::Value, FieldError>;
+    fn read(fields: &Fields) -> Result<Self::Value, FieldError>;
 }
 
-/// The members of a JSON object, taken one by one.
-pub struct Fields(Map<String, Value>);
+/// The members of a JSON object, read one by one.
+pub struct Fields<'a>(&'a Map<String, Value>);
 
-impl Fields {
-    /// Takes a required member and reads it with `read`, naming the field in any error.
+impl Fields<'_> {
+    /// Reads a required member with `read`, naming the field in any error.
     pub fn required<T>(
-        &mut self,
+        &self,
         name: &str,
         read: impl FnOnce(&Value) -> Result<T, FieldError>,
     ) -> Result<T, FieldError> {
-        match self.0.remove(name) {
+        match self.0.get(name) {
             None | Some(Value::Null) => Err(FieldError::new(name, "is required")),
-            Some(value) => read(&value).map_err(|error| error.within(name)),
+            Some(value) => read(value).map_err(|error| error.within(name)),
         }
     }
 }
@@ -129,7 +129,7 @@ pub fn read_object<T: ReadJson>(value: &Value) -> Result<T::Value, FieldError> {
             ),
         ));
     }
-    T::read(&mut Fields(members.clone()))
+    T::read(&Fields(members))
 }
 
 /// A request payload with `T`'s schema, read with `T`'s [`ReadJson`].

@@ -159,7 +159,7 @@ impl ReadJson for OrderInput {
     type Value = OrderRequest;
     const FIELDS: &'static [&'static str] = &["datetime", "totalfee", "services"];
 
-    fn read(fields: &mut Fields) -> Result<OrderRequest, FieldError> {
+    fn read(fields: &Fields) -> Result<OrderRequest, FieldError> {
         Ok(OrderRequest {
             scheduled_at: fields.required("datetime", |value| {
                 Timestamp::parse(string(value)?).map_err(|error| FieldError::new("", error))
@@ -185,7 +185,7 @@ impl ReadJson for ServiceRef {
     type Value = String;
     const FIELDS: &'static [&'static str] = &["id"];
 
-    fn read(fields: &mut Fields) -> Result<String, FieldError> {
+    fn read(fields: &Fields) -> Result<String, FieldError> {
         fields.required("id", |value| string(value).map(str::to_owned))
     }
 }

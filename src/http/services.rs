@@ -79,7 +79,7 @@ impl ReadJson for ServiceInput {
     type Value = ServiceName;
     const FIELDS: &'static [&'static str] = &["name"];
 
-    fn read(fields: &mut Fields) -> Result<ServiceName, FieldError> {
+    fn read(fields: &Fields) -> Result<ServiceName, FieldError> {
         fields.required("name", |value| {
             ServiceName::parse(string(value)?).map_err(|error| FieldError::new("", error))
         })
