@@ -5,7 +5,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::{
     ApiTags,
-    problem::{ApiError, ApiFailure, error_statuses},
+    problem::{ApiError, ApiFailure, documented_errors},
 };
 use crate::storage;
 
@@ -31,8 +31,8 @@ impl Healthy {
     }
 }
 
-error_statuses! {
-    ReadyErrors = [503];
+documented_errors! {
+    ReadyErrors = [DatabaseUnavailable];
 }
 
 pub struct HealthApi {

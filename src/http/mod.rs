@@ -13,6 +13,7 @@ mod pagination;
 pub mod problem;
 mod schema;
 mod services;
+mod spec;
 
 use deadpool_postgres::Pool;
 use poem::{Endpoint, EndpointExt, Route, get, http::Method};
@@ -61,14 +62,21 @@ pub fn api_service(pool: Pool) -> OpenApiService<Api, ()> {
 
 /// The spec as YAML, as committed in `openapi.yaml`.
 pub fn spec_yaml(pool: Pool) -> String {
-    yaml_from_json_spec(&api_service(pool).spec())
+    yaml_from_json(published_spec(&api_service(pool)))
+}
+
+/// The spec as published: derived by poem-openapi, then finished (see [`spec`]).
+fn published_spec(service: &OpenApiService<Api, ()>) -> serde_json::Value {
+    let mut spec = serde_json::from_str(&service.spec()).expect("the generated spec is JSON");
+    spec::finish(&mut spec);
+    spec
 }
 
 /// Converts the JSON spec to YAML. poem-openapi's own `spec_yaml` cannot be used: with
 /// serde_json's `arbitrary_precision` (which keeps money exact) a JSON number only serialises
 /// correctly through serde_json, and YAML would show every example number as a
 /// `$serde_json::private::Number` map.
-fn yaml_from_json_spec(json: &str) -> String {
+fn yaml_from_json(spec: serde_json::Value) -> String {
     fn convert(value: serde_json::Value) -> serde_yaml::Value {
         use serde_json::Value;
         match value {
@@ -89,16 +97,20 @@ fn yaml_from_json_spec(json: &str) -> String {
             ),
         }
     }
-    let spec: serde_json::Value = serde_json::from_str(json).expect("the generated spec is JSON");
     serde_yaml::to_string(&convert(spec)).expect("a YAML value always serialises")
 }
 
 /// The whole application: API, spec, docs, and the edge middleware around all of them.
 pub fn app(pool: Pool) -> impl Endpoint {
     let service = api_service(pool);
-    let spec_json = service.spec();
-    let spec_yaml = yaml_from_json_spec(&spec_json);
-    let docs = service.swagger_ui();
+    let spec = published_spec(&service);
+    let spec_json = serde_json::to_string_pretty(&spec).expect("a JSON value always serialises");
+    let spec_yaml = yaml_from_json(spec);
+    // Swagger UI embeds the spec poem-openapi derived; show the finished one instead.
+    let derived_spec = service.spec();
+    let docs_html = service
+        .swagger_ui_html()
+        .replacen(&derived_spec, &spec_json, 1);
 
     let mut routes = RouteTable::from_meta(<Api as OpenApi>::meta());
     for path in ["/openapi.json", "/openapi.yaml", "/docs"] {
@@ -123,7 +135,11 @@ pub fn app(pool: Pool) -> impl Endpoint {
                     .body(spec_yaml.clone())
             })),
         )
-        // GET only: the Swagger UI endpoint itself answers any method.
-        .nest("/docs", get(docs))
+        .at(
+            "/docs",
+            get(poem::endpoint::make_sync(move |_| {
+                poem::web::Html(docs_html.clone())
+            })),
+        )
         .with(Edge::new(routes))
 }

@@ -13,7 +13,7 @@ use super::{
     conditional::{IfMatch, etag, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
     pagination::{self, decode_order_cursor, encode_order_cursor},
-    problem::{ApiError, ApiFailure, error_statuses, not_found_as},
+    problem::{ApiError, ApiFailure, documented_errors, not_found_as},
     schema::money_from_json,
 };
 use crate::{
@@ -44,18 +44,23 @@ pub struct Order {
 
 impl Example for Order {
     fn example() -> Self {
-        let at = Timestamp::parse("2022-11-01T11:11:11.111Z").expect("valid example");
-        Self {
-            id: "223".to_owned(),
-            datetime: at,
-            totalfee: Money::parse("100").expect("valid example"),
-            services: vec![BookedService {
-                id: "123".to_owned(),
-                name: "Inspection".to_owned(),
-            }],
-            created_at: at,
-            updated_at: at,
-        }
+        sample_order("223", "2022-11-01T11:11:11.111Z", ("123", "Inspection"))
+    }
+}
+
+/// One of the sample orders, as the API shows it, for the spec's examples.
+fn sample_order(id: &str, datetime: &str, (service_id, service_name): (&str, &str)) -> Order {
+    let at = Timestamp::parse(datetime).expect("valid example");
+    Order {
+        id: id.to_owned(),
+        datetime: at,
+        totalfee: Money::parse("100").expect("valid example"),
+        services: vec![BookedService {
+            id: service_id.to_owned(),
+            name: service_name.to_owned(),
+        }],
+        created_at: at,
+        updated_at: at,
     }
 }
 
@@ -103,9 +108,11 @@ pub struct OrderInput {
 }
 
 impl Example for OrderInput {
+    /// Books the sample's Inspection the day after the sample orders, a free slot on a fresh
+    /// database, so that "Try it out" creates an order.
     fn example() -> Self {
         Self {
-            datetime: Timestamp::parse("2022-11-01T11:11:11.111Z").expect("valid example"),
+            datetime: Timestamp::parse("2022-11-02T11:11:11.111Z").expect("valid example"),
             totalfee: Money::parse("100").expect("valid example"),
             services: vec![ServiceRef {
                 id: "123".to_owned(),
@@ -192,12 +199,26 @@ impl ReadJson for ServiceRef {
 
 /// A page of orders.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct OrderPage {
     /// Orders in (datetime, id) order.
     pub orders: Vec<Order>,
     /// Pass as `page_token` to get the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
     pub next_page_token: Option<String>,
+}
+
+impl Example for OrderPage {
+    fn example() -> Self {
+        Self {
+            orders: vec![
+                sample_order("223", "2022-11-01T11:11:11.111Z", ("123", "Inspection")),
+                sample_order("224", "2022-11-01T14:11:11.111Z", ("789", "Testing")),
+                sample_order("225", "2022-11-01T17:11:11.111Z", ("456", "Analysis")),
+            ],
+            next_page_token: None,
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -260,12 +281,19 @@ enum OrderDeleted {
     NoContent,
 }
 
-error_statuses! {
-    CreateErrors = [400, 409, 413, 415, 422, 500, 503];
-    ListErrors = [400, 500, 503];
-    ViewErrors = [404, 500, 503];
-    ReplaceErrors = [400, 404, 409, 412, 413, 415, 422, 500, 503];
-    DeleteErrors = [404, 412, 500, 503];
+documented_errors! {
+    CreateErrors = [
+        MalformedJson, InvalidBody, OrderTimeConflict, PayloadTooLarge, UnsupportedMediaType,
+        UnknownService, Internal, DatabaseUnavailable, Contended,
+    ];
+    ListErrors = [InvalidParameter, Internal, DatabaseUnavailable];
+    ViewErrors = [NotFound, Internal, DatabaseUnavailable];
+    ReplaceErrors = [
+        MalformedJson, InvalidBody, NotFound, OrderTimeConflict, PreconditionFailed,
+        PayloadTooLarge, UnsupportedMediaType, UnknownService, Internal, DatabaseUnavailable,
+        Contended,
+    ];
+    DeleteErrors = [NotFound, PreconditionFailed, Internal, DatabaseUnavailable, Contended];
 }
 
 /// Parses a path id; an id that cannot be one names no order.
@@ -346,6 +374,9 @@ impl OrdersApi {
     }
 
     /// View an order
+    ///
+    /// The order with its services' current names, and its `ETag`. With `If-None-Match`
+    /// naming the current `ETag`, the answer is 304 without a body.
     #[oai(path = "/orders/:id", method = "get", operation_id = "order_view")]
     async fn order_view(
         &self,

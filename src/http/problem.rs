@@ -7,7 +7,11 @@
 //! mapped once, in the edge middleware. Server-side failures are logged with their cause and
 //! shown to the caller without it.
 
-use std::marker::PhantomData;
+use std::{
+    collections::HashSet,
+    marker::PhantomData,
+    sync::{LazyLock, Mutex, PoisonError},
+};
 
 use poem::{IntoResponse, Response};
 use poem_openapi::{
@@ -103,60 +107,202 @@ pub enum ApiError {
 /// How long a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 5;
 
-impl ApiError {
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::MalformedJson(_) | Self::InvalidBody(_) | Self::InvalidParameter(_) => 400,
-            Self::NotFound(_) => 404,
-            Self::MethodNotAllowed { .. } => 405,
-            Self::OrderTimeConflict { .. } | Self::ServiceNameTaken | Self::ServiceInUse => 409,
-            Self::PreconditionFailed => 412,
-            Self::PayloadTooLarge { .. } => 413,
-            Self::UnsupportedMediaType(_) => 415,
-            Self::UnknownServices(_) => 422,
-            Self::Internal => 500,
-            Self::Unavailable | Self::Contended => 503,
-        }
-    }
+/// A problem's stable `code`: what a program branches on. Each code has one status; the
+/// spec lists, per operation and status, the codes that operation can return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedJson,
+    InvalidBody,
+    InvalidParameter,
+    NotFound,
+    MethodNotAllowed,
+    OrderTimeConflict,
+    ServiceNameTaken,
+    ServiceInUse,
+    PreconditionFailed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UnknownService,
+    Internal,
+    DatabaseUnavailable,
+    Contended,
+}
 
-    pub fn code(&self) -> &'static str {
+impl ErrorCode {
+    pub const ALL: [Self; 15] = [
+        Self::MalformedJson,
+        Self::InvalidBody,
+        Self::InvalidParameter,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::OrderTimeConflict,
+        Self::ServiceNameTaken,
+        Self::ServiceInUse,
+        Self::PreconditionFailed,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::UnknownService,
+        Self::Internal,
+        Self::DatabaseUnavailable,
+        Self::Contended,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            Self::MalformedJson(_) => "MALFORMED_JSON",
-            Self::InvalidBody(_) => "INVALID_BODY",
-            Self::InvalidParameter(_) => "INVALID_PARAMETER",
-            Self::NotFound(_) => "NOT_FOUND",
-            Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
-            Self::OrderTimeConflict { .. } => "ORDER_TIME_CONFLICT",
+            Self::MalformedJson => "MALFORMED_JSON",
+            Self::InvalidBody => "INVALID_BODY",
+            Self::InvalidParameter => "INVALID_PARAMETER",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::OrderTimeConflict => "ORDER_TIME_CONFLICT",
             Self::ServiceNameTaken => "SERVICE_NAME_TAKEN",
             Self::ServiceInUse => "SERVICE_IN_USE",
             Self::PreconditionFailed => "PRECONDITION_FAILED",
-            Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
-            Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
-            Self::UnknownServices(_) => "UNKNOWN_SERVICE",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::UnknownService => "UNKNOWN_SERVICE",
             Self::Internal => "INTERNAL",
-            Self::Unavailable => "DATABASE_UNAVAILABLE",
+            Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Self::Contended => "CONTENDED",
         }
     }
 
-    fn title(&self) -> &'static str {
+    pub fn status(self) -> u16 {
         match self {
-            Self::MalformedJson(_) => "Malformed JSON",
-            Self::InvalidBody(_) => "Invalid request body",
-            Self::InvalidParameter(_) => "Invalid parameter",
-            Self::NotFound(_) => "Not found",
-            Self::MethodNotAllowed { .. } => "Method not allowed",
-            Self::OrderTimeConflict { .. } => "Order time conflict",
+            Self::MalformedJson | Self::InvalidBody | Self::InvalidParameter => 400,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::OrderTimeConflict | Self::ServiceNameTaken | Self::ServiceInUse => 409,
+            Self::PreconditionFailed => 412,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::UnknownService => 422,
+            Self::Internal => 500,
+            Self::DatabaseUnavailable | Self::Contended => 503,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "Malformed JSON",
+            Self::InvalidBody => "Invalid request body",
+            Self::InvalidParameter => "Invalid parameter",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::OrderTimeConflict => "Order time conflict",
             Self::ServiceNameTaken => "Service name taken",
             Self::ServiceInUse => "Service in use",
             Self::PreconditionFailed => "Precondition failed",
-            Self::PayloadTooLarge { .. } => "Payload too large",
-            Self::UnsupportedMediaType(_) => "Unsupported media type",
-            Self::UnknownServices(_) => "Unknown service",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::UnknownService => "Unknown service",
             Self::Internal => "Internal server error",
-            Self::Unavailable => "Database unavailable",
+            Self::DatabaseUnavailable => "Database unavailable",
             Self::Contended => "Too much contention",
         }
+    }
+
+    /// When the code is returned, for the spec's description of each error response.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "the body is not JSON at all",
+            Self::InvalidBody => {
+                "the body is JSON but not what the operation accepts; `detail` names the field"
+            }
+            Self::InvalidParameter => {
+                "a query parameter is malformed or out of range; `detail` names it"
+            }
+            Self::NotFound => {
+                "no resource has this id (any id the server did not assign, whatever its form)"
+            }
+            Self::MethodNotAllowed => {
+                "the path does not accept this method; `Allow` lists those it does"
+            }
+            Self::OrderTimeConflict => {
+                "another order is less than 3 hours away; `conflicting_order_id` names it"
+            }
+            Self::ServiceNameTaken => "another service has this name, ignoring case",
+            Self::ServiceInUse => "an order books the service; change or delete those orders first",
+            Self::PreconditionFailed => {
+                "`If-Match` matches no current `ETag`: the resource changed since it was read"
+            }
+            Self::PayloadTooLarge => "the body is larger than 64 KiB",
+            Self::UnsupportedMediaType => "the body is not declared as `application/json`",
+            Self::UnknownService => {
+                "the body names services that do not exist; `unknown_service_ids` lists them"
+            }
+            Self::Internal => {
+                "a fault on the server's side; the log has the cause, keyed by `request_id`"
+            }
+            Self::DatabaseUnavailable => {
+                "the database cannot be reached; retry after `Retry-After` seconds"
+            }
+            Self::Contended => {
+                "concurrent writes kept aborting this one; retry after `Retry-After` seconds"
+            }
+        }
+    }
+
+    /// A typical error with this code, for the spec's examples.
+    pub fn example(self) -> ApiError {
+        match self {
+            Self::MalformedJson => ApiError::MalformedJson(
+                "the request body is not valid JSON: expected value at line 1 column 1".to_owned(),
+            ),
+            Self::InvalidBody => {
+                ApiError::InvalidBody("totalfee: must have at most 2 decimal places".to_owned())
+            }
+            Self::InvalidParameter => {
+                ApiError::InvalidParameter("page_size: must be at least 1".to_owned())
+            }
+            Self::NotFound => ApiError::not_found("order", "999"),
+            Self::MethodNotAllowed => ApiError::MethodNotAllowed {
+                allow: "GET, HEAD, POST".to_owned(),
+            },
+            Self::OrderTimeConflict => ApiError::OrderTimeConflict {
+                conflicting_order_id: Some(OrderId::from_db(223)),
+            },
+            Self::ServiceNameTaken => ApiError::ServiceNameTaken,
+            Self::ServiceInUse => ApiError::ServiceInUse,
+            Self::PreconditionFailed => ApiError::PreconditionFailed,
+            Self::PayloadTooLarge => ApiError::PayloadTooLarge {
+                limit_bytes: crate::http::edge::MAX_BODY_BYTES,
+            },
+            Self::UnsupportedMediaType => ApiError::UnsupportedMediaType(
+                "the request body must be JSON, sent with Content-Type: application/json"
+                    .to_owned(),
+            ),
+            Self::UnknownService => ApiError::UnknownServices(vec!["999".to_owned()]),
+            Self::Internal => ApiError::Internal,
+            Self::DatabaseUnavailable => ApiError::Unavailable,
+            Self::Contended => ApiError::Contended,
+        }
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::MalformedJson(_) => ErrorCode::MalformedJson,
+            Self::InvalidBody(_) => ErrorCode::InvalidBody,
+            Self::InvalidParameter(_) => ErrorCode::InvalidParameter,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            Self::OrderTimeConflict { .. } => ErrorCode::OrderTimeConflict,
+            Self::ServiceNameTaken => ErrorCode::ServiceNameTaken,
+            Self::ServiceInUse => ErrorCode::ServiceInUse,
+            Self::PreconditionFailed => ErrorCode::PreconditionFailed,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Self::UnknownServices(_) => ErrorCode::UnknownService,
+            Self::Internal => ErrorCode::Internal,
+            Self::Unavailable => ErrorCode::DatabaseUnavailable,
+            Self::Contended => ErrorCode::Contended,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code().status()
     }
 
     fn detail(&self) -> String {
@@ -214,12 +360,12 @@ impl ApiError {
         Problem {
             problem_type: format!(
                 "urn:problem-type:orders:{}",
-                code.to_ascii_lowercase().replace('_', "-")
+                code.as_str().to_ascii_lowercase().replace('_', "-")
             ),
-            title: self.title().to_owned(),
-            status: self.status(),
+            title: code.title().to_owned(),
+            status: code.status(),
             detail: self.detail(),
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             request_id,
             conflicting_order_id: match self {
                 Self::OrderTimeConflict {
@@ -330,16 +476,16 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The documented error responses. Operations document the subset they can return, through
-/// [`ApiFailure`].
+/// [`ApiFailure`], which also lists the problem codes each status comes with there.
 #[derive(ApiResponse)]
 pub enum ProblemResponse {
-    /// The request is malformed: `MALFORMED_JSON`, `INVALID_BODY` or `INVALID_PARAMETER`.
+    /// The request is malformed; nothing was changed.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
-    /// No such resource: `NOT_FOUND`. Any id the server did not assign, whatever its form, is not found.
+    /// No such resource.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
-    /// The path does not accept this method: `METHOD_NOT_ALLOWED`.
+    /// The path does not accept this method.
     #[oai(status = 405, content_type = "application/problem+json")]
     MethodNotAllowed(
         Json<Problem>,
@@ -347,27 +493,25 @@ pub enum ProblemResponse {
         #[oai(header = "Allow")]
         String,
     ),
-    /// The request conflicts with the current state: `ORDER_TIME_CONFLICT` (with
-    /// `conflicting_order_id`), `SERVICE_NAME_TAKEN` or `SERVICE_IN_USE`. Nothing was changed.
+    /// The request conflicts with the current state; nothing was changed.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
-    /// `If-Match` matches no current ETag: `PRECONDITION_FAILED`. Nothing was changed.
+    /// The resource changed since the caller read it; nothing was changed.
     #[oai(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(Json<Problem>),
-    /// The body is larger than 64 KiB: `PAYLOAD_TOO_LARGE`.
+    /// The body is too large; nothing was changed.
     #[oai(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(Json<Problem>),
-    /// The body is not declared as `application/json`: `UNSUPPORTED_MEDIA_TYPE`.
+    /// The body is not JSON by its declared media type; nothing was changed.
     #[oai(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Json<Problem>),
-    /// The order names services that do not exist: `UNKNOWN_SERVICE` (with `unknown_service_ids`).
+    /// The body is well-formed but refers to what does not exist; nothing was changed.
     #[oai(status = 422, content_type = "application/problem+json")]
     UnprocessableEntity(Json<Problem>),
-    /// A fault on the server's side: `INTERNAL`.
+    /// A fault on the server's side.
     #[oai(status = 500, content_type = "application/problem+json")]
     InternalServerError(Json<Problem>),
-    /// The database cannot be reached (`DATABASE_UNAVAILABLE`), or concurrent writes kept
-    /// aborting this one (`CONTENDED`). Nothing was changed.
+    /// The service cannot complete the request now; nothing was changed. Retry later.
     #[oai(status = 503, content_type = "application/problem+json")]
     ServiceUnavailable(
         Json<Problem>,
@@ -377,12 +521,13 @@ pub enum ProblemResponse {
     ),
 }
 
-/// The error statuses one operation can return; documented in its spec entry.
-pub trait ErrorStatuses: Send + Sync + 'static {
-    const STATUSES: &'static [u16];
+/// The problem codes one operation can return; its spec entry documents them, and only the
+/// statuses they come with.
+pub trait DocumentedErrors: Send + Sync + 'static {
+    const CODES: &'static [ErrorCode];
 }
 
-/// An operation's error: any [`ApiError`] at run time, documented as only the statuses `S`
+/// An operation's error: any [`ApiError`] at run time, documented as only the codes `S`
 /// lists, so each operation's spec shows what it can really return.
 pub struct ApiFailure<S>(pub ApiError, PhantomData<S>);
 
@@ -398,13 +543,20 @@ impl<S> From<StoreError> for ApiFailure<S> {
     }
 }
 
-impl<S: ErrorStatuses> ApiResponse for ApiFailure<S> {
+impl<S: DocumentedErrors> ApiResponse for ApiFailure<S> {
     fn meta() -> MetaResponses {
         let mut meta = ProblemResponse::meta();
-        meta.responses.retain(|response| {
-            response
-                .status
-                .is_some_and(|status| S::STATUSES.contains(&status))
+        meta.responses.retain_mut(|response| {
+            let codes: Vec<ErrorCode> = S::CODES
+                .iter()
+                .copied()
+                .filter(|code| Some(code.status()) == response.status)
+                .collect();
+            if codes.is_empty() {
+                return false;
+            }
+            response.description = interned(describe_codes(response.description, &codes));
+            true
         });
         meta
     }
@@ -412,6 +564,29 @@ impl<S: ErrorStatuses> ApiResponse for ApiFailure<S> {
     fn register(registry: &mut Registry) {
         ProblemResponse::register(registry);
     }
+}
+
+/// A response's description followed by the problem codes it comes with, one per line, as
+/// `` - `CODE`: meaning ``; the published spec adds an example body for each code it finds so.
+pub fn describe_codes(summary: &str, codes: &[ErrorCode]) -> String {
+    let mut text = format!("{summary}\n\nThe problem `code` is one of:");
+    for code in codes {
+        text.push_str(&format!("\n- `{}`: {}.", code.as_str(), code.meaning()));
+    }
+    text
+}
+
+/// poem-openapi's descriptions are `&'static str`; each distinct one built at run time is
+/// allocated once, however often the spec is built (every test builds it).
+fn interned(text: String) -> &'static str {
+    static SEEN: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(existing) = seen.get(text.as_str()) {
+        return existing;
+    }
+    let leaked: &'static str = Box::leak(text.into_boxed_str());
+    seen.insert(leaked);
+    leaked
 }
 
 impl<S: Send> IntoResponse for ApiFailure<S> {
@@ -426,16 +601,17 @@ impl<S: Send> From<ApiFailure<S>> for poem::Error {
     }
 }
 
-/// Declares a set of error statuses for [`ApiFailure`].
-macro_rules! error_statuses {
-    ($($(#[$doc:meta])* $name:ident = [$($status:literal),+ $(,)?];)+) => {
+/// Declares the problem codes an operation can return, for [`ApiFailure`].
+macro_rules! documented_errors {
+    ($($(#[$doc:meta])* $name:ident = [$($code:ident),+ $(,)?];)+) => {
         $(
             $(#[$doc])*
             pub struct $name;
-            impl $crate::http::problem::ErrorStatuses for $name {
-                const STATUSES: &'static [u16] = &[$($status),+];
+            impl $crate::http::problem::DocumentedErrors for $name {
+                const CODES: &'static [$crate::http::problem::ErrorCode] =
+                    &[$($crate::http::problem::ErrorCode::$code),+];
             }
         )+
     };
 }
-pub(crate) use error_statuses;
+pub(crate) use documented_errors;

@@ -13,7 +13,7 @@ use super::{
     conditional::{IfMatch, etag, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, string},
     pagination::{self, decode_service_cursor, encode_service_cursor},
-    problem::{ApiError, ApiFailure, error_statuses, not_found_as},
+    problem::{ApiError, ApiFailure, documented_errors, not_found_as},
 };
 use crate::{
     domain::{ServiceId, ServiceName, Timestamp},
@@ -36,13 +36,18 @@ pub struct Service {
 
 impl Example for Service {
     fn example() -> Self {
-        let at = Timestamp::parse("2022-11-01T09:00:00.000Z").expect("valid example");
-        Self {
-            id: "123".to_owned(),
-            name: "Inspection".to_owned(),
-            created_at: at,
-            updated_at: at,
-        }
+        sample_service("123", "Inspection")
+    }
+}
+
+/// One of the sample services, as the API shows it, for the spec's examples.
+fn sample_service(id: &str, name: &str) -> Service {
+    let at = Timestamp::parse("2022-11-01T09:00:00.000Z").expect("valid example");
+    Service {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        created_at: at,
+        updated_at: at,
     }
 }
 
@@ -67,9 +72,10 @@ pub struct ServiceInput {
 }
 
 impl Example for ServiceInput {
+    /// A name the sample data does not have yet, so that "Try it out" creates a service.
     fn example() -> Self {
         Self {
-            name: "Inspection".to_owned(),
+            name: "Calibration".to_owned(),
         }
     }
 }
@@ -88,12 +94,26 @@ impl ReadJson for ServiceInput {
 
 /// A page of services.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ServicePage {
     /// Services in id order.
     pub services: Vec<Service>,
     /// Pass as `page_token` to get the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
     pub next_page_token: Option<String>,
+}
+
+impl Example for ServicePage {
+    fn example() -> Self {
+        Self {
+            services: vec![
+                sample_service("123", "Inspection"),
+                sample_service("456", "Analysis"),
+                sample_service("789", "Testing"),
+            ],
+            next_page_token: None,
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -156,12 +176,20 @@ enum ServiceDeleted {
     NoContent,
 }
 
-error_statuses! {
-    CreateErrors = [400, 409, 413, 415, 500, 503];
-    ListErrors = [400, 500, 503];
-    ViewErrors = [404, 500, 503];
-    ReplaceErrors = [400, 404, 409, 412, 413, 415, 500, 503];
-    DeleteErrors = [404, 409, 412, 500, 503];
+documented_errors! {
+    CreateErrors = [
+        MalformedJson, InvalidBody, ServiceNameTaken, PayloadTooLarge, UnsupportedMediaType,
+        Internal, DatabaseUnavailable, Contended,
+    ];
+    ListErrors = [InvalidParameter, Internal, DatabaseUnavailable];
+    ViewErrors = [NotFound, Internal, DatabaseUnavailable];
+    ReplaceErrors = [
+        MalformedJson, InvalidBody, NotFound, ServiceNameTaken, PreconditionFailed,
+        PayloadTooLarge, UnsupportedMediaType, Internal, DatabaseUnavailable, Contended,
+    ];
+    DeleteErrors = [
+        NotFound, ServiceInUse, PreconditionFailed, Internal, DatabaseUnavailable, Contended,
+    ];
 }
 
 /// Parses a path id; an id that cannot be one names no service.
@@ -215,6 +243,9 @@ impl ServicesApi {
     }
 
     /// View a service
+    ///
+    /// The service and its `ETag`. With `If-None-Match` naming the current `ETag`, the answer
+    /// is 304 without a body.
     #[oai(path = "/services/:id", method = "get", operation_id = "service_view")]
     async fn service_view(
         &self,

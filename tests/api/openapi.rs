@@ -86,4 +86,170 @@ async fn the_docs_page_is_served_with_its_assets_inline() {
         !html.contains("cdn") && !html.contains("unpkg"),
         "no assets from a CDN"
     );
+    assert!(
+        html.contains(r#""ETag""#) && html.contains("ViewOrder"),
+        "the page shows the published spec, with its header names and links"
+    );
+}
+
+/// The operations in the published spec, as (`METHOD path`, operation).
+fn operations(spec: &Value) -> Vec<(String, &Value)> {
+    let mut operations = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            operations.push((format!("{} {path}", method.to_uppercase()), operation));
+        }
+    }
+    operations
+}
+
+fn is_described(value: &Value) -> bool {
+    value["description"]
+        .as_str()
+        .is_some_and(|text| !text.trim().is_empty())
+}
+
+#[tokio::test]
+async fn every_operation_parameter_schema_and_property_is_described() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+
+    let mut undescribed = Vec::new();
+    for (operation_name, operation) in operations(&spec) {
+        if !is_described(operation) {
+            undescribed.push(operation_name.clone());
+        }
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            if !is_described(parameter) {
+                undescribed.push(format!("{operation_name} parameter {}", parameter["name"]));
+            }
+        }
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            for (header, definition) in response["headers"].as_object().into_iter().flatten() {
+                if !is_described(definition) {
+                    undescribed.push(format!("{operation_name} {status} header {header}"));
+                }
+            }
+        }
+    }
+    for (name, schema) in spec["components"]["schemas"].as_object().unwrap() {
+        if !is_described(schema) {
+            undescribed.push(format!("schema {name}"));
+        }
+        for (property, definition) in schema["properties"].as_object().into_iter().flatten() {
+            if !is_described(definition) {
+                undescribed.push(format!("schema {name} property {property}"));
+            }
+        }
+    }
+    assert!(undescribed.is_empty(), "not described: {undescribed:#?}");
+}
+
+#[tokio::test]
+async fn every_error_response_is_problem_json_with_an_example_per_code() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+
+    for (operation_name, operation) in operations(&spec) {
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            if !status.starts_with(['4', '5']) {
+                continue;
+            }
+            let content = response["content"].as_object().unwrap();
+            let media_types: Vec<&String> = content.keys().collect();
+            assert_eq!(
+                media_types,
+                ["application/problem+json"],
+                "{operation_name} {status}"
+            );
+            let examples = content["application/problem+json"]["examples"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{operation_name} {status} has examples"));
+            assert!(!examples.is_empty(), "{operation_name} {status}");
+            for (code, example) in examples {
+                let body = &example["value"];
+                assert_eq!(body["code"], code.as_str(), "{operation_name} {status}");
+                assert_eq!(
+                    body["status"].to_string(),
+                    *status,
+                    "{operation_name} {status} {code}"
+                );
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("`{code}`")),
+                    "{operation_name} {status} describes {code}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn media_types_are_plain_and_header_names_are_in_their_usual_case() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+
+    let mut header_names = std::collections::BTreeSet::new();
+    for (operation_name, operation) in operations(&spec) {
+        let request_types = operation["requestBody"]["content"].as_object();
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            let response_types = response["content"].as_object();
+            for media_type in request_types
+                .iter()
+                .chain(&response_types)
+                .flat_map(|c| c.keys())
+            {
+                assert!(
+                    ["application/json", "application/problem+json"].contains(&media_type.as_str()),
+                    "{operation_name} {status}: {media_type}"
+                );
+            }
+            header_names.extend(
+                response["headers"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, _)| name.clone()),
+            );
+        }
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            if parameter["in"] == "header" {
+                header_names.insert(parameter["name"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(
+        header_names.into_iter().collect::<Vec<_>>(),
+        [
+            "ETag",
+            "If-Match",
+            "If-None-Match",
+            "Location",
+            "Retry-After",
+            "X-Request-Id"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn links_from_a_created_resource_lead_to_operations_that_exist() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let operation_ids: Vec<&str> = operations(&spec)
+        .iter()
+        .filter_map(|(_, operation)| operation["operationId"].as_str())
+        .collect();
+
+    let created = &spec["paths"]["/orders"]["post"]["responses"]["201"]["links"];
+    let mut targets = Vec::new();
+    for link in created.as_object().unwrap().values() {
+        let target = link["operationId"].as_str().unwrap();
+        assert!(operation_ids.contains(&target), "{target} exists");
+        assert_eq!(link["parameters"]["id"], "$response.body#/id");
+        targets.push(target);
+    }
+    assert_eq!(targets, ["order_view", "order_update", "order_delete"]);
+    assert!(spec["paths"]["/services"]["post"]["responses"]["201"]["links"].is_object());
 }

@@ -1,0 +1,247 @@
+//! The published spec: what poem-openapi derives from the API traits, finished for the people
+//! and the generators that read it.
+//!
+//! poem-openapi gets the operations and schemas right, but writes a few things its own way and
+//! cannot express others. [`finish`] settles both on the spec's JSON form, once, before it is
+//! served (`/openapi.json`, `/openapi.yaml`, `/docs`) or committed (`openapi.yaml`):
+//! - media types are plain `application/json` and `application/problem+json` (poem-openapi
+//!   appends `; charset=utf-8`, which some generators take for a different media type);
+//! - response header names are in their usual case (`ETag`, `Location`), not upper-cased;
+//! - every error response gets an example body for each problem `code` its description lists;
+//! - create, view and update responses get OpenAPI links to the operations on the resource they
+//!   return, so that readers and stateful testing tools can chain create → view → update → delete.
+//!
+//! Nothing here changes what the server does; it only says it better.
+
+use poem_openapi::types::ToJSON;
+use serde_json::{Map, Value, json};
+
+use super::problem::ErrorCode;
+
+/// The request id in example problem bodies.
+const EXAMPLE_REQUEST_ID: &str = "2f1c0a57-6b1e-4d0c-9a55-0d6f3c1f5a10";
+
+/// Finishes the spec as poem-openapi wrote it; see the module docs.
+pub fn finish(spec: &mut Value) {
+    let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for operation in paths.values_mut().filter_map(Value::as_object_mut) {
+        for operation in operation.values_mut() {
+            finish_operation(operation);
+        }
+    }
+}
+
+fn finish_operation(operation: &mut Value) {
+    let operation_id = operation
+        .get("operationId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(content) = operation.pointer_mut("/requestBody/content") {
+        plain_media_types(content);
+    }
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (status, response) in responses.iter_mut() {
+        if let Some(content) = response.get_mut("content") {
+            plain_media_types(content);
+        }
+        if let Some(headers) = response.get_mut("headers") {
+            usual_case_header_names(headers);
+        }
+        add_problem_examples(response);
+        if let Some(links) = links(&operation_id, status) {
+            response["links"] = links;
+        }
+    }
+}
+
+/// Drops media type parameters from the keys of a `content` map.
+fn plain_media_types(content: &mut Value) {
+    rename_keys(content, |media_type| {
+        media_type
+            .split(';')
+            .next()
+            .unwrap_or(media_type)
+            .trim()
+            .to_owned()
+    });
+}
+
+fn usual_case_header_names(headers: &mut Value) {
+    rename_keys(headers, usual_header_case);
+}
+
+/// `ETAG` → `ETag`, `X-REQUEST-ID` → `X-Request-Id`: each word capitalised, as the RFCs
+/// spell them. Header names are case-insensitive on the wire; this is for people and generators.
+pub fn usual_header_case(name: &str) -> String {
+    if name.eq_ignore_ascii_case("etag") {
+        return "ETag".to_owned();
+    }
+    name.split('-')
+        .map(|word| {
+            let lower = word.to_ascii_lowercase();
+            let mut letters = lower.chars();
+            letters.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + letters.as_str()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn rename_keys(map: &mut Value, rename: impl Fn(&str) -> String) {
+    if let Some(members) = map.as_object_mut() {
+        *members = std::mem::take(members)
+            .into_iter()
+            .map(|(key, value)| (rename(&key), value))
+            .collect();
+    }
+}
+
+/// Adds `examples` to a problem response: one body per problem code its description lists
+/// (see [`super::problem::describe_codes`]), named by the code.
+fn add_problem_examples(response: &mut Value) {
+    let description = response
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let codes: Vec<ErrorCode> = ErrorCode::ALL
+        .into_iter()
+        .filter(|code| description.contains(&format!("- `{}`:", code.as_str())))
+        .collect();
+    let Some(media_type) = response.pointer_mut("/content/application~1problem+json") else {
+        return;
+    };
+    if codes.is_empty() {
+        return;
+    }
+    let examples: Map<String, Value> = codes
+        .into_iter()
+        .map(|code| {
+            let body = code.example().to_problem(EXAMPLE_REQUEST_ID.to_owned());
+            let example = json!({
+                "summary": code.title(),
+                "value": body.to_json().unwrap_or(Value::Null),
+            });
+            (code.as_str().to_owned(), example)
+        })
+        .collect();
+    media_type["examples"] = Value::Object(examples);
+}
+
+/// The links a response offers: the operations on the resource it returns, with the id taken
+/// from the body and `If-Match` from the `ETag` header.
+fn links(operation_id: &str, status: &str) -> Option<Value> {
+    let (resource, targets): (&str, &[&str]) = match (operation_id, status) {
+        ("order_create", "201") | ("order_view", "200") => {
+            ("Order", &["order_view", "order_update", "order_delete"])
+        }
+        ("order_update", "200") => ("Order", &["order_view", "order_delete"]),
+        ("service_create", "201") | ("service_view", "200") => (
+            "Service",
+            &["service_view", "service_update", "service_delete"],
+        ),
+        ("service_update", "200") => ("Service", &["service_view", "service_delete"]),
+        _ => return None,
+    };
+    let links: Map<String, Value> = targets
+        .iter()
+        .filter(|target| **target != operation_id)
+        .map(|target| {
+            let (_, action) = target.split_once('_').unwrap_or_default();
+            let mut parameters = json!({ "id": "$response.body#/id" });
+            let description = match action {
+                "view" => format!("Read this {}.", resource.to_lowercase()),
+                "update" => {
+                    parameters["If-Match"] = json!("$response.header.ETag");
+                    format!(
+                        "Replace this {}, if it has not changed since this response.",
+                        resource.to_lowercase()
+                    )
+                }
+                _ => {
+                    parameters["If-Match"] = json!("$response.header.ETag");
+                    format!(
+                        "Delete this {}, if it has not changed since this response.",
+                        resource.to_lowercase()
+                    )
+                }
+            };
+            let name = format!("{}{resource}", capitalised(action));
+            let link = json!({
+                "operationId": target,
+                "parameters": parameters,
+                "description": description,
+            });
+            (name, link)
+        })
+        .collect();
+    Some(Value::Object(links))
+}
+
+fn capitalised(word: &str) -> String {
+    let mut letters = word.chars();
+    letters.next().map_or_else(String::new, |first| {
+        first.to_ascii_uppercase().to_string() + letters.as_str()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_take_their_usual_case() {
+        assert_eq!(usual_header_case("ETAG"), "ETag");
+        assert_eq!(usual_header_case("LOCATION"), "Location");
+        assert_eq!(usual_header_case("X-REQUEST-ID"), "X-Request-Id");
+        assert_eq!(usual_header_case("retry-after"), "Retry-After");
+    }
+
+    #[test]
+    fn media_type_parameters_are_dropped() {
+        let mut content = json!({ "application/json; charset=utf-8": { "schema": {} } });
+        plain_media_types(&mut content);
+        assert_eq!(content, json!({ "application/json": { "schema": {} } }));
+    }
+
+    #[test]
+    fn a_problem_response_gets_one_example_per_listed_code() {
+        let mut response = json!({
+            "description": "Conflict.\n\nThe problem `code` is one of:\n- `ORDER_TIME_CONFLICT`: too close.",
+            "content": { "application/problem+json": { "schema": {} } },
+        });
+        add_problem_examples(&mut response);
+        let examples = &response["content"]["application/problem+json"]["examples"];
+        let names: Vec<&String> = examples.as_object().unwrap().keys().collect();
+        assert_eq!(names, ["ORDER_TIME_CONFLICT"]);
+        let body = &examples["ORDER_TIME_CONFLICT"]["value"];
+        assert_eq!(body["status"], 409);
+        assert_eq!(body["code"], "ORDER_TIME_CONFLICT");
+        assert_eq!(body["conflicting_order_id"], "223");
+    }
+
+    #[test]
+    fn a_create_response_links_to_the_other_operations_on_what_it_created() {
+        let links = links("order_create", "201").expect("create has links");
+        let names: Vec<&String> = links.as_object().unwrap().keys().collect();
+        assert_eq!(names, ["ViewOrder", "UpdateOrder", "DeleteOrder"]);
+        assert_eq!(links["UpdateOrder"]["operationId"], "order_update");
+        assert_eq!(
+            links["UpdateOrder"]["parameters"]["id"],
+            "$response.body#/id"
+        );
+        assert_eq!(
+            links["UpdateOrder"]["parameters"]["If-Match"],
+            "$response.header.ETag"
+        );
+        assert!(super::links("order_list", "200").is_none());
+    }
+}
