@@ -1,9 +1,9 @@
 //! The middleware every request passes through, outermost.
 //!
-//! It gives each request an id (the caller's `x-request-id`, or a new one), enforces the body
+//! It gives each request an id (the caller's `X-Request-Id`, or a new one), enforces the body
 //! size limit, runs the request inside a tracing span, turns every error the framework raises
 //! (bad JSON, wrong content type, unknown route, wrong method) into the API's problem+json,
-//! adds `x-request-id` to every response, and logs each request once.
+//! adds `X-Request-Id` to every response, and logs each request once.
 
 use std::{sync::Arc, time::Instant};
 

@@ -17,7 +17,7 @@ mod spec;
 
 use deadpool_postgres::Pool;
 use poem::{Endpoint, EndpointExt, Route, get, http::Method};
-use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, Tags};
+use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, ServerObject, Tags};
 
 use self::{
     edge::{Edge, RouteTable},
@@ -41,7 +41,7 @@ type Api = (OrdersApi, ServicesApi, HealthApi);
 
 const DESCRIPTION: &str = "The one place where other systems create, change and read orders.\n\n\
 Every error is `application/problem+json` with a stable `code`; every response carries \
-`x-request-id`. Single resources carry a strong `ETag`: send it back in `If-Match` to update or \
+`X-Request-Id`. Single resources carry a strong `ETag`: send it back in `If-Match` to update or \
 delete safely, or in `If-None-Match` to revalidate.";
 
 /// The OpenAPI service: the operations and their spec.
@@ -53,8 +53,10 @@ pub fn api_service(pool: Pool) -> OpenApiService<Api, ()> {
     );
     OpenApiService::new(api, "Orders service", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION)
+        // Relative: the API is wherever this document was fetched from.
+        .server(ServerObject::new("/").description("The host serving this document."))
         .extra_response_header::<String, _>(
-            ExtraHeader::new("x-request-id").description(
+            ExtraHeader::new("X-Request-Id").description(
                 "The request's id: the caller's own when it sent one, else a new one.",
             ),
         )

@@ -47,7 +47,7 @@ pub struct Problem {
     pub detail: String,
     /// A stable, UPPER_SNAKE identifier of the kind of problem, for programs to branch on.
     pub code: String,
-    /// The request's id, as in the `x-request-id` response header; quote it when reporting a problem.
+    /// The request's id, as in the `X-Request-Id` response header; quote it when reporting a problem.
     pub request_id: String,
     /// With `ORDER_TIME_CONFLICT`: the order that the requested time is too close to.
     #[oai(skip_serializing_if_is_none)]
