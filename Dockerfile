@@ -2,6 +2,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# A workspace member: cargo reads its manifest, though the server does not depend on it.
+COPY client ./client
 COPY migrations ./migrations
 COPY src ./src
 RUN cargo build --release --locked --bin orders

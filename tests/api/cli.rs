@@ -13,7 +13,8 @@ use nix::{
     unistd::Pid,
 };
 use reqwest::StatusCode;
-use serde_json::Value;
+
+use crate::helpers::at;
 
 #[test]
 fn openapi_prints_the_committed_spec() {
@@ -33,7 +34,7 @@ fn openapi_prints_the_committed_spec() {
 /// running. Its log goes to a file, shown when the test fails.
 struct Server {
     child: Child,
-    base: String,
+    client: orders_client::Client,
     log: PathBuf,
 }
 
@@ -55,7 +56,7 @@ impl Server {
             .unwrap();
         let mut server = Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            client: orders_client::Client::new(&format!("http://127.0.0.1:{port}")),
             log,
         };
         server.wait_until_ready().await;
@@ -63,11 +64,10 @@ impl Server {
     }
 
     async fn wait_until_ready(&mut self) {
-        let client = reqwest::Client::new();
         // A first start runs initdb, migrates and seeds: allow for a slow machine.
         let started = Instant::now();
         loop {
-            let ready = client.get(format!("{}/readyz", self.base)).send().await;
+            let ready = self.client.health_ready().send().await;
             if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
                 return;
             }
@@ -85,13 +85,11 @@ impl Server {
         }
     }
 
-    async fn get_json(&self, path: &str) -> Value {
-        reqwest::get(format!("{}{path}", self.base))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+    /// How many orders the service lists (all of them: fewer than a page here).
+    async fn order_count(&self) -> usize {
+        let page = self.client.order_list().send().await.unwrap();
+        assert_eq!(page.next_page_token, None);
+        page.orders.len()
     }
 
     fn signal(&self, signal: Signal) {
@@ -135,8 +133,7 @@ async fn a_first_start_interrupted_during_initdb_does_not_stop_the_next() {
 
     let server = Server::start(&data_dir).await;
 
-    let orders = server.get_json("/orders").await;
-    assert_eq!(orders["orders"].as_array().unwrap().len(), 3);
+    assert_eq!(server.order_count().await, 3);
     assert!(!staging.exists(), "the staging folder became the cluster");
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -162,9 +159,10 @@ async fn serve_without_database_url_runs_a_private_cluster_and_stops_it_on_sigte
     let mut server = Server::start(&data_dir).await;
     let postgres = postgres_pid(&data_dir).expect("PostgreSQL runs");
 
-    let order = server.get_json("/orders/223").await;
+    let order = server.client.order_view().id("223").send().await.unwrap();
     assert_eq!(
-        order["datetime"], "2022-11-01T11:11:11.111Z",
+        order.datetime,
+        at("2022-11-01T11:11:11.111Z"),
         "the sample data is loaded on first start"
     );
 
@@ -208,9 +206,8 @@ async fn serve_starts_again_after_it_and_its_postgres_were_killed_outright() {
 
     let second = Server::start(&data_dir).await;
 
-    let orders = second.get_json("/orders").await;
     assert_eq!(
-        orders["orders"].as_array().unwrap().len(),
+        second.order_count().await,
         3,
         "the data survived; it was not seeded twice"
     );

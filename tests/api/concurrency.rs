@@ -1,10 +1,9 @@
 //! Racing writers: the database decides, exactly one wins.
 
-use futures::future::join_all;
+use futures::future::{join, join_all};
 use reqwest::StatusCode;
-use serde_json::json;
 
-use crate::helpers::{order_body, spawn_app};
+use crate::helpers::{etag, header, order_input, service_input, spawn_app, status_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_on_overlapping_times_give_exactly_one_201() {
@@ -13,13 +12,13 @@ async fn concurrent_creates_on_overlapping_times_give_exactly_one_201() {
 
     // 32 creates, each within 3 hours of every other (all inside one 2-hour span).
     let creates = (0..32).map(|minute| {
-        let body = order_body(
+        let body = order_input(
             &format!("2022-11-01T12:{:02}:00Z", minute * 3 / 2),
-            json!(1),
+            1.0,
             &[&service],
         );
-        let app = &app;
-        async move { app.post_json("/orders", &body).await.status() }
+        let client = app.client();
+        async move { status_of(&client.order_create().body(body).send().await) }
     });
     let statuses = join_all(creates).await;
 
@@ -32,8 +31,7 @@ async fn concurrent_creates_on_overlapping_times_give_exactly_one_201() {
         .filter(|s| **s == StatusCode::CONFLICT)
         .count();
     assert_eq!((created, conflicts), (1, 31), "{statuses:?}");
-    let list: serde_json::Value = app.get("/orders").await.json().await.unwrap();
-    assert_eq!(list["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(app.all_orders().await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -41,17 +39,25 @@ async fn two_concurrent_updates_onto_one_time_give_one_200_and_one_409() {
     let app = spawn_app().await;
     let service = app.create_service("Inspection").await;
     let first = app
-        .create_order("2022-11-01T00:00:00Z", json!(1), &[&service])
+        .create_order("2022-11-01T00:00:00Z", 1.0, &[&service])
         .await;
     let second = app
-        .create_order("2022-11-02T00:00:00Z", json!(1), &[&service])
+        .create_order("2022-11-02T00:00:00Z", 1.0, &[&service])
         .await;
-    let target = order_body("2022-11-05T12:00:00Z", json!(1), &[&service]);
+    let target = order_input("2022-11-05T12:00:00Z", 1.0, &[&service]);
 
     let updates = [&first, &second].map(|order| {
-        let path = format!("/orders/{}", order["id"].as_str().unwrap());
-        let (app, target) = (&app, &target);
-        async move { app.put_json(&path, target).await.status() }
+        let (client, target) = (app.client(), target.clone());
+        async move {
+            status_of(
+                &client
+                    .order_update()
+                    .id(&order.id)
+                    .body(target)
+                    .send()
+                    .await,
+            )
+        }
     });
     let mut statuses = join_all(updates).await;
     statuses.sort();
@@ -67,39 +73,34 @@ async fn racing_replaces_of_one_order_leave_exactly_one_writers_services() {
         services.push(app.create_service(&format!("Service {index}")).await);
     }
     let order = app
-        .create_order("2022-11-01T00:00:00Z", json!(1), &[&services[0]])
+        .create_order("2022-11-01T00:00:00Z", 1.0, &[&services[0]])
         .await;
-    let path = format!("/orders/{}", order["id"].as_str().unwrap());
 
     for round in 0..5 {
         // Each writer replaces the whole order with a service list of its own.
         let replaces = services.iter().enumerate().map(|(writer, service)| {
-            let body = order_body(
+            let body = order_input(
                 &format!("2022-11-01T00:{round:02}:00Z"),
-                json!(writer),
+                writer as f64,
                 &[service],
             );
-            let (app, path) = (&app, &path);
+            let (client, id) = (app.client(), &order.id);
             async move {
-                let response = app.put_json(path, &body).await;
-                assert_eq!(response.status(), StatusCode::OK);
-                response.json::<serde_json::Value>().await.unwrap()
+                let response = client.order_update().id(id).body(body).send().await;
+                assert_eq!(status_of(&response), StatusCode::OK);
+                response.unwrap().into_inner()
             }
         });
         let written = join_all(replaces).await;
 
         // The order now is exactly what one writer wrote: its fee and its one service.
-        let now: serde_json::Value = app.get(&path).await.json().await.unwrap();
-        let winner = &written[now["totalfee"].as_u64().unwrap() as usize];
+        let now = app.order(&order.id).await;
+        let winner = &written[now.totalfee as usize];
         assert_eq!(
             &now, winner,
             "round {round}: the stored order is one writer's whole replace"
         );
-        assert_eq!(
-            now["services"].as_array().unwrap().len(),
-            1,
-            "round {round}: {now}"
-        );
+        assert_eq!(now.services.len(), 1, "round {round}: {now:?}");
     }
 }
 
@@ -107,29 +108,25 @@ async fn racing_replaces_of_one_order_leave_exactly_one_writers_services() {
 async fn many_orders_racing_onto_one_time_give_one_200_and_the_rest_409() {
     let app = spawn_app().await;
     let service = app.create_service("Inspection").await;
-    let mut paths = Vec::new();
+    let mut ids = Vec::new();
     for day in 1..=16 {
         let order = app
-            .create_order(
-                &format!("2022-12-{day:02}T00:00:00Z"),
-                json!(1),
-                &[&service],
-            )
+            .create_order(&format!("2022-12-{day:02}T00:00:00Z"), 1.0, &[&service])
             .await;
-        paths.push(format!("/orders/{}", order["id"].as_str().unwrap()));
+        ids.push(order.id);
     }
 
     for round in 0..3 {
         // Racing updates onto overlapping windows can deadlock inside PostgreSQL; the service
         // retries those, so every answer is still a 200 or a 409, never a 500.
-        let target = order_body(
+        let target = order_input(
             &format!("2023-01-0{}T12:00:00Z", round + 1),
-            json!(1),
+            1.0,
             &[&service],
         );
-        let updates = paths.iter().map(|path| {
-            let (app, target) = (&app, &target);
-            async move { app.put_json(path, target).await.status() }
+        let updates = ids.iter().map(|id| {
+            let (client, target) = (app.client(), target.clone());
+            async move { status_of(&client.order_update().id(id).body(target).send().await) }
         });
         let statuses = join_all(updates).await;
 
@@ -167,27 +164,30 @@ async fn an_order_created_during_a_rename_of_its_service_shows_the_new_name_unde
         .await
         .unwrap();
     let create = {
-        let body = order_body("2022-11-01T11:11:11.111Z", json!(1), &[&service]);
-        let request = app.client.post(app.url("/orders")).json(&body);
-        tokio::spawn(async move { request.send().await.unwrap() })
+        let body = order_input("2022-11-01T11:11:11.111Z", 1.0, &[&service]);
+        let client = app.client().clone();
+        tokio::spawn(async move { client.order_create().body(body).send().await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!create.is_finished(), "the create waits for the rename");
     rename.commit().await.unwrap();
 
-    let created = create.await.unwrap();
+    let created = create.await.unwrap().unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
-    let etag = created.headers()["etag"].clone();
-    let location = created.headers()["location"].to_str().unwrap().to_owned();
-    let created: serde_json::Value = created.json().await.unwrap();
-    assert_eq!(created["services"][0]["name"], "New name");
-    let fetched = app.get(&location).await;
-    assert_eq!(fetched.headers()["etag"], etag, "same ETag ...");
-    assert_eq!(
-        fetched.json::<serde_json::Value>().await.unwrap(),
-        created,
-        "... same representation"
-    );
+    let created_etag = etag(&created);
+    let location = header(created.headers(), "location");
+    let created = created.into_inner();
+    assert_eq!(location, format!("/orders/{}", created.id));
+    assert_eq!(created.services[0].name, "New name");
+    let fetched = app
+        .client()
+        .order_view()
+        .id(&created.id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(etag(&fetched), created_etag, "same ETag ...");
+    assert_eq!(fetched.into_inner(), created, "... same representation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -200,44 +200,46 @@ async fn renames_racing_replaces_and_each_other_all_succeed() {
         let order = app
             .create_order(
                 &format!("2022-12-{day:02}T00:00:00Z"),
-                json!(1),
+                1.0,
                 &[&first, &second],
             )
             .await;
-        orders.push(format!("/orders/{}", order["id"].as_str().unwrap()));
+        orders.push(order.id);
     }
 
     // Renames of both services, and replaces that book them in both orders, all at once:
     // the lock order the writes share means none of them waits on another in a cycle.
-    let mut requests = Vec::new();
+    let client = app.client();
+    let mut renames = Vec::new();
+    let mut replaces = Vec::new();
     for round in 0..4 {
         for (service, name) in [(&first, "First"), (&second, "Second")] {
-            let path = format!("/services/{service}");
-            let body = json!({ "name": format!("{name} {round}") });
-            requests.push((path, body, "rename"));
+            let rename = client
+                .service_update()
+                .id(service)
+                .body(service_input(&format!("{name} {round}")));
+            renames.push(async move { (status_of(&rename.send().await), "rename") });
         }
-        for (index, path) in orders.iter().enumerate() {
+        for (index, id) in orders.iter().enumerate() {
             let services = if (index + round) % 2 == 0 {
                 [&first, &second]
             } else {
                 [&second, &first]
             };
-            let at = format!("2022-12-{:02}T00:00:00Z", index + 1);
-            requests.push((
-                path.clone(),
-                order_body(&at, json!(round), &services.map(String::as_str)),
-                "replace",
+            let datetime = format!("2022-12-{:02}T00:00:00Z", index + 1);
+            let replace = client.order_update().id(id).body(order_input(
+                &datetime,
+                round as f64,
+                &services.map(String::as_str),
             ));
+            replaces.push(async move { (status_of(&replace.send().await), "replace") });
         }
     }
-    let statuses = join_all(requests.iter().map(|(path, body, kind)| {
-        let app = &app;
-        async move { (app.put_json(path, body).await.status(), *kind) }
-    }))
-    .await;
+    let (renamed, replaced) = join(join_all(renames), join_all(replaces)).await;
 
-    let failed: Vec<_> = statuses
+    let failed: Vec<_> = renamed
         .iter()
+        .chain(&replaced)
         .filter(|(status, _)| *status != StatusCode::OK)
         .collect();
     assert!(failed.is_empty(), "{failed:?}");

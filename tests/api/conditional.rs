@@ -1,122 +1,209 @@
 //! ETags, If-Match and If-None-Match.
 
+use orders_client::{Error, ResponseValue, types};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, order_body, spawn_app};
+use crate::helpers::{
+    TestApp, etag, expect_problem, header, order_input, service_input, spawn_app,
+};
 
-async fn app_with_order() -> (TestApp, String, String, String) {
+/// An app with one order; returns the app, the order's service, the order and its ETag.
+async fn app_with_order() -> (TestApp, String, types::Order, String) {
     let app = spawn_app().await;
     let service = app.create_service("Inspection").await;
-    let response = app
-        .post_json(
-            "/orders",
-            &order_body("2022-11-01T11:11:11.111Z", json!(100), &[&service]),
-        )
-        .await;
-    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    (app, service, location, etag)
+    let created = app
+        .client()
+        .order_create()
+        .body(order_input("2022-11-01T11:11:11.111Z", 100.0, &[&service]))
+        .send()
+        .await
+        .unwrap();
+    let etag = etag(&created);
+    (app, service, created.into_inner(), etag)
+}
+
+/// Asserts that a view answered 304 Not Modified, with `etag` and no body. The spec lists no
+/// typed 3xx outcome, so the client hands a 304 back as an unexpected response.
+async fn assert_not_modified<T: std::fmt::Debug>(
+    result: Result<ResponseValue<T>, Error<types::Problem>>,
+    etag: &str,
+) {
+    let response = match result {
+        Err(Error::UnexpectedResponse(response)) => response,
+        other => panic!("expected 304 Not Modified, got {other:?}"),
+    };
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(response.headers(), "etag"), etag);
+    assert_eq!(response.text().await.unwrap(), "", "304 has no body");
 }
 
 #[tokio::test]
 async fn get_with_a_matching_if_none_match_returns_304_without_a_body() {
-    let (app, _, path, etag) = app_with_order().await;
+    let (app, _, order, etag) = app_with_order().await;
+    let client = app.client();
 
-    for header in [
+    for held in [
         etag.clone(),
         format!("W/{etag}"),
         format!("\"nope\", {etag}"),
         "*".to_owned(),
     ] {
-        let response = app.get_if_none_match(&path, &header).await;
-        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{header}");
-        assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
-        assert_eq!(response.text().await.unwrap(), "");
+        let response = client
+            .order_view()
+            .id(&order.id)
+            .if_none_match(&held)
+            .send()
+            .await;
+        assert_not_modified(response, &etag).await;
     }
-    let response = app.get_if_none_match(&path, "\"999\"").await;
+    let response = client
+        .order_view()
+        .id(&order.id)
+        .if_none_match("\"999\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.into_inner(), order);
 }
 
 #[tokio::test]
 async fn put_with_a_stale_if_match_returns_412_and_changes_nothing() {
-    let (app, service, path, etag) = app_with_order().await;
-    let before: Value = app.get(&path).await.json().await.unwrap();
-    let update = order_body("2022-11-05T00:00:00Z", json!(1), &[&service]);
+    let (app, service, before, held) = app_with_order().await;
+    let client = app.client();
+    let update = order_input("2022-11-05T00:00:00Z", 1.0, &[&service]);
 
     for stale in ["\"999\"", "W/\"1\"", "garbage"] {
-        let response = app.put_json_if_match(&path, &update, stale).await;
-        assert_problem(
+        let response = client
+            .order_update()
+            .id(&before.id)
+            .if_match(stale)
+            .body(update.clone())
+            .send()
+            .await;
+        expect_problem(
             response,
             StatusCode::PRECONDITION_FAILED,
             "PRECONDITION_FAILED",
-        )
-        .await;
+        );
     }
-    assert_eq!(app.get(&path).await.json::<Value>().await.unwrap(), before);
+    assert_eq!(app.order(&before.id).await, before);
 
-    let response = app.put_json_if_match(&path, &update, &etag).await;
+    let response = client
+        .order_update()
+        .id(&before.id)
+        .if_match(&held)
+        .body(update.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let new_etag = response.headers()["etag"].to_str().unwrap().to_owned();
-    assert_ne!(new_etag, etag);
+    assert_ne!(etag(&response), held);
 
     // The old ETag is stale now.
-    let response = app.put_json_if_match(&path, &update, &etag).await;
-    assert_problem(
+    let response = client
+        .order_update()
+        .id(&before.id)
+        .if_match(&held)
+        .body(update)
+        .send()
+        .await;
+    expect_problem(
         response,
         StatusCode::PRECONDITION_FAILED,
         "PRECONDITION_FAILED",
-    )
-    .await;
+    );
 }
 
 #[tokio::test]
 async fn delete_honours_if_match() {
-    let (app, _, path, etag) = app_with_order().await;
+    let (app, _, order, etag) = app_with_order().await;
+    let client = app.client();
 
-    let response = app.delete_if_match(&path, "\"999\"").await;
-    assert_problem(
+    let response = client
+        .order_delete()
+        .id(&order.id)
+        .if_match("\"999\"")
+        .send()
+        .await;
+    expect_problem(
         response,
         StatusCode::PRECONDITION_FAILED,
         "PRECONDITION_FAILED",
-    )
-    .await;
-    assert_eq!(app.get(&path).await.status(), StatusCode::OK);
+    );
+    let still_there = client.order_view().id(&order.id).send().await.unwrap();
+    assert_eq!(still_there.status(), StatusCode::OK);
 
-    let response = app.delete_if_match(&path, &etag).await;
+    let response = client
+        .order_delete()
+        .id(&order.id)
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]
 async fn service_writes_honour_if_match_and_reads_if_none_match() {
     let app = spawn_app().await;
-    let response = app
-        .post_json("/services", &json!({ "name": "Inspection" }))
+    let client = app.client();
+    let created = client
+        .service_create()
+        .body(service_input("Inspection"))
+        .send()
+        .await
+        .unwrap();
+    let etag = etag(&created);
+    let id = created.into_inner().id;
+
+    let response = client
+        .service_view()
+        .id(&id)
+        .if_none_match(&etag)
+        .send()
         .await;
-    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
-    let path = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_not_modified(response, &etag).await;
 
-    let response = app.get_if_none_match(&path, &etag).await;
-    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
-    let rename = json!({ "name": "X" });
-
-    let response = app.put_json_if_match(&path, &rename, "\"999\"").await;
-    assert_problem(
+    let response = client
+        .service_update()
+        .id(&id)
+        .if_match("\"999\"")
+        .body(service_input("X"))
+        .send()
+        .await;
+    expect_problem(
         response,
         StatusCode::PRECONDITION_FAILED,
         "PRECONDITION_FAILED",
-    )
-    .await;
-    let response = app.delete_if_match(&path, "\"999\"").await;
-    assert_problem(
+    );
+    let response = client
+        .service_delete()
+        .id(&id)
+        .if_match("\"999\"")
+        .send()
+        .await;
+    expect_problem(
         response,
         StatusCode::PRECONDITION_FAILED,
         "PRECONDITION_FAILED",
-    )
-    .await;
+    );
 
-    let response = app.put_json_if_match(&path, &rename, &etag).await;
+    let response = client
+        .service_update()
+        .id(&id)
+        .if_match(&etag)
+        .body(service_input("X"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let response = app.delete_if_match(&path, "*").await;
+    let response = client
+        .service_delete()
+        .id(&id)
+        .if_match("*")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }

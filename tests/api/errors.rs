@@ -1,16 +1,18 @@
-//! Errors from the framework's layers: every one is problem+json with a request id.
+//! Errors from the framework's layers and faults on the server's side: every one is
+//! problem+json with a request id. Most are what a typed client cannot send, so these tests
+//! speak raw HTTP.
 
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, expect_problem, order_input, spawn_app};
 
 #[tokio::test]
 async fn malformed_json_is_400_malformed_json() {
     let app = spawn_app().await;
     for body in ["{", "{\"name\": }", "not json"] {
         let response = app
-            .client
+            .http
             .post(app.url("/services"))
             .header("content-type", "application/json")
             .body(body)
@@ -31,7 +33,7 @@ async fn malformed_json_is_400_malformed_json() {
 async fn an_empty_body_is_400_invalid_body() {
     let app = spawn_app().await;
     let response = app
-        .client
+        .http
         .post(app.url("/orders"))
         .header("content-type", "application/json")
         .send()
@@ -45,7 +47,7 @@ async fn an_empty_body_is_400_invalid_body() {
 async fn a_body_that_is_not_json_is_415() {
     let app = spawn_app().await;
     for content_type in [Some("text/plain"), Some("application/xml"), None] {
-        let mut request = app.client.post(app.url("/orders")).body("{}");
+        let mut request = app.http.post(app.url("/orders")).body("{}");
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
@@ -77,7 +79,7 @@ async fn a_body_over_64_kib_is_413_whether_or_not_its_length_is_declared() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.chunks(8192).map(|c| Ok(c.to_vec())).collect();
     let response = app
-        .client
+        .http
         .post(app.url("/services"))
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
@@ -103,7 +105,7 @@ async fn a_method_a_path_does_not_have_is_405_with_allow() {
     ];
     for (method, path, allow) in cases {
         let response = app
-            .client
+            .http
             .request(method.clone(), app.url(path))
             .send()
             .await
@@ -122,7 +124,7 @@ async fn a_method_a_path_does_not_have_is_405_with_allow() {
 async fn head_is_served_wherever_get_is() {
     let app = spawn_app().await;
     for path in ["/orders", "/healthz", "/openapi.yaml"] {
-        let response = app.client.head(app.url(path)).send().await.unwrap();
+        let response = app.http.head(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert!(response.headers().contains_key("x-request-id"));
         assert_eq!(response.text().await.unwrap(), "", "HEAD has no body");
@@ -147,7 +149,7 @@ async fn every_response_carries_the_callers_request_id_or_a_new_one() {
     let app = spawn_app().await;
 
     let response = app
-        .client
+        .http
         .get(app.url("/orders"))
         .header("x-request-id", "trace-42")
         .send()
@@ -156,7 +158,7 @@ async fn every_response_carries_the_callers_request_id_or_a_new_one() {
     assert_eq!(response.headers()["x-request-id"], "trace-42");
 
     let response = app
-        .client
+        .http
         .get(app.url("/orders/999"))
         .header("x-request-id", "trace-43")
         .send()
@@ -170,4 +172,34 @@ async fn every_response_carries_the_callers_request_id_or_a_new_one() {
     let second = app.get("/healthz").await.headers()["x-request-id"].clone();
     assert!(!first.is_empty());
     assert_ne!(first, second, "generated ids are unique");
+}
+
+#[tokio::test]
+async fn a_fault_on_the_servers_side_is_a_500_problem_that_keeps_its_cause_to_itself() {
+    // Arrange: a schema the service does not expect, as after a botched manual change.
+    let app = spawn_app().await;
+    let service = app.create_service("Inspection").await;
+    let database = app.pool.get().await.unwrap();
+    database
+        .batch_execute("ALTER TABLE orders RENAME TO orders_moved_away")
+        .await
+        .unwrap();
+
+    // Act
+    let listed = app.client().order_list().send().await;
+    let created = app
+        .client()
+        .order_create()
+        .body(order_input("2022-11-01T11:11:11.111Z", 1.0, &[&service]))
+        .send()
+        .await;
+
+    // Assert
+    for outcome in [listed.map(|_| ()), created.map(|_| ())] {
+        let problem = expect_problem(outcome, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL");
+        assert!(
+            !problem.detail.contains("orders_moved_away") && !problem.detail.contains("relation"),
+            "the cause stays in the log: {problem:?}"
+        );
+    }
 }

@@ -1,4 +1,6 @@
-//! The test harness: a real PostgreSQL, a fresh database per test, the app on a free port.
+//! The test harness: a real PostgreSQL, a fresh database per test, the app on a free port, and
+//! two ways to talk to it: the generated `orders-client` for everything a typed client can
+//! express, and raw HTTP for what it must not be able to send.
 //!
 //! PostgreSQL is a private cluster started once per test process with the same code the
 //! binary uses (or the server in `TEST_DATABASE_URL`). A template database is migrated once;
@@ -11,12 +13,14 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use orders::{
     embedded_postgres::{Cluster, Durability, quote_identifier},
     startup::Application,
     storage,
 };
+use orders_client::{Error, ResponseValue, types};
 use reqwest::{Response, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 
@@ -177,8 +181,10 @@ pub fn connection_string(config: &tokio_postgres::Config) -> String {
 /// The application under test, serving on a free port.
 pub struct TestApp {
     pub address: String,
-    pub client: reqwest::Client,
+    /// Raw HTTP, for requests the typed client cannot or must not send.
+    pub http: reqwest::Client,
     pub pool: Pool,
+    client: orders_client::Client,
 }
 
 /// Starts the app against a fresh database.
@@ -205,23 +211,29 @@ async fn spawn_app_on(pool: Pool) -> TestApp {
     let address = format!("http://{}", app.address());
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
+        client: orders_client::Client::new(&address),
         address,
-        client: reqwest::Client::new(),
+        http: reqwest::Client::new(),
         pool,
     }
 }
 
 impl TestApp {
+    /// The generated client, pointed at this app: how other programs call the service.
+    pub fn client(&self) -> &orders_client::Client {
+        &self.client
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.client.get(self.url(path)).send().await.unwrap()
+        self.http.get(self.url(path)).send().await.unwrap()
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.client
+        self.http
             .post(self.url(path))
             .json(body)
             .send()
@@ -229,69 +241,172 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn put_json(&self, path: &str, body: &Value) -> Response {
-        self.client
-            .put(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn delete(&self, path: &str) -> Response {
-        self.client.delete(self.url(path)).send().await.unwrap()
-    }
-
-    pub async fn get_if_none_match(&self, path: &str, etags: &str) -> Response {
-        let request = self
-            .client
-            .get(self.url(path))
-            .header("if-none-match", etags);
-        request.send().await.unwrap()
-    }
-
-    pub async fn put_json_if_match(&self, path: &str, body: &Value, etags: &str) -> Response {
-        let request = self.client.put(self.url(path)).header("if-match", etags);
-        request.json(body).send().await.unwrap()
-    }
-
-    pub async fn delete_if_match(&self, path: &str, etags: &str) -> Response {
-        let request = self.client.delete(self.url(path)).header("if-match", etags);
-        request.send().await.unwrap()
-    }
-
     /// Creates a service and returns its id.
     pub async fn create_service(&self, name: &str) -> String {
-        let response = self.post_json("/services", &json!({ "name": name })).await;
+        let service = self
+            .client
+            .service_create()
+            .body(service_input(name))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("create service {name}: {error}"));
         assert_eq!(
-            response.status(),
+            service.status(),
             StatusCode::CREATED,
             "create service {name}"
         );
-        let body: Value = response.json().await.unwrap();
-        body["id"].as_str().unwrap().to_owned()
+        service.into_inner().id
     }
 
-    /// Creates an order and returns its body.
-    pub async fn create_order(&self, datetime: &str, totalfee: Value, services: &[&str]) -> Value {
-        let response = self
-            .post_json("/orders", &order_body(datetime, totalfee, services))
-            .await;
+    /// Creates an order and returns it.
+    pub async fn create_order(
+        &self,
+        datetime: &str,
+        totalfee: f64,
+        services: &[&str],
+    ) -> types::Order {
+        let order = self
+            .client
+            .order_create()
+            .body(order_input(datetime, totalfee, services))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("create order at {datetime}: {error}"));
         assert_eq!(
-            response.status(),
+            order.status(),
             StatusCode::CREATED,
             "create order at {datetime}"
         );
-        response.json().await.unwrap()
+        order.into_inner()
+    }
+
+    /// Reads an order that must exist.
+    pub async fn order(&self, id: &str) -> types::Order {
+        let order = self.client.order_view().id(id).send().await;
+        order
+            .unwrap_or_else(|error| panic!("view order {id}: {error}"))
+            .into_inner()
+    }
+
+    /// Every order, following `next_page_token` to the last page.
+    pub async fn all_orders(&self) -> Vec<types::Order> {
+        let mut orders = Vec::new();
+        let mut token = None;
+        loop {
+            let mut request = self.client.order_list();
+            if let Some(token) = token {
+                request = request.page_token(token);
+            }
+            let page = request.send().await.unwrap().into_inner();
+            orders.extend(page.orders);
+            token = page.next_page_token;
+            if token.is_none() {
+                return orders;
+            }
+        }
     }
 }
 
+/// `datetime` (RFC 3339, any offset) as the client sends it: in UTC.
+pub fn at(datetime: &str) -> DateTime<Utc> {
+    datetime
+        .parse()
+        .unwrap_or_else(|error| panic!("{datetime} is an RFC 3339 date-time: {error}"))
+}
+
+pub fn order_input(datetime: &str, totalfee: f64, services: &[&str]) -> types::OrderInput {
+    types::OrderInput {
+        datetime: at(datetime),
+        totalfee,
+        services: services
+            .iter()
+            .map(|id| types::ServiceRef {
+                id: (*id).to_owned(),
+            })
+            .collect(),
+    }
+}
+
+pub fn service_input(name: &str) -> types::ServiceInput {
+    types::ServiceInput {
+        name: name.try_into().expect("a name the client accepts"),
+    }
+}
+
+/// An order body as raw JSON, for requests that go around the typed client.
 pub fn order_body(datetime: &str, totalfee: Value, services: &[&str]) -> Value {
     json!({
         "datetime": datetime,
         "totalfee": totalfee,
         "services": services.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
     })
+}
+
+/// A response's `ETag` header.
+pub fn etag<T>(response: &ResponseValue<T>) -> String {
+    header(response.headers(), "etag")
+}
+
+/// A header that must be present, as text.
+pub fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("a {name} header in {headers:?}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The status of a client call's answer, success or documented error.
+pub fn status_of<T>(result: &Result<ResponseValue<T>, Error<types::Problem>>) -> StatusCode {
+    match result {
+        Ok(response) => response.status(),
+        Err(error) => error
+            .status()
+            .unwrap_or_else(|| panic!("an answer from the service: {error}")),
+    }
+}
+
+/// Asserts that a client call failed with a documented problem of `status` and `code`, decoded
+/// into `types::Problem`, served as problem+json and carrying the response's request id; the
+/// fields that belong to other codes are absent. Returns the problem with its headers.
+pub fn expect_problem<S: std::fmt::Debug>(
+    result: Result<S, Error<types::Problem>>,
+    status: StatusCode,
+    code: &str,
+) -> ResponseValue<types::Problem> {
+    let problem = match result {
+        Err(Error::ErrorResponse(problem)) => problem,
+        other => panic!("expected a {status} {code} problem, got {other:?}"),
+    };
+    assert_eq!(problem.status(), status, "{problem:?}");
+    assert_eq!(
+        header(problem.headers(), "content-type"),
+        "application/problem+json",
+        "errors are problem+json"
+    );
+    let request_id = header(problem.headers(), "x-request-id");
+    assert_eq!(problem.status, status.as_u16(), "{problem:?}");
+    assert_eq!(problem.code, code, "{problem:?}");
+    assert_eq!(problem.request_id, request_id, "{problem:?}");
+    assert_eq!(problem.type_, problem_type(code), "{problem:?}");
+    assert!(!problem.title.is_empty(), "{problem:?}");
+    assert!(!problem.detail.is_empty(), "{problem:?}");
+    if code != "ORDER_TIME_CONFLICT" {
+        assert_eq!(problem.conflicting_order_id, None, "{problem:?}");
+    }
+    if code != "UNKNOWN_SERVICE" {
+        assert!(problem.unknown_service_ids.is_empty(), "{problem:?}");
+    }
+    problem
+}
+
+/// The problem `type` URI that goes with `code`.
+fn problem_type(code: &str) -> String {
+    format!(
+        "urn:problem-type:orders:{}",
+        code.to_lowercase().replace('_', "-")
+    )
 }
 
 /// Asserts that `response` is a problem+json error with `status` and `code`, in the
@@ -308,14 +423,7 @@ pub async fn assert_problem(response: Response, status: StatusCode, code: &str) 
     assert_eq!(body["status"], status.as_u16(), "{body}");
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["request_id"], request_id.as_str(), "{body}");
-    assert_eq!(
-        body["type"],
-        format!(
-            "urn:problem-type:orders:{}",
-            code.to_lowercase().replace('_', "-")
-        ),
-        "{body}"
-    );
+    assert_eq!(body["type"], problem_type(code), "{body}");
     assert!(
         body["title"].as_str().is_some_and(|t| !t.is_empty()),
         "{body}"

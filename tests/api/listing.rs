@@ -3,10 +3,11 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
+use orders_client::types;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, spawn_app};
+use crate::helpers::{TestApp, assert_problem, at, expect_problem, spawn_app};
 
 /// Creates `count` orders 3 hours apart from `start`, in shuffled order; returns their ids.
 async fn create_orders(
@@ -20,34 +21,63 @@ async fn create_orders(
     let mut offsets: Vec<i64> = (0..count).collect();
     offsets.sort_by_key(|offset| (offset * 7919) % count);
     for offset in offsets {
-        let at = (start + Duration::hours(3 * offset)).to_rfc3339();
-        let order = app.create_order(&at, json!(1), &[service]).await;
-        ids.push(order["id"].as_str().unwrap().to_owned());
+        let datetime = (start + Duration::hours(3 * offset)).to_rfc3339();
+        let order = app.create_order(&datetime, 1.0, &[service]).await;
+        ids.push(order.id);
     }
     ids
 }
 
-/// Follows `next_page_token` from `first_query` to the end; returns every order seen.
-async fn walk(app: &TestApp, first_query: &str) -> (Vec<Value>, usize) {
+/// What a walk through the orders asks for on every page.
+#[derive(Default)]
+struct Filter<'a> {
+    page_size: Option<i64>,
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    service_id: Option<&'a str>,
+}
+
+/// Follows `next_page_token` from the first page to the last; returns every order seen and
+/// the number of pages.
+async fn walk(app: &TestApp, filter: Filter<'_>) -> (Vec<types::Order>, usize) {
     let mut seen = Vec::new();
     let mut pages = 0;
-    let mut query = first_query.to_owned();
+    let mut token: Option<String> = None;
     loop {
-        let response = app.get(&format!("/orders?{query}")).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let page: Value = response.json().await.unwrap();
+        let mut request = app.client().order_list();
+        if let Some(page_size) = filter.page_size {
+            request = request.page_size(page_size);
+        }
+        if let Some(from) = filter.from {
+            request = request.from(at(from));
+        }
+        if let Some(to) = filter.to {
+            request = request.to(at(to));
+        }
+        if let Some(service_id) = filter.service_id {
+            request = request.service_id(service_id);
+        }
+        if let Some(token) = &token {
+            request = request.page_token(token);
+        }
+        let page = request.send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let page = page.into_inner();
         pages += 1;
-        seen.extend(page["orders"].as_array().unwrap().iter().cloned());
-        match page.get("next_page_token") {
-            Some(token) => query = format!("{first_query}&page_token={}", token.as_str().unwrap()),
-            None => break,
+        seen.extend(page.orders);
+        token = page.next_page_token;
+        if token.is_none() {
+            return (seen, pages);
         }
     }
-    (seen, pages)
 }
 
 fn start() -> DateTime<Utc> {
     "2022-11-01T00:00:00Z".parse().unwrap()
+}
+
+fn datetimes(orders: &[types::Order]) -> Vec<DateTime<Utc>> {
+    orders.iter().map(|o| o.datetime).collect()
 }
 
 #[tokio::test]
@@ -56,28 +86,27 @@ async fn walking_every_page_sees_every_order_exactly_once_in_datetime_order() {
     let service = app.create_service("Inspection").await;
     let ids = create_orders(&app, &service, start(), 23).await;
 
-    let (seen, pages) = walk(&app, "page_size=5").await;
+    let filter = Filter {
+        page_size: Some(5),
+        ..Filter::default()
+    };
+    let (seen, pages) = walk(&app, filter).await;
 
     assert_eq!(pages, 5);
-    let seen_ids: Vec<String> = seen
-        .iter()
-        .map(|o| o["id"].as_str().unwrap().to_owned())
-        .collect();
+    let seen_ids: Vec<&String> = seen.iter().map(|o| &o.id).collect();
     assert_eq!(seen_ids.len(), 23, "no order twice");
     assert_eq!(
-        seen_ids.iter().collect::<HashSet<_>>(),
+        seen_ids.into_iter().collect::<HashSet<_>>(),
         ids.iter().collect::<HashSet<_>>(),
         "every order once"
     );
-    let datetimes: Vec<&str> = seen
-        .iter()
-        .map(|o| o["datetime"].as_str().unwrap())
-        .collect();
+    let datetimes = datetimes(&seen);
     let mut sorted = datetimes.clone();
     sorted.sort();
     assert_eq!(datetimes, sorted, "ordered by datetime");
 }
 
+/// Raw JSON: on the last page the token is absent, not null, which a typed client cannot tell.
 #[tokio::test]
 async fn the_last_page_has_no_token_and_an_empty_list_is_one_page() {
     let app = spawn_app().await;
@@ -100,23 +129,32 @@ async fn from_and_to_select_a_half_open_range() {
     let service = app.create_service("Inspection").await;
     create_orders(&app, &service, start(), 6).await; // 00:00, 03:00, ..., 15:00
 
-    let (seen, _) = walk(&app, "from=2022-11-01T03:00:00Z&to=2022-11-01T12:00:00Z").await;
+    let filter = Filter {
+        from: Some("2022-11-01T03:00:00Z"),
+        to: Some("2022-11-01T12:00:00Z"),
+        ..Filter::default()
+    };
+    let (seen, _) = walk(&app, filter).await;
 
-    let datetimes: Vec<&str> = seen
-        .iter()
-        .map(|o| o["datetime"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        datetimes,
+        datetimes(&seen),
         [
-            "2022-11-01T03:00:00.000Z",
-            "2022-11-01T06:00:00.000Z",
-            "2022-11-01T09:00:00.000Z"
+            at("2022-11-01T03:00:00.000Z"),
+            at("2022-11-01T06:00:00.000Z"),
+            at("2022-11-01T09:00:00.000Z")
         ]
     );
-    // Offsets work in filters too.
-    let (seen, _) = walk(&app, "from=2022-11-01T14:00:00%2B02:00").await;
-    let datetimes: Vec<&str> = seen
+    // Offsets work in filters too. Raw: the client sends its filters in UTC.
+    let page: Value = app
+        .get("/orders?from=2022-11-01T14:00:00%2B02:00")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(page.get("next_page_token").is_none(), "{page}");
+    let datetimes: Vec<&str> = page["orders"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|o| o["datetime"].as_str().unwrap())
         .collect();
@@ -132,24 +170,32 @@ async fn service_id_selects_the_orders_that_book_it() {
     let inspection = app.create_service("Inspection").await;
     let testing = app.create_service("Testing").await;
     let a = app
-        .create_order("2022-11-01T00:00:00Z", json!(1), &[&inspection])
+        .create_order("2022-11-01T00:00:00Z", 1.0, &[&inspection])
         .await;
     let b = app
-        .create_order("2022-11-01T03:00:00Z", json!(1), &[&testing, &inspection])
+        .create_order("2022-11-01T03:00:00Z", 1.0, &[&testing, &inspection])
         .await;
-    app.create_order("2022-11-01T06:00:00Z", json!(1), &[&testing])
+    app.create_order("2022-11-01T06:00:00Z", 1.0, &[&testing])
         .await;
 
-    let (seen, _) = walk(&app, &format!("service_id={inspection}&page_size=1")).await;
+    let filter = Filter {
+        service_id: Some(&inspection),
+        page_size: Some(1),
+        ..Filter::default()
+    };
+    let (seen, _) = walk(&app, filter).await;
 
-    let ids: Vec<&Value> = seen.iter().map(|o| &o["id"]).collect();
-    assert_eq!(ids, [&a["id"], &b["id"]]);
+    assert_eq!(seen, [a, b]);
     assert_eq!(
-        seen[1]["services"].as_array().unwrap().len(),
+        seen[1].services.len(),
         2,
         "matching orders keep all their services"
     );
-    let (seen, _) = walk(&app, "service_id=abc").await;
+    let filter = Filter {
+        service_id: Some("abc"),
+        ..Filter::default()
+    };
+    let (seen, _) = walk(&app, filter).await;
     assert!(seen.is_empty());
 }
 
@@ -174,20 +220,17 @@ async fn page_size_is_capped_at_1000() {
         .await
         .unwrap();
 
-    let page: Value = app
-        .get("/orders?page_size=5000")
-        .await
-        .json()
+    let page = app
+        .client()
+        .order_list()
+        .page_size(5000)
+        .send()
         .await
         .unwrap();
-    assert_eq!(page["orders"].as_array().unwrap().len(), 1000);
-    assert!(page.get("next_page_token").is_some());
-    let page: Value = app.get("/orders").await.json().await.unwrap();
-    assert_eq!(
-        page["orders"].as_array().unwrap().len(),
-        100,
-        "default page size"
-    );
+    assert_eq!(page.orders.len(), 1000);
+    assert!(page.next_page_token.is_some());
+    let page = app.client().order_list().send().await.unwrap();
+    assert_eq!(page.orders.len(), 100, "default page size");
 }
 
 #[tokio::test]
@@ -198,24 +241,17 @@ async fn services_are_listed_a_page_at_a_time() {
         created.push(app.create_service(&format!("Service {index}")).await);
     }
     let mut seen = Vec::new();
-    let mut query = "page_size=3".to_owned();
+    let mut token: Option<String> = None;
     loop {
-        let page: Value = app
-            .get(&format!("/services?{query}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        seen.extend(
-            page["services"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s["id"].as_str().unwrap().to_owned()),
-        );
-        match page.get("next_page_token") {
-            Some(token) => query = format!("page_size=3&page_token={}", token.as_str().unwrap()),
-            None => break,
+        let mut request = app.client().service_list().page_size(3);
+        if let Some(token) = &token {
+            request = request.page_token(token);
+        }
+        let page = request.send().await.unwrap().into_inner();
+        seen.extend(page.services.into_iter().map(|s| s.id));
+        token = page.next_page_token;
+        if token.is_none() {
+            break;
         }
     }
     assert_eq!(seen, created, "every service once, in id order");
@@ -224,14 +260,57 @@ async fn services_are_listed_a_page_at_a_time() {
 #[tokio::test]
 async fn bad_list_parameters_are_400_naming_the_parameter() {
     let app = spawn_app().await;
-    let cases = [
-        ("/orders?page_size=-1", "page_size: must be at least 1"),
-        ("/orders?page_size=0", "page_size: must be at least 1"),
-        ("/orders?page_size=abc", "page_size: must be an integer"),
+    let client = app.client();
+    let order_cases = [
+        (Some(-1), None, "page_size: must be at least 1"),
+        (Some(0), None, "page_size: must be at least 1"),
         (
-            "/orders?page_token=garbage",
+            None,
+            Some("garbage"),
             "page_token: is not a token this API issued",
         ),
+        // A well-formed token for an instant outside any order's range.
+        (
+            None,
+            Some("bzE6LTMwMDAwMDAwMDAwMDAwMDAwMDox"),
+            "page_token: is not a token this API issued",
+        ),
+    ];
+    for (page_size, page_token, detail) in order_cases {
+        let mut request = client.order_list();
+        if let Some(page_size) = page_size {
+            request = request.page_size(page_size);
+        }
+        if let Some(page_token) = page_token {
+            request = request.page_token(page_token);
+        }
+        let response = request.send().await;
+
+        let problem = expect_problem(response, StatusCode::BAD_REQUEST, "INVALID_PARAMETER");
+        assert!(problem.detail.starts_with(detail), "{problem:?}");
+    }
+    let response = client.service_list().page_size(-5).send().await;
+    let problem = expect_problem(response, StatusCode::BAD_REQUEST, "INVALID_PARAMETER");
+    assert!(
+        problem.detail.starts_with("page_size: must be at least 1"),
+        "{problem:?}"
+    );
+    let response = client.service_list().page_token("b3JkZXI").send().await;
+    let problem = expect_problem(response, StatusCode::BAD_REQUEST, "INVALID_PARAMETER");
+    assert!(
+        problem
+            .detail
+            .starts_with("page_token: is not a token this API issued"),
+        "{problem:?}"
+    );
+}
+
+/// Raw query strings: values of the wrong type, which a typed client cannot send.
+#[tokio::test]
+async fn list_parameters_of_the_wrong_type_are_400_naming_the_parameter() {
+    let app = spawn_app().await;
+    let cases = [
+        ("/orders?page_size=abc", "page_size: must be an integer"),
         (
             "/orders?from=yesterday",
             "from: must be an RFC 3339 date-time",
@@ -239,16 +318,6 @@ async fn bad_list_parameters_are_400_naming_the_parameter() {
         (
             "/orders?to=2022-11-01T00:00:00",
             "to: must be an RFC 3339 date-time",
-        ),
-        // A well-formed token for an instant outside any order's range.
-        (
-            "/orders?page_token=bzE6LTMwMDAwMDAwMDAwMDAwMDAwMDox",
-            "page_token: is not a token this API issued",
-        ),
-        ("/services?page_size=-5", "page_size: must be at least 1"),
-        (
-            "/services?page_token=b3JkZXI",
-            "page_token: is not a token this API issued",
         ),
     ];
     for (path, detail) in cases {

@@ -1,9 +1,8 @@
 //! The sample data.
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{at, service_input, spawn_app};
 use orders::storage::seed::{self, SeedReport};
 
 #[tokio::test]
@@ -28,17 +27,18 @@ async fn seeding_loads_the_sample_once_with_its_orders_three_hours_apart() {
         },
         "running it twice changes nothing"
     );
-    let orders: Value = app.get("/orders").await.json().await.unwrap();
-    let summary: Vec<(Value, Value, Value, Value)> = orders["orders"]
-        .as_array()
-        .unwrap()
+    let orders = app.all_orders().await;
+    let summary: Vec<_> = orders
         .iter()
         .map(|o| {
             (
-                o["id"].clone(),
-                o["datetime"].clone(),
-                o["totalfee"].clone(),
-                o["services"].clone(),
+                o.id.as_str(),
+                o.datetime,
+                o.totalfee,
+                o.services
+                    .iter()
+                    .map(|s| (s.id.as_str(), s.name.as_str()))
+                    .collect::<Vec<_>>(),
             )
         })
         .collect();
@@ -46,30 +46,33 @@ async fn seeding_loads_the_sample_once_with_its_orders_three_hours_apart() {
         summary,
         [
             (
-                json!("223"),
-                json!("2022-11-01T11:11:11.111Z"),
-                json!(100),
-                json!([{ "id": "123", "name": "Inspection" }])
+                "223",
+                at("2022-11-01T11:11:11.111Z"),
+                100.0,
+                vec![("123", "Inspection")]
             ),
             (
-                json!("224"),
-                json!("2022-11-01T14:11:11.111Z"),
-                json!(100),
-                json!([{ "id": "789", "name": "Testing" }])
+                "224",
+                at("2022-11-01T14:11:11.111Z"),
+                100.0,
+                vec![("789", "Testing")]
             ),
             (
-                json!("225"),
-                json!("2022-11-01T17:11:11.111Z"),
-                json!(100),
-                json!([{ "id": "456", "name": "Analysis" }])
+                "225",
+                at("2022-11-01T17:11:11.111Z"),
+                100.0,
+                vec![("456", "Analysis")]
             ),
         ]
     );
     // Ids assigned afterwards do not collide with the sample's.
-    let response = app
-        .post_json("/services", &json!({ "name": "Calibration" }))
-        .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let created: Value = response.json().await.unwrap();
-    assert_eq!(created["id"], "1000");
+    let created = app
+        .client()
+        .service_create()
+        .body(service_input("Calibration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(created.id, "1000");
 }

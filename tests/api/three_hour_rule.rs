@@ -1,16 +1,19 @@
 //! The 3-hour rule: no two orders less than 3 hours apart, enforced by the database.
 
+use orders_client::types;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestApp, assert_problem, order_body, spawn_app};
+use crate::helpers::{
+    TestApp, assert_problem, at, expect_problem, order_body, order_input, spawn_app, status_of,
+};
 
 const ANCHOR: &str = "2022-11-01T12:00:00.000Z";
 
-async fn app_with_anchor_order() -> (TestApp, String, Value) {
+async fn app_with_anchor_order() -> (TestApp, String, types::Order) {
     let app = spawn_app().await;
     let service = app.create_service("Inspection").await;
-    let anchor = app.create_order(ANCHOR, json!(100), &[&service]).await;
+    let anchor = app.create_order(ANCHOR, 100.0, &[&service]).await;
     (app, service, anchor)
 }
 
@@ -18,22 +21,36 @@ async fn app_with_anchor_order() -> (TestApp, String, Value) {
 async fn create_within_three_hours_of_another_returns_409_naming_it() {
     let (app, service, anchor) = app_with_anchor_order().await;
 
-    for at in [
+    for datetime in [
         "2022-11-01T09:00:00.001Z",
         "2022-11-01T14:59:59.999Z",
         ANCHOR,
-        "2022-11-01T13:00:00+01:00",
     ] {
         let response = app
-            .post_json("/orders", &order_body(at, json!(1), &[&service]))
+            .client()
+            .order_create()
+            .body(order_input(datetime, 1.0, &[&service]))
+            .send()
             .await;
-        let problem = assert_problem(response, StatusCode::CONFLICT, "ORDER_TIME_CONFLICT").await;
-        assert_eq!(problem["conflicting_order_id"], anchor["id"], "{at}");
+        let problem = expect_problem(response, StatusCode::CONFLICT, "ORDER_TIME_CONFLICT");
+        assert_eq!(
+            problem.conflicting_order_id.as_deref(),
+            Some(anchor.id.as_str()),
+            "{datetime}"
+        );
     }
-    let list: Value = app.get("/orders").await.json().await.unwrap();
+    // The client sends UTC; raw JSON shows that another offset is the same instant.
+    let response = app
+        .post_json(
+            "/orders",
+            &order_body("2022-11-01T13:00:00+01:00", json!(1), &[&service]),
+        )
+        .await;
+    let problem = assert_problem(response, StatusCode::CONFLICT, "ORDER_TIME_CONFLICT").await;
+    assert_eq!(problem["conflicting_order_id"], anchor.id.as_str());
     assert_eq!(
-        list["orders"].as_array().unwrap().len(),
-        1,
+        app.all_orders().await,
+        [anchor],
         "no conflicting order was created"
     );
 }
@@ -42,48 +59,48 @@ async fn create_within_three_hours_of_another_returns_409_naming_it() {
 async fn create_exactly_three_hours_before_or_after_another_is_fine() {
     let (app, service, _) = app_with_anchor_order().await;
 
-    app.create_order("2022-11-01T09:00:00.000Z", json!(1), &[&service])
+    app.create_order("2022-11-01T09:00:00.000Z", 1.0, &[&service])
         .await;
-    app.create_order("2022-11-01T15:00:00.000Z", json!(1), &[&service])
+    app.create_order("2022-11-01T15:00:00.000Z", 1.0, &[&service])
         .await;
 }
 
 #[tokio::test]
 async fn moving_an_order_within_its_own_window_is_fine() {
     let (app, service, anchor) = app_with_anchor_order().await;
-    let path = format!("/orders/{}", anchor["id"].as_str().unwrap());
 
     let response = app
-        .put_json(
-            &path,
-            &order_body("2022-11-01T13:30:00Z", json!(100), &[&service]),
-        )
-        .await;
+        .client()
+        .order_update()
+        .id(&anchor.id)
+        .body(order_input("2022-11-01T13:30:00Z", 100.0, &[&service]))
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(response.status(), StatusCode::OK);
-    let order: Value = response.json().await.unwrap();
-    assert_eq!(order["datetime"], "2022-11-01T13:30:00.000Z");
+    assert_eq!(response.datetime, at("2022-11-01T13:30:00Z"));
 }
 
 #[tokio::test]
 async fn moving_an_order_within_three_hours_of_another_returns_409_and_changes_nothing() {
     let (app, service, anchor) = app_with_anchor_order().await;
     let other = app
-        .create_order("2022-11-02T12:00:00Z", json!(7), &[&service])
+        .create_order("2022-11-02T12:00:00Z", 7.0, &[&service])
         .await;
-    let path = format!("/orders/{}", other["id"].as_str().unwrap());
 
     let response = app
-        .put_json(
-            &path,
-            &order_body("2022-11-01T14:59:59.999Z", json!(8), &[&service]),
-        )
+        .client()
+        .order_update()
+        .id(&other.id)
+        .body(order_input("2022-11-01T14:59:59.999Z", 8.0, &[&service]))
+        .send()
         .await;
 
-    let problem = assert_problem(response, StatusCode::CONFLICT, "ORDER_TIME_CONFLICT").await;
-    assert_eq!(problem["conflicting_order_id"], anchor["id"]);
+    let problem = expect_problem(response, StatusCode::CONFLICT, "ORDER_TIME_CONFLICT");
+    assert_eq!(problem.conflicting_order_id, Some(anchor.id));
     assert_eq!(
-        app.get(&path).await.json::<Value>().await.unwrap(),
+        app.order(&other.id).await,
         other,
         "a failed update changes nothing"
     );
@@ -92,19 +109,14 @@ async fn moving_an_order_within_three_hours_of_another_returns_409_and_changes_n
 #[tokio::test]
 async fn deleting_an_order_frees_its_slot() {
     let (app, service, anchor) = app_with_anchor_order().await;
-    let conflicting = order_body("2022-11-01T13:00:00Z", json!(1), &[&service]);
-    assert_eq!(
-        app.post_json("/orders", &conflicting).await.status(),
-        StatusCode::CONFLICT
-    );
+    let client = app.client();
+    let conflicting = order_input("2022-11-01T13:00:00Z", 1.0, &[&service]);
+    let refused = client.order_create().body(conflicting.clone()).send().await;
+    assert_eq!(status_of(&refused), StatusCode::CONFLICT);
 
-    let deleted = app
-        .delete(&format!("/orders/{}", anchor["id"].as_str().unwrap()))
-        .await;
+    let deleted = client.order_delete().id(&anchor.id).send().await.unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
 
-    assert_eq!(
-        app.post_json("/orders", &conflicting).await.status(),
-        StatusCode::CREATED
-    );
+    let created = client.order_create().body(conflicting).send().await;
+    assert_eq!(status_of(&created), StatusCode::CREATED);
 }
