@@ -2,8 +2,10 @@
 
 use std::fmt;
 
-/// A service's name: trimmed, 1 to 200 characters, no control characters.
-/// Uniqueness (case-insensitive) is the database's to enforce, not this type's.
+/// A service's name: 1 to 200 characters as sent, no control characters, not only white space;
+/// stored trimmed. The limits apply to the text as sent so that a schema (`maxLength`,
+/// `pattern`) can state them exactly. Uniqueness (case-insensitive) is the database's to
+/// enforce, not this type's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceName(String);
 
@@ -21,15 +23,15 @@ pub enum ServiceNameError {
 
 impl ServiceName {
     pub fn parse(text: &str) -> Result<Self, ServiceNameError> {
+        if text.chars().any(char::is_control) {
+            return Err(ServiceNameError::ControlCharacter);
+        }
+        if text.chars().count() > MAX_SERVICE_NAME_CHARS {
+            return Err(ServiceNameError::TooLong);
+        }
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Err(ServiceNameError::Empty);
-        }
-        if trimmed.chars().count() > MAX_SERVICE_NAME_CHARS {
-            return Err(ServiceNameError::TooLong);
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ServiceNameError::ControlCharacter);
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -68,11 +70,24 @@ mod tests {
     }
 
     #[test]
-    fn blank_and_control_characters_are_refused() {
-        assert_eq!(ServiceName::parse(" \t "), Err(ServiceNameError::Empty));
+    fn the_limit_counts_the_name_as_sent_with_its_spaces() {
+        let padded = format!(" {} ", "x".repeat(199));
+        assert_eq!(ServiceName::parse(&padded), Err(ServiceNameError::TooLong));
+    }
+
+    #[test]
+    fn blank_names_and_control_characters_anywhere_are_refused() {
         assert_eq!(
-            ServiceName::parse("Tes\nting"),
-            Err(ServiceNameError::ControlCharacter)
+            ServiceName::parse("  \u{3000} "),
+            Err(ServiceNameError::Empty)
         );
+        assert_eq!(ServiceName::parse(""), Err(ServiceNameError::Empty));
+        for name in ["Tes\nting", "\tTabbed", "Trailing\n", "Next\u{85}Line"] {
+            assert_eq!(
+                ServiceName::parse(name),
+                Err(ServiceNameError::ControlCharacter),
+                "{name:?}"
+            );
+        }
     }
 }

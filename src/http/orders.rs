@@ -12,7 +12,7 @@ use super::{
     ApiTags,
     conditional::{IfMatch, etag, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
-    pagination::{self, decode_order_cursor, encode_order_cursor},
+    pagination::{self, PageSize, decode_order_cursor, encode_order_cursor},
     problem::{ApiError, ApiFailure, documented_errors, not_found_as},
     schema::money_from_json,
 };
@@ -103,7 +103,7 @@ pub struct OrderInput {
     /// The total fee: 0 to 1000000000, at most 2 decimal places.
     pub totalfee: Money,
     /// The services to book: 1 to 50, no repeats, each an existing service.
-    #[oai(validator(min_items = 1, max_items = 50))]
+    #[oai(validator(min_items = 1, max_items = 50, unique_items))]
     pub services: Vec<ServiceRef>,
 }
 
@@ -180,7 +180,7 @@ impl ReadJson for OrderInput {
 }
 
 /// A reference to a service by id.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Object)]
 #[oai(deny_unknown_fields)]
 pub struct ServiceRef {
     /// The id of an existing service.
@@ -332,7 +332,7 @@ impl OrdersApi {
     async fn order_list(
         &self,
         /// How many orders per page: 1 to 1000 (larger values are capped at 1000). Default 100.
-        page_size: Query<Option<i64>>,
+        page_size: Query<Option<PageSize>>,
         /// `next_page_token` from the previous page. Opaque.
         page_token: Query<Option<String>>,
         /// Only orders at or after this date-time.
@@ -342,7 +342,7 @@ impl OrdersApi {
         /// Only orders that book this service.
         service_id: Query<Option<String>>,
     ) -> Result<OrderListed, ApiFailure<ListErrors>> {
-        let limit = pagination::page_size(page_size.0)?;
+        let limit = pagination::page_size(page_size.0);
         let after = page_token
             .0
             .as_deref()

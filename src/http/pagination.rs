@@ -15,15 +15,25 @@ use crate::{
 pub const DEFAULT_PAGE_SIZE: i64 = 100;
 pub const MAX_PAGE_SIZE: i64 = 1000;
 
-/// The page size to use: the default when absent, capped at the maximum; zero and negative
-/// sizes are refused.
-pub fn page_size(requested: Option<i64>) -> Result<usize, ApiError> {
-    match requested.unwrap_or(DEFAULT_PAGE_SIZE) {
-        size if size < 1 => Err(ApiError::InvalidParameter(
-            "page_size: must be at least 1".to_owned(),
-        )),
-        size => Ok(size.min(MAX_PAGE_SIZE) as usize),
+/// A page size as a caller asks for it: at least 1. Larger than [`MAX_PAGE_SIZE`] is capped,
+/// not refused, so the parameter has no maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize(i64);
+
+impl PageSize {
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        match text.parse::<i64>() {
+            Ok(size) if size >= 1 => Ok(Self(size)),
+            Ok(_) => Err("must be at least 1"),
+            Err(_) => Err("must be an integer"),
+        }
     }
+}
+
+/// The page size to use: the default when absent, capped at the maximum.
+pub fn page_size(requested: Option<PageSize>) -> usize {
+    let PageSize(size) = requested.unwrap_or(PageSize(DEFAULT_PAGE_SIZE));
+    size.min(MAX_PAGE_SIZE) as usize
 }
 
 fn invalid_token() -> ApiError {
@@ -76,10 +86,12 @@ mod tests {
 
     #[test]
     fn page_sizes_default_cap_and_refuse() {
-        assert_eq!(page_size(None).unwrap(), 100);
-        assert_eq!(page_size(Some(5000)).unwrap(), 1000);
-        assert!(page_size(Some(0)).is_err());
-        assert!(page_size(Some(-1)).is_err());
+        assert_eq!(page_size(None), 100);
+        assert_eq!(page_size(Some(PageSize::parse("5000").unwrap())), 1000);
+        assert_eq!(page_size(Some(PageSize::parse("1").unwrap())), 1);
+        assert_eq!(PageSize::parse("0"), Err("must be at least 1"));
+        assert_eq!(PageSize::parse("-1"), Err("must be at least 1"));
+        assert_eq!(PageSize::parse("1.5"), Err("must be an integer"));
     }
 
     #[test]

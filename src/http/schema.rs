@@ -2,7 +2,8 @@
 //!
 //! `Money` is a JSON number read from its exact decimal text (serde_json keeps that text
 //! with its `arbitrary_precision` feature), so no amount ever passes through binary floating
-//! point. `Timestamp` is an RFC 3339 string, always written in UTC with milliseconds.
+//! point. `Timestamp` is an RFC 3339 string, always written in UTC with milliseconds. `PageSize`
+//! is an integer of at least 1.
 
 use std::borrow::Cow;
 
@@ -12,6 +13,7 @@ use poem_openapi::{
 };
 use serde_json::{Number, Value};
 
+use super::pagination::{DEFAULT_PAGE_SIZE, PageSize};
 use crate::domain::{Money, MoneyError, Timestamp};
 
 /// Reads a money amount from a JSON value, refusing anything but a number.
@@ -96,6 +98,22 @@ impl_scalar_type!(
         ..MetaSchema::new_with_format("string", "date-time")
     }
 );
+
+impl_scalar_type!(
+    PageSize,
+    "PageSize",
+    MetaSchema {
+        minimum: Some(1.0),
+        default: Some(Value::from(DEFAULT_PAGE_SIZE)),
+        ..MetaSchema::new_with_format("integer", "int64")
+    }
+);
+
+impl ParseFromParameter for PageSize {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        PageSize::parse(value).map_err(ParseError::custom)
+    }
+}
 
 impl ParseFromJSON for Timestamp {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {

@@ -12,7 +12,7 @@ use super::{
     ApiTags,
     conditional::{IfMatch, etag, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, string},
-    pagination::{self, decode_service_cursor, encode_service_cursor},
+    pagination::{self, PageSize, decode_service_cursor, encode_service_cursor},
     problem::{ApiError, ApiFailure, documented_errors, not_found_as},
 };
 use crate::{
@@ -66,8 +66,17 @@ impl From<ServiceRecord> for Service {
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct ServiceInput {
-    /// 1 to 200 characters after trimming white space; unique, ignoring case.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    /// 1 to 200 characters, not only white space, no control characters; stored without the
+    /// white space around it. Unique, ignoring case.
+    // The pattern says what `ServiceName::parse` checks: no control character anywhere, and at
+    // least one character that is neither a control character nor white space (the Unicode
+    // White_Space set, which `str::trim` removes). Written with \x and \u escapes only, so that
+    // ECMA-262, Python and Rust regex engines all read it alike.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
     pub name: String,
 }
 
@@ -225,11 +234,11 @@ impl ServicesApi {
     async fn service_list(
         &self,
         /// How many services per page: 1 to 1000 (larger values are capped at 1000). Default 100.
-        page_size: Query<Option<i64>>,
+        page_size: Query<Option<PageSize>>,
         /// `next_page_token` from the previous page. Opaque.
         page_token: Query<Option<String>>,
     ) -> Result<ServiceListed, ApiFailure<ListErrors>> {
-        let limit = pagination::page_size(page_size.0)?;
+        let limit = pagination::page_size(page_size.0);
         let after = page_token
             .0
             .as_deref()

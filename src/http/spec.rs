@@ -9,7 +9,10 @@
 //! - response header names are in their usual case (`ETag`, `Location`), not upper-cased;
 //! - every error response gets an example body for each problem `code` its description lists;
 //! - create, view and update responses get OpenAPI links to the operations on the resource they
-//!   return, so that readers and stateful testing tools can chain create → view → update → delete.
+//!   return, so that readers and stateful testing tools can chain create → view → update → delete;
+//! - the schemas of request bodies say `additionalProperties: false`: bodies are read field by
+//!   field and unknown fields refused (`http::input`), which poem-openapi's `deny_unknown_fields`
+//!   does not write into the spec.
 //!
 //! Nothing here changes what the server does; it only says it better.
 
@@ -23,6 +26,7 @@ const EXAMPLE_REQUEST_ID: &str = "2f1c0a57-6b1e-4d0c-9a55-0d6f3c1f5a10";
 
 /// Finishes the spec as poem-openapi wrote it; see the module docs.
 pub fn finish(spec: &mut Value) {
+    close_request_schemas(spec);
     let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
@@ -30,6 +34,54 @@ pub fn finish(spec: &mut Value) {
         for operation in operation.values_mut() {
             finish_operation(operation);
         }
+    }
+}
+
+/// Marks every object schema a request body uses, directly or through its properties, as
+/// allowing no other properties.
+fn close_request_schemas(spec: &mut Value) {
+    let mut pending = Vec::new();
+    for item in spec["paths"].as_object().into_iter().flat_map(Map::values) {
+        for operation in item.as_object().into_iter().flat_map(Map::values) {
+            collect_schema_refs(&operation["requestBody"], &mut pending);
+        }
+    }
+    let mut closed = Vec::new();
+    while let Some(name) = pending.pop() {
+        if closed.contains(&name) {
+            continue;
+        }
+        let Some(schema) = spec
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .filter(|schema| schema["type"] == "object")
+        else {
+            continue;
+        };
+        schema["additionalProperties"] = Value::Bool(false);
+        collect_schema_refs(schema, &mut pending);
+        closed.push(name);
+    }
+}
+
+/// The names of the component schemas that `value` refers to, anywhere inside it.
+fn collect_schema_refs(value: &Value, names: &mut Vec<String>) {
+    match value {
+        Value::Object(members) => {
+            for (key, member) in members {
+                match (key.as_str(), member.as_str()) {
+                    ("$ref", Some(target)) => {
+                        if let Some(name) = target.strip_prefix("#/components/schemas/") {
+                            names.push(name.to_owned());
+                        }
+                    }
+                    _ => collect_schema_refs(member, names),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| collect_schema_refs(item, names)),
+        _ => {}
     }
 }
 
@@ -226,6 +278,32 @@ mod tests {
         assert_eq!(body["status"], 409);
         assert_eq!(body["code"], "ORDER_TIME_CONFLICT");
         assert_eq!(body["conflicting_order_id"], "223");
+    }
+
+    #[test]
+    fn request_body_schemas_and_those_they_use_allow_no_other_properties() {
+        let ref_to = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
+        let mut spec = json!({
+            "paths": { "/orders": { "post": {
+                "requestBody": { "content": { "application/json": { "schema": ref_to("OrderInput") } } },
+                "responses": { "201": { "content": { "application/json": { "schema": ref_to("Order") } } } },
+            } } },
+            "components": { "schemas": {
+                "OrderInput": { "type": "object", "properties": {
+                    "services": { "type": "array", "items": ref_to("ServiceRef") },
+                } },
+                "ServiceRef": { "type": "object", "properties": {} },
+                "Order": { "type": "object", "properties": {} },
+            } },
+        });
+        close_request_schemas(&mut spec);
+        let schemas = &spec["components"]["schemas"];
+        assert_eq!(schemas["OrderInput"]["additionalProperties"], false);
+        assert_eq!(schemas["ServiceRef"]["additionalProperties"], false);
+        assert!(
+            schemas["Order"].get("additionalProperties").is_none(),
+            "responses may grow new fields"
+        );
     }
 
     #[test]

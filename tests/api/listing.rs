@@ -31,7 +31,7 @@ async fn create_orders(
 /// What a walk through the orders asks for on every page.
 #[derive(Default)]
 struct Filter<'a> {
-    page_size: Option<i64>,
+    page_size: Option<u64>,
     from: Option<&'a str>,
     to: Option<&'a str>,
     service_id: Option<&'a str>,
@@ -261,40 +261,22 @@ async fn services_are_listed_a_page_at_a_time() {
 async fn bad_list_parameters_are_400_naming_the_parameter() {
     let app = spawn_app().await;
     let client = app.client();
-    let order_cases = [
-        (Some(-1), None, "page_size: must be at least 1"),
-        (Some(0), None, "page_size: must be at least 1"),
-        (
-            None,
-            Some("garbage"),
-            "page_token: is not a token this API issued",
-        ),
+    let order_tokens = [
+        "garbage",
         // A well-formed token for an instant outside any order's range.
-        (
-            None,
-            Some("bzE6LTMwMDAwMDAwMDAwMDAwMDAwMDox"),
-            "page_token: is not a token this API issued",
-        ),
+        "bzE6LTMwMDAwMDAwMDAwMDAwMDAwMDox",
     ];
-    for (page_size, page_token, detail) in order_cases {
-        let mut request = client.order_list();
-        if let Some(page_size) = page_size {
-            request = request.page_size(page_size);
-        }
-        if let Some(page_token) = page_token {
-            request = request.page_token(page_token);
-        }
-        let response = request.send().await;
+    for page_token in order_tokens {
+        let response = client.order_list().page_token(page_token).send().await;
 
         let problem = expect_problem(response, StatusCode::BAD_REQUEST, "INVALID_PARAMETER");
-        assert!(problem.detail.starts_with(detail), "{problem:?}");
+        assert!(
+            problem
+                .detail
+                .starts_with("page_token: is not a token this API issued"),
+            "{problem:?}"
+        );
     }
-    let response = client.service_list().page_size(-5).send().await;
-    let problem = expect_problem(response, StatusCode::BAD_REQUEST, "INVALID_PARAMETER");
-    assert!(
-        problem.detail.starts_with("page_size: must be at least 1"),
-        "{problem:?}"
-    );
     let response = client.service_list().page_token("b3JkZXI").send().await;
     let problem = expect_problem(response, StatusCode::BAD_REQUEST, "INVALID_PARAMETER");
     assert!(
@@ -305,12 +287,16 @@ async fn bad_list_parameters_are_400_naming_the_parameter() {
     );
 }
 
-/// Raw query strings: values of the wrong type, which a typed client cannot send.
+/// Raw query strings: values of the wrong type or out of the documented range, which a typed
+/// client cannot send.
 #[tokio::test]
-async fn list_parameters_of_the_wrong_type_are_400_naming_the_parameter() {
+async fn list_parameters_a_typed_client_cannot_send_are_400_naming_the_parameter() {
     let app = spawn_app().await;
     let cases = [
         ("/orders?page_size=abc", "page_size: must be an integer"),
+        ("/orders?page_size=0", "page_size: must be at least 1"),
+        ("/orders?page_size=-1", "page_size: must be at least 1"),
+        ("/services?page_size=-5", "page_size: must be at least 1"),
         (
             "/orders?from=yesterday",
             "from: must be an RFC 3339 date-time",
