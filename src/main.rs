@@ -56,10 +56,9 @@ async fn run_with(
         );
     }
     if command == Command::Serve {
+        let shutdown = shutdown_signal().map_err(StartError::Signals)?;
         let app = Application::build(settings.bind, database.pool.clone()).await?;
-        app.run_until(shutdown_signal())
-            .await
-            .map_err(StartError::Serve)?;
+        app.run_until(shutdown).await.map_err(StartError::Serve)?;
     }
     Ok(())
 }

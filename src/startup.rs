@@ -35,6 +35,8 @@ pub enum StartError {
     Seed(#[source] storage::StoreError),
     #[error("could not listen on {0}")]
     Bind(SocketAddr, #[source] io::Error),
+    #[error("could not install the SIGINT and SIGTERM handlers")]
+    Signals(#[source] io::Error),
     #[error("the server stopped with an error")]
     Serve(#[source] io::Error),
 }
@@ -157,13 +159,20 @@ impl Application {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Installs handlers for SIGINT and SIGTERM now, and returns a future that completes on
+/// either. Installed before serving starts, not when the future is first polled: poem polls it
+/// in turn with accepting connections, so it may first be polled only after the first requests
+/// have been answered, and a signal in that moment would meet no handler and kill the process
+/// without draining.
+pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutting down: draining in-flight requests");
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+    })
 }
