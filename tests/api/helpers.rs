@@ -290,19 +290,35 @@ impl TestApp {
 
     /// Every order, following `next_page_token` to the last page.
     pub async fn all_orders(&self) -> Vec<types::Order> {
-        let mut orders = Vec::new();
-        let mut token = None;
-        loop {
+        let (orders, _pages) = every_page(async |token| {
             let mut request = self.client.order_list();
             if let Some(token) = token {
                 request = request.page_token(token);
             }
             let page = request.send().await.unwrap().into_inner();
-            orders.extend(page.orders);
-            token = page.next_page_token;
-            if token.is_none() {
-                return orders;
-            }
+            (page.orders, page.next_page_token)
+        })
+        .await;
+        orders
+    }
+}
+
+/// Follows `next_page_token` from the first page to the last. `fetch` is given each page's
+/// token (none for the first) and returns that page's items and its `next_page_token`.
+/// Returns every item seen and the number of pages.
+pub async fn every_page<T>(
+    mut fetch: impl AsyncFnMut(Option<String>) -> (Vec<T>, Option<String>),
+) -> (Vec<T>, usize) {
+    let mut items = Vec::new();
+    let mut pages = 0;
+    let mut token = None;
+    loop {
+        let (page, next) = fetch(token).await;
+        items.extend(page);
+        pages += 1;
+        token = next;
+        if token.is_none() {
+            return (items, pages);
         }
     }
 }

@@ -7,7 +7,7 @@ use orders_client::types;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, at, expect_problem, spawn_app};
+use crate::helpers::{TestApp, assert_problem, at, every_page, expect_problem, spawn_app};
 
 /// Creates `count` orders 3 hours apart from `start`, in shuffled order; returns their ids.
 async fn create_orders(
@@ -37,13 +37,9 @@ struct Filter<'a> {
     service_id: Option<&'a str>,
 }
 
-/// Follows `next_page_token` from the first page to the last; returns every order seen and
-/// the number of pages.
+/// Every order the filter selects, walking every page; and the number of pages.
 async fn walk(app: &TestApp, filter: Filter<'_>) -> (Vec<types::Order>, usize) {
-    let mut seen = Vec::new();
-    let mut pages = 0;
-    let mut token: Option<String> = None;
-    loop {
+    every_page(async |token| {
         let mut request = app.client().order_list();
         if let Some(page_size) = filter.page_size {
             request = request.page_size(page_size);
@@ -57,19 +53,15 @@ async fn walk(app: &TestApp, filter: Filter<'_>) -> (Vec<types::Order>, usize) {
         if let Some(service_id) = filter.service_id {
             request = request.service_id(service_id);
         }
-        if let Some(token) = &token {
+        if let Some(token) = token {
             request = request.page_token(token);
         }
         let page = request.send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let page = page.into_inner();
-        pages += 1;
-        seen.extend(page.orders);
-        token = page.next_page_token;
-        if token.is_none() {
-            return (seen, pages);
-        }
-    }
+        (page.orders, page.next_page_token)
+    })
+    .await
 }
 
 fn start() -> DateTime<Utc> {
@@ -240,21 +232,18 @@ async fn services_are_listed_a_page_at_a_time() {
     for index in 0..7 {
         created.push(app.create_service(&format!("Service {index}")).await);
     }
-    let mut seen = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
+    let (seen, pages) = every_page(async |token| {
         let mut request = app.client().service_list().page_size(3);
-        if let Some(token) = &token {
+        if let Some(token) = token {
             request = request.page_token(token);
         }
         let page = request.send().await.unwrap().into_inner();
-        seen.extend(page.services.into_iter().map(|s| s.id));
-        token = page.next_page_token;
-        if token.is_none() {
-            break;
-        }
-    }
+        (page.services, page.next_page_token)
+    })
+    .await;
+    let seen: Vec<String> = seen.into_iter().map(|service| service.id).collect();
     assert_eq!(seen, created, "every service once, in id order");
+    assert_eq!(pages, 3, "7 services, 3 a page");
 }
 
 #[tokio::test]

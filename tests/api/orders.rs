@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{at, etag, expect_problem, header, order_body, order_input, spawn_app};
+use crate::helpers::{
+    at, etag, every_page, expect_problem, header, order_body, order_input, spawn_app,
+};
 
 #[tokio::test]
 async fn create_returns_201_with_location_etag_and_the_order() {
@@ -145,25 +147,18 @@ async fn an_order_can_be_created_read_listed_replaced_and_deleted() {
     assert_eq!(fetched.into_inner(), created);
 
     // list every page, following next_page_token
-    let mut listed = Vec::new();
-    let mut pages = 0;
-    let mut token: Option<String> = None;
-    loop {
+    let (listed, pages) = every_page(async |token| {
         let mut request = client.order_list().page_size(2);
-        if let Some(token) = &token {
+        if let Some(token) = token {
             request = request.page_token(token);
         }
         let page = request.send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let page = page.into_inner();
         assert!(page.orders.len() <= 2, "{page:?}");
-        pages += 1;
-        listed.extend(page.orders);
-        token = page.next_page_token;
-        if token.is_none() {
-            break;
-        }
-    }
+        (page.orders, page.next_page_token)
+    })
+    .await;
     assert_eq!(pages, 3, "5 orders, 2 a page");
     let listed_ids: Vec<&str> = listed.iter().map(|o| o.id.as_str()).collect();
     let mut expected: Vec<&str> = vec![id];

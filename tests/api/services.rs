@@ -6,7 +6,9 @@ use orders_client::types;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, etag, expect_problem, header, service_input, spawn_app};
+use crate::helpers::{
+    assert_problem, etag, every_page, expect_problem, header, service_input, spawn_app,
+};
 
 #[tokio::test]
 async fn a_service_can_be_created_read_listed_renamed_and_deleted() {
@@ -41,25 +43,18 @@ async fn a_service_can_be_created_read_listed_renamed_and_deleted() {
     assert_eq!(fetched.into_inner(), created);
 
     // list every page, following next_page_token
-    let mut listed = Vec::new();
-    let mut pages = 0;
-    let mut token: Option<String> = None;
-    loop {
+    let (listed, pages) = every_page(async |token| {
         let mut request = client.service_list().page_size(2);
-        if let Some(token) = &token {
+        if let Some(token) = token {
             request = request.page_token(token);
         }
         let page = request.send().await.unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let page = page.into_inner();
         assert!(page.services.len() <= 2, "{page:?}");
-        pages += 1;
-        listed.extend(page.services);
-        token = page.next_page_token;
-        if token.is_none() {
-            break;
-        }
-    }
+        (page.services, page.next_page_token)
+    })
+    .await;
     assert_eq!(pages, 3, "5 services, 2 a page");
     let listed_ids: Vec<&str> = listed.iter().map(|s| s.id.as_str()).collect();
     let mut expected: Vec<&str> = others.iter().map(String::as_str).collect();
