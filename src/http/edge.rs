@@ -1,9 +1,10 @@
 //! The middleware every request passes through, outermost.
 //!
 //! It gives each request an id (the caller's `X-Request-Id`, or a new one), enforces the body
-//! size limit, runs the request inside a tracing span, turns every error the framework raises
-//! (bad JSON, wrong content type, unknown route, wrong method) into the API's problem+json,
-//! adds `X-Request-Id` to every response, and logs each request once.
+//! size limit and the body's media type, puts conditional headers in the form handlers read,
+//! runs the request inside a tracing span, turns every error the framework raises (bad JSON,
+//! wrong content type, unknown route, wrong method) into the API's problem+json, adds
+//! `X-Request-Id` to every response, and logs each request once.
 
 use std::{sync::Arc, time::Instant};
 
@@ -47,8 +48,8 @@ impl RouteTable {
         self.0.push((segments(template), methods));
     }
 
-    /// The `Allow` value for a concrete path: its methods, plus HEAD where GET is.
-    fn allow(&self, path: &str) -> Option<String> {
+    /// The methods a concrete path accepts, if it is one of the table's.
+    fn methods(&self, path: &str) -> Option<&[Method]> {
         let requested = segments(path);
         let (_, methods) = self.0.iter().find(|(template, _)| {
             template.len() == requested.len()
@@ -57,6 +58,12 @@ impl RouteTable {
                     .zip(&requested)
                     .all(|(pattern, part)| pattern.starts_with('{') || pattern == part)
         })?;
+        Some(methods)
+    }
+
+    /// The `Allow` value for a concrete path: its methods, plus HEAD where GET is.
+    fn allow(&self, path: &str) -> Option<String> {
+        let methods = self.methods(path)?;
         let mut names: Vec<&str> = methods.iter().map(Method::as_str).collect();
         if methods.contains(&Method::GET) {
             names.push("HEAD");
@@ -114,9 +121,13 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .scope(
                 request_id.clone(),
                 async {
+                    if let Err(error) = self.check_media_type(&request) {
+                        return error.into_response();
+                    }
                     if let Err(error) = buffer_body(&mut request).await {
                         return error.into_response();
                     }
+                    normalise_conditional_headers(&mut request);
                     match self.inner.call(request).await {
                         Ok(response) => response.into_response(),
                         Err(error) if error.is_from_response() => error.into_response(),
@@ -138,6 +149,31 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
 }
 
 impl<E> EdgeEndpoint<E> {
+    /// Refuses a body that an operation of this path and method would read, when it is not
+    /// declared as plain `application/json`. The framework would also take any `+json` type
+    /// (`application/merge-patch+json`, say) as JSON, and apply a patch as a replacement.
+    fn check_media_type(&self, request: &Request) -> Result<(), ApiError> {
+        let reads_body = matches!(*request.method(), Method::POST | Method::PUT)
+            && self
+                .routes
+                .methods(request.uri().path())
+                .is_some_and(|methods| methods.contains(request.method()));
+        let Some(content_type) = request.headers().get(header::CONTENT_TYPE) else {
+            return Ok(());
+        };
+        let essence = content_type
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        if reads_body && !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::unsupported_media_type());
+        }
+        Ok(())
+    }
+
     /// Maps an error the framework raised (not one of our typed responses) to the API's own.
     fn to_api_error(&self, error: &poem::Error, path: &str) -> ApiError {
         if let Some(payload) = error.downcast_ref::<ParseRequestPayloadError>() {
@@ -150,10 +186,7 @@ impl<E> EdgeEndpoint<E> {
             };
         }
         if error.is::<ContentTypeError>() {
-            return ApiError::UnsupportedMediaType(
-                "the request body must be JSON, sent with Content-Type: application/json"
-                    .to_owned(),
-            );
+            return ApiError::unsupported_media_type();
         }
         if let Some(param) = error.downcast_ref::<ParseParamError>() {
             return ApiError::InvalidParameter(format!(
@@ -191,6 +224,39 @@ fn parameter_problem(reason: &str) -> String {
         return "must be an integer".to_owned();
     }
     problem.to_owned()
+}
+
+/// Puts `If-Match` and `If-None-Match` in the one form the handlers read: all of a header's
+/// lines joined into one list, as RFC 9110 (section 5.3) says they mean, with any byte outside
+/// visible ASCII escaped as `%XX`. The framework reads only a header's first line, and takes a
+/// line it cannot read as text for no header at all, which for `If-Match` would mean "any
+/// version" and let a write through unconditionally. Such bytes are allowed inside an entity
+/// tag; escaped, the tag still matches none of ours (ours are digits), as it must.
+fn normalise_conditional_headers(request: &mut Request) {
+    for name in [header::IF_MATCH, header::IF_NONE_MATCH] {
+        let lines: Vec<String> = request
+            .headers()
+            .get_all(&name)
+            .iter()
+            .map(|line| visible_ascii(line.as_bytes()))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        if let Ok(value) = HeaderValue::from_str(&lines.join(", ")) {
+            request.headers_mut().insert(name, value);
+        }
+    }
+}
+
+fn visible_ascii(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&byte| match byte {
+            b' ' | b'\t' | 0x21..=0x7e => char::from(byte).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 /// The caller's request id when it is a sensible one, else a fresh one.

@@ -268,10 +268,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => ApiError::PayloadTooLarge {
                 limit_bytes: crate::http::edge::MAX_BODY_BYTES,
             },
-            Self::UnsupportedMediaType => ApiError::UnsupportedMediaType(
-                "the request body must be JSON, sent with Content-Type: application/json"
-                    .to_owned(),
-            ),
+            Self::UnsupportedMediaType => ApiError::unsupported_media_type(),
             Self::UnknownService => ApiError::UnknownServices(vec!["999".to_owned()]),
             Self::Internal => ApiError::Internal,
             Self::DatabaseUnavailable => ApiError::Unavailable,
@@ -408,6 +405,13 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// A 415 for a body not declared as `application/json`.
+    pub fn unsupported_media_type() -> Self {
+        Self::UnsupportedMediaType(
+            "the request body must be JSON, sent with Content-Type: application/json".to_owned(),
+        )
+    }
+
     /// A 404 saying which `resource` ("order", "service") has no such `id`.
     pub fn not_found(resource: &str, id: &str) -> Self {
         Self::NotFound(format!("no {resource} has the id {id:?}"))

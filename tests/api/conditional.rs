@@ -4,7 +4,7 @@ use orders_client::{Error, ResponseValue, types};
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    TestApp, etag, expect_problem, header, order_input, service_input, spawn_app,
+    TestApp, assert_problem, etag, expect_problem, header, order_input, service_input, spawn_app,
 };
 
 /// An app with one order; returns the app, the order's service, the order and its ETag.
@@ -206,4 +206,73 @@ async fn service_writes_honour_if_match_and_reads_if_none_match() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
+
+/// Raw headers: bytes beyond ASCII, and a list split over several lines, which a typed client
+/// does not send.
+#[tokio::test]
+async fn an_if_match_with_bytes_beyond_ascii_matches_nothing_and_changes_nothing() {
+    let (app, service, order, etag) = app_with_order().await;
+    let url = app.url(&format!("/orders/{}", order.id));
+    let beyond_ascii = reqwest::header::HeaderValue::from_bytes(b"\"1\xff\"").unwrap();
+
+    let replace = app
+        .http
+        .put(&url)
+        .header("if-match", beyond_ascii.clone())
+        .json(&serde_json::json!({
+            "datetime": "2022-11-05T00:00:00Z",
+            "totalfee": 5,
+            "services": [{ "id": service }],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        replace,
+        StatusCode::PRECONDITION_FAILED,
+        "PRECONDITION_FAILED",
+    )
+    .await;
+    let delete = app
+        .http
+        .delete(&url)
+        .header("if-match", beyond_ascii)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        delete,
+        StatusCode::PRECONDITION_FAILED,
+        "PRECONDITION_FAILED",
+    )
+    .await;
+
+    let current = app
+        .client()
+        .order_view()
+        .id(&order.id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crate::helpers::etag(&current), etag, "unchanged");
+    assert_eq!(current.into_inner(), order);
+}
+
+#[tokio::test]
+async fn an_if_match_list_on_several_lines_is_read_as_one_list() {
+    let (app, _, order, etag) = app_with_order().await;
+
+    let response = app
+        .http
+        .delete(app.url(&format!("/orders/{}", order.id)))
+        .header("if-match", "\"999\"")
+        .header("if-match", etag.as_str())
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let gone = app.client().order_view().id(&order.id).send().await;
+    expect_problem(gone, StatusCode::NOT_FOUND, "NOT_FOUND");
 }

@@ -61,6 +61,42 @@ async fn a_body_that_is_not_json_is_415() {
     }
 }
 
+/// Other JSON media types have other meanings (a merge patch is not a replacement), so only
+/// `application/json` itself is read; its parameters are fine.
+#[tokio::test]
+async fn a_body_of_another_json_media_type_is_415_and_changes_nothing() {
+    let app = spawn_app().await;
+    let body = json!({ "name": "Inspection" }).to_string();
+    for content_type in ["application/merge-patch+json", "application/problem+json"] {
+        let response = app
+            .http
+            .post(app.url("/services"))
+            .header("content-type", content_type)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_problem(
+            response,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+        )
+        .await;
+    }
+    let listed = app.client().service_list().send().await.unwrap();
+    assert_eq!(listed.services, Vec::new(), "nothing was created");
+
+    let response = app
+        .http
+        .post(app.url("/services"))
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
 #[tokio::test]
 async fn a_body_over_64_kib_is_413_whether_or_not_its_length_is_declared() {
     let app = spawn_app().await;
