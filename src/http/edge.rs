@@ -212,17 +212,22 @@ impl<E> EdgeEndpoint<E> {
     }
 }
 
-/// The reason a parameter was refused, without the framework's wording around it.
+/// The reason a parameter was refused, without the framework's wording around it:
+/// poem-openapi writes `failed to parse "<type name>": <problem>`, and adds
+/// ` (occurred while parsing "<type name>")` when the parameter is optional. Type names mean
+/// nothing to a caller; integer types' own problems are their parser's words, replaced too.
 fn parameter_problem(reason: &str) -> String {
-    // poem-openapi writes `failed to parse "<type name>": <problem>`; integer types add their
-    // parser's words, which a caller does not need.
+    if reason.starts_with("failed to parse \"integer_") {
+        return "must be an integer".to_owned();
+    }
     let problem = match reason.split_once("\": ") {
         Some((prefix, problem)) if prefix.starts_with("failed to parse \"") => problem,
         _ => reason,
     };
-    if reason.contains("\"integer_") {
-        return "must be an integer".to_owned();
-    }
+    let problem = match problem.rsplit_once(" (occurred while parsing \"") {
+        Some((problem, _type_name)) => problem,
+        None => problem,
+    };
     problem.to_owned()
 }
 
@@ -319,6 +324,12 @@ mod tests {
 
     #[test]
     fn parameter_problems_lose_the_framework_wording() {
+        assert_eq!(
+            parameter_problem(
+                "failed to parse \"PageSize\": must be at least 1 (occurred while parsing \"optional_PageSize\")"
+            ),
+            "must be at least 1"
+        );
         assert_eq!(
             parameter_problem("failed to parse \"Timestamp\": must be an RFC 3339 date-time"),
             "must be an RFC 3339 date-time"
