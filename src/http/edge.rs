@@ -179,10 +179,7 @@ impl<E> EdgeEndpoint<E> {
         if let Some(payload) = error.downcast_ref::<ParseRequestPayloadError>() {
             return match payload.reason.split_once(FIELD_ERROR_MARKER) {
                 Some((_, detail)) => ApiError::InvalidBody(detail.to_owned()),
-                None => ApiError::MalformedJson(format!(
-                    "the request body is not valid JSON: {}",
-                    payload.reason
-                )),
+                None => ApiError::not_json(&payload.reason),
             };
         }
         if error.is::<ContentTypeError>() {

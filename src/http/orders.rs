@@ -108,11 +108,11 @@ pub struct OrderInput {
 }
 
 impl Example for OrderInput {
-    /// Books the sample's Inspection the day after the sample orders, a free slot on a fresh
-    /// database, so that "Try it out" creates an order.
+    /// Books the sample's Inspection two days after the sample orders: a slot that neither the
+    /// sample data nor the README's examples take, so that "Try it out" creates an order.
     fn example() -> Self {
         Self {
-            datetime: Timestamp::parse("2022-11-02T11:11:11.111Z").expect("valid example"),
+            datetime: Timestamp::parse("2022-11-03T11:11:11.111Z").expect("valid example"),
             totalfee: Money::parse("100").expect("valid example"),
             services: vec![ServiceRef {
                 id: "123".to_owned(),

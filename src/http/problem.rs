@@ -21,8 +21,9 @@ use poem_openapi::{
     types::Example,
 };
 
+use super::input::FieldError;
 use crate::{
-    domain::{OrderId, ServiceId},
+    domain::{MoneyError, OrderId, ServiceId, ServiceNameError},
     storage::StoreError,
 };
 
@@ -243,21 +244,23 @@ impl ErrorCode {
         }
     }
 
-    /// A typical error with this code, for the spec's examples.
-    pub fn example(self) -> ApiError {
+    /// A typical error with this code from an operation on `resource` (`order`, `service`),
+    /// for the spec's examples: built as the server builds it, so its text is the server's.
+    pub fn example(self, resource: &str) -> ApiError {
         match self {
-            Self::MalformedJson => ApiError::MalformedJson(
-                "the request body is not valid JSON: expected value at line 1 column 1".to_owned(),
-            ),
-            Self::InvalidBody => {
-                ApiError::InvalidBody("totalfee: must have at most 2 decimal places".to_owned())
+            Self::MalformedJson => ApiError::not_json("expected value at line 1 column 1"),
+            Self::InvalidBody if resource == "service" => {
+                ApiError::InvalidBody(FieldError::new("name", ServiceNameError::Empty).to_string())
             }
+            Self::InvalidBody => ApiError::InvalidBody(
+                FieldError::new("totalfee", MoneyError::TooPrecise).to_string(),
+            ),
             Self::InvalidParameter => {
                 ApiError::InvalidParameter("page_size: must be at least 1".to_owned())
             }
-            Self::NotFound => ApiError::not_found("order", "999"),
+            Self::NotFound => ApiError::not_found(resource, "999"),
             Self::MethodNotAllowed => ApiError::MethodNotAllowed {
-                allow: "GET, HEAD, POST".to_owned(),
+                allow: "POST, GET, HEAD".to_owned(),
             },
             Self::OrderTimeConflict => ApiError::OrderTimeConflict {
                 conflicting_order_id: Some(OrderId::from_db(223)),
@@ -405,6 +408,11 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// A 400 for a body that does not parse as JSON, for the parser's `reason`.
+    pub fn not_json(reason: impl std::fmt::Display) -> Self {
+        Self::MalformedJson(format!("the request body is not valid JSON: {reason}"))
+    }
+
     /// A 415 for a body not declared as `application/json`.
     pub fn unsupported_media_type() -> Self {
         Self::UnsupportedMediaType(
@@ -619,3 +627,51 @@ macro_rules! documented_errors {
     };
 }
 pub(crate) use documented_errors;
+
+#[cfg(test)]
+mod tests {
+    use poem::http::{StatusCode, header};
+
+    use super::*;
+
+    /// What a caller meets when writes keep aborting one another: the status, the wait, and
+    /// a body saying nothing was changed.
+    #[tokio::test]
+    async fn contention_is_a_503_with_retry_after_and_a_problem_body() {
+        let response = ApiError::Contended.into_response();
+
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let headers = response.headers();
+        assert_eq!(
+            headers[header::RETRY_AFTER],
+            RETRY_AFTER_SECONDS.to_string()
+        );
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/problem+json")
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.into_body().into_bytes().await.unwrap()).unwrap();
+        assert_eq!(body["status"], 503);
+        assert_eq!(body["code"], "CONTENDED");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was changed")
+        );
+    }
+
+    #[test]
+    fn every_code_has_the_status_its_example_error_has() {
+        for code in ErrorCode::ALL {
+            for resource in ["order", "service"] {
+                let example = code.example(resource);
+                assert_eq!(example.code(), code);
+                assert_eq!(example.status(), code.status());
+            }
+        }
+    }
+}

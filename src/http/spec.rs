@@ -107,7 +107,7 @@ fn finish_operation(operation: &mut Value) {
         if let Some(headers) = response.get_mut("headers") {
             usual_case_header_names(headers);
         }
-        add_problem_examples(response);
+        add_problem_examples(response, resource_of(&operation_id));
         if let Some(links) = links(&operation_id, status) {
             response["links"] = links;
         }
@@ -157,9 +157,15 @@ fn rename_keys(map: &mut Value, rename: impl Fn(&str) -> String) {
     }
 }
 
+/// The resource an operation acts on, as its id names it: `order_view` → `order`.
+fn resource_of(operation_id: &str) -> &str {
+    operation_id.split('_').next().unwrap_or_default()
+}
+
 /// Adds `examples` to a problem response: one body per problem code its description lists
-/// (see [`super::problem::describe_codes`]), named by the code.
-fn add_problem_examples(response: &mut Value) {
+/// (see [`super::problem::describe_codes`]), named by the code, as an operation on `resource`
+/// would return it.
+fn add_problem_examples(response: &mut Value, resource: &str) {
     let description = response
         .get("description")
         .and_then(Value::as_str)
@@ -177,7 +183,9 @@ fn add_problem_examples(response: &mut Value) {
     let examples: Map<String, Value> = codes
         .into_iter()
         .map(|code| {
-            let body = code.example().to_problem(EXAMPLE_REQUEST_ID.to_owned());
+            let body = code
+                .example(resource)
+                .to_problem(EXAMPLE_REQUEST_ID.to_owned());
             let example = json!({
                 "summary": code.title(),
                 "value": body.to_json().unwrap_or(Value::Null),
@@ -270,7 +278,7 @@ mod tests {
             "description": "Conflict.\n\nThe problem `code` is one of:\n- `ORDER_TIME_CONFLICT`: too close.",
             "content": { "application/problem+json": { "schema": {} } },
         });
-        add_problem_examples(&mut response);
+        add_problem_examples(&mut response, "order");
         let examples = &response["content"]["application/problem+json"]["examples"];
         let names: Vec<&String> = examples.as_object().unwrap().keys().collect();
         assert_eq!(names, ["ORDER_TIME_CONFLICT"]);

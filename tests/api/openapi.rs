@@ -1,7 +1,7 @@
 //! The contract: the committed openapi.yaml is what the code generates, and it is served.
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
 
@@ -252,4 +252,108 @@ async fn links_from_a_created_resource_lead_to_operations_that_exist() {
     }
     assert_eq!(targets, ["order_view", "order_update", "order_delete"]);
     assert!(spec["paths"]["/services"]["post"]["responses"]["201"]["links"].is_object());
+}
+
+/// The example problems in the spec are what the server says: on the sample data, each
+/// request below provokes one example's code on one operation, and the body it gets is the
+/// example's, but for `request_id`. Examples for faults (500, 503) are not provoked here.
+#[tokio::test]
+async fn the_spec_example_problems_are_what_the_server_really_says() {
+    let app = spawn_app().await;
+    orders::storage::seed::load(&app.pool).await.unwrap();
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    // Less than 3 hours from the sample's order 223, unless told otherwise.
+    let order = |totalfee: Value, services: &[&str]| {
+        json!({
+            "datetime": "2022-11-01T12:00:00Z",
+            "totalfee": totalfee,
+            "services": services.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
+        })
+    };
+    let http = &app.http;
+    let cases = [
+        (
+            ("/orders", "post", "MALFORMED_JSON"),
+            http.post(app.url("/orders"))
+                .header("content-type", "application/json")
+                .body("x"),
+        ),
+        (
+            ("/orders", "post", "INVALID_BODY"),
+            http.post(app.url("/orders"))
+                .json(&order(json!(19.999), &["123"])),
+        ),
+        (
+            ("/orders", "post", "ORDER_TIME_CONFLICT"),
+            http.post(app.url("/orders"))
+                .json(&order(json!(100), &["123"])),
+        ),
+        (
+            ("/orders", "post", "UNKNOWN_SERVICE"),
+            http.post(app.url("/orders")).json(&json!({
+                "datetime": "2022-11-05T00:00:00Z",
+                "totalfee": 100,
+                "services": [{ "id": "999" }],
+            })),
+        ),
+        (
+            ("/orders", "post", "UNSUPPORTED_MEDIA_TYPE"),
+            http.post(app.url("/orders"))
+                .header("content-type", "text/plain")
+                .body("{}"),
+        ),
+        (
+            ("/orders", "post", "PAYLOAD_TOO_LARGE"),
+            http.post(app.url("/orders"))
+                .header("content-type", "application/json")
+                .body(" ".repeat(70 * 1024)),
+        ),
+        (
+            ("/orders", "get", "INVALID_PARAMETER"),
+            http.get(app.url("/orders?page_size=0")),
+        ),
+        (
+            ("/orders/{id}", "get", "NOT_FOUND"),
+            http.get(app.url("/orders/999")),
+        ),
+        (
+            ("/orders/{id}", "delete", "PRECONDITION_FAILED"),
+            http.delete(app.url("/orders/223"))
+                .header("if-match", "\"999\""),
+        ),
+        (
+            ("/services", "post", "INVALID_BODY"),
+            http.post(app.url("/services"))
+                .json(&json!({ "name": "   " })),
+        ),
+        (
+            ("/services", "post", "SERVICE_NAME_TAKEN"),
+            http.post(app.url("/services"))
+                .json(&json!({ "name": "inspection" })),
+        ),
+        (
+            ("/services/{id}", "get", "NOT_FOUND"),
+            http.get(app.url("/services/999")),
+        ),
+        (
+            ("/services/{id}", "delete", "SERVICE_IN_USE"),
+            http.delete(app.url("/services/123")),
+        ),
+    ];
+
+    for ((path, method, code), request) in cases {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16().to_string();
+        let mut actual: Value = response.json().await.unwrap();
+        let examples = &spec["paths"][path][method]["responses"][status.as_str()]["content"]["application/problem+json"]
+            ["examples"];
+        let mut example = examples[code]["value"].clone();
+        assert!(
+            example.is_object(),
+            "{method} {path}: no {status} example for {code}; got {actual}"
+        );
+        actual["request_id"] = Value::Null;
+        example["request_id"] = Value::Null;
+        assert_eq!(actual, example, "{method} {path} {code}");
+    }
 }
