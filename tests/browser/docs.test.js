@@ -41,6 +41,7 @@ let userDataDir;
 let context;
 let page;
 const offOriginRequests = [];
+let screenshotTaken = false;
 
 before(async () => {
   assert.ok(baseUrl, "ORDERS_BASE_URL is not set: run this through scripts/docs-browser-test");
@@ -77,6 +78,11 @@ before(async () => {
 });
 
 after(async () => {
+  // A test that failed before its screenshot still leaves one: the page as it was then.
+  if (page && !screenshotTaken) {
+    await mkdir(path.dirname(screenshotPath), { recursive: true });
+    await page.screenshot({ path: screenshotPath, fullPage: true }).catch(() => {});
+  }
   await context?.close();
   if (userDataDir) {
     await rm(userDataDir, { recursive: true, force: true });
@@ -124,6 +130,7 @@ test("Try it out → Execute on POST /orders with the documented example creates
   await mkdir(path.dirname(screenshotPath), { recursive: true });
   await operation.locator(".responses-wrapper").scrollIntoViewIfNeeded();
   await page.screenshot({ path: screenshotPath });
+  screenshotTaken = true;
   console.log(`screenshot: ${path.relative(repo, screenshotPath)}`);
 
   assert.equal(
