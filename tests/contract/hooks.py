@@ -1,0 +1,178 @@
+"""Schemathesis hooks for the contract tests, loaded through `hooks` in schemathesis.toml.
+
+Why: an order books 1 to 50 distinct *existing* services, and no schema can say which ids
+exist. Generated ids almost never do, so nearly every generated order was refused with 422
+UNKNOWN_SERVICE, and the few that named real services mostly fell within 3 hours of another
+order (409): POST /orders answered 201 a handful of times in a whole run, so the response
+checks saw almost no created or replaced order, and the stateful phase almost never got to
+view, replace or delete one.
+
+What: just before a positive create or replace of an order is sent, each of its service ids
+that names no existing service becomes the id of one that prepare-test-data.py listed or
+created before the run, distinct from the others, and its date becomes one that no other
+rewritten order is near. All else stays as generated: the ids that already name an existing
+service (the tool copies some from responses), the fee, how many services, the time of day and
+the UTC offset. Services the run creates are never added to orders here, so that the tests can
+still delete them (a booked service cannot be deleted: 409 SERVICE_IN_USE). The body still
+matches the schema, so the case is still positive and every check treats it as before
+(schemathesis revalidates a case that a hook changed and would relabel it if it no longer
+matched).
+
+Left as generated:
+- negative cases: what they test is the invalid input, and a rewrite could make it valid;
+- the examples phase: it sends the spec's own examples, exactly as written;
+- in the fuzzing phase, one positive case in four, so that arbitrary ids still reach the
+  server (422), and the date of another one in four, so that orders still meet the dates of
+  other orders, which the tool copies from responses: 409 ORDER_TIME_CONFLICT, the rule the
+  service exists for, which an order naming ids the server never issued does not reach (it
+  gets 422 first).
+"""
+
+import datetime
+import functools
+import itertools
+import json
+import random
+import re
+from pathlib import Path
+
+import schemathesis
+
+ORDER_WRITES = frozenset({"POST /orders", "PUT /orders/{id}"})
+
+# Written by prepare-test-data.py before the run; the path matches the dictionaries' in
+# schemathesis.toml.
+SERVICE_IDS_FILE = Path(__file__).resolve().parents[2] / "target" / "contract-report" / "service-ids.txt"
+
+# Rewritten dates: from here on, this many days apart, each used once. Whatever its time of day
+# and offset (under 24 hours either way), a date-time's instant lies between a day before its
+# date's midnight and two days after, so with 4 days between dates no two rewritten orders are
+# even a day apart, let alone the 3 hours that would get a 409. Far from the sample orders
+# (2022) and from "now", which the tool copies from responses (`created_at`) into dates.
+FIRST_DATE = datetime.date(2100, 1, 1)
+DAYS_APART = 4
+FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+# What the fuzzing phase's positive orders get, in turn (see above).
+AS_GENERATED, SERVICES, SERVICES_AND_DATE = "as generated", "services", "services and date"
+FUZZING_TURNS = (AS_GENERATED, SERVICES, SERVICES_AND_DATE, SERVICES_AND_DATE)
+
+
+def _read_service_ids() -> list[str]:
+    try:
+        text = SERVICE_IDS_FILE.read_text()
+    except FileNotFoundError:
+        raise RuntimeError(
+            f"{SERVICE_IDS_FILE} is missing; run the contract tests with scripts/contract-test, which writes it"
+        ) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+# The services written down before the run, that orders are given, in a stable order so that
+# the same seed picks the same ones; less those the run deletes.
+prepared_services = _read_service_ids()
+# Services the run created and has not deleted: kept where the tool put them, never added.
+created_services = set()
+# A fixed seed: the same calls, in the same order, get the same services.
+choose = random.Random(20221101)
+next_date = (FIRST_DATE + datetime.timedelta(days=DAYS_APART * n) for n in itertools.count())
+fuzzing_turns = itertools.cycle(FUZZING_TURNS)
+
+
+def _component_modes(case) -> dict[str, str]:
+    return {location.value: info.mode.value for location, info in case.meta.components.items()}
+
+
+def _is_order_body(body) -> bool:
+    return (
+        isinstance(body, dict)
+        and isinstance(body.get("datetime"), str)
+        and FULL_DATE.match(body["datetime"]) is not None
+        and isinstance(body.get("services"), list)
+        and all(isinstance(item, dict) and isinstance(item.get("id"), str) for item in body["services"])
+    )
+
+
+@schemathesis.hook
+def after_load_schema(context, schema):
+    """Stop the run if the spec's orders no longer have the shape assumed here.
+
+    Otherwise the hooks below would quietly stop matching, and the run would pass while
+    creating almost no orders again.
+    """
+    raw = schema.raw_schema
+
+    def resolve(node):
+        while "$ref" in node:
+            node = functools.reduce(lambda parent, key: parent[key], node["$ref"][2:].split("/"), raw)
+        return node
+
+    for path, method in (("/orders", "post"), ("/orders/{id}", "put")):
+        try:
+            body = resolve(resolve(raw["paths"][path][method]["requestBody"])["content"]["application/json"]["schema"])
+            item = resolve(resolve(body["properties"]["services"])["items"])
+            shaped = "datetime" in body["properties"] and set(item["properties"]) == {"id"}
+        except (KeyError, TypeError):
+            shaped = False
+        if not shaped:
+            raise RuntimeError(
+                f"tests/contract/hooks.py: {method.upper()} {path} no longer takes a JSON body with `datetime` "
+                "and `services: [{id}]`; update the hooks to the spec"
+            )
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    if case.operation.label not in ORDER_WRITES or case.meta is None:
+        return
+    meta = case.meta
+    if meta.generation.mode.value != "positive" or _component_modes(case).get("body") != "positive":
+        return
+    phase = meta.phase.name.value
+    if phase == "examples":
+        return
+    rewrite = next(fuzzing_turns) if phase == "fuzzing" else SERVICES_AND_DATE
+    if rewrite == AS_GENERATED:
+        return
+    body = case.body
+    if not _is_order_body(body):
+        return
+    # Distinct, as the schema has it (`uniqueItems`, and an item is nothing but its id).
+    named = [item["id"] for item in body["services"]]
+    kept = {id for id in named if id in prepared_services or id in created_services}
+    spare = [id for id in prepared_services if id not in kept]
+    unknown = len(named) - len(kept)
+    # Too many services to name distinct existing ones: sent as generated, for a 422.
+    if unknown > len(spare):
+        return
+    fresh = iter(choose.sample(spare, unknown))
+    body = {**body, "services": [{"id": id if id in kept else next(fresh)} for id in named]}
+    if rewrite == SERVICES_AND_DATE:
+        body["datetime"] = next(next_date).isoformat() + body["datetime"][10:]
+    case.body = body
+
+
+def _json(response):
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    label, status = case.operation.label, response.status_code
+    gone = []
+    if label == "POST /services" and status == 201:
+        created = _json(response)
+        if isinstance(created, dict) and isinstance(created.get("id"), str):
+            created_services.add(created["id"])
+    elif label == "DELETE /services/{id}" and status == 204:
+        gone = [(case.path_parameters or {}).get("id")]
+    elif label in ORDER_WRITES and status == 422:
+        problem = _json(response)
+        gone = (problem.get("unknown_service_ids") if isinstance(problem, dict) else None) or []
+    for id in gone:
+        created_services.discard(id)
+        if id in prepared_services:
+            prepared_services.remove(id)
