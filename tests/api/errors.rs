@@ -11,14 +11,7 @@ use crate::helpers::{assert_problem, expect_problem, order_input, spawn_app};
 async fn malformed_json_is_400_malformed_json() {
     let app = spawn_app().await;
     for body in ["{", "{\"name\": }", "not json"] {
-        let response = app
-            .http
-            .post(app.url("/services"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_json_text("/services", body).await;
         let problem = assert_problem(response, StatusCode::BAD_REQUEST, "MALFORMED_JSON").await;
         assert!(
             problem["detail"]
@@ -32,13 +25,7 @@ async fn malformed_json_is_400_malformed_json() {
 #[tokio::test]
 async fn an_empty_body_is_400_invalid_body() {
     let app = spawn_app().await;
-    let response = app
-        .http
-        .post(app.url("/orders"))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json_text("/orders", "").await;
     let problem = assert_problem(response, StatusCode::BAD_REQUEST, "INVALID_BODY").await;
     assert_eq!(problem["detail"], "the request body must be a JSON object");
 }
@@ -115,13 +102,11 @@ async fn a_body_over_64_kib_is_413_whether_or_not_its_length_is_declared() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.chunks(8192).map(|c| Ok(c.to_vec())).collect();
     let response = app
-        .http
-        .post(app.url("/services"))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
+        .post_json_text(
+            "/services",
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        )
+        .await;
     assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
 }
 

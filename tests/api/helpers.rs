@@ -232,6 +232,18 @@ impl TestApp {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
+    /// POSTs `body` exactly as given, declared as JSON: for bodies a serialiser would not
+    /// write (malformed, empty, streamed, numbers as written).
+    pub async fn post_json_text(&self, path: &str, body: impl Into<reqwest::Body>) -> Response {
+        self.http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
         self.http
             .post(self.url(path))

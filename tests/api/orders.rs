@@ -504,14 +504,7 @@ async fn money_is_exact_to_the_cent() {
             r#"{{"datetime":"2022-11-{:02}T00:00:00Z","totalfee":{fee},"services":[{{"id":"{s}"}}]}}"#,
             index + 1
         );
-        let response = app
-            .http
-            .post(app.url("/orders"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_json_text("/orders", body).await;
         assert_eq!(response.status(), StatusCode::CREATED, "fee {fee}");
         let location = response.headers()["location"].to_str().unwrap().to_owned();
         let text = app.get(&location).await.text().await.unwrap();
