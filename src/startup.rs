@@ -9,6 +9,7 @@ use poem::{
 };
 
 use crate::{
+    app::AppState,
     config::{DatabaseSettings, Settings},
     embedded_postgres::{self, Cluster, Durability, EmbeddedError},
     http,
@@ -91,7 +92,7 @@ impl Database {
 /// a first start that is interrupted leaves nothing half made: the next one starts over.
 async fn create_embedded_database(cluster: &Cluster) -> Result<(), StartError> {
     let admin = cluster.connection_config("postgres");
-    let database_error = |error| StartError::CreateDatabase(storage::StoreError::from_db(error));
+    let database_error = |error| StartError::CreateDatabase(storage::StoreError::from(error));
     if embedded_postgres::database_exists(&admin, EMBEDDED_DATABASE)
         .await
         .map_err(database_error)?
@@ -154,7 +155,11 @@ impl Application {
     ) -> io::Result<()> {
         tracing::info!(address = %self.address, "serving");
         Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(http::app(self.pool), shutdown, Some(DRAIN_TIMEOUT))
+            .run_with_graceful_shutdown(
+                http::app(AppState::new(self.pool)),
+                shutdown,
+                Some(DRAIN_TIMEOUT),
+            )
             .await
     }
 }

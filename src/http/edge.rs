@@ -21,11 +21,8 @@ use tracing::Instrument;
 
 use super::{
     input::FIELD_ERROR_MARKER,
-    problem::{ApiError, REQUEST_ID, error_chain},
+    problem::{ApiError, MAX_BODY_BYTES, REQUEST_ID, documentation::EMPTY_IF_MATCH, error_chain},
 };
-
-/// Bodies larger than this are refused with 413 before they are parsed.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -169,7 +166,7 @@ impl<E> EdgeEndpoint<E> {
             .unwrap_or_default()
             .trim();
         if reads_body && !essence.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::unsupported_media_type());
+            return Err(ApiError::UnsupportedMediaType);
         }
         Ok(())
     }
@@ -183,7 +180,7 @@ impl<E> EdgeEndpoint<E> {
             };
         }
         if error.is::<ContentTypeError>() {
-            return ApiError::unsupported_media_type();
+            return ApiError::UnsupportedMediaType;
         }
         if let Some(param) = error.downcast_ref::<ParseParamError>() {
             return ApiError::InvalidParameter(format!(
@@ -216,6 +213,10 @@ impl<E> EdgeEndpoint<E> {
 fn parameter_problem(reason: &str) -> String {
     if reason.starts_with("failed to parse \"integer_") {
         return "must be an integer".to_owned();
+    }
+    // The only length rule on a parameter: `If-Match` is not empty.
+    if reason.ends_with("verification failed. minLength(1)") {
+        return EMPTY_IF_MATCH.to_owned();
     }
     let problem = match reason.split_once("\": ") {
         Some((prefix, problem)) if prefix.starts_with("failed to parse \"") => problem,
@@ -275,9 +276,7 @@ fn request_id(request: &Request) -> String {
 /// Reads the body into memory, refusing it if it is over the limit, and puts it back for the
 /// handler. Bodies are small JSON documents, so buffering them costs nothing worth saving.
 async fn buffer_body(request: &mut Request) -> Result<(), ApiError> {
-    let too_large = ApiError::PayloadTooLarge {
-        limit_bytes: MAX_BODY_BYTES,
-    };
+    let too_large = ApiError::PayloadTooLarge;
     let declared_length = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -334,6 +333,10 @@ mod tests {
         assert_eq!(
             parameter_problem("failed to parse \"integer_int64\": invalid digit found in string"),
             "must be an integer"
+        );
+        assert_eq!(
+            parameter_problem("failed to parse \"string\": verification failed. minLength(1)"),
+            "must not be empty"
         );
     }
 }

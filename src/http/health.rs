@@ -1,13 +1,17 @@
 //! `/healthz` and `/readyz`: for load balancers and orchestrators.
 
-use deadpool_postgres::Pool;
+use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::{
     ApiTags,
-    problem::{ApiError, ApiFailure, documented_errors},
+    problem::{
+        ApiError,
+        documentation::{OperationError, operation_codes},
+        error_chain,
+    },
 };
-use crate::storage;
+use crate::app::{self, AppState};
 
 /// A health report.
 #[derive(Debug, Clone, Object)]
@@ -31,13 +35,12 @@ impl Healthy {
     }
 }
 
-documented_errors! {
+operation_codes! {
     ReadyErrors = [DatabaseUnavailable];
 }
 
-pub struct HealthApi {
-    pub pool: Pool,
-}
+/// The probes. They hold no state: readiness is handed the [`AppState`] by poem.
+pub struct HealthApi;
 
 #[OpenApi(tag = "ApiTags::Health")]
 impl HealthApi {
@@ -53,11 +56,14 @@ impl HealthApi {
     ///
     /// The database answers; otherwise 503 with `Retry-After`.
     #[oai(path = "/readyz", method = "get", operation_id = "health_ready")]
-    async fn health_ready(&self) -> Result<Healthy, ApiFailure<ReadyErrors>> {
-        match storage::ping(&self.pool).await {
+    async fn health_ready(
+        &self,
+        state: Data<&AppState>,
+    ) -> Result<Healthy, OperationError<ReadyErrors>> {
+        match app::ready(&state).await {
             Ok(()) => Ok(Healthy::ok()),
             Err(error) => {
-                tracing::warn!(error = %super::problem::error_chain(&error), "not ready");
+                tracing::warn!(error = %error_chain(&error), "not ready");
                 Err(ApiError::Unavailable.into())
             }
         }

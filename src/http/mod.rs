@@ -1,8 +1,10 @@
 //! The HTTP layer: routes, request parsing, and mapping results and errors to responses.
 //!
 //! The API is described by poem-openapi traits, one module per resource; the published spec
-//! (`/openapi.json`, `/openapi.yaml`, the committed `openapi.yaml`) is derived from them.
-//! Handlers parse input into domain types, call storage, and map the outcome. No SQL here.
+//! (`/openapi.json`, `/openapi.yaml`, the committed `openapi.yaml`) is derived from them, with
+//! no database in sight: the API types hold no state, and handlers are handed the
+//! [`AppState`] as poem data. Handlers parse input into domain types, call the application
+//! ([`crate::app`]), and map the outcome. No SQL here, and no decisions.
 
 mod conditional;
 pub mod edge;
@@ -14,8 +16,8 @@ pub mod problem;
 mod schema;
 mod services;
 mod spec;
+mod yaml;
 
-use deadpool_postgres::Pool;
 use poem::{Endpoint, EndpointExt, Route, get, http::Method};
 use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, ServerObject, Tags};
 
@@ -25,6 +27,7 @@ use self::{
     orders::OrdersApi,
     services::ServicesApi,
 };
+use crate::app::AppState;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -45,30 +48,28 @@ Every error is `application/problem+json` with a stable `code`; every response c
 delete safely, or in `If-None-Match` to revalidate.";
 
 /// The OpenAPI service: the operations and their spec.
-pub fn api_service(pool: Pool) -> OpenApiService<Api, ()> {
-    let api = (
-        OrdersApi { pool: pool.clone() },
-        ServicesApi { pool: pool.clone() },
-        HealthApi { pool },
-    );
-    OpenApiService::new(api, "Orders service", env!("CARGO_PKG_VERSION"))
-        .description(DESCRIPTION)
-        // Relative: the API is wherever this document was fetched from.
-        .server(ServerObject::new("/").description("The host serving this document."))
-        .extra_response_header::<String, _>(
-            ExtraHeader::new("X-Request-Id").description(
-                "The request's id: the caller's own when it sent one, else a new one.",
-            ),
-        )
+pub fn api_service() -> OpenApiService<Api, ()> {
+    OpenApiService::new(
+        (OrdersApi, ServicesApi, HealthApi),
+        "Orders service",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(DESCRIPTION)
+    // Relative: the API is wherever this document was fetched from.
+    .server(ServerObject::new("/").description("The host serving this document."))
+    .extra_response_header::<String, _>(
+        ExtraHeader::new("X-Request-Id")
+            .description("The request's id: the caller's own when it sent one, else a new one."),
+    )
 }
 
 /// The spec as YAML, as committed in `openapi.yaml`.
-pub fn spec_yaml(pool: Pool) -> String {
-    yaml_from_json(published_spec(&api_service(pool)))
+pub fn spec_yaml() -> String {
+    yaml_from_json(&published_spec(&api_service()))
 }
 
 /// The spec as published: derived by poem-openapi, then finished (see [`spec`]).
-fn published_spec(service: &OpenApiService<Api, ()>) -> serde_json::Value {
+pub fn published_spec(service: &OpenApiService<Api, ()>) -> serde_json::Value {
     let mut spec = serde_json::from_str(&service.spec()).expect("the generated spec is JSON");
     spec::finish(&mut spec);
     spec
@@ -78,36 +79,16 @@ fn published_spec(service: &OpenApiService<Api, ()>) -> serde_json::Value {
 /// serde_json's `arbitrary_precision` (which keeps money exact) a JSON number only serialises
 /// correctly through serde_json, and YAML would show every example number as a
 /// `$serde_json::private::Number` map.
-fn yaml_from_json(spec: serde_json::Value) -> String {
-    fn convert(value: serde_json::Value) -> serde_yaml::Value {
-        use serde_json::Value;
-        match value {
-            Value::Null => serde_yaml::Value::Null,
-            Value::Bool(flag) => flag.into(),
-            Value::Number(number) => match (number.as_i64(), number.as_u64()) {
-                (Some(signed), _) => signed.into(),
-                (None, Some(unsigned)) => unsigned.into(),
-                (None, None) => number.as_f64().unwrap_or(f64::NAN).into(),
-            },
-            Value::String(text) => text.into(),
-            Value::Array(items) => items.into_iter().map(convert).collect(),
-            Value::Object(members) => serde_yaml::Value::Mapping(
-                members
-                    .into_iter()
-                    .map(|(key, value)| (key.into(), convert(value)))
-                    .collect(),
-            ),
-        }
-    }
-    serde_yaml::to_string(&convert(spec)).expect("a YAML value always serialises")
+fn yaml_from_json(spec: &serde_json::Value) -> String {
+    yaml::to_yaml(spec)
 }
 
 /// The whole application: API, spec, docs, and the edge middleware around all of them.
-pub fn app(pool: Pool) -> impl Endpoint {
-    let service = api_service(pool);
+pub fn app(state: AppState) -> impl Endpoint {
+    let service = api_service();
     let spec = published_spec(&service);
     let spec_json = serde_json::to_string_pretty(&spec).expect("a JSON value always serialises");
-    let spec_yaml = yaml_from_json(spec);
+    let spec_yaml = yaml_from_json(&spec);
     // Swagger UI embeds the spec poem-openapi derived; show the finished one instead.
     let derived_spec = service.spec();
     let docs_html = service
@@ -143,5 +124,6 @@ pub fn app(pool: Pool) -> impl Endpoint {
                 poem::web::Html(docs_html.clone())
             })),
         )
+        .data(state)
         .with(Edge::new(routes))
 }

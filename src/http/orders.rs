@@ -1,6 +1,6 @@
 //! `/orders`: create, list, view, replace and delete orders.
 
-use deadpool_postgres::Pool;
+use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
@@ -10,18 +10,18 @@ use poem_openapi::{
 
 use super::{
     ApiTags,
-    conditional::{IfMatch, etag, if_none_match_matches},
+    conditional::{etag, if_match, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
     pagination::{self, PageSize, decode_order_cursor, encode_order_cursor},
-    problem::{ApiError, ApiFailure, documented_errors, not_found_as},
+    problem::documentation::{OperationError, operation_codes},
     schema::money_from_json,
 };
 use crate::{
-    domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp},
-    storage::{
-        self,
-        orders::{OrderFilter, OrderRecord},
+    app::{
+        self, AppState,
+        orders::{OrderFilter, OrderQuery, OrderRecord},
     },
+    domain::{Money, OrderRequest, Timestamp},
 };
 
 /// An order: a time slot, a fee and the services booked.
@@ -118,47 +118,6 @@ impl Example for OrderInput {
                 id: "123".to_owned(),
             }],
         }
-    }
-}
-
-/// An order body as read, before its services are looked up.
-pub struct OrderRequest {
-    scheduled_at: Timestamp,
-    total_fee: Money,
-    /// As the client wrote them.
-    service_ids: Vec<String>,
-}
-
-impl OrderRequest {
-    /// The draft this body asks for, or why it cannot be one. `replacing` names the order a
-    /// replace targets, so that a missing order is reported before its body's services.
-    async fn into_draft(
-        self,
-        pool: &Pool,
-        replacing: Option<OrderId>,
-    ) -> Result<OrderDraft, ApiError> {
-        let invalid = |error| ApiError::InvalidBody(FieldError::new("services", error).to_string());
-        OrderDraft::check_services(&self.service_ids).map_err(invalid)?;
-        let service_ids: Vec<ServiceId> = self
-            .service_ids
-            .iter()
-            .filter_map(|id| ServiceId::parse(id))
-            .collect();
-        if service_ids.len() < self.service_ids.len() {
-            if let Some(order) = replacing {
-                storage::orders::fetch(pool, order).await?;
-            }
-            // An id the server never issued (`"abc"`, `"-1"`) names no service. Report it
-            // together with any well-formed id that names none either.
-            let missing = storage::services::find_missing(pool, &service_ids).await?;
-            let unknown = self
-                .service_ids
-                .into_iter()
-                .filter(|raw| ServiceId::parse(raw).is_none_or(|id| missing.contains(&id)))
-                .collect();
-            return Err(ApiError::UnknownServices(unknown));
-        }
-        OrderDraft::new(self.scheduled_at, self.total_fee, service_ids).map_err(invalid)
     }
 }
 
@@ -281,7 +240,7 @@ enum OrderDeleted {
     NoContent,
 }
 
-documented_errors! {
+operation_codes! {
     CreateErrors = [
         MalformedJson, InvalidBody, OrderTimeConflict, PayloadTooLarge, UnsupportedMediaType,
         UnknownService, Internal, DatabaseUnavailable, Contended,
@@ -289,21 +248,18 @@ documented_errors! {
     ListErrors = [InvalidParameter, Internal, DatabaseUnavailable];
     ViewErrors = [NotFound, Internal, DatabaseUnavailable];
     ReplaceErrors = [
-        MalformedJson, InvalidBody, NotFound, OrderTimeConflict, PreconditionFailed,
+        MalformedJson, InvalidBody, InvalidParameter, NotFound, OrderTimeConflict, PreconditionFailed,
         PayloadTooLarge, UnsupportedMediaType, UnknownService, Internal, DatabaseUnavailable,
         Contended,
     ];
-    DeleteErrors = [NotFound, PreconditionFailed, Internal, DatabaseUnavailable, Contended];
+    DeleteErrors = [
+        InvalidParameter, NotFound, PreconditionFailed, Internal, DatabaseUnavailable, Contended,
+    ];
 }
 
-/// Parses a path id; an id that cannot be one names no order.
-fn order_id(id: &str) -> Result<OrderId, ApiError> {
-    OrderId::parse(id).ok_or_else(|| ApiError::not_found("order", id))
-}
-
-pub struct OrdersApi {
-    pub pool: Pool,
-}
+/// The order operations. They hold no state: each is handed the [`AppState`] by poem, so the
+/// spec can be produced with no database at all.
+pub struct OrdersApi;
 
 #[OpenApi(tag = "ApiTags::Orders")]
 impl OrdersApi {
@@ -315,12 +271,12 @@ impl OrdersApi {
     #[oai(path = "/orders", method = "post", operation_id = "order_create")]
     async fn order_create(
         &self,
+        state: Data<&AppState>,
         body: Json<Body<OrderInput>>,
-    ) -> Result<OrderCreated, ApiFailure<CreateErrors>> {
-        let draft = body.0.0.into_draft(&self.pool, None).await?;
-        let record = storage::orders::insert(&self.pool, &draft).await?;
+    ) -> Result<OrderCreated, OperationError<CreateErrors>> {
+        let record = app::orders::create(&state, body.0.0).await?;
         let location = format!("/orders/{}", record.id);
-        let tag = etag(record.version);
+        let tag = etag(&record.revision);
         Ok(OrderCreated::Created(Json(record.into()), location, tag))
     }
 
@@ -331,6 +287,7 @@ impl OrdersApi {
     #[oai(path = "/orders", method = "get", operation_id = "order_list")]
     async fn order_list(
         &self,
+        state: Data<&AppState>,
         /// How many orders per page: 1 to 1000 (larger values are capped at 1000). Default 100.
         page_size: Query<Option<PageSize>>,
         /// `next_page_token` from the previous page. Opaque.
@@ -341,32 +298,22 @@ impl OrdersApi {
         to: Query<Option<Timestamp>>,
         /// Only orders that book this service.
         service_id: Query<Option<String>>,
-    ) -> Result<OrderListed, ApiFailure<ListErrors>> {
-        let limit = pagination::page_size(page_size.0);
-        let after = page_token
-            .0
-            .as_deref()
-            .map(decode_order_cursor)
-            .transpose()?;
-        let service_filter = match service_id.0.as_deref() {
-            None => None,
-            Some(raw) => match ServiceId::parse(raw) {
-                Some(id) => Some(id),
-                // No service has such an id, so no order books it.
-                None => {
-                    return Ok(OrderListed::Ok(Json(OrderPage {
-                        orders: vec![],
-                        next_page_token: None,
-                    })));
-                }
+    ) -> Result<OrderListed, OperationError<ListErrors>> {
+        let query = OrderQuery {
+            filter: OrderFilter {
+                from: from.0,
+                to: to.0,
+                service_id: None,
             },
+            service_id: service_id.0,
+            after: page_token
+                .0
+                .as_deref()
+                .map(decode_order_cursor)
+                .transpose()?,
+            limit: pagination::page_size(page_size.0),
         };
-        let filter = OrderFilter {
-            from: from.0,
-            to: to.0,
-            service_id: service_filter,
-        };
-        let page = storage::orders::list(&self.pool, &filter, after, limit).await?;
+        let page = app::orders::list(&state, query).await?;
         Ok(OrderListed::Ok(Json(OrderPage {
             orders: page.items.into_iter().map(Order::from).collect(),
             next_page_token: page.next.as_ref().map(encode_order_cursor),
@@ -380,17 +327,16 @@ impl OrdersApi {
     #[oai(path = "/orders/:id", method = "get", operation_id = "order_view")]
     async fn order_view(
         &self,
+        state: Data<&AppState>,
         /// The order's id.
         id: Path<String>,
         /// ETags the caller holds; if one is current the answer is 304 without a body.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
-    ) -> Result<OrderFetched, ApiFailure<ViewErrors>> {
-        let record = storage::orders::fetch(&self.pool, order_id(&id)?)
-            .await
-            .map_err(not_found_as("order", &id))?;
-        let tag = etag(record.version);
-        if if_none_match_matches(if_none_match.0.as_deref(), record.version) {
+    ) -> Result<OrderFetched, OperationError<ViewErrors>> {
+        let record = app::orders::view(&state, &id).await?;
+        let tag = etag(&record.revision);
+        if if_none_match_matches(if_none_match.0.as_deref(), &record.revision) {
             return Ok(OrderFetched::NotModified(tag));
         }
         Ok(OrderFetched::Ok(Json(record.into()), tag))
@@ -404,28 +350,18 @@ impl OrdersApi {
     #[oai(path = "/orders/:id", method = "put", operation_id = "order_update")]
     async fn order_update(
         &self,
+        state: Data<&AppState>,
         /// The order's id.
         id: Path<String>,
-        /// Replace only if the order's ETag is one of these (else 412). `*` or absent: any.
-        #[oai(name = "If-Match")]
+        /// Replace only if the order's ETag is one of these (else 412). `*`: if the order
+        /// exists (else 412). Absent: whatever its version.
+        #[oai(name = "If-Match", validator(min_length = 1))]
         if_match: Header<Option<String>>,
         body: Json<Body<OrderInput>>,
-    ) -> Result<OrderReplaced, ApiFailure<ReplaceErrors>> {
-        let order = order_id(&id)?;
-        let draft =
-            body.0
-                .0
-                .into_draft(&self.pool, Some(order))
-                .await
-                .map_err(|error| match error {
-                    ApiError::NotFound(_) => ApiError::not_found("order", &id),
-                    other => other,
-                })?;
-        let if_match = IfMatch::parse(if_match.0.as_deref());
-        let record = storage::orders::replace(&self.pool, order, &draft, if_match.versions())
-            .await
-            .map_err(not_found_as("order", &id))?;
-        let tag = etag(record.version);
+    ) -> Result<OrderReplaced, OperationError<ReplaceErrors>> {
+        let precondition = self::if_match(if_match.0.as_deref());
+        let record = app::orders::replace(&state, &id, precondition, body.0.0).await?;
+        let tag = etag(&record.revision);
         Ok(OrderReplaced::Ok(Json(record.into()), tag))
     }
 
@@ -435,16 +371,15 @@ impl OrdersApi {
     #[oai(path = "/orders/:id", method = "delete", operation_id = "order_delete")]
     async fn order_delete(
         &self,
+        state: Data<&AppState>,
         /// The order's id.
         id: Path<String>,
-        /// Delete only if the order's ETag is one of these (else 412). `*` or absent: any.
-        #[oai(name = "If-Match")]
+        /// Delete only if the order's ETag is one of these (else 412). `*`: if the order
+        /// exists (else 412). Absent: whatever its version.
+        #[oai(name = "If-Match", validator(min_length = 1))]
         if_match: Header<Option<String>>,
-    ) -> Result<OrderDeleted, ApiFailure<DeleteErrors>> {
-        let if_match = IfMatch::parse(if_match.0.as_deref());
-        storage::orders::delete(&self.pool, order_id(&id)?, if_match.versions())
-            .await
-            .map_err(not_found_as("order", &id))?;
+    ) -> Result<OrderDeleted, OperationError<DeleteErrors>> {
+        app::orders::delete(&state, &id, self::if_match(if_match.0.as_deref())).await?;
         Ok(OrderDeleted::NoContent)
     }
 }

@@ -8,8 +8,8 @@ use chrono::DateTime;
 
 use super::problem::ApiError;
 use crate::{
+    app::orders::OrderCursor,
     domain::{OrderId, ServiceId, Timestamp},
-    storage::orders::OrderCursor,
 };
 
 pub const DEFAULT_PAGE_SIZE: i64 = 100;

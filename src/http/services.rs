@@ -1,6 +1,6 @@
 //! `/services`: the services that orders book.
 
-use deadpool_postgres::Pool;
+use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
@@ -10,14 +10,14 @@ use poem_openapi::{
 
 use super::{
     ApiTags,
-    conditional::{IfMatch, etag, if_none_match_matches},
+    conditional::{etag, if_match, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, string},
     pagination::{self, PageSize, decode_service_cursor, encode_service_cursor},
-    problem::{ApiError, ApiFailure, documented_errors, not_found_as},
+    problem::documentation::{OperationError, operation_codes},
 };
 use crate::{
-    domain::{ServiceId, ServiceName, Timestamp},
-    storage::{self, services::ServiceRecord},
+    app::{self, AppState, services::ServiceRecord},
+    domain::{ServiceName, Timestamp},
 };
 
 /// A service that orders can book.
@@ -185,7 +185,7 @@ enum ServiceDeleted {
     NoContent,
 }
 
-documented_errors! {
+operation_codes! {
     CreateErrors = [
         MalformedJson, InvalidBody, ServiceNameTaken, PayloadTooLarge, UnsupportedMediaType,
         Internal, DatabaseUnavailable, Contended,
@@ -193,22 +193,16 @@ documented_errors! {
     ListErrors = [InvalidParameter, Internal, DatabaseUnavailable];
     ViewErrors = [NotFound, Internal, DatabaseUnavailable];
     ReplaceErrors = [
-        MalformedJson, InvalidBody, NotFound, ServiceNameTaken, PreconditionFailed,
+        MalformedJson, InvalidBody, InvalidParameter, NotFound, ServiceNameTaken, PreconditionFailed,
         PayloadTooLarge, UnsupportedMediaType, Internal, DatabaseUnavailable, Contended,
     ];
     DeleteErrors = [
-        NotFound, ServiceInUse, PreconditionFailed, Internal, DatabaseUnavailable, Contended,
+        InvalidParameter, NotFound, ServiceInUse, PreconditionFailed, Internal, DatabaseUnavailable, Contended,
     ];
 }
 
-/// Parses a path id; an id that cannot be one names no service.
-fn service_id(id: &str) -> Result<ServiceId, ApiError> {
-    ServiceId::parse(id).ok_or_else(|| ApiError::not_found("service", id))
-}
-
-pub struct ServicesApi {
-    pub pool: Pool,
-}
+/// The service operations. They hold no state: each is handed the [`AppState`] by poem.
+pub struct ServicesApi;
 
 #[OpenApi(tag = "ApiTags::Services")]
 impl ServicesApi {
@@ -219,11 +213,12 @@ impl ServicesApi {
     #[oai(path = "/services", method = "post", operation_id = "service_create")]
     async fn service_create(
         &self,
+        state: Data<&AppState>,
         body: Json<Body<ServiceInput>>,
-    ) -> Result<ServiceCreated, ApiFailure<CreateErrors>> {
-        let record = storage::services::insert(&self.pool, &body.0.0).await?;
+    ) -> Result<ServiceCreated, OperationError<CreateErrors>> {
+        let record = app::services::create(&state, &body.0.0).await?;
         let location = format!("/services/{}", record.id);
-        let tag = etag(record.version);
+        let tag = etag(&record.version);
         Ok(ServiceCreated::Created(Json(record.into()), location, tag))
     }
 
@@ -233,18 +228,19 @@ impl ServicesApi {
     #[oai(path = "/services", method = "get", operation_id = "service_list")]
     async fn service_list(
         &self,
+        state: Data<&AppState>,
         /// How many services per page: 1 to 1000 (larger values are capped at 1000). Default 100.
         page_size: Query<Option<PageSize>>,
         /// `next_page_token` from the previous page. Opaque.
         page_token: Query<Option<String>>,
-    ) -> Result<ServiceListed, ApiFailure<ListErrors>> {
+    ) -> Result<ServiceListed, OperationError<ListErrors>> {
         let limit = pagination::page_size(page_size.0);
         let after = page_token
             .0
             .as_deref()
             .map(decode_service_cursor)
             .transpose()?;
-        let page = storage::services::list(&self.pool, after, limit).await?;
+        let page = app::services::list(&state, after, limit).await?;
         Ok(ServiceListed::Ok(Json(ServicePage {
             services: page.items.into_iter().map(Service::from).collect(),
             next_page_token: page.next.map(encode_service_cursor),
@@ -258,17 +254,16 @@ impl ServicesApi {
     #[oai(path = "/services/:id", method = "get", operation_id = "service_view")]
     async fn service_view(
         &self,
+        state: Data<&AppState>,
         /// The service's id.
         id: Path<String>,
         /// ETags the caller holds; if one is current the answer is 304 without a body.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
-    ) -> Result<ServiceFetched, ApiFailure<ViewErrors>> {
-        let record = storage::services::fetch(&self.pool, service_id(&id)?)
-            .await
-            .map_err(not_found_as("service", &id))?;
-        let tag = etag(record.version);
-        if if_none_match_matches(if_none_match.0.as_deref(), record.version) {
+    ) -> Result<ServiceFetched, OperationError<ViewErrors>> {
+        let record = app::services::view(&state, &id).await?;
+        let tag = etag(&record.version);
+        if if_none_match_matches(if_none_match.0.as_deref(), &record.version) {
             return Ok(ServiceFetched::NotModified(tag));
         }
         Ok(ServiceFetched::Ok(Json(record.into()), tag))
@@ -276,7 +271,8 @@ impl ServicesApi {
 
     /// Rename a service
     ///
-    /// Orders that book the service show the new name (and get new ETags).
+    /// Orders that book the service show the new name (and get new ETags). Writes the
+    /// service alone, however many orders book it.
     #[oai(
         path = "/services/:id",
         method = "put",
@@ -284,19 +280,18 @@ impl ServicesApi {
     )]
     async fn service_update(
         &self,
+        state: Data<&AppState>,
         /// The service's id.
         id: Path<String>,
-        /// Replace only if the service's ETag is one of these (else 412). `*` or absent: any.
-        #[oai(name = "If-Match")]
+        /// Rename only if the service's ETag is one of these (else 412). `*`: if the service
+        /// exists (else 412). Absent: whatever its version.
+        #[oai(name = "If-Match", validator(min_length = 1))]
         if_match: Header<Option<String>>,
         body: Json<Body<ServiceInput>>,
-    ) -> Result<ServiceReplaced, ApiFailure<ReplaceErrors>> {
-        let service = service_id(&id)?;
-        let if_match = IfMatch::parse(if_match.0.as_deref());
-        let record = storage::services::rename(&self.pool, service, &body.0.0, if_match.versions())
-            .await
-            .map_err(not_found_as("service", &id))?;
-        let tag = etag(record.version);
+    ) -> Result<ServiceReplaced, OperationError<ReplaceErrors>> {
+        let precondition = self::if_match(if_match.0.as_deref());
+        let record = app::services::rename(&state, &id, precondition, &body.0.0).await?;
+        let tag = etag(&record.version);
         Ok(ServiceReplaced::Ok(Json(record.into()), tag))
     }
 
@@ -310,16 +305,87 @@ impl ServicesApi {
     )]
     async fn service_delete(
         &self,
+        state: Data<&AppState>,
         /// The service's id.
         id: Path<String>,
-        /// Delete only if the service's ETag is one of these (else 412). `*` or absent: any.
-        #[oai(name = "If-Match")]
+        /// Delete only if the service's ETag is one of these (else 412). `*`: if the service
+        /// exists (else 412). Absent: whatever its version.
+        #[oai(name = "If-Match", validator(min_length = 1))]
         if_match: Header<Option<String>>,
-    ) -> Result<ServiceDeleted, ApiFailure<DeleteErrors>> {
-        let if_match = IfMatch::parse(if_match.0.as_deref());
-        storage::services::delete(&self.pool, service_id(&id)?, if_match.versions())
-            .await
-            .map_err(not_found_as("service", &id))?;
+    ) -> Result<ServiceDeleted, OperationError<DeleteErrors>> {
+        app::services::delete(&state, &id, self::if_match(if_match.0.as_deref())).await?;
         Ok(ServiceDeleted::NoContent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use crate::domain::ServiceName;
+
+    /// The name's schema as the published spec states it: its pattern and length limits.
+    static NAME_SCHEMA: std::sync::LazyLock<(regex::Regex, usize, usize)> =
+        std::sync::LazyLock::new(published_name_schema);
+
+    fn published_name_schema() -> (regex::Regex, usize, usize) {
+        let spec = crate::http::published_spec(&crate::http::api_service());
+        let name = &spec["components"]["schemas"]["ServiceInput"]["properties"]["name"];
+        let pattern = name["pattern"].as_str().expect("the name has a pattern");
+        let limit = |key: &str| name[key].as_u64().expect("the name has length limits") as usize;
+        (
+            regex::Regex::new(pattern).expect("the pattern is a regex"),
+            limit("minLength"),
+            limit("maxLength"),
+        )
+    }
+
+    /// Characters where the rules have edges: white space of every kind, control characters,
+    /// their neighbours, and ordinary letters.
+    fn name_character() -> impl Strategy<Value = char> {
+        prop_oneof![
+            Just(' '),
+            Just('\t'),
+            Just('\n'),
+            Just('\u{0}'),
+            Just('\u{7f}'),
+            Just('\u{85}'),
+            Just('\u{9f}'),
+            Just('\u{a0}'),
+            Just('\u{a1}'),
+            Just('\u{1680}'),
+            Just('\u{2000}'),
+            Just('\u{200a}'),
+            Just('\u{200b}'),
+            Just('\u{2028}'),
+            Just('\u{202f}'),
+            Just('\u{205f}'),
+            Just('\u{3000}'),
+            Just('\u{feff}'),
+            proptest::char::range('a', 'z'),
+            proptest::char::range('\u{c0}', '\u{2fff}'),
+            any::<char>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A client that validates against the spec sends exactly the names the server takes.
+        #[test]
+        fn the_spec_accepts_exactly_the_names_the_server_accepts(
+            chars in proptest::collection::vec(name_character(), 0..8),
+            padding in 0usize..3,
+        ) {
+            let (pattern, min_length, max_length) = &*NAME_SCHEMA;
+            // Now and then a name near the length limit.
+            let name: String = chars.iter().copied().chain(
+                std::iter::repeat_n('x', if padding == 2 { max_length - 4 } else { 0 })
+            ).collect();
+            let length = name.chars().count();
+            let spec_accepts =
+                pattern.is_match(&name) && (*min_length..=*max_length).contains(&length);
+            prop_assert_eq!(spec_accepts, ServiceName::parse(&name).is_ok(), "{:?}", name);
+        }
     }
 }

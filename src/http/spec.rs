@@ -19,10 +19,7 @@
 use poem_openapi::types::ToJSON;
 use serde_json::{Map, Value, json};
 
-use super::problem::ErrorCode;
-
-/// The request id in example problem bodies.
-const EXAMPLE_REQUEST_ID: &str = "2f1c0a57-6b1e-4d0c-9a55-0d6f3c1f5a10";
+use super::problem::documentation::{EXAMPLE_REQUEST_ID, described_codes, example_error};
 
 /// Finishes the spec as poem-openapi wrote it; see the module docs.
 pub fn finish(spec: &mut Value) {
@@ -107,7 +104,7 @@ fn finish_operation(operation: &mut Value) {
         if let Some(headers) = response.get_mut("headers") {
             usual_case_header_names(headers);
         }
-        add_problem_examples(response, resource_of(&operation_id));
+        add_problem_examples(response, &operation_id);
         if let Some(links) = links(&operation_id, status) {
             response["links"] = links;
         }
@@ -157,23 +154,15 @@ fn rename_keys(map: &mut Value, rename: impl Fn(&str) -> String) {
     }
 }
 
-/// The resource an operation acts on, as its id names it: `order_view` → `order`.
-fn resource_of(operation_id: &str) -> &str {
-    operation_id.split('_').next().unwrap_or_default()
-}
-
 /// Adds `examples` to a problem response: one body per problem code its description lists
-/// (see [`super::problem::describe_codes`]), named by the code, as an operation on `resource`
-/// would return it.
-fn add_problem_examples(response: &mut Value, resource: &str) {
+/// (see [`super::problem::documentation::describe_codes`]), named by the code, as the
+/// operation `operation_id` would return it.
+fn add_problem_examples(response: &mut Value, operation_id: &str) {
     let description = response
         .get("description")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let codes: Vec<ErrorCode> = ErrorCode::ALL
-        .into_iter()
-        .filter(|code| description.contains(&format!("- `{}`:", code.as_str())))
-        .collect();
+    let codes = described_codes(description);
     let Some(media_type) = response.pointer_mut("/content/application~1problem+json") else {
         return;
     };
@@ -183,11 +172,9 @@ fn add_problem_examples(response: &mut Value, resource: &str) {
     let examples: Map<String, Value> = codes
         .into_iter()
         .map(|code| {
-            let body = code
-                .example(resource)
-                .to_problem(EXAMPLE_REQUEST_ID.to_owned());
+            let body = example_error(code, operation_id).to_problem(EXAMPLE_REQUEST_ID.to_owned());
             let example = json!({
-                "summary": code.title(),
+                "summary": code.info().title,
                 "value": body.to_json().unwrap_or(Value::Null),
             });
             (code.as_str().to_owned(), example)
@@ -278,7 +265,7 @@ mod tests {
             "description": "Conflict.\n\nThe problem `code` is one of:\n- `ORDER_TIME_CONFLICT`: too close.",
             "content": { "application/problem+json": { "schema": {} } },
         });
-        add_problem_examples(&mut response, "order");
+        add_problem_examples(&mut response, "order_create");
         let examples = &response["content"]["application/problem+json"]["examples"];
         let names: Vec<&String> = examples.as_object().unwrap().keys().collect();
         assert_eq!(names, ["ORDER_TIME_CONFLICT"]);

@@ -20,7 +20,7 @@ pub enum MigrationError {
 
 impl From<tokio_postgres::Error> for MigrationError {
     fn from(error: tokio_postgres::Error) -> Self {
-        Self::Store(StoreError::from_db(error))
+        Self::Store(StoreError::from(error))
     }
 }
 

@@ -1,9 +1,10 @@
 //! Storage: the SQL that reads and writes orders and services, behind a connection pool.
 //!
-//! Every query is a prepared statement cached per connection (`prepare_cached`). Rules that
-//! must hold under concurrency (the 3-hour rule, unique names, existing services) are
-//! constraints in the schema; this module only translates their violations, in one place
-//! ([`StoreError::from_db`]), into errors the layers above can act on. It knows nothing of HTTP.
+//! Every query is a prepared statement cached per connection (`prepare_cached`), and rows are
+//! read by column name. Rules that must hold under concurrency (the 3-hour rule, unique names,
+//! existing services) are constraints in the schema; each statement that can violate one
+//! translates the violation where its meaning is known, into a [`StoreError`] the layers above
+//! can act on. It knows nothing of HTTP.
 
 pub mod migrations;
 pub mod orders;
@@ -41,7 +42,7 @@ pub fn connect_pool(config: tokio_postgres::Config, max_connections: usize) -> P
         .expect("a pool with a runtime and timeouts always builds")
 }
 
-/// Everything that can go wrong in storage, in terms the HTTP layer maps to statuses.
+/// Everything that can go wrong in storage, in terms the layers above can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("no such record")]
@@ -69,11 +70,12 @@ pub enum StoreError {
     Database(#[source] tokio_postgres::Error),
 }
 
-impl StoreError {
-    /// Maps a database error to what it means, by constraint name for integrity violations.
-    /// Callers that need details the error does not carry (which order clashed, which service
-    /// is unknown) look them up after the failed statement.
-    pub fn from_db(error: tokio_postgres::Error) -> Self {
+/// Classifies a database error by what can be done about it: wait for the database, run the
+/// write again, or report a fault. Constraint violations are not read here: their meaning
+/// depends on the statement, so each call site maps the ones it expects (see
+/// [`violated_constraint`]) and leaves the rest to this.
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
         let Some(db_error) = error.as_db_error() else {
             // No answer from the server: the connection is gone or could not be made. Anything
             // else without a server answer (a type mismatch, say) is a bug, not an outage.
@@ -86,27 +88,21 @@ impl StoreError {
                 Self::Database(error)
             };
         };
-        match (db_error.code(), db_error.constraint()) {
-            (&SqlState::EXCLUSION_VIOLATION, Some("orders_three_hour_rule")) => {
-                Self::OrderTimeConflict {
-                    conflicting_order_id: None,
-                }
-            }
-            (&SqlState::UNIQUE_VIOLATION, Some("services_name_unique_ci")) => {
-                Self::ServiceNameTaken
-            }
-            (&SqlState::FOREIGN_KEY_VIOLATION, Some("order_services_service_exists")) => {
-                // Raised on insert (the service is missing) and on delete (it is in use);
-                // callers that insert turn this into `UnknownServices`.
-                Self::ServiceInUse
-            }
-            (&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE, _) => {
+        match db_error.code() {
+            &SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE => {
                 Self::Contention(error)
             }
-            (code, _) if is_unavailable(code) => Self::Unavailable(Box::new(error)),
+            code if is_unavailable(code) => Self::Unavailable(Box::new(error)),
             _ => Self::Database(error),
         }
     }
+}
+
+/// The name of the constraint `error` reports as violated, if it is a constraint violation.
+pub(crate) fn violated_constraint(error: &tokio_postgres::Error) -> Option<&str> {
+    error
+        .as_db_error()
+        .and_then(|db_error| db_error.constraint())
 }
 
 /// Server states that mean "try again later" rather than "this request is wrong".
@@ -123,16 +119,10 @@ fn is_unavailable(code: &SqlState) -> bool {
     .contains(code)
 }
 
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        Self::from_db(error)
-    }
-}
-
 impl From<PoolError> for StoreError {
     fn from(error: PoolError) -> Self {
         match error {
-            PoolError::Backend(error) => Self::from_db(error),
+            PoolError::Backend(error) => error.into(),
             other => Self::Unavailable(Box::new(other)),
         }
     }
@@ -186,31 +176,8 @@ pub(crate) async fn why_not_written(
     })
 }
 
-/// Deletes the row of `table` with `id`, if its version is one of `expected_versions` (any
-/// when `None`); else says whether it was missing or at another version.
-pub(crate) async fn delete_versioned(
-    pool: &Pool,
-    table: &'static str,
-    id: i64,
-    expected_versions: Option<&[i64]>,
-) -> Result<(), StoreError> {
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "DELETE FROM {table} WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY ($2))"
-        ))
-        .await?;
-    match client
-        .execute(&statement, &[&id, &expected_versions])
-        .await?
-    {
-        0 => Err(why_not_written(&client, table, id).await?),
-        _ => Ok(()),
-    }
-}
-
 /// How many times a write is tried before contention is reported to the caller.
-const WRITE_ATTEMPTS: usize = 3;
+const WRITE_ATTEMPTS: u32 = 6;
 
 /// Runs `write` again when it failed in a way that another try can fix: the database aborted
 /// it to break a deadlock, or it clashed with an order that was deleted before the clash could
@@ -238,14 +205,12 @@ where
     }
 }
 
-/// How long to wait before try `attempt + 1`: growing, with jitter so that writers that
-/// collided once do not collide again in step.
-fn retry_delay(attempt: usize) -> std::time::Duration {
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|since| u64::from(since.subsec_nanos()) % 10)
-        .unwrap_or(0);
-    std::time::Duration::from_millis(10 * (1 << attempt) + jitter)
+/// How long to wait before try `attempt + 1`: exponential backoff with full jitter (a uniform
+/// draw from zero to the cap), so writers that collided once spread out instead of colliding
+/// again in step. The caps are 10, 20, 40, 80 and 160 ms: all tries fit well inside a second.
+fn retry_delay(attempt: u32) -> Duration {
+    let cap_ms = 10u64 << (attempt - 1).min(4);
+    Duration::from_millis(rand::random_range(0..=cap_ms))
 }
 
 /// Whether the database answers a trivial query: what `/readyz` reports.
@@ -264,6 +229,14 @@ pub struct Page<T, K> {
 }
 
 impl<T, K> Page<T, K> {
+    /// The last page, with nothing on it.
+    pub fn empty() -> Self {
+        Self {
+            items: Vec::new(),
+            next: None,
+        }
+    }
+
     /// Builds a page from up to `limit + 1` rows: the extra row, if present, only proves that
     /// another page exists, and the last kept row's key is where that page starts after.
     fn from_overfetched(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> Self {

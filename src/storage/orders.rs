@@ -1,9 +1,14 @@
 //! SQL for orders and the services they book.
 //!
 //! An order is read with its services in one statement (a join, never a query per row), and
-//! created in one statement. A replace is a short transaction of three (see `replace_once`
-//! for why). Either way a failed write leaves nothing behind, and writes the
-//! database aborts to break a deadlock are retried.
+//! created in one statement. A replace is a short transaction (see `replace_once` for why).
+//! Either way a failed write leaves nothing behind, and writes the database aborts to break a
+//! deadlock are retried.
+//!
+//! An order's revision (what its ETag stands for) is its own version together with the sum
+//! of the versions of the services it books, read in the same statement as their names. A
+//! rename bumps only the service's version, so it writes one row however many orders book
+//! the service, and still changes the revision of each of them.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
@@ -11,9 +16,14 @@ use rust_decimal::Decimal;
 use tokio_postgres::{Row, types::ToSql};
 
 use super::{
-    Page, Settled, StoreError, delete_versioned, retry_transient, settle, why_not_written,
+    Page, Settled, StoreError, retry_transient, settle, violated_constraint, why_not_written,
 };
 use crate::domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp};
+
+/// The exclusion constraint that is the 3-hour rule.
+const THREE_HOUR_RULE: &str = "orders_three_hour_rule";
+/// The foreign key from an order's links to the services they book.
+pub(super) const SERVICE_EXISTS: &str = "order_services_service_exists";
 
 /// An order as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,10 +32,20 @@ pub struct OrderRecord {
     pub scheduled_at: Timestamp,
     pub total_fee: Money,
     pub services: Vec<BookedService>,
-    /// Bumped on every change to what the API shows of the order.
-    pub version: i64,
+    pub revision: OrderRevision,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// What an order's representation is at: it changes whenever the order or one of the
+/// services it books changes. Versions only grow, and an order's services are fixed for each
+/// of its versions, so two different representations never share a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderRevision {
+    /// The order row's own version, bumped by every replace.
+    pub order: i64,
+    /// The sum of the versions of the services it books, bumped by any of their renames.
+    pub services: i64,
 }
 
 /// A service as an order shows it.
@@ -33,6 +53,8 @@ pub struct OrderRecord {
 pub struct BookedService {
     pub id: ServiceId,
     pub name: String,
+    /// The service's own version, which its name belongs to.
+    pub version: i64,
 }
 
 /// Where a page of orders starts: after this (scheduled_at, id).
@@ -52,40 +74,60 @@ pub struct OrderFilter {
     pub service_id: Option<ServiceId>,
 }
 
-/// The columns every order query returns, in this order: the order's own, then one booked
-/// service per row (rows of one order are adjacent and in the client's order).
-const ORDER_COLUMNS: &str =
-    "o.id, o.scheduled_at, o.total_fee, o.version, o.created_at, o.updated_at, s.id, s.name";
+/// The columns of an order row, as the write statements return them.
+const ORDER_ROW: &str = "id, scheduled_at, total_fee, version, created_at, updated_at";
+
+/// The columns every order read returns: the order's own, then one booked service per row
+/// (rows of one order are adjacent and in the client's order).
+const ORDER_COLUMNS: &str = "o.id, o.scheduled_at, o.total_fee, o.version, o.created_at, \
+     o.updated_at, s.id AS service_id, s.name AS service_name, s.version AS service_version";
 
 /// Folds rows of `ORDER_COLUMNS` (one per booked service, orders adjacent) into orders.
 fn fold_orders(rows: &[Row]) -> Vec<OrderRecord> {
     let mut orders: Vec<OrderRecord> = Vec::new();
     for row in rows {
-        let id = OrderId::from_db(row.get(0));
-        let service = BookedService {
-            id: ServiceId::from_db(row.get(6)),
-            name: row.get(7),
-        };
+        let id = OrderId::from_db(row.get("id"));
+        let service = booked_service(row);
         match orders.last_mut() {
-            Some(order) if order.id == id => order.services.push(service),
+            Some(order) if order.id == id => order.book(service),
             _ => orders.push(order_from_row(row, vec![service])),
         }
     }
     orders
 }
 
-/// An order from a row whose first columns are [`ORDER_ROW`]'s.
-fn order_from_row(row: &Row, services: Vec<BookedService>) -> OrderRecord {
-    OrderRecord {
-        id: OrderId::from_db(row.get(0)),
-        scheduled_at: stored_timestamp(row.get(1)),
-        total_fee: Money::from_decimal(row.get::<_, Decimal>(2))
-            .expect("the schema's CHECK keeps fees in range"),
-        version: row.get(3),
-        created_at: stored_timestamp(row.get(4)),
-        updated_at: stored_timestamp(row.get(5)),
-        services,
+fn booked_service(row: &Row) -> BookedService {
+    BookedService {
+        id: ServiceId::from_db(row.get("service_id")),
+        name: row.get("service_name"),
+        version: row.get("service_version"),
     }
+}
+
+impl OrderRecord {
+    fn book(&mut self, service: BookedService) {
+        self.revision.services += service.version;
+        self.services.push(service);
+    }
+}
+
+/// An order from a row whose columns include [`ORDER_ROW`]'s, booking `services`.
+fn order_from_row(row: &Row, services: Vec<BookedService>) -> OrderRecord {
+    let mut order = OrderRecord {
+        id: OrderId::from_db(row.get("id")),
+        scheduled_at: stored_timestamp(row.get("scheduled_at")),
+        total_fee: Money::from_decimal(row.get::<_, Decimal>("total_fee"))
+            .expect("the schema's CHECK keeps fees in range"),
+        revision: OrderRevision {
+            order: row.get("version"),
+            services: 0,
+        },
+        created_at: stored_timestamp(row.get("created_at")),
+        updated_at: stored_timestamp(row.get("updated_at")),
+        services: Vec::with_capacity(services.len()),
+    };
+    services.into_iter().for_each(|service| order.book(service));
+    order
 }
 
 fn stored_timestamp(instant: DateTime<Utc>) -> Timestamp {
@@ -99,6 +141,31 @@ fn single(mut orders: Vec<OrderRecord>) -> Result<OrderRecord, StoreError> {
 
 pub(super) fn raw_ids(ids: &[ServiceId]) -> Vec<i64> {
     ids.iter().map(|id| id.get()).collect()
+}
+
+/// The expected revisions as two parallel arrays, the form the statements take them in;
+/// `None` (any revision) stays `None`.
+fn revision_arrays(expected: Option<&[OrderRevision]>) -> (Option<Vec<i64>>, Option<Vec<i64>>) {
+    match expected {
+        None => (None, None),
+        Some(revisions) => (
+            Some(revisions.iter().map(|revision| revision.order).collect()),
+            Some(revisions.iter().map(|revision| revision.services).collect()),
+        ),
+    }
+}
+
+/// The condition "this order (as `orders`) is at one of the revisions in `$n` and `$n+1`, or
+/// those are NULL", computed as [`fold_orders`] computes it.
+fn at_revision(orders_param: usize) -> String {
+    let services_param = orders_param + 1;
+    format!(
+        "(${orders_param}::bigint[] IS NULL OR (orders.version, (
+             SELECT coalesce(sum(s.version), 0)::bigint
+             FROM order_services os JOIN services s ON s.id = os.service_id
+             WHERE os.order_id = orders.id
+         )) IN (SELECT * FROM unnest(${orders_param}::bigint[], ${services_param}::bigint[])))"
+    )
 }
 
 pub async fn fetch(pool: &Pool, id: OrderId) -> Result<OrderRecord, StoreError> {
@@ -117,8 +184,14 @@ pub async fn fetch(pool: &Pool, id: OrderId) -> Result<OrderRecord, StoreError> 
     single(fold_orders(&rows))
 }
 
-/// The columns of an order row, as the write statements return them.
-const ORDER_ROW: &str = "id, scheduled_at, total_fee, version, created_at, updated_at";
+/// Whether an order with this id exists.
+pub async fn exists(pool: &Pool, id: OrderId) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached("SELECT 1 FROM orders WHERE id = $1")
+        .await?;
+    Ok(client.query_opt(&statement, &[&id.get()]).await?.is_some())
+}
 
 /// Creates an order, or reports why it cannot be: its time clashes with another order's, or
 /// one of its services does not exist.
@@ -128,17 +201,14 @@ pub async fn insert(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, Stor
 
 async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, StoreError> {
     let client = pool.get().await?;
-    // One statement: the order, its links and its services' names. `ON CONFLICT ... DO NOTHING`
-    // turns a clash with the 3-hour rule into "no row" rather than an error: cheaper, and it
-    // leaves no dead tuple behind. Locking the services (`FOR KEY SHARE`, the lock the
-    // foreign key check holds anyway) makes the statement read each one's latest committed
-    // name: a rename in progress is waited for, not read from the statement's older snapshot.
-    // So the new order's version stands for the names it shows.
+    // One statement: the order, its links and its services' names and versions. `ON CONFLICT
+    // ... DO NOTHING` turns a clash with the 3-hour rule into "no row" rather than an error:
+    // cheaper, and it leaves no dead tuple behind.
     let statement = client
         .prepare_cached(&format!(
             "WITH o AS (
                  INSERT INTO orders (scheduled_at, total_fee) VALUES ($1, $2)
-                 ON CONFLICT ON CONSTRAINT orders_three_hour_rule DO NOTHING
+                 ON CONFLICT ON CONSTRAINT {THREE_HOUR_RULE} DO NOTHING
                  RETURNING {ORDER_ROW}
              ), os AS (
                  INSERT INTO order_services (order_id, service_id, position)
@@ -146,10 +216,9 @@ async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, Sto
                  FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
                  RETURNING service_id, position
              )
-             SELECT o.*, s.id, s.name
+             SELECT {ORDER_COLUMNS}
              FROM o, os JOIN services s ON s.id = os.service_id
-             ORDER BY os.position
-             FOR KEY SHARE OF s"
+             ORDER BY os.position"
         ))
         .await?;
     let service_ids = raw_ids(&draft.service_ids);
@@ -167,29 +236,34 @@ async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, Sto
     }
 }
 
-/// Replaces an order's time, fee and services, if its version is one of `expected_versions`
-/// (any version when `None`).
+/// Replaces an order's time, fee and services, if it is at one of `expected` revisions
+/// (any revision when `None`).
 pub async fn replace(
     pool: &Pool,
     id: OrderId,
     draft: &OrderDraft,
-    expected_versions: Option<&[i64]>,
+    expected: Option<&[OrderRevision]>,
 ) -> Result<OrderRecord, StoreError> {
-    retry_transient(|| replace_once(pool, id, draft, expected_versions)).await
+    retry_transient(|| replace_once(pool, id, draft, expected)).await
 }
+
+/// The key space of the advisory locks that serialise replaces near one time (see
+/// `replace_once`); the two-number form keeps it apart from the migrations' lock.
+const SLOT_LOCK_SPACE: i32 = 0x6f72_6473; // "ords"
 
 async fn replace_once(
     pool: &Pool,
     id: OrderId,
     draft: &OrderDraft,
-    expected_versions: Option<&[i64]>,
+    expected: Option<&[OrderRevision]>,
 ) -> Result<OrderRecord, StoreError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let written = async {
-        // Locks are taken in one order everywhere (services by id, then orders) so that a
-        // replace and a rename never wait on each other in a cycle: first the services this
-        // order will book, as their foreign key checks would later anyway.
+        // Locks are taken in one order everywhere (services by id, then orders, then slots)
+        // so that writers never wait on each other in a cycle. First the services this order
+        // will book, as their foreign key checks would later anyway: a delete of one of them
+        // then waits for this replace, or this replace for it, before either writes.
         let lock_services = transaction
             .prepare_cached(
                 "SELECT 1 FROM services WHERE id = ANY ($1::bigint[]) ORDER BY id FOR KEY SHARE",
@@ -197,6 +271,28 @@ async fn replace_once(
             .await?;
         let service_ids = raw_ids(&draft.service_ids);
         transaction.query(&lock_services, &[&service_ids]).await?;
+        // Then the 3-hour slots around the order's old and new times. An UPDATE cannot use
+        // `ON CONFLICT`, so two replaces moving orders near each other would each insert their
+        // new time into the exclusion index and then wait for the other's: a deadlock. Time is
+        // cut into 3-hour slots; an order at t takes slots k and k+1 (k = its slot), so any
+        // two orders less than 3 hours apart share one and replaces near each other take
+        // turns instead. Sorted, so that the slot locks themselves cannot deadlock.
+        let lock_slots = transaction
+            .prepare_cached(
+                "SELECT pg_advisory_xact_lock($1, slot)
+                 FROM (
+                     SELECT DISTINCT floor(extract(epoch FROM t) / 10800)::int + step AS slot
+                     FROM (SELECT $3::timestamptz UNION ALL
+                           SELECT scheduled_at FROM orders WHERE id = $2) AS times (t),
+                          (VALUES (0), (1)) AS steps (step)
+                 ) AS slots
+                 ORDER BY slot",
+            )
+            .await?;
+        let scheduled_at = draft.scheduled_at.as_datetime();
+        transaction
+            .query(&lock_slots, &[&SLOT_LOCK_SPACE, &id.get(), &scheduled_at])
+            .await?;
         // Then the order, by updating it: a concurrent replace of the same order waits here,
         // and the next statement's snapshot, taken after the lock, sees the links that replace
         // committed. (In one statement they would be invisible to the link deletion and
@@ -205,21 +301,24 @@ async fn replace_once(
             .prepare_cached(&format!(
                 "UPDATE orders
                  SET scheduled_at = $2, total_fee = $3, version = version + 1, updated_at = now()
-                 WHERE id = $1 AND ($4::bigint[] IS NULL OR version = ANY ($4))
-                 RETURNING {ORDER_ROW}"
+                 WHERE id = $1 AND {}
+                 RETURNING {ORDER_ROW}",
+                at_revision(4)
             ))
             .await?;
-        let params: [&(dyn ToSql + Sync); 4] = [
+        let (expected_orders, expected_services) = revision_arrays(expected);
+        let params: [&(dyn ToSql + Sync); 5] = [
             &id.get(),
-            &draft.scheduled_at.as_datetime(),
+            &scheduled_at,
             &draft.total_fee.as_decimal(),
-            &expected_versions,
+            &expected_orders,
+            &expected_services,
         ];
         let Some(row) = transaction.query_opt(&update, &params).await? else {
             return Ok(None);
         };
         // The links to drop and the links to upsert are disjoint sets of rows, which is what
-        // lets them share a statement. Names are read as in `insert_once`.
+        // lets them share a statement.
         let relink = transaction
             .prepare_cached(
                 "WITH dropped AS (
@@ -232,20 +331,16 @@ async fn replace_once(
                      ON CONFLICT (order_id, service_id) DO UPDATE SET position = excluded.position
                      RETURNING service_id, position
                  )
-                 SELECT s.id, s.name
+                 SELECT s.id AS service_id, s.name AS service_name, s.version AS service_version
                  FROM os JOIN services s ON s.id = os.service_id
-                 ORDER BY os.position
-                 FOR KEY SHARE OF s",
+                 ORDER BY os.position",
             )
             .await?;
         let services = transaction
             .query(&relink, &[&id.get(), &service_ids])
             .await?
             .iter()
-            .map(|row| BookedService {
-                id: ServiceId::from_db(row.get(0)),
-                name: row.get(1),
-            })
+            .map(booked_service)
             .collect();
         Ok(Some(order_from_row(&row, services)))
     }
@@ -257,14 +352,31 @@ async fn replace_once(
     }
 }
 
-/// Deletes an order, if its version is one of `expected_versions` (any when `None`). Its
-/// slot in the calendar is free again at once.
+/// Deletes an order, if it is at one of `expected` revisions (any when `None`). Its slot in
+/// the calendar is free again at once.
 pub async fn delete(
     pool: &Pool,
     id: OrderId,
-    expected_versions: Option<&[i64]>,
+    expected: Option<&[OrderRevision]>,
 ) -> Result<(), StoreError> {
-    delete_versioned(pool, "orders", id.get(), expected_versions).await
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "DELETE FROM orders WHERE id = $1 AND {}",
+            at_revision(2)
+        ))
+        .await?;
+    let (expected_orders, expected_services) = revision_arrays(expected);
+    match client
+        .execute(
+            &statement,
+            &[&id.get(), &expected_orders, &expected_services],
+        )
+        .await?
+    {
+        0 => Err(why_not_written(&client, "orders", id.get()).await?),
+        _ => Ok(()),
+    }
 }
 
 /// One page of orders in (scheduled_at, id) order, starting after `after`.
@@ -280,7 +392,7 @@ pub async fn list(
     let statement = client
         .prepare_cached(&format!(
             "WITH o AS (
-                 SELECT id, scheduled_at, total_fee, version, created_at, updated_at
+                 SELECT {ORDER_ROW}
                  FROM orders
                  WHERE ($1::timestamptz IS NULL OR scheduled_at >= $1)
                    AND ($2::timestamptz IS NULL OR scheduled_at < $2)
@@ -319,24 +431,25 @@ pub async fn list(
     }))
 }
 
-/// Turns a failed write into its meaning, looking up what the error does not say.
+/// Turns a failed write into its meaning, looking up what the error does not say. Runs after
+/// the failed statement's transaction has ended, since an aborted one answers no queries.
 async fn explain_write_error(
     client: &impl GenericClient,
     error: tokio_postgres::Error,
     draft: &OrderDraft,
     updating: Option<OrderId>,
 ) -> StoreError {
-    let explained = match StoreError::from_db(error) {
-        StoreError::OrderTimeConflict { .. } => find_conflict(client, draft.scheduled_at, updating)
+    let explained = match violated_constraint(&error) {
+        Some(THREE_HOUR_RULE) => find_conflict(client, draft.scheduled_at, updating)
             .await
             .map(|conflicting_order_id| StoreError::OrderTimeConflict {
                 conflicting_order_id,
             }),
-        // On insert, this foreign key fails because a service does not exist.
-        StoreError::ServiceInUse => super::services::find_missing_with(client, &draft.service_ids)
+        // A link names a service that does not exist (any more).
+        Some(SERVICE_EXISTS) => super::services::find_missing_with(client, &draft.service_ids)
             .await
             .map(StoreError::UnknownServices),
-        other => Ok(other),
+        _ => Ok(error.into()),
     };
     explained.unwrap_or_else(|lookup_error| lookup_error)
 }
@@ -363,5 +476,5 @@ async fn find_conflict(
             &[&scheduled_at.as_datetime(), &except.map(OrderId::get)],
         )
         .await?;
-    Ok(row.map(|row| OrderId::from_db(row.get(0))))
+    Ok(row.map(|row| OrderId::from_db(row.get("id"))))
 }

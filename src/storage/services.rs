@@ -1,11 +1,13 @@
 //! SQL for services.
+//!
+//! A rename writes the service's row alone: the orders that book it show its new name because
+//! they read it when they are read, and their revisions (see `super::orders`) include the
+//! service's version.
 
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 
-use super::{
-    Page, Settled, StoreError, delete_versioned, retry_transient, settle, why_not_written,
-};
+use super::{Page, StoreError, orders::SERVICE_EXISTS, violated_constraint, why_not_written};
 use crate::domain::{ServiceId, ServiceName, Timestamp};
 
 /// A service as stored.
@@ -21,15 +23,18 @@ pub struct ServiceRecord {
 
 const SERVICE_COLUMNS: &str = "id, name, version, created_at, updated_at";
 
+/// The unique index that keeps names distinct, ignoring case.
+const NAME_UNIQUE: &str = "services_name_unique_ci";
+
 fn from_row(row: &Row) -> ServiceRecord {
     let stored =
-        |index| Timestamp::from_utc(row.get(index)).expect("stored timestamps are within range");
+        |column| Timestamp::from_utc(row.get(column)).expect("stored timestamps are within range");
     ServiceRecord {
-        id: ServiceId::from_db(row.get(0)),
-        name: row.get(1),
-        version: row.get(2),
-        created_at: stored(3),
-        updated_at: stored(4),
+        id: ServiceId::from_db(row.get("id")),
+        name: row.get("name"),
+        version: row.get("version"),
+        created_at: stored("created_at"),
+        updated_at: stored("updated_at"),
     }
 }
 
@@ -59,68 +64,32 @@ pub async fn insert(pool: &Pool, name: &ServiceName) -> Result<ServiceRecord, St
         .ok_or(StoreError::ServiceNameTaken)
 }
 
-/// Renames a service, if its version is one of `expected_versions` (any when `None`). Orders
-/// that book it show its name, so their versions (and so their ETags) move on too.
+/// Renames a service, if its version is one of `expected_versions` (any when `None`).
 pub async fn rename(
     pool: &Pool,
     id: ServiceId,
     name: &ServiceName,
     expected_versions: Option<&[i64]>,
 ) -> Result<ServiceRecord, StoreError> {
-    retry_transient(|| rename_once(pool, id, name, expected_versions)).await
-}
-
-async fn rename_once(
-    pool: &Pool,
-    id: ServiceId,
-    name: &ServiceName,
-    expected_versions: Option<&[i64]>,
-) -> Result<ServiceRecord, StoreError> {
-    let mut client = pool.get().await?;
-    let transaction = client.transaction().await?;
-    let written: Result<_, tokio_postgres::Error> = async {
-        // FOR UPDATE, not the weaker lock an UPDATE of the name takes: it waits for orders
-        // that are booking this service right now (their foreign key checks hold KEY SHARE
-        // locks) and makes new bookings wait for this rename. So the orders bumped below are
-        // exactly the ones that show the old name.
-        let lock = transaction
-            .prepare_cached("SELECT 1 FROM services WHERE id = $1 FOR UPDATE")
-            .await?;
-        transaction.query_opt(&lock, &[&id.get()]).await?;
-        let rename = transaction
-            .prepare_cached(&format!(
-                "UPDATE services
-                 SET name = $2, version = version + 1, updated_at = now()
-                 WHERE id = $1 AND ($3::bigint[] IS NULL OR version = ANY ($3))
-                 RETURNING {SERVICE_COLUMNS}"
-            ))
-            .await?;
-        let Some(row) = transaction
-            .query_opt(&rename, &[&id.get(), &name.as_str(), &expected_versions])
-            .await?
-        else {
-            return Ok(None);
-        };
-        // Orders are locked in id order, as everywhere, so two renames bumping the same orders
-        // cannot deadlock.
-        let bump_orders = transaction
-            .prepare_cached(
-                "UPDATE orders SET version = version + 1
-                 WHERE id IN (
-                     SELECT o.id FROM orders o JOIN order_services os ON os.order_id = o.id
-                     WHERE os.service_id = $1
-                     ORDER BY o.id
-                     FOR NO KEY UPDATE OF o)",
-            )
-            .await?;
-        transaction.execute(&bump_orders, &[&id.get()]).await?;
-        Ok(Some(from_row(&row)))
-    }
-    .await;
-    match settle(transaction, written).await? {
-        Settled::Written(service) => Ok(service),
-        Settled::NoRow => Err(why_not_written(&client, "services", id.get()).await?),
-        Settled::Failed(error) => Err(StoreError::from_db(error)),
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "UPDATE services
+             SET name = $2, version = version + 1, updated_at = now()
+             WHERE id = $1 AND ($3::bigint[] IS NULL OR version = ANY ($3))
+             RETURNING {SERVICE_COLUMNS}"
+        ))
+        .await?;
+    match client
+        .query_opt(&statement, &[&id.get(), &name.as_str(), &expected_versions])
+        .await
+    {
+        Ok(Some(row)) => Ok(from_row(&row)),
+        Ok(None) => Err(why_not_written(&client, "services", id.get()).await?),
+        Err(error) if violated_constraint(&error) == Some(NAME_UNIQUE) => {
+            Err(StoreError::ServiceNameTaken)
+        }
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -131,7 +100,24 @@ pub async fn delete(
     id: ServiceId,
     expected_versions: Option<&[i64]>,
 ) -> Result<(), StoreError> {
-    delete_versioned(pool, "services", id.get(), expected_versions).await
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "DELETE FROM services WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY ($2))",
+        )
+        .await?;
+    match client
+        .execute(&statement, &[&id.get(), &expected_versions])
+        .await
+    {
+        Ok(0) => Err(why_not_written(&client, "services", id.get()).await?),
+        Ok(_) => Ok(()),
+        // On a delete, the links' foreign key fails because an order still books the service.
+        Err(error) if violated_constraint(&error) == Some(SERVICE_EXISTS) => {
+            Err(StoreError::ServiceInUse)
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// One page of services in id order, starting after `after`.
@@ -184,6 +170,6 @@ pub(super) async fn find_missing_with(
         .await?;
     Ok(rows
         .iter()
-        .map(|row| ServiceId::from_db(row.get(0)))
+        .map(|row| ServiceId::from_db(row.get("id")))
         .collect())
 }

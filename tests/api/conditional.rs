@@ -92,7 +92,7 @@ async fn put_with_a_stale_if_match_returns_412_and_changes_nothing() {
     let response = client
         .order_update()
         .id(&before.id)
-        .if_match(&held)
+        .if_match(held.as_str())
         .body(update.clone())
         .send()
         .await
@@ -104,7 +104,7 @@ async fn put_with_a_stale_if_match_returns_412_and_changes_nothing() {
     let response = client
         .order_update()
         .id(&before.id)
-        .if_match(&held)
+        .if_match(held.as_str())
         .body(update)
         .send()
         .await;
@@ -137,7 +137,7 @@ async fn delete_honours_if_match() {
     let response = client
         .order_delete()
         .id(&order.id)
-        .if_match(&etag)
+        .if_match(etag.as_str())
         .send()
         .await
         .unwrap();
@@ -192,7 +192,7 @@ async fn service_writes_honour_if_match_and_reads_if_none_match() {
     let response = client
         .service_update()
         .id(&id)
-        .if_match(&etag)
+        .if_match(etag.as_str())
         .body(service_input("X"))
         .send()
         .await
@@ -275,4 +275,80 @@ async fn an_if_match_list_on_several_lines_is_read_as_one_list() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let gone = app.client().order_view().id(&order.id).send().await;
     expect_problem(gone, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+/// RFC 9110 (13.1.1): `If-Match: *` is false when there is no current representation, so a
+/// write to a missing resource under it fails its precondition rather than finding nothing.
+#[tokio::test]
+async fn if_match_star_on_a_missing_order_or_service_is_412() {
+    let app = spawn_app().await;
+    let service = app.create_service("Inspection").await;
+    let client = app.client();
+
+    let replace = client
+        .order_update()
+        .id("999")
+        .if_match("*")
+        .body(order_input("2022-11-05T00:00:00Z", 5.0, &[&service]))
+        .send()
+        .await;
+    expect_problem(
+        replace,
+        StatusCode::PRECONDITION_FAILED,
+        "PRECONDITION_FAILED",
+    );
+    let delete = client.order_delete().id("999").if_match("*").send().await;
+    expect_problem(
+        delete,
+        StatusCode::PRECONDITION_FAILED,
+        "PRECONDITION_FAILED",
+    );
+    let rename = client
+        .service_update()
+        .id("999")
+        .if_match("*")
+        .body(service_input("Other"))
+        .send()
+        .await;
+    expect_problem(
+        rename,
+        StatusCode::PRECONDITION_FAILED,
+        "PRECONDITION_FAILED",
+    );
+    let delete = client.service_delete().id("abc").if_match("*").send().await;
+    expect_problem(
+        delete,
+        StatusCode::PRECONDITION_FAILED,
+        "PRECONDITION_FAILED",
+    );
+
+    // Without the header, the same writes find nothing.
+    let delete = client.order_delete().id("999").send().await;
+    expect_problem(delete, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+/// An empty `If-Match` is no list of tags at all; the spec says `minLength: 1` and the server
+/// refuses it, changing nothing.
+#[tokio::test]
+async fn an_empty_if_match_is_400_and_changes_nothing() {
+    let (app, _, order, etag) = app_with_order().await;
+
+    let delete = app
+        .http
+        .delete(app.url(&format!("/orders/{}", order.id)))
+        .header("if-match", "")
+        .send()
+        .await
+        .unwrap();
+
+    let body = assert_problem(delete, StatusCode::BAD_REQUEST, "INVALID_PARAMETER").await;
+    assert_eq!(body["detail"], "If-Match: must not be empty");
+    let current = app
+        .client()
+        .order_view()
+        .id(&order.id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crate::helpers::etag(&current), etag, "unchanged");
 }

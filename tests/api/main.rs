@@ -11,6 +11,7 @@ mod listing;
 mod migrations;
 mod openapi;
 mod orders;
+mod scale;
 mod seed;
 mod services;
 mod three_hour_rule;

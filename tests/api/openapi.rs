@@ -317,6 +317,10 @@ async fn the_spec_example_problems_are_what_the_server_really_says() {
             http.get(app.url("/orders/999")),
         ),
         (
+            ("/orders/{id}", "delete", "INVALID_PARAMETER"),
+            http.delete(app.url("/orders/223")).header("if-match", ""),
+        ),
+        (
             ("/orders/{id}", "delete", "PRECONDITION_FAILED"),
             http.delete(app.url("/orders/223"))
                 .header("if-match", "\"999\""),

@@ -170,7 +170,7 @@ async fn an_order_can_be_created_read_listed_replaced_and_deleted() {
     let replaced = client
         .order_update()
         .id(id)
-        .if_match(&created_etag)
+        .if_match(created_etag.as_str())
         .body(order_input("2022-11-01T08:00:00Z", 250.5, &[&analysis]))
         .send()
         .await
@@ -200,7 +200,7 @@ async fn an_order_can_be_created_read_listed_replaced_and_deleted() {
     let deleted = client
         .order_delete()
         .id(id)
-        .if_match(&replaced_etag)
+        .if_match(replaced_etag.as_str())
         .send()
         .await
         .unwrap();

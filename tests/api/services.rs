@@ -69,7 +69,7 @@ async fn a_service_can_be_created_read_listed_renamed_and_deleted() {
     let renamed = client
         .service_update()
         .id(id)
-        .if_match(&created_etag)
+        .if_match(created_etag.as_str())
         .body(service_input("Full inspection"))
         .send()
         .await
@@ -89,7 +89,7 @@ async fn a_service_can_be_created_read_listed_renamed_and_deleted() {
     let deleted = client
         .service_delete()
         .id(id)
-        .if_match(&renamed_etag)
+        .if_match(renamed_etag.as_str())
         .send()
         .await
         .unwrap();

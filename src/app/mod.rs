@@ -1,0 +1,78 @@
+//! The application: what each operation decides, between the HTTP layer (which parses
+//! requests and maps outcomes to responses) and storage (which speaks SQL).
+//!
+//! Here it is decided which error wins when a request has several faults, what must be looked
+//! up and in which order, and what a precondition means for a missing record. Functions take
+//! the shared [`AppState`] and values the HTTP layer has already parsed into domain types, and
+//! return records or an [`AppError`]; they know nothing of HTTP. Cross-cutting rules of the
+//! operations (who may call them, what else a write must record) belong here too.
+
+mod error;
+pub mod orders;
+pub mod services;
+
+use deadpool_postgres::Pool;
+
+pub use self::error::{AppError, Resource};
+use crate::storage::{self, StoreError};
+
+/// What every operation runs against. Cheap to clone: it is handles all the way down.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+}
+
+impl AppState {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+/// What a write asks of the record's current version, from `If-Match`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition<R> {
+    /// None asked: write whatever the version (the record must exist: else 404).
+    None,
+    /// `*`: the record must exist, at any version (else the precondition fails).
+    Exists,
+    /// The record must be at one of these revisions. May be empty (tags that are not ours),
+    /// which nothing matches.
+    OneOf(Vec<R>),
+}
+
+impl<R> Precondition<R> {
+    /// The revisions to pass to storage; `None` means any.
+    fn revisions(&self) -> Option<&[R]> {
+        match self {
+            Self::None | Self::Exists => None,
+            Self::OneOf(revisions) => Some(revisions),
+        }
+    }
+
+    /// What a write's "no such record" means under this precondition: RFC 9110 (13.1.1) says
+    /// `If-Match: *` is false when there is no current representation, so that is a failed
+    /// precondition, not a missing record.
+    fn missing(&self, resource: Resource, id: &str) -> AppError {
+        match self {
+            Self::None => AppError::not_found(resource, id),
+            Self::Exists | Self::OneOf(_) => AppError::PreconditionFailed,
+        }
+    }
+
+    /// Maps a storage error from a write under this precondition to the `resource` with `id`.
+    fn on<'a>(
+        &'a self,
+        resource: Resource,
+        id: &'a str,
+    ) -> impl FnOnce(StoreError) -> AppError + 'a {
+        move |error| match error {
+            StoreError::NotFound => self.missing(resource, id),
+            other => other.into(),
+        }
+    }
+}
+
+/// Whether the database answers: what readiness reports.
+pub async fn ready(state: &AppState) -> Result<(), AppError> {
+    Ok(storage::ping(&state.pool).await?)
+}

@@ -1,0 +1,168 @@
+//! The one table of problem codes: for each stable `code`, its HTTP status, title, type URI and
+//! meaning. Responses, the spec's per-operation error documentation and the README's
+//! status-code table are all derived from it; a test keeps the README's copy true.
+//!
+//! Adding a code is one row here, then the variant of [`super::ApiError`] that carries it.
+
+/// Bodies larger than this many KiB are refused with 413. A macro, so that the number can be
+/// spliced into the table's text with `concat!` and is written only here.
+macro_rules! max_body_kib {
+    () => {
+        64
+    };
+}
+
+/// Bodies larger than this are refused with 413 before they are parsed.
+pub const MAX_BODY_BYTES: usize = max_body_kib!() * 1024;
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeInfo {
+    /// The stable, UPPER_SNAKE identifier programs branch on.
+    pub code: &'static str,
+    pub status: u16,
+    /// A short summary of the kind of problem, the body's `title`.
+    pub title: &'static str,
+    /// The body's `type`: a URI naming the kind of problem.
+    pub type_uri: &'static str,
+    /// When the code is returned, in one line (for the spec and the README).
+    pub meaning: &'static str,
+}
+
+/// Declares [`ErrorCode`] and its table from one row per code.
+macro_rules! error_codes {
+    ($($variant:ident = ($status:literal, $code:literal, $slug:literal, $title:literal, $meaning:expr);)+) => {
+        /// A problem's stable `code`: what a program branches on. Each code has one status.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($variant),+
+        }
+
+        impl ErrorCode {
+            /// Every code, in the table's order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            /// This code's row of the table.
+            pub const fn info(self) -> &'static CodeInfo {
+                match self {
+                    $(Self::$variant => &CodeInfo {
+                        code: $code,
+                        status: $status,
+                        title: $title,
+                        type_uri: concat!("urn:problem-type:orders:", $slug),
+                        meaning: $meaning,
+                    }),+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    MalformedJson = (400, "MALFORMED_JSON", "malformed-json", "Malformed JSON",
+        "the body is not JSON at all");
+    InvalidBody = (400, "INVALID_BODY", "invalid-body", "Invalid request body",
+        "the body is JSON but not what the operation accepts (a missing, unknown or mistyped field, or a value out of range); `detail` names the field");
+    InvalidParameter = (400, "INVALID_PARAMETER", "invalid-parameter", "Invalid parameter",
+        "a query parameter or header is malformed or out of range; `detail` names it");
+    NotFound = (404, "NOT_FOUND", "not-found", "Not found",
+        "no resource has this id (any id the server did not assign, whatever its form), or nothing is at this path");
+    MethodNotAllowed = (405, "METHOD_NOT_ALLOWED", "method-not-allowed", "Method not allowed",
+        "the path exists but not with this method; `Allow` lists the methods it has");
+    OrderTimeConflict = (409, "ORDER_TIME_CONFLICT", "order-time-conflict", "Order time conflict",
+        "another order is less than 3 hours away; `conflicting_order_id` names it");
+    ServiceNameTaken = (409, "SERVICE_NAME_TAKEN", "service-name-taken", "Service name taken",
+        "another service has this name, ignoring case");
+    ServiceInUse = (409, "SERVICE_IN_USE", "service-in-use", "Service in use",
+        "an order books the service; change or delete those orders first");
+    PreconditionFailed = (412, "PRECONDITION_FAILED", "precondition-failed", "Precondition failed",
+        "`If-Match` matches no current `ETag` (for `*`: the resource does not exist); nothing changed");
+    PayloadTooLarge = (413, "PAYLOAD_TOO_LARGE", "payload-too-large", "Payload too large",
+        concat!("the body is larger than ", max_body_kib!(), " KiB"));
+    UnsupportedMediaType = (415, "UNSUPPORTED_MEDIA_TYPE", "unsupported-media-type", "Unsupported media type",
+        "the body is not declared as `application/json`");
+    UnknownService = (422, "UNKNOWN_SERVICE", "unknown-service", "Unknown service",
+        "a well-formed order names services that do not exist; `unknown_service_ids` lists them");
+    Internal = (500, "INTERNAL", "internal", "Internal server error",
+        "a fault on the server's side, never a client's mistake; the log has the cause, keyed by `request_id`");
+    DatabaseUnavailable = (503, "DATABASE_UNAVAILABLE", "database-unavailable", "Database unavailable",
+        "the database cannot be reached; retry after `Retry-After` seconds");
+    Contended = (503, "CONTENDED", "contended", "Too much contention",
+        "concurrent writes kept aborting this one, even after retries; nothing changed; retry after `Retry-After` seconds");
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        self.info().code
+    }
+
+    pub fn status(self) -> u16 {
+        self.info().status
+    }
+}
+
+/// The README's status-code table rows for errors, one per code, as the README shows them.
+pub fn readme_rows() -> String {
+    ErrorCode::ALL
+        .iter()
+        .map(|code| {
+            let info = code.info();
+            let mut letters = info.meaning.chars();
+            let first = letters.next().map(|c| c.to_uppercase().to_string());
+            let when = first.unwrap_or_default() + letters.as_str();
+            format!("| {} | {when} | `{}` |\n", info.status, info.code)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn codes_and_type_uris_are_unique_and_well_formed() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            let info = code.info();
+            assert!(seen.insert(info.code), "{} twice", info.code);
+            assert!(
+                info.code
+                    .bytes()
+                    .all(|byte| byte.is_ascii_uppercase() || byte == b'_'),
+                "{} is not UPPER_SNAKE",
+                info.code
+            );
+            let slug = info.code.to_ascii_lowercase().replace('_', "-");
+            assert_eq!(info.type_uri, format!("urn:problem-type:orders:{slug}"));
+            assert!((400..600).contains(&info.status), "{info:?}");
+            assert!(
+                !info.meaning.ends_with('.'),
+                "{info:?}: the spec adds the full stop"
+            );
+        }
+    }
+
+    /// The README's table of status codes lists, after the successes, one row per problem
+    /// code; those rows are the table's, in its order, word for word.
+    #[test]
+    fn the_readme_status_table_lists_every_code_as_the_table_does() {
+        let readme = include_str!("../../../README.md");
+        let (_, section) = readme
+            .split_once("### Status codes")
+            .expect("the README has a status-code section");
+        let error_rows: String = section
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .filter(|line| line.starts_with("| 4") || line.starts_with("| 5"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(
+            error_rows == readme_rows(),
+            "the README's error rows differ from the code table; they should read:\n{}",
+            readme_rows()
+        );
+    }
+}
