@@ -11,6 +11,6 @@ mod timestamp;
 
 pub use ids::{OrderId, ServiceId};
 pub use money::{Money, MoneyError};
-pub use order::{MAX_SERVICES_PER_ORDER, OrderDraft, OrderDraftError, OrderRequest};
+pub use order::{MAX_SERVICES_PER_ORDER, OrderDraft, OrderDraftError};
 pub use service_name::{ServiceName, ServiceNameError};
 pub use timestamp::{Timestamp, TimestampError};

@@ -17,15 +17,6 @@ pub struct OrderDraft {
     pub service_ids: Vec<ServiceId>,
 }
 
-/// An order as a client asked for it, before its services are looked up: its services are
-/// ids exactly as the client wrote them, which may name no service at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRequest {
-    pub scheduled_at: Timestamp,
-    pub total_fee: Money,
-    pub service_ids: Vec<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrderDraftError {
     #[error("must name at least one service")]

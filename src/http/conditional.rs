@@ -21,12 +21,11 @@ impl Revision for i64 {
     }
 
     fn from_opaque(opaque: &str) -> Option<Self> {
-        // Our tags are digits only: `+3` or ` 3` are someone else's.
-        opaque
-            .bytes()
-            .all(|byte| byte.is_ascii_digit())
-            .then(|| opaque.parse().ok())
-            .flatten()
+        // Strong comparison is character by character, so only the one spelling we write is
+        // ours: digits, no sign, no leading zero (`"03"` is not `"3"`).
+        let ours = opaque.bytes().all(|byte| byte.is_ascii_digit())
+            && (opaque == "0" || !opaque.starts_with('0'));
+        ours.then(|| opaque.parse().ok()).flatten()
     }
 }
 
@@ -111,7 +110,15 @@ mod tests {
             if_match::<OrderRevision>(Some("\"3.5\"")),
             Precondition::OneOf(vec![revision(3, 5)])
         );
-        for foreign in ["\"3\"", "\"3.5.1\"", "\"3.x\"", "\".5\"", "\"+3.5\""] {
+        for foreign in [
+            "\"3\"",
+            "\"3.5.1\"",
+            "\"3.x\"",
+            "\".5\"",
+            "\"+3.5\"",
+            "\"03.5\"",
+            "\"3.05\"",
+        ] {
             assert_eq!(
                 if_match::<OrderRevision>(Some(foreign)),
                 Precondition::OneOf(vec![]),
@@ -130,6 +137,7 @@ mod tests {
             Precondition::OneOf(vec![1, 4])
         );
         assert_eq!(if_match::<i64>(Some("3")), Precondition::OneOf(vec![]));
+        assert_eq!(if_match::<i64>(Some("\"03\"")), Precondition::OneOf(vec![]));
     }
 
     #[test]

@@ -21,10 +21,13 @@ use tracing::Instrument;
 
 use super::{
     input::FIELD_ERROR_MARKER,
-    problem::{ApiError, MAX_BODY_BYTES, REQUEST_ID, documentation::EMPTY_IF_MATCH, error_chain},
+    problem::{ApiError, ErrorCode, MAX_BODY_BYTES, REQUEST_ID, error_chain},
 };
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// What the server says of an empty `If-Match`, which the spec refuses with `minLength: 1`.
+pub const EMPTY_IF_MATCH: &str = "must not be empty";
 
 /// Which methods each path accepts, for the `Allow` header of a 405.
 #[derive(Debug, Default)]
@@ -166,7 +169,7 @@ impl<E> EdgeEndpoint<E> {
             .unwrap_or_default()
             .trim();
         if reads_body && !essence.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(ApiError::new(ErrorCode::UnsupportedMediaType));
         }
         Ok(())
     }
@@ -175,34 +178,35 @@ impl<E> EdgeEndpoint<E> {
     fn to_api_error(&self, error: &poem::Error, path: &str) -> ApiError {
         if let Some(payload) = error.downcast_ref::<ParseRequestPayloadError>() {
             return match payload.reason.split_once(FIELD_ERROR_MARKER) {
-                Some((_, detail)) => ApiError::InvalidBody(detail.to_owned()),
+                Some((_, detail)) => ApiError::with_detail(ErrorCode::InvalidBody, detail),
                 None => ApiError::not_json(&payload.reason),
             };
         }
         if error.is::<ContentTypeError>() {
-            return ApiError::UnsupportedMediaType;
+            return ApiError::new(ErrorCode::UnsupportedMediaType);
         }
         if let Some(param) = error.downcast_ref::<ParseParamError>() {
-            return ApiError::InvalidParameter(format!(
-                "{}: {}",
-                param.name,
-                parameter_problem(&param.reason)
-            ));
+            let problem = parameter_problem(&param.reason);
+            let detail = format!("{}: {problem}", param.name);
+            return ApiError::with_detail(ErrorCode::InvalidParameter, detail);
         }
         if error.is::<NotFoundError>() {
-            return ApiError::NotFound(format!("there is nothing at {path}"));
+            return ApiError::with_detail(
+                ErrorCode::NotFound,
+                format!("there is nothing at {path}"),
+            );
         }
         if error.is::<MethodNotAllowedError>()
             && let Some(allow) = self.routes.allow(path)
         {
-            return ApiError::MethodNotAllowed { allow };
+            return ApiError::method_not_allowed(allow);
         }
         if error.status().is_client_error() {
             tracing::warn!(error = %error, status = error.status().as_u16(), "unmapped client error");
-            return ApiError::InvalidParameter(error.to_string());
+            return ApiError::with_detail(ErrorCode::InvalidParameter, error.to_string());
         }
         tracing::error!(error = %error_chain(error), "unhandled error");
-        ApiError::Internal
+        ApiError::new(ErrorCode::Internal)
     }
 }
 
@@ -214,7 +218,7 @@ fn parameter_problem(reason: &str) -> String {
     if reason.starts_with("failed to parse \"integer_") {
         return "must be an integer".to_owned();
     }
-    // The only length rule on a parameter: `If-Match` is not empty.
+    // The only length rule on a parameter is `If-Match`'s `minLength: 1`.
     if reason.ends_with("verification failed. minLength(1)") {
         return EMPTY_IF_MATCH.to_owned();
     }
@@ -276,7 +280,7 @@ fn request_id(request: &Request) -> String {
 /// Reads the body into memory, refusing it if it is over the limit, and puts it back for the
 /// handler. Bodies are small JSON documents, so buffering them costs nothing worth saving.
 async fn buffer_body(request: &mut Request) -> Result<(), ApiError> {
-    let too_large = ApiError::PayloadTooLarge;
+    let too_large = ApiError::new(ErrorCode::PayloadTooLarge);
     let declared_length = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -292,9 +296,10 @@ async fn buffer_body(request: &mut Request) -> Result<(), ApiError> {
         }
         // A chunked body without a declared length is caught here, as it streams in.
         Err(ReadBodyError::PayloadTooLarge) => Err(too_large),
-        Err(error) => Err(ApiError::MalformedJson(format!(
-            "the request body could not be read: {error}"
-        ))),
+        Err(error) => Err(ApiError::with_detail(
+            ErrorCode::MalformedJson,
+            format!("the request body could not be read: {error}"),
+        )),
     }
 }
 

@@ -6,7 +6,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use super::{
     ApiTags,
     problem::{
-        ApiError,
+        ApiError, ErrorCode,
         documentation::{OperationError, operation_codes},
         error_chain,
     },
@@ -64,7 +64,7 @@ impl HealthApi {
             Ok(()) => Ok(Healthy::ok()),
             Err(error) => {
                 tracing::warn!(error = %error_chain(&error), "not ready");
-                Err(ApiError::Unavailable.into())
+                Err(ApiError::new(ErrorCode::DatabaseUnavailable).into())
             }
         }
     }

@@ -63,9 +63,12 @@ pub fn api_service() -> OpenApiService<Api, ()> {
     )
 }
 
-/// The spec as YAML, as committed in `openapi.yaml`.
+/// The spec as YAML, as committed in `openapi.yaml`. poem-openapi's own `spec_yaml` cannot be
+/// used: with serde_json's `arbitrary_precision` (which keeps money exact) a JSON number only
+/// serialises correctly through serde_json, and YAML would show every example number as a
+/// `$serde_json::private::Number` map. So the finished JSON spec is written as YAML.
 pub fn spec_yaml() -> String {
-    yaml_from_json(&published_spec(&api_service()))
+    yaml::to_yaml(&published_spec(&api_service()))
 }
 
 /// The spec as published: derived by poem-openapi, then finished (see [`spec`]).
@@ -75,20 +78,12 @@ pub fn published_spec(service: &OpenApiService<Api, ()>) -> serde_json::Value {
     spec
 }
 
-/// Converts the JSON spec to YAML. poem-openapi's own `spec_yaml` cannot be used: with
-/// serde_json's `arbitrary_precision` (which keeps money exact) a JSON number only serialises
-/// correctly through serde_json, and YAML would show every example number as a
-/// `$serde_json::private::Number` map.
-fn yaml_from_json(spec: &serde_json::Value) -> String {
-    yaml::to_yaml(spec)
-}
-
 /// The whole application: API, spec, docs, and the edge middleware around all of them.
 pub fn app(state: AppState) -> impl Endpoint {
     let service = api_service();
     let spec = published_spec(&service);
     let spec_json = serde_json::to_string_pretty(&spec).expect("a JSON value always serialises");
-    let spec_yaml = yaml_from_json(&spec);
+    let spec_yaml = yaml::to_yaml(&spec);
     // Swagger UI embeds the spec poem-openapi derived; show the finished one instead.
     let derived_spec = service.spec();
     let docs_html = service

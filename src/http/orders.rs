@@ -19,9 +19,9 @@ use super::{
 use crate::{
     app::{
         self, AppState,
-        orders::{OrderFilter, OrderQuery, OrderRecord},
+        orders::{OrderQuery, OrderRecord, OrderRequest},
     },
-    domain::{Money, OrderRequest, Timestamp},
+    domain::{Money, Timestamp},
 };
 
 /// An order: a time slot, a fee and the services booked.
@@ -300,11 +300,8 @@ impl OrdersApi {
         service_id: Query<Option<String>>,
     ) -> Result<OrderListed, OperationError<ListErrors>> {
         let query = OrderQuery {
-            filter: OrderFilter {
-                from: from.0,
-                to: to.0,
-                service_id: None,
-            },
+            from: from.0,
+            to: to.0,
             service_id: service_id.0,
             after: page_token
                 .0

@@ -6,7 +6,7 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::DateTime;
 
-use super::problem::ApiError;
+use super::problem::{ApiError, ErrorCode};
 use crate::{
     app::orders::OrderCursor,
     domain::{OrderId, ServiceId, Timestamp},
@@ -37,7 +37,8 @@ pub fn page_size(requested: Option<PageSize>) -> usize {
 }
 
 fn invalid_token() -> ApiError {
-    ApiError::InvalidParameter(
+    ApiError::with_detail(
+        ErrorCode::InvalidParameter,
         "page_token: is not a token this API issued; pass next_page_token from a previous page unchanged".to_owned(),
     )
 }

@@ -32,7 +32,7 @@ fn write_mapping(out: &mut String, mapping: &Value, indent: usize) {
         if index > 0 || out.is_empty() || out.ends_with('\n') {
             out.push_str(&" ".repeat(indent));
         }
-        out.push_str(&string_text(key, indent));
+        out.push_str(&key_text(key));
         out.push(':');
         write_value(out, value, indent, true);
     }
@@ -86,15 +86,18 @@ fn scalar_text(value: &Value, indent: usize) -> String {
     }
 }
 
-/// A string as a scalar: a literal block when it has several lines, plain when that is
-/// unambiguous, else single-quoted (or double-quoted, with escapes, when it holds characters
-/// that cannot be written as they are).
+/// A string as a scalar: a literal block when it has several lines and reads back exactly so,
+/// plain when that is unambiguous, else single-quoted, or double-quoted with escapes when it
+/// holds characters that YAML does not let stand as they are.
 fn string_text(text: &str, indent: usize) -> String {
-    if text.chars().any(|c| c.is_control() && c != '\n') {
-        return serde_json::to_string(text).expect("a string always serialises");
+    if text.chars().any(must_be_escaped) {
+        return double_quoted(text);
     }
     if text.contains('\n') {
-        return literal_block(text, indent);
+        return match literal_block(text, indent) {
+            Some(block) => block,
+            None => double_quoted(text),
+        };
     }
     if is_plain_safe(text) {
         return text.to_owned();
@@ -102,26 +105,62 @@ fn string_text(text: &str, indent: usize) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-fn literal_block(text: &str, indent: usize) -> String {
-    // `|-` drops the final line break, `|` keeps one, `|+` keeps them all; an indentation
-    // indicator is needed when the first line starts with a space.
-    let chomping = match text.strip_suffix('\n') {
-        None => "-",
-        Some(rest) if !rest.ends_with('\n') => "",
-        Some(_) => "+",
-    };
-    let indicator = if text.starts_with(' ') { "2" } else { "" };
-    let body = text.strip_suffix('\n').unwrap_or(text);
+/// A mapping key: never a block, which cannot be a key.
+fn key_text(key: &str) -> String {
+    if key.contains('\n') || key.chars().any(must_be_escaped) {
+        return double_quoted(key);
+    }
+    string_text(key, 0)
+}
+
+/// Characters that YAML 1.1 or 1.2 readers do not take as printable text in a scalar, or
+/// take for line breaks (NEL, the line and paragraph separators), or may drop (a BOM).
+fn must_be_escaped(c: char) -> bool {
+    (c.is_control() && c != '\n')
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+}
+
+fn double_quoted(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            '\t' => quoted.push_str("\\t"),
+            c if must_be_escaped(c) => match u32::from(c) {
+                code @ 0..=0xff => quoted.push_str(&format!("\\x{code:02X}")),
+                code => quoted.push_str(&format!("\\u{code:04X}")),
+            },
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// `text` as a `|-` literal block at `indent`, when it reads back exactly: it does not end
+/// with a line break (which `-` would drop), and its first line with text does not start
+/// with a space (which would be taken for the block's indentation).
+fn literal_block(text: &str, indent: usize) -> Option<String> {
+    let first_with_text = text.split('\n').find(|line| !line.is_empty())?;
+    if text.ends_with('\n') || first_with_text.starts_with(' ') || indent == 0 {
+        return None;
+    }
     let pad = " ".repeat(indent);
-    let mut block = format!("|{indicator}{chomping}");
-    for line in body.split('\n') {
+    let mut block = "|-".to_owned();
+    for line in text.split('\n') {
         block.push('\n');
         if !line.is_empty() {
             block.push_str(&pad);
             block.push_str(line);
         }
     }
-    block
+    Some(block)
 }
 
 /// Whether `text` reads back as this same string when written plain, in YAML 1.1 and 1.2.
@@ -180,6 +219,9 @@ mod tests {
             ("detail: it's wrong", "'detail: it''s wrong'"),
             ("", "''"),
             ("tab\there", "\"tab\\there\""),
+            ("a\u{7f}b", "\"a\\x7Fb\""),
+            ("x\u{85}y", "\"x\\x85y\""),
+            ("x\u{2028}y", "\"x\\u2028y\""),
             ("The new order's URL.", "The new order's URL."),
             ("application/json", "application/json"),
         ] {
@@ -194,5 +236,53 @@ mod tests {
             to_yaml(&value),
             "description: |-\n  First.\n\n  - `CODE`: meaning.\n"
         );
+    }
+
+    /// Reads YAML back with an independent reader, as JSON.
+    fn read_back(yaml: &str) -> Value {
+        use yaml_rust2::{Yaml, YamlLoader};
+        fn convert(yaml: &Yaml) -> Value {
+            match yaml {
+                Yaml::Null => Value::Null,
+                Yaml::Boolean(flag) => Value::Bool(*flag),
+                Yaml::Integer(integer) => Value::from(*integer),
+                Yaml::Real(text) => Value::Number(text.parse().expect("a YAML real is a number")),
+                Yaml::String(text) => Value::String(text.clone()),
+                Yaml::Array(items) => Value::Array(items.iter().map(convert).collect()),
+                Yaml::Hash(members) => Value::Object(
+                    members
+                        .iter()
+                        .map(|(key, value)| {
+                            let Yaml::String(key) = key else {
+                                panic!("keys are strings, got {key:?}")
+                            };
+                            (key.clone(), convert(value))
+                        })
+                        .collect(),
+                ),
+                other => panic!("unexpected YAML node {other:?}"),
+            }
+        }
+        let documents = YamlLoader::load_from_str(yaml).expect("the YAML parses");
+        convert(&documents[0])
+    }
+
+    #[test]
+    fn the_published_spec_reads_back_as_the_same_value() {
+        let spec = crate::http::published_spec(&crate::http::api_service());
+        assert_eq!(read_back(&to_yaml(&spec)), spec);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any string, as a key or a value, at any depth, reads back as itself.
+        #[test]
+        fn any_string_reads_back_as_itself(
+            text in "(?s)[ -~\\t\\n\\r\\x00-\\x1f\\x7f-\\xa0\\u{2028}\\u{feff}é #:'\"|>-]{0,12}",
+        ) {
+            let value = json!({ "key": text.clone(), text.clone(): [text.clone(), { "deeper": text.clone() }] });
+            proptest::prop_assert_eq!(read_back(&to_yaml(&value)), value);
+        }
     }
 }

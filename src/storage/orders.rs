@@ -184,13 +184,42 @@ pub async fn fetch(pool: &Pool, id: OrderId) -> Result<OrderRecord, StoreError> 
     single(fold_orders(&rows))
 }
 
-/// Whether an order with this id exists.
-pub async fn exists(pool: &Pool, id: OrderId) -> Result<bool, StoreError> {
+/// Whether the order exists at one of `expected` revisions (any when `None`): Ok, or why not
+/// ([`StoreError::NotFound`] or [`StoreError::VersionMismatch`]). For reporting why a write
+/// cannot succeed; a write checks its precondition in its own statement.
+pub async fn check_revision(
+    pool: &Pool,
+    id: OrderId,
+    expected: Option<&[OrderRevision]>,
+) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let statement = client
-        .prepare_cached("SELECT 1 FROM orders WHERE id = $1")
+        .prepare_cached(&format!(
+            "SELECT 1 FROM orders WHERE id = $1 AND {}",
+            at_revision(2)
+        ))
         .await?;
-    Ok(client.query_opt(&statement, &[&id.get()]).await?.is_some())
+    let (expected_orders, expected_services) = revision_arrays(expected);
+    match client
+        .query_opt(
+            &statement,
+            &[&id.get(), &expected_orders, &expected_services],
+        )
+        .await?
+    {
+        Some(_) => Ok(()),
+        None => Err(why_not_written(&client, "orders", id.get()).await?),
+    }
+}
+
+/// The order, other than `except`, less than 3 hours from `scheduled_at`, if there is one.
+pub async fn conflicting_order(
+    pool: &Pool,
+    scheduled_at: Timestamp,
+    except: Option<OrderId>,
+) -> Result<Option<OrderId>, StoreError> {
+    let client = pool.get().await?;
+    find_conflict(&client, scheduled_at, except).await
 }
 
 /// Creates an order, or reports why it cannot be: its time clashes with another order's, or
@@ -260,8 +289,8 @@ async fn replace_once(
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let written = async {
-        // Locks are taken in one order everywhere (services by id, then orders, then slots)
-        // so that writers never wait on each other in a cycle. First the services this order
+        // Locks are taken in one order (services by id, then slots, then the order row), so
+        // that replaces never wait on each other in a cycle. First the services this order
         // will book, as their foreign key checks would later anyway: a delete of one of them
         // then waits for this replace, or this replace for it, before either writes.
         let lock_services = transaction
@@ -277,6 +306,14 @@ async fn replace_once(
         // cut into 3-hour slots; an order at t takes slots k and k+1 (k = its slot), so any
         // two orders less than 3 hours apart share one and replaces near each other take
         // turns instead. Sorted, so that the slot locks themselves cannot deadlock.
+        //
+        // The old time is read before the locks are granted, and a replace of the same order
+        // that commits meanwhile moves it: this one then holds the slots of a time the order
+        // has left. That is harmless: every wait in the exclusion index that this replace can
+        // cause is on its own new time, whose slots it holds. Creates and deletes take no slot
+        // locks: a create (`ON CONFLICT DO NOTHING`) checks before it inserts, and a delete
+        // inserts nothing, so neither waits on a replace's new time while holding up its own;
+        // the rare deadlock left between a create and a replace is retried.
         let lock_slots = transaction
             .prepare_cached(
                 "SELECT pg_advisory_xact_lock($1, slot)
@@ -293,8 +330,9 @@ async fn replace_once(
         transaction
             .query(&lock_slots, &[&SLOT_LOCK_SPACE, &id.get(), &scheduled_at])
             .await?;
-        // Then the order, by updating it: a concurrent replace of the same order waits here,
-        // and the next statement's snapshot, taken after the lock, sees the links that replace
+        // Then the order, by updating it. A concurrent replace of the same order has waited
+        // for this one at the slots of the order's old time already, or waits here; either
+        // way the next statement's snapshot, taken after the lock, sees the links that replace
         // committed. (In one statement they would be invisible to the link deletion and
         // survive it.)
         let update = transaction

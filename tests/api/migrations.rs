@@ -15,9 +15,12 @@ async fn two_instances_migrating_one_database_at_once_both_succeed() {
 
     let mut applied = [first.unwrap(), second.unwrap()];
     applied.sort();
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count();
     assert_eq!(
         applied,
-        [0, 1],
+        [0, migrations],
         "one applied the schema, the other found it done"
     );
 }

@@ -120,3 +120,60 @@ async fn deleting_an_order_frees_its_slot() {
     let created = client.order_create().body(conflicting).send().await;
     assert_eq!(status_of(&created), StatusCode::CREATED);
 }
+
+/// A request with several faults gets the one a write meets first (missing or changed order,
+/// then the 3-hour rule, then unknown services), whether its unknown service id is well-formed
+/// (`999`, which only the write can find missing) or no id at all (`abc`).
+#[tokio::test]
+async fn a_request_with_several_faults_gets_the_same_error_whatever_its_service_ids_look_like() {
+    let (app, _, anchor) = app_with_anchor_order().await;
+    let other = app
+        .create_order("2022-11-05T00:00:00Z", 1.0, &[&anchor.services[0].id])
+        .await;
+    let client = app.client();
+
+    for unknown in ["999", "abc"] {
+        let clashing = order_input(ANCHOR, 1.0, &[unknown]);
+        let create = client.order_create().body(clashing.clone()).send().await;
+        let body = expect_problem(create, StatusCode::CONFLICT, "ORDER_TIME_CONFLICT");
+        assert_eq!(
+            body.conflicting_order_id.as_deref(),
+            Some(anchor.id.as_str())
+        );
+
+        let stale = client
+            .order_update()
+            .id(&other.id)
+            .if_match("\"1.0\"")
+            .body(clashing.clone())
+            .send()
+            .await;
+        expect_problem(
+            stale,
+            StatusCode::PRECONDITION_FAILED,
+            "PRECONDITION_FAILED",
+        );
+
+        let missing = client
+            .order_update()
+            .id("99999")
+            .body(clashing)
+            .send()
+            .await;
+        expect_problem(missing, StatusCode::NOT_FOUND, "NOT_FOUND");
+
+        let free_slot = order_input("2022-11-09T00:00:00Z", 1.0, &[unknown]);
+        let unknown_only = client
+            .order_update()
+            .id(&other.id)
+            .body(free_slot)
+            .send()
+            .await;
+        let body = expect_problem(
+            unknown_only,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "UNKNOWN_SERVICE",
+        );
+        assert_eq!(body.unknown_service_ids, [unknown]);
+    }
+}

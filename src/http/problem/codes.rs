@@ -2,18 +2,33 @@
 //! meaning. Responses, the spec's per-operation error documentation and the README's
 //! status-code table are all derived from it; a test keeps the README's copy true.
 //!
-//! Adding a code is one row here, then the variant of [`super::ApiError`] that carries it.
+//! Adding a code is one row here; the place that refuses a request raises it with
+//! [`super::ApiError::new`] (or, where the detail depends on the request, `with_detail`).
 
-/// Bodies larger than this many KiB are refused with 413. A macro, so that the number can be
-/// spliced into the table's text with `concat!` and is written only here.
+/// The numbers that the table's text quotes. Macros, so that `concat!` can splice them into the
+/// text and each is written only here.
 macro_rules! max_body_kib {
     () => {
         64
     };
 }
+macro_rules! max_body_bytes {
+    () => {
+        65536
+    };
+}
+const _: () = assert!(max_body_bytes!() == max_body_kib!() * 1024);
+macro_rules! retry_after_seconds {
+    () => {
+        5
+    };
+}
 
 /// Bodies larger than this are refused with 413 before they are parsed.
-pub const MAX_BODY_BYTES: usize = max_body_kib!() * 1024;
+pub const MAX_BODY_BYTES: usize = max_body_bytes!();
+
+/// How long a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECONDS: u32 = retry_after_seconds!();
 
 /// One row of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +42,13 @@ pub struct CodeInfo {
     pub type_uri: &'static str,
     /// When the code is returned, in one line (for the spec and the README).
     pub meaning: &'static str,
+    /// The body's `detail` when the request adds nothing to it.
+    pub detail: &'static str,
 }
 
 /// Declares [`ErrorCode`] and its table from one row per code.
 macro_rules! error_codes {
-    ($($variant:ident = ($status:literal, $code:literal, $slug:literal, $title:literal, $meaning:expr);)+) => {
+    ($($variant:ident = ($status:literal, $code:literal, $slug:literal, $title:literal, $meaning:expr, $detail:expr);)+) => {
         /// A problem's stable `code`: what a program branches on. Each code has one status.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum ErrorCode {
@@ -51,6 +68,7 @@ macro_rules! error_codes {
                         title: $title,
                         type_uri: concat!("urn:problem-type:orders:", $slug),
                         meaning: $meaning,
+                        detail: $detail,
                     }),+
                 }
             }
@@ -60,35 +78,50 @@ macro_rules! error_codes {
 
 error_codes! {
     MalformedJson = (400, "MALFORMED_JSON", "malformed-json", "Malformed JSON",
-        "the body is not JSON at all");
+        "the body is not JSON at all",
+        "the request body is not valid JSON");
     InvalidBody = (400, "INVALID_BODY", "invalid-body", "Invalid request body",
-        "the body is JSON but not what the operation accepts (a missing, unknown or mistyped field, or a value out of range); `detail` names the field");
+        "the body is JSON but not what the operation accepts (a missing, unknown or mistyped field, or a value out of range); `detail` names the field",
+        "the request body is not what this operation accepts");
     InvalidParameter = (400, "INVALID_PARAMETER", "invalid-parameter", "Invalid parameter",
-        "a query parameter or header is malformed or out of range; `detail` names it");
+        "a query parameter or header is malformed or out of range; `detail` names it",
+        "a parameter is malformed");
     NotFound = (404, "NOT_FOUND", "not-found", "Not found",
-        "no resource has this id (any id the server did not assign, whatever its form), or nothing is at this path");
+        "no resource has this id (any id the server did not assign, whatever its form), or nothing is at this path",
+        "no such resource");
     MethodNotAllowed = (405, "METHOD_NOT_ALLOWED", "method-not-allowed", "Method not allowed",
-        "the path exists but not with this method; `Allow` lists the methods it has");
+        "the path exists but not with this method; `Allow` lists the methods it has",
+        "this path does not accept that method");
     OrderTimeConflict = (409, "ORDER_TIME_CONFLICT", "order-time-conflict", "Order time conflict",
-        "another order is less than 3 hours away; `conflicting_order_id` names it");
+        "another order is less than 3 hours away; `conflicting_order_id` names it",
+        "datetime: must be at least 3 hours away from every other order");
     ServiceNameTaken = (409, "SERVICE_NAME_TAKEN", "service-name-taken", "Service name taken",
-        "another service has this name, ignoring case");
+        "another service has this name, ignoring case",
+        "name: another service already has this name (names are compared ignoring case)");
     ServiceInUse = (409, "SERVICE_IN_USE", "service-in-use", "Service in use",
-        "an order books the service; change or delete those orders first");
+        "an order books the service; change or delete those orders first",
+        "the service is booked by at least one order; change or delete those orders first");
     PreconditionFailed = (412, "PRECONDITION_FAILED", "precondition-failed", "Precondition failed",
-        "`If-Match` matches no current `ETag` (for `*`: the resource does not exist); nothing changed");
+        "`If-Match` matches no current `ETag` (for `*`: the resource does not exist); nothing changed",
+        "If-Match does not match the current ETag; fetch the resource again and retry with its ETag");
     PayloadTooLarge = (413, "PAYLOAD_TOO_LARGE", "payload-too-large", "Payload too large",
-        concat!("the body is larger than ", max_body_kib!(), " KiB"));
+        concat!("the body is larger than ", max_body_kib!(), " KiB"),
+        concat!("the request body must be at most ", max_body_bytes!(), " bytes"));
     UnsupportedMediaType = (415, "UNSUPPORTED_MEDIA_TYPE", "unsupported-media-type", "Unsupported media type",
-        "the body is not declared as `application/json`");
+        "the body is not declared as `application/json`",
+        "the request body must be JSON, sent with Content-Type: application/json");
     UnknownService = (422, "UNKNOWN_SERVICE", "unknown-service", "Unknown service",
-        "a well-formed order names services that do not exist; `unknown_service_ids` lists them");
+        "a well-formed order names services that do not exist; `unknown_service_ids` lists them",
+        "services: a service does not exist");
     Internal = (500, "INTERNAL", "internal", "Internal server error",
-        "a fault on the server's side, never a client's mistake; the log has the cause, keyed by `request_id`");
+        "a fault on the server's side, never a client's mistake; the log has the cause, keyed by `request_id`",
+        "the server failed to handle the request; quote the request_id when reporting it");
     DatabaseUnavailable = (503, "DATABASE_UNAVAILABLE", "database-unavailable", "Database unavailable",
-        "the database cannot be reached; retry after `Retry-After` seconds");
+        "the database cannot be reached; retry after `Retry-After` seconds",
+        concat!("the database cannot be reached; retry in ", retry_after_seconds!(), " seconds"));
     Contended = (503, "CONTENDED", "contended", "Too much contention",
-        "concurrent writes kept aborting this one, even after retries; nothing changed; retry after `Retry-After` seconds");
+        "concurrent writes kept aborting this one, even after retries; nothing changed; retry after `Retry-After` seconds",
+        concat!("concurrent writes to the same records kept aborting this one; nothing was changed; retry in ", retry_after_seconds!(), " seconds"));
 }
 
 impl ErrorCode {
@@ -102,7 +135,8 @@ impl ErrorCode {
 }
 
 /// The README's status-code table rows for errors, one per code, as the README shows them.
-pub fn readme_rows() -> String {
+#[cfg(test)]
+fn readme_rows() -> String {
     ErrorCode::ALL
         .iter()
         .map(|code| {

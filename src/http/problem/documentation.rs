@@ -23,14 +23,11 @@ use super::{ApiError, ErrorCode, Problem, RETRY_AFTER_SECONDS};
 use crate::{
     app::Resource,
     domain::{MoneyError, OrderId, ServiceNameError},
-    http::input::FieldError,
+    http::{edge::EMPTY_IF_MATCH, input::FieldError},
 };
 
 /// The request id in example problem bodies.
 pub const EXAMPLE_REQUEST_ID: &str = "2f1c0a57-6b1e-4d0c-9a55-0d6f3c1f5a10";
-
-/// What the server says of an empty `If-Match`, which the spec refuses with `minLength: 1`.
-pub const EMPTY_IF_MATCH: &str = "must not be empty";
 
 /// The error responses, one per status. poem-openapi derives their spec entries from this enum;
 /// [`OperationError`] keeps, per operation, the ones its codes come with.
@@ -195,32 +192,25 @@ pub fn example_error(code: ErrorCode, operation_id: &str) -> ApiError {
     };
     match code {
         ErrorCode::MalformedJson => ApiError::not_json("expected value at line 1 column 1"),
-        ErrorCode::InvalidBody => ApiError::InvalidBody(match resource {
-            Resource::Service => FieldError::new("name", ServiceNameError::Empty).to_string(),
-            Resource::Order => FieldError::new("totalfee", MoneyError::TooPrecise).to_string(),
-        }),
+        ErrorCode::InvalidBody => ApiError::with_detail(
+            code,
+            match resource {
+                Resource::Service => FieldError::new("name", ServiceNameError::Empty).to_string(),
+                Resource::Order => FieldError::new("totalfee", MoneyError::TooPrecise).to_string(),
+            },
+        ),
         ErrorCode::InvalidParameter if operation_id.ends_with("_list") => {
-            ApiError::InvalidParameter("page_size: must be at least 1".to_owned())
+            ApiError::with_detail(code, "page_size: must be at least 1")
         }
         ErrorCode::InvalidParameter => {
-            ApiError::InvalidParameter(format!("If-Match: {EMPTY_IF_MATCH}"))
+            ApiError::with_detail(code, format!("If-Match: {EMPTY_IF_MATCH}"))
         }
         ErrorCode::NotFound => ApiError::not_found(resource, "999"),
-        ErrorCode::MethodNotAllowed => ApiError::MethodNotAllowed {
-            allow: "POST, GET, HEAD".to_owned(),
-        },
-        ErrorCode::OrderTimeConflict => ApiError::OrderTimeConflict {
-            conflicting_order_id: Some(OrderId::from_db(223)),
-        },
-        ErrorCode::ServiceNameTaken => ApiError::ServiceNameTaken,
-        ErrorCode::ServiceInUse => ApiError::ServiceInUse,
-        ErrorCode::PreconditionFailed => ApiError::PreconditionFailed,
-        ErrorCode::PayloadTooLarge => ApiError::PayloadTooLarge,
-        ErrorCode::UnsupportedMediaType => ApiError::UnsupportedMediaType,
-        ErrorCode::UnknownService => ApiError::UnknownServices(vec!["999".to_owned()]),
-        ErrorCode::Internal => ApiError::Internal,
-        ErrorCode::DatabaseUnavailable => ApiError::Unavailable,
-        ErrorCode::Contended => ApiError::Contended,
+        ErrorCode::MethodNotAllowed => ApiError::method_not_allowed("POST, GET, HEAD".to_owned()),
+        ErrorCode::OrderTimeConflict => ApiError::order_time_conflict(Some(OrderId::from_db(223))),
+        ErrorCode::UnknownService => ApiError::unknown_services(vec!["999".to_owned()]),
+        // Codes whose detail never depends on the request.
+        code => ApiError::new(code),
     }
 }
 

@@ -13,7 +13,7 @@ pub mod documentation;
 use poem::{IntoResponse, Response};
 use poem_openapi::{Object, payload::Json, types::Example};
 
-pub use self::codes::{ErrorCode, MAX_BODY_BYTES};
+pub use self::codes::{ErrorCode, MAX_BODY_BYTES, RETRY_AFTER_SECONDS};
 use self::documentation::ProblemResponse;
 use super::input::FieldError;
 use crate::{
@@ -54,144 +54,107 @@ pub struct Problem {
 
 impl Example for Problem {
     fn example() -> Self {
-        ApiError::OrderTimeConflict {
-            conflicting_order_id: Some(OrderId::from_db(223)),
-        }
-        .to_problem(documentation::EXAMPLE_REQUEST_ID.to_owned())
+        ApiError::order_time_conflict(Some(OrderId::from_db(223)))
+            .to_problem(documentation::EXAMPLE_REQUEST_ID.to_owned())
     }
 }
 
-/// Every error the API can return. Each variant carries what its `detail` needs; its code,
-/// and so its status and title, come from [`ApiError::code`] and the table.
+/// Every error the API can return: a code from the table, the `detail` for this request, and
+/// what the code's extension members or headers carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiError {
-    MalformedJson(String),
-    InvalidBody(String),
-    InvalidParameter(String),
-    NotFound(String),
-    MethodNotAllowed {
-        allow: String,
-    },
-    OrderTimeConflict {
-        conflicting_order_id: Option<OrderId>,
-    },
-    ServiceNameTaken,
-    ServiceInUse,
-    PreconditionFailed,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    UnknownServices(Vec<String>),
-    Internal,
-    Unavailable,
-    Contended,
+pub struct ApiError {
+    code: ErrorCode,
+    detail: String,
+    /// With `ORDER_TIME_CONFLICT`.
+    conflicting_order_id: Option<OrderId>,
+    /// With `UNKNOWN_SERVICE`.
+    unknown_service_ids: Option<Vec<String>>,
+    /// With `METHOD_NOT_ALLOWED`: the `Allow` header.
+    allow: Option<String>,
 }
-
-/// How long a client should wait before retrying a 503.
-pub const RETRY_AFTER_SECONDS: u32 = 5;
 
 impl ApiError {
+    /// An error with `code` and the table's detail for it.
+    pub fn new(code: ErrorCode) -> Self {
+        Self::with_detail(code, code.info().detail)
+    }
+
+    /// An error with `code` and a detail that says what is wrong with this request.
+    pub fn with_detail(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            conflicting_order_id: None,
+            unknown_service_ids: None,
+            allow: None,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::MalformedJson(_) => ErrorCode::MalformedJson,
-            Self::InvalidBody(_) => ErrorCode::InvalidBody,
-            Self::InvalidParameter(_) => ErrorCode::InvalidParameter,
-            Self::NotFound(_) => ErrorCode::NotFound,
-            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
-            Self::OrderTimeConflict { .. } => ErrorCode::OrderTimeConflict,
-            Self::ServiceNameTaken => ErrorCode::ServiceNameTaken,
-            Self::ServiceInUse => ErrorCode::ServiceInUse,
-            Self::PreconditionFailed => ErrorCode::PreconditionFailed,
-            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
-            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
-            Self::UnknownServices(_) => ErrorCode::UnknownService,
-            Self::Internal => ErrorCode::Internal,
-            Self::Unavailable => ErrorCode::DatabaseUnavailable,
-            Self::Contended => ErrorCode::Contended,
-        }
-    }
-
-    fn detail(&self) -> String {
-        match self {
-            Self::MalformedJson(detail)
-            | Self::InvalidBody(detail)
-            | Self::InvalidParameter(detail)
-            | Self::NotFound(detail) => detail.clone(),
-            Self::MethodNotAllowed { allow } => {
-                format!("this path does not accept that method; it accepts: {allow}")
-            }
-            Self::OrderTimeConflict {
-                conflicting_order_id: Some(id),
-            } => format!(
-                "datetime: must be at least 3 hours away from every other order; order {id} is closer than that"
-            ),
-            Self::OrderTimeConflict {
-                conflicting_order_id: None,
-            } => "datetime: must be at least 3 hours away from every other order".to_owned(),
-            Self::ServiceNameTaken => {
-                "name: another service already has this name (names are compared ignoring case)"
-                    .to_owned()
-            }
-            Self::ServiceInUse => {
-                "the service is booked by at least one order; change or delete those orders first"
-                    .to_owned()
-            }
-            Self::PreconditionFailed => {
-                "If-Match does not match the current ETag; fetch the resource again and retry with its ETag"
-                    .to_owned()
-            }
-            Self::PayloadTooLarge => {
-                format!("the request body must be at most {MAX_BODY_BYTES} bytes")
-            }
-            Self::UnsupportedMediaType => {
-                "the request body must be JSON, sent with Content-Type: application/json".to_owned()
-            }
-            Self::UnknownServices(ids) => format!(
-                "services: no service has the id {}",
-                ids.iter()
-                    .map(|id| format!("{id:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Self::Internal => "the server failed to handle the request; quote the request_id when reporting it".to_owned(),
-            Self::Unavailable => {
-                format!("the database cannot be reached; retry in {RETRY_AFTER_SECONDS} seconds")
-            }
-            Self::Contended => format!(
-                "concurrent writes to the same records kept aborting this one; nothing was changed; retry in {RETRY_AFTER_SECONDS} seconds"
-            ),
-        }
-    }
-
-    pub fn to_problem(&self, request_id: String) -> Problem {
-        let info = self.code().info();
-        Problem {
-            problem_type: info.type_uri.to_owned(),
-            title: info.title.to_owned(),
-            status: info.status,
-            detail: self.detail(),
-            code: info.code.to_owned(),
-            request_id,
-            conflicting_order_id: match self {
-                Self::OrderTimeConflict {
-                    conflicting_order_id,
-                } => conflicting_order_id.map(|id| id.to_string()),
-                _ => None,
-            },
-            unknown_service_ids: match self {
-                Self::UnknownServices(ids) => Some(ids.clone()),
-                _ => None,
-            },
-        }
+        self.code
     }
 
     /// A 400 for a body that does not parse as JSON, for the parser's `reason`.
     pub fn not_json(reason: impl std::fmt::Display) -> Self {
-        Self::MalformedJson(format!("the request body is not valid JSON: {reason}"))
+        let detail = format!("{}: {reason}", ErrorCode::MalformedJson.info().detail);
+        Self::with_detail(ErrorCode::MalformedJson, detail)
     }
 
     /// A 404 saying which `resource` has no such `id`.
     pub fn not_found(resource: Resource, id: &str) -> Self {
-        Self::NotFound(format!("no {resource} has the id {id:?}"))
+        Self::with_detail(
+            ErrorCode::NotFound,
+            format!("no {resource} has the id {id:?}"),
+        )
+    }
+
+    /// A 405 for a path that accepts the methods in `allow`.
+    pub fn method_not_allowed(allow: String) -> Self {
+        let detail = format!(
+            "{}; it accepts: {allow}",
+            ErrorCode::MethodNotAllowed.info().detail
+        );
+        Self {
+            allow: Some(allow),
+            ..Self::with_detail(ErrorCode::MethodNotAllowed, detail)
+        }
+    }
+
+    /// A 409 naming the order that the requested time is too close to, when it is known.
+    pub fn order_time_conflict(conflicting_order_id: Option<OrderId>) -> Self {
+        let rule = ErrorCode::OrderTimeConflict.info().detail;
+        let detail = match conflicting_order_id {
+            Some(id) => format!("{rule}; order {id} is closer than that"),
+            None => rule.to_owned(),
+        };
+        Self {
+            conflicting_order_id,
+            ..Self::with_detail(ErrorCode::OrderTimeConflict, detail)
+        }
+    }
+
+    /// A 422 listing the service ids, as the client wrote them, that name no service.
+    pub fn unknown_services(ids: Vec<String>) -> Self {
+        let listed: Vec<String> = ids.iter().map(|id| format!("{id:?}")).collect();
+        let detail = format!("services: no service has the id {}", listed.join(", "));
+        Self {
+            unknown_service_ids: Some(ids),
+            ..Self::with_detail(ErrorCode::UnknownService, detail)
+        }
+    }
+
+    pub fn to_problem(&self, request_id: String) -> Problem {
+        let info = self.code.info();
+        Problem {
+            problem_type: info.type_uri.to_owned(),
+            title: info.title.to_owned(),
+            status: info.status,
+            detail: self.detail.clone(),
+            code: info.code.to_owned(),
+            request_id,
+            conflicting_order_id: self.conflicting_order_id.map(|id| id.to_string()),
+            unknown_service_ids: self.unknown_service_ids.clone(),
+        }
     }
 }
 
@@ -201,11 +164,7 @@ impl IntoResponse for ApiError {
             .try_with(Clone::clone)
             .unwrap_or_else(|_| "unknown".to_owned());
         let problem = Json(self.to_problem(request_id));
-        let allow = match self {
-            Self::MethodNotAllowed { allow } => allow,
-            _ => String::new(),
-        };
-        ProblemResponse::for_status(problem, allow).into_response()
+        ProblemResponse::for_status(problem, self.allow.unwrap_or_default()).into_response()
     }
 }
 
@@ -213,29 +172,28 @@ impl From<AppError> for ApiError {
     fn from(error: AppError) -> Self {
         match error {
             AppError::NotFound { resource, id } => Self::not_found(resource, &id),
-            AppError::InvalidServices(problem) => {
-                Self::InvalidBody(FieldError::new("services", problem).to_string())
-            }
-            AppError::UnknownServices(ids) => Self::UnknownServices(ids),
+            AppError::InvalidServices(problem) => Self::with_detail(
+                ErrorCode::InvalidBody,
+                FieldError::new("services", problem).to_string(),
+            ),
+            AppError::UnknownServices(ids) => Self::unknown_services(ids),
             AppError::OrderTimeConflict {
                 conflicting_order_id,
-            } => Self::OrderTimeConflict {
-                conflicting_order_id,
-            },
-            AppError::ServiceNameTaken => Self::ServiceNameTaken,
-            AppError::ServiceInUse => Self::ServiceInUse,
-            AppError::PreconditionFailed => Self::PreconditionFailed,
+            } => Self::order_time_conflict(conflicting_order_id),
+            AppError::ServiceNameTaken => Self::new(ErrorCode::ServiceNameTaken),
+            AppError::ServiceInUse => Self::new(ErrorCode::ServiceInUse),
+            AppError::PreconditionFailed => Self::new(ErrorCode::PreconditionFailed),
             AppError::Unavailable(cause) => {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "database unavailable");
-                Self::Unavailable
+                Self::new(ErrorCode::DatabaseUnavailable)
             }
             AppError::Contended(cause) => {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "contention persisted across retries");
-                Self::Contended
+                Self::new(ErrorCode::Contended)
             }
             AppError::Internal(cause) => {
                 tracing::error!(error = %error_chain(cause.as_ref()), "internal error");
-                Self::Internal
+                Self::new(ErrorCode::Internal)
             }
         }
     }
@@ -267,7 +225,7 @@ mod tests {
     /// a body saying nothing was changed.
     #[tokio::test]
     async fn contention_is_a_503_with_retry_after_and_a_problem_body() {
-        let response = ApiError::Contended.into_response();
+        let response = ApiError::new(ErrorCode::Contended).into_response();
 
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let headers = response.headers();
