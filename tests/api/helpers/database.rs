@@ -1,0 +1,171 @@
+//! The test PostgreSQL: one server per test process, a template database migrated once, and a
+//! database of each test's own, copied from it.
+//!
+//! The server is a private cluster started with the same code the binary uses, or the server
+//! in `TEST_DATABASE_URL`. Copying the template (`CREATE DATABASE ... TEMPLATE`) is what lets
+//! tests run in parallel without seeing each other's rows. Nothing here knows about HTTP.
+
+use std::{
+    path::PathBuf,
+    sync::{OnceLock, mpsc},
+    time::Duration,
+};
+
+use orders::{
+    embedded_postgres::{Cluster, Durability, quote_identifier},
+    storage,
+};
+
+/// Where the test databases live: a server and the template to copy.
+struct TestServer {
+    /// Connection settings for the server's maintenance database.
+    admin: tokio_postgres::Config,
+    template: String,
+}
+
+static TEST_SERVER: OnceLock<TestServer> = OnceLock::new();
+
+fn test_server() -> &'static TestServer {
+    TEST_SERVER.get_or_init(|| {
+        orders::telemetry::init_for_tests();
+        // The cluster stops when the thread that started it exits, and test threads exit after
+        // each test: start it on a thread that lives as long as the process.
+        let (sender, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("test-postgres".to_owned())
+            .spawn(move || {
+                let admin_and_cluster = match std::env::var("TEST_DATABASE_URL") {
+                    Ok(url) => (
+                        url.parse()
+                            .expect("TEST_DATABASE_URL is a connection string"),
+                        None,
+                    ),
+                    Err(_) => {
+                        let cluster = Cluster::start(&cluster_dir(), Durability::Throwaway)
+                            .expect("the test cluster starts");
+                        (cluster.connection_config("postgres"), Some(cluster))
+                    }
+                };
+                let (admin, cluster) = admin_and_cluster;
+                let template = format!("orders_template_{}", std::process::id());
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(create_template(&admin, &template));
+                sender.send(TestServer { admin, template }).unwrap();
+                // Keep the cluster (and this thread) alive until the process exits.
+                let _cluster = cluster;
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("spawn the test-postgres thread");
+        receiver.recv().expect("the test database server starts")
+    })
+}
+
+/// A folder of this process's own, under the system temp folder (which the unprivileged
+/// user the cluster runs as can reach). Folders of earlier runs whose process is gone are
+/// removed first.
+fn cluster_dir() -> PathBuf {
+    let root = std::env::temp_dir().join("orders-test-clusters");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.flatten() {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
+            if pid.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    // Let the unprivileged server user reach its own folder inside.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root.join(std::process::id().to_string())
+}
+
+async fn create_template(admin: &tokio_postgres::Config, template: &str) {
+    let client = connect(admin).await;
+    // Separate statements: a multi-statement string runs as one transaction, and
+    // DROP/CREATE DATABASE refuse to run inside one.
+    for statement in ["DROP DATABASE IF EXISTS", "CREATE DATABASE"] {
+        client
+            .batch_execute(&format!("{statement} {}", quote_identifier(template)))
+            .await
+            .expect("create the template database");
+    }
+    let mut config = admin.clone();
+    config.dbname(template);
+    let pool = storage::connect_pool(config, 1);
+    storage::migrations::run(&pool)
+        .await
+        .expect("migrate the template");
+    pool.close();
+}
+
+async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test server");
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh, migrated, empty database of the test's own.
+pub async fn fresh_database() -> tokio_postgres::Config {
+    create_database(&test_server().template).await
+}
+
+/// A database of the test's own with nothing in it, not even the schema.
+pub async fn unmigrated_database() -> tokio_postgres::Config {
+    create_database("template0").await
+}
+
+async fn create_database(template: &str) -> tokio_postgres::Config {
+    let server = test_server();
+    let name = format!("orders_test_{}", uuid::Uuid::new_v4().simple());
+    let client = connect(&server.admin).await;
+    let create = format!(
+        "CREATE DATABASE {} TEMPLATE {}",
+        quote_identifier(&name),
+        quote_identifier(template)
+    );
+    // The template's last connection may take a moment to go away after migrating it.
+    let mut attempts = 0;
+    while let Err(error) = client.batch_execute(&create).await {
+        attempts += 1;
+        assert!(attempts < 50, "create a test database: {error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut config = server.admin.clone();
+    config.dbname(&name);
+    config
+}
+
+/// `config` as a key=value connection string, the form `DATABASE_URL` also accepts.
+pub fn connection_string(config: &tokio_postgres::Config) -> String {
+    let mut parts = Vec::new();
+    if let Some(host) = config.get_hosts().first() {
+        match host {
+            tokio_postgres::config::Host::Tcp(name) => parts.push(format!("host={name}")),
+            tokio_postgres::config::Host::Unix(path) => {
+                parts.push(format!("host={}", path.display()))
+            }
+        }
+    }
+    if let Some(port) = config.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={user}"));
+    }
+    if let Some(password) = config.get_password() {
+        parts.push(format!("password={}", String::from_utf8_lossy(password)));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        parts.push(format!("dbname={dbname}"));
+    }
+    parts.join(" ")
+}
