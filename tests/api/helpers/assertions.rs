@@ -29,38 +29,49 @@ pub fn status_of<T>(result: &Result<ResponseValue<T>, Error<types::Problem>>) ->
     }
 }
 
-/// Asserts that a client call failed with a documented problem of `status` and `code`, decoded
-/// into `types::Problem`, served as problem+json and carrying the response's request id; the
-/// fields that belong to other codes are absent. Returns the problem with its headers.
-pub fn expect_problem<S: std::fmt::Debug>(
-    result: Result<S, Error<types::Problem>>,
+/// An error answer as a problem check sees it, however it was received: through the typed
+/// client or as a raw response.
+struct Answer {
     status: StatusCode,
-    code: &str,
-) -> ResponseValue<types::Problem> {
-    let problem = match result {
-        Err(Error::ErrorResponse(problem)) => problem,
-        other => panic!("expected a {status} {code} problem, got {other:?}"),
-    };
-    assert_eq!(problem.status(), status, "{problem:?}");
+    headers: HeaderMap,
+    body: Value,
+}
+
+/// The rules every problem answer follows, written once: the HTTP status is `status`, it is
+/// served as problem+json and carries a request id, and the body says the same status, `code`
+/// and request id, the `type` that goes with the code, a title and a detail; the fields that
+/// belong to other codes are absent.
+fn check_problem(answer: &Answer, status: StatusCode, code: &str) {
+    let Answer {
+        status: actual_status,
+        headers,
+        body,
+    } = answer;
+    assert_eq!(*actual_status, status, "{body}");
     assert_eq!(
-        header(problem.headers(), "content-type"),
+        header(headers, "content-type"),
         "application/problem+json",
         "errors are problem+json"
     );
-    let request_id = header(problem.headers(), "x-request-id");
-    assert_eq!(problem.status, status.as_u16(), "{problem:?}");
-    assert_eq!(problem.code, code, "{problem:?}");
-    assert_eq!(problem.request_id, request_id, "{problem:?}");
-    assert_eq!(problem.type_, problem_type(code), "{problem:?}");
-    assert!(!problem.title.is_empty(), "{problem:?}");
-    assert!(!problem.detail.is_empty(), "{problem:?}");
-    if code != "ORDER_TIME_CONFLICT" {
-        assert_eq!(problem.conflicting_order_id, None, "{problem:?}");
+    let request_id = header(headers, "x-request-id");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
+    assert_eq!(body["type"], problem_type(code), "{body}");
+    for field in ["title", "detail"] {
+        assert!(
+            body[field].as_str().is_some_and(|text| !text.is_empty()),
+            "a {field}: {body}"
+        );
     }
-    if code != "UNKNOWN_SERVICE" {
-        assert!(problem.unknown_service_ids.is_empty(), "{problem:?}");
+    for (field, owner) in [
+        ("conflicting_order_id", "ORDER_TIME_CONFLICT"),
+        ("unknown_service_ids", "UNKNOWN_SERVICE"),
+    ] {
+        if code != owner {
+            assert_eq!(body.get(field), None, "{field} is only for {owner}: {body}");
+        }
     }
-    problem
 }
 
 /// The problem `type` URI that goes with `code`.
@@ -71,28 +82,40 @@ fn problem_type(code: &str) -> String {
     )
 }
 
-/// Asserts that `response` is a problem+json error with `status` and `code`, in the
-/// documented shape, carrying the response's request id; returns the body.
+/// Asserts that a client call failed with a documented problem of `status` and `code`, decoded
+/// into `types::Problem` (see [`check_problem`] for what else is checked). Returns the problem
+/// with its headers.
+pub fn expect_problem<S: std::fmt::Debug>(
+    result: Result<S, Error<types::Problem>>,
+    status: StatusCode,
+    code: &str,
+) -> ResponseValue<types::Problem> {
+    let problem = match result {
+        Err(Error::ErrorResponse(problem)) => problem,
+        other => panic!("expected a {status} {code} problem, got {other:?}"),
+    };
+    let answer = Answer {
+        status: problem.status(),
+        headers: problem.headers().clone(),
+        body: serde_json::to_value(&*problem).expect("a problem serialises"),
+    };
+    check_problem(&answer, status, code);
+    problem
+}
+
+/// Asserts that a raw response is a problem of `status` and `code` (see [`check_problem`] for
+/// what else is checked). Returns the body as sent.
 pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(response.status(), status);
-    let headers: HeaderMap = response.headers().clone();
-    assert_eq!(
-        headers["content-type"], "application/problem+json",
-        "errors are problem+json"
-    );
-    let request_id = headers["x-request-id"].to_str().unwrap().to_owned();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
-    assert_eq!(body["type"], problem_type(code), "{body}");
-    assert!(
-        body["title"].as_str().is_some_and(|t| !t.is_empty()),
-        "{body}"
-    );
-    assert!(
-        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{body}"
-    );
-    body
+    let status_received = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("read the response body");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("a JSON problem body, not {text:?}: {error}"));
+    let answer = Answer {
+        status: status_received,
+        headers,
+        body,
+    };
+    check_problem(&answer, status, code);
+    answer.body
 }
