@@ -8,13 +8,14 @@
 use std::{
     path::PathBuf,
     sync::{OnceLock, mpsc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use orders::{
     embedded_postgres::{Cluster, Durability, quote_identifier},
     storage,
 };
+use tokio_postgres::error::SqlState;
 
 /// Where the test databases live: a server and the template to copy.
 struct TestServer {
@@ -123,6 +124,9 @@ pub async fn unmigrated_database() -> tokio_postgres::Config {
     create_database("template0").await
 }
 
+/// How long to wait for the template's last session to go away.
+const TEMPLATE_IN_USE_WAIT: Duration = Duration::from_secs(5);
+
 async fn create_database(template: &str) -> tokio_postgres::Config {
     let server = test_server();
     let name = format!("orders_test_{}", uuid::Uuid::new_v4().simple());
@@ -132,12 +136,21 @@ async fn create_database(template: &str) -> tokio_postgres::Config {
         quote_identifier(&name),
         quote_identifier(template)
     );
-    // The template's last connection may take a moment to go away after migrating it.
-    let mut attempts = 0;
-    while let Err(error) = client.batch_execute(&create).await {
-        attempts += 1;
-        assert!(attempts < 50, "create a test database: {error}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // The template's last connection may take a moment to go away after migrating it, and
+    // until it has, PostgreSQL refuses to copy it ("source database is being accessed by
+    // other users"). That is worth waiting for; any other error is not.
+    let started = Instant::now();
+    loop {
+        match client.batch_execute(&create).await {
+            Ok(()) => break,
+            Err(error)
+                if error.code() == Some(&SqlState::OBJECT_IN_USE)
+                    && started.elapsed() < TEMPLATE_IN_USE_WAIT =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("create a test database from {template}: {error}"),
+        }
     }
     let mut config = server.admin.clone();
     config.dbname(&name);
