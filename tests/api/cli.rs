@@ -217,13 +217,16 @@ async fn serve_starts_again_after_it_and_its_postgres_were_killed_outright() {
 
 #[tokio::test]
 async fn seed_with_database_url_uses_that_server_and_starts_none() {
-    let config = crate::helpers::unmigrated_database().await;
+    let database = crate::helpers::unmigrated_database().await;
     let data_dir = data_dir();
 
     for run in 0..2 {
         let output = Command::new(env!("CARGO_BIN_EXE_orders"))
             .arg("seed")
-            .env("DATABASE_URL", crate::helpers::connection_string(&config))
+            .env(
+                "DATABASE_URL",
+                crate::helpers::connection_string(database.config()),
+            )
             .env("ORDERS_DATA_DIR", &data_dir)
             .output()
             .unwrap();
@@ -235,7 +238,7 @@ async fn seed_with_database_url_uses_that_server_and_starts_none() {
     }
 
     assert!(!data_dir.exists(), "no private cluster was created");
-    let pool = orders::storage::connect_pool(config, 1);
+    let pool = orders::storage::connect_pool(database.config().clone(), 1);
     let client = pool.get().await.unwrap();
     let orders: Vec<i64> = client
         .query("SELECT id FROM orders ORDER BY id", &[])

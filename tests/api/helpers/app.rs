@@ -10,7 +10,7 @@ use orders_client::types;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::database::fresh_database;
+use super::database::{TestDatabase, fresh_database};
 
 /// The application under test, serving on a free port.
 pub struct TestApp {
@@ -19,12 +19,23 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub pool: Pool,
     client: orders_client::Client,
+    /// The app's own database, dropped with it; none for an app without a database.
+    database: Option<TestDatabase>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The pool first, so that only the sessions still in use have to be ended by force.
+        self.pool.close();
+        drop(self.database.take());
+    }
 }
 
 /// Starts the app against a fresh database.
 pub async fn spawn_app() -> TestApp {
-    let config = fresh_database().await;
-    spawn_app_on(storage::connect_pool(config, 8)).await
+    let database = fresh_database().await;
+    let pool = storage::connect_pool(database.config().clone(), 8);
+    spawn_app_on(pool, Some(database)).await
 }
 
 /// Starts the app against a database that cannot be reached.
@@ -35,10 +46,10 @@ pub async fn spawn_app_without_database() -> TestApp {
         .host_path("/nonexistent-orders-test-socket")
         .user("postgres")
         .dbname("orders");
-    spawn_app_on(storage::connect_pool(config, 2)).await
+    spawn_app_on(storage::connect_pool(config, 2), None).await
 }
 
-async fn spawn_app_on(pool: Pool) -> TestApp {
+async fn spawn_app_on(pool: Pool, database: Option<TestDatabase>) -> TestApp {
     let app = Application::build("127.0.0.1:0".parse().unwrap(), pool.clone())
         .await
         .expect("bind a free port");
@@ -49,6 +60,7 @@ async fn spawn_app_on(pool: Pool) -> TestApp {
         address,
         http: reqwest::Client::new(),
         pool,
+        database,
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! The server is a private cluster started with the same code the binary uses, or the server
 //! in `TEST_DATABASE_URL`. Copying the template (`CREATE DATABASE ... TEMPLATE`) is what lets
-//! tests run in parallel without seeing each other's rows. Nothing here knows about HTTP.
+//! tests run in parallel without seeing each other's rows; each copy is dropped again with its
+//! [`TestDatabase`] guard, so the server is left as it was found. Nothing here knows about HTTP.
 
 use std::{
     path::PathBuf,
@@ -114,20 +115,91 @@ async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
     client
 }
 
+/// A database of one test's own. Dropping the guard drops the database (`WITH (FORCE)`,
+/// which ends any session still in it), so a run leaves none behind, on the private cluster
+/// or on the server in `TEST_DATABASE_URL`.
+pub struct TestDatabase {
+    name: String,
+    config: tokio_postgres::Config,
+}
+
+impl TestDatabase {
+    /// Connection settings for this database.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = test_server().admin.clone();
+        let name = self.name.clone();
+        let Err(error) = run_to_completion(async move { drop_database(&admin, &name).await })
+        else {
+            return;
+        };
+        let message = format!("drop the test database {}: {error}", self.name);
+        // A second panic while the test is already failing would abort the whole run.
+        if std::thread::panicking() {
+            eprintln!("could not {message}");
+        } else {
+            panic!("{message}");
+        }
+    }
+}
+
+/// Runs `work` on a thread of its own with a runtime of its own, and waits for it: for the
+/// database calls that must finish where nothing can await (`Drop`, the exit handler).
+/// Blocking on the caller's runtime instead would panic inside a tokio test.
+fn run_to_completion(
+    work: impl Future<Output = Result<(), tokio_postgres::Error>> + Send,
+) -> Result<(), String> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|error| error.to_string())?
+                    .block_on(work)
+                    .map_err(|error| error.to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the thread running it panicked".to_owned()))
+    })
+}
+
+async fn drop_database(
+    admin: &tokio_postgres::Config,
+    name: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let dropped = client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_identifier(name)
+        ))
+        .await;
+    drop(client);
+    let _ = connection.await;
+    dropped
+}
+
 /// A fresh, migrated, empty database of the test's own.
-pub async fn fresh_database() -> tokio_postgres::Config {
+pub async fn fresh_database() -> TestDatabase {
     create_database(&test_server().template).await
 }
 
 /// A database of the test's own with nothing in it, not even the schema.
-pub async fn unmigrated_database() -> tokio_postgres::Config {
+pub async fn unmigrated_database() -> TestDatabase {
     create_database("template0").await
 }
 
 /// How long to wait for the template's last session to go away.
 const TEMPLATE_IN_USE_WAIT: Duration = Duration::from_secs(5);
 
-async fn create_database(template: &str) -> tokio_postgres::Config {
+async fn create_database(template: &str) -> TestDatabase {
     let server = test_server();
     let name = format!("orders_test_{}", uuid::Uuid::new_v4().simple());
     let client = connect(&server.admin).await;
@@ -154,7 +226,7 @@ async fn create_database(template: &str) -> tokio_postgres::Config {
     }
     let mut config = server.admin.clone();
     config.dbname(&name);
-    config
+    TestDatabase { name, config }
 }
 
 /// `config` as a key=value connection string, the form `DATABASE_URL` also accepts.
