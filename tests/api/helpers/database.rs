@@ -8,7 +8,7 @@
 
 use std::{
     path::PathBuf,
-    sync::{OnceLock, mpsc},
+    sync::{Once, OnceLock, mpsc},
     time::{Duration, Instant},
 };
 
@@ -188,7 +188,42 @@ async fn drop_database(
 
 /// A fresh, migrated, empty database of the test's own.
 pub async fn fresh_database() -> TestDatabase {
-    create_database(&test_server().template).await
+    let server = test_server();
+    static DROP_TEMPLATE_AT_EXIT: Once = Once::new();
+    DROP_TEMPLATE_AT_EXIT.call_once(drop_template_at_exit);
+    create_database(&server.template).await
+}
+
+/// Arranges for the template to be dropped when the test process exits. The test harness has
+/// no hook for the end of a run and statics are never dropped, so this asks the C library
+/// (`atexit`), which runs the handler whether the run passed or failed. A process that is
+/// killed runs no handler and leaves its template (`orders_template_<pid>`) behind.
+///
+/// Done on the private cluster too, though it goes away with the process: one way for both.
+fn drop_template_at_exit() {
+    unsafe extern "C" {
+        fn atexit(handler: extern "C" fn()) -> std::ffi::c_int;
+    }
+    extern "C" fn drop_template() {
+        let Some(server) = TEST_SERVER.get() else {
+            return;
+        };
+        let (admin, template) = (server.admin.clone(), server.template.clone());
+        let dropped = run_to_completion(async move { drop_database(&admin, &template).await });
+        if let Err(error) = dropped {
+            // Not eprintln!: a panic here, at exit and across the C boundary, would abort.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not drop the template database {}: {error}",
+                server.template
+            );
+        }
+    }
+    // SAFETY: `atexit` only stores the address of `drop_template`, a function with no
+    // arguments that lives as long as the program.
+    let registered = unsafe { atexit(drop_template) } == 0;
+    assert!(registered, "register the handler that drops the template");
 }
 
 /// A database of the test's own with nothing in it, not even the schema.
