@@ -26,7 +26,7 @@ fn openapi_prints_the_committed_spec() {
     // Not assert_eq: on failure it would print both specs whole.
     assert!(
         output.stdout == include_str!("../../openapi.yaml").as_bytes(),
-        "`orders openapi` prints something other than openapi.yaml: regenerate it"
+        "openapi.yaml is out of date: run `cargo run -q -- openapi > openapi.yaml` and review the diff"
     );
 }
 
