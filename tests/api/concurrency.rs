@@ -1,9 +1,11 @@
 //! Racing writers: the database decides, exactly one wins.
 
+use std::time::Duration;
+
 use futures::future::{join, join_all};
 use reqwest::StatusCode;
 
-use crate::helpers::{etag, expect_problem, order_input, service_input, spawn_app, status_of};
+use crate::helpers::{at, etag, expect_problem, order_input, service_input, spawn_app, status_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_on_overlapping_times_give_exactly_one_201() {
@@ -164,7 +166,11 @@ async fn an_order_created_during_a_rename_shows_the_name_its_etag_stands_for() {
         let client = app.client().clone();
         tokio::spawn(async move { client.order_create().body(body).send().await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !create.is_finished(),
+        "its foreign key check waits for the rename"
+    );
     rename.commit().await.unwrap();
 
     let created = create.await.unwrap().unwrap();
@@ -252,4 +258,86 @@ async fn renames_racing_replaces_and_each_other_all_succeed() {
         .filter(|(status, _)| *status != StatusCode::OK)
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_deleted_while_orders_booking_it_are_created_ends_deleted_or_booked_never_both() {
+    let app = spawn_app().await;
+    let client = app.client();
+
+    for round in 0..8 {
+        // Arrange: a service of the round's own, and 16 creates booking it, 3 hours apart (so
+        // only the service can stand between them and a 201), in a month of the round's own.
+        let service = app.create_service(&format!("Service {round}")).await;
+        let month = at(&format!("2023-{:02}-01T00:00:00Z", round + 1));
+        // The creates set off a millisecond apart, and the delete a little later each round,
+        // so that it lands at other points of the race: before all of them, among them, after.
+        let creates = (0..16).map(|index| {
+            let datetime = month + chrono::Duration::hours(3 * index);
+            let body = order_input(&datetime.to_rfc3339(), 1.0, &[&service]);
+            async move {
+                tokio::time::sleep(Duration::from_millis(index as u64)).await;
+                client.order_create().body(body).send().await
+            }
+        });
+        let delete = async {
+            tokio::time::sleep(Duration::from_millis(2 * round)).await;
+            client.service_delete().id(&service).send().await
+        };
+
+        // Act
+        let (created, deleted) = join(join_all(creates), delete).await;
+
+        // Assert: each create is a 201, or a 422 naming the service; never anything else.
+        let mut booked = Vec::new();
+        for outcome in created {
+            if status_of(&outcome) == StatusCode::CREATED {
+                booked.push(outcome.unwrap().into_inner().id);
+                continue;
+            }
+            let problem =
+                expect_problem(outcome, StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_SERVICE");
+            assert_eq!(
+                problem.unknown_service_ids,
+                std::slice::from_ref(&service),
+                "round {round}"
+            );
+        }
+        // The delete agrees with the creates: 204 only if none of them booked the service,
+        // 409 SERVICE_IN_USE if any did.
+        let service_gone = booked.is_empty();
+        if service_gone {
+            let status = status_of(&deleted);
+            assert_eq!(status, StatusCode::NO_CONTENT, "round {round}: {deleted:?}");
+        } else {
+            expect_problem(deleted, StatusCode::CONFLICT, "SERVICE_IN_USE");
+            // The delete was refused, so the service stood all along: no create may have been
+            // told it does not exist.
+            assert_eq!(
+                booked.len(),
+                16,
+                "round {round}: a 422 for a service that stood"
+            );
+        }
+        // And so does what is stored: the service is there exactly when orders book it, and
+        // the orders that book it are the ones answered with 201.
+        let view = client.service_view().id(&service).send().await;
+        if service_gone {
+            expect_problem(view, StatusCode::NOT_FOUND, "NOT_FOUND");
+        } else {
+            assert_eq!(status_of(&view), StatusCode::OK, "round {round}");
+        }
+        let page = client
+            .order_list()
+            .service_id(&service)
+            .page_size(100)
+            .send()
+            .await
+            .unwrap()
+            .into_inner();
+        let mut stored: Vec<String> = page.orders.into_iter().map(|order| order.id).collect();
+        stored.sort();
+        booked.sort();
+        assert_eq!(stored, booked, "round {round}");
+    }
 }

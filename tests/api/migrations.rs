@@ -7,9 +7,9 @@ use crate::helpers::unmigrated_database;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_migrating_one_database_at_once_both_succeed() {
-    let config = unmigrated_database().await;
-    let first = storage::connect_pool(config.clone(), 1);
-    let second = storage::connect_pool(config, 1);
+    let database = unmigrated_database().await;
+    let first = storage::connect_pool(database.config().clone(), 1);
+    let second = storage::connect_pool(database.config().clone(), 1);
 
     let (first, second) = join(migrations::run(&first), migrations::run(&second)).await;
 

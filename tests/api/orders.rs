@@ -535,26 +535,3 @@ async fn datetimes_are_normalised_to_utc_milliseconds() {
         assert_eq!(order["datetime"], returned, "{sent}");
     }
 }
-
-#[tokio::test]
-async fn a_body_over_64_kib_sent_by_the_client_is_413() {
-    // Arrange: a typed order can be too large, through a service id no one would issue.
-    let app = spawn_app().await;
-    let huge_id = "9".repeat(70 * 1024);
-
-    // Act
-    let response = app
-        .client()
-        .order_create()
-        .body(order_input("2022-11-01T11:11:11.111Z", 1.0, &[&huge_id]))
-        .send()
-        .await;
-
-    // Assert
-    let problem = expect_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
-    assert_eq!(
-        problem.detail,
-        "the request body must be at most 65536 bytes"
-    );
-    assert_eq!(app.all_orders().await, Vec::new());
-}
