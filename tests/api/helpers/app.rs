@@ -138,6 +138,24 @@ impl TestApp {
         order.into_inner()
     }
 
+    /// Asserts that `etag` is no longer an ETag of the order `id`: a delete under it is 412,
+    /// and the order is still there.
+    pub async fn assert_order_etag_is_stale(&self, id: &str, etag: &str) {
+        let delete = self
+            .client
+            .order_delete()
+            .id(id)
+            .if_match(etag)
+            .send()
+            .await;
+        crate::helpers::expect_problem(
+            delete,
+            StatusCode::PRECONDITION_FAILED,
+            "PRECONDITION_FAILED",
+        );
+        self.order(id).await;
+    }
+
     /// Reads an order that must exist.
     pub async fn order(&self, id: &str) -> types::Order {
         let order = self.client.order_view().id(id).send().await;
