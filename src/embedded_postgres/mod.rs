@@ -4,14 +4,15 @@
 //! The cluster lives in a data folder of ours and listens only on a Unix socket inside that
 //! folder, so it can clash with no other server. PostgreSQL refuses to run as root; when we
 //! are root, the server runs as an unprivileged system user (`postgres`, else `nobody`).
-//! The server is a child process that gets SIGINT (PostgreSQL's "fast shutdown") when its
-//! parent dies, so a crashed or killed parent never leaves it running.
+//! The server is a child process that gets SIGINT (PostgreSQL's "fast shutdown") when the
+//! thread that supervises it ends, so a crashed or killed parent never leaves it running.
 //!
 //! [`Cluster`] is the whole interface; the parts behind it, by job:
 //!
 //! - `binaries`: finding `initdb` and `postgres` on this machine.
 //! - `data_folder`: the cluster's data folder, and creating the cluster in it with initdb.
-//! - `supervisor`: running the server process, waiting until it is ready, stopping it.
+//! - `supervisor`: the cluster's own thread, which runs the server process, waits until it is
+//!   ready, and stops it.
 //! - `process`: spawning children as the unprivileged server user so they do not outlive us.
 //! - `lock_file`: recovering from a killed server's lock file, never removing a live one's.
 //! - `admin`: the administrative SQL start-up needs ([`database_exists`], [`create_database`],
@@ -64,6 +65,8 @@ pub enum EmbeddedError {
     Command { step: &'static str, detail: String },
     #[error("PostgreSQL did not become ready within {0:?}; its log is {1}")]
     NotReady(Duration, PathBuf),
+    #[error("the thread that supervises PostgreSQL ended unexpectedly")]
+    SupervisorLost,
     #[error("io error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -93,26 +96,31 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The superuser that `initdb` creates, whatever OS user runs the server.
 pub const SUPERUSER: &str = "postgres";
 
-/// A running cluster. Call [`Cluster::stop`] for a clean shutdown; if the process dies
-/// instead, the kernel stops the server.
+/// A running cluster, kept by a thread of its own (so nothing here blocks an async runtime).
+///
+/// Call [`Cluster::stop`] for a clean shutdown and to know it has finished. A cluster that is
+/// dropped instead is stopped by its thread in the background. If the process dies first, the
+/// server is stopped all the same: it gets SIGINT when its supervisor thread is gone.
 #[derive(Debug)]
 pub struct Cluster {
-    server: supervisor::Server,
+    data_dir: PathBuf,
+    supervisor: supervisor::Supervisor,
 }
 
 impl Cluster {
-    /// Starts the cluster in `data_dir`, creating it first if the folder holds none.
-    ///
-    /// Blocks until the server accepts connections. Call it from a thread that lives as long
-    /// as the server should: the server is stopped when the thread that started it exits.
-    pub fn start(data_dir: &Path, durability: Durability) -> Result<Self, EmbeddedError> {
-        let server = supervisor::Server::start(data_dir, durability)?;
-        Ok(Self { server })
+    /// Starts the cluster in `data_dir`, creating it first if the folder holds none, and
+    /// returns once the server accepts connections.
+    pub async fn start(data_dir: &Path, durability: Durability) -> Result<Self, EmbeddedError> {
+        let (supervisor, data_dir) = supervisor::Supervisor::start(data_dir, durability).await?;
+        Ok(Self {
+            data_dir,
+            supervisor,
+        })
     }
 
     /// The folder holding the server's socket: the `host` to connect to.
     pub fn socket_dir(&self) -> &Path {
-        &self.server.data_dir
+        &self.data_dir
     }
 
     /// Connection settings for `dbname` on this cluster.
@@ -128,17 +136,98 @@ impl Cluster {
     /// Stops the server with a fast shutdown (open transactions are rolled back, everything
     /// committed is kept) and waits for it to exit. A server that has not stopped after
     /// [`STOP_TIMEOUT`] gets an immediate shutdown, which recovers from its log on next start.
-    pub fn stop(mut self) -> Result<(), EmbeddedError> {
-        self.server.shut_down()
+    pub async fn stop(self) -> Result<(), EmbeddedError> {
+        self.supervisor.stop().await
     }
 }
 
-/// A cluster dropped without [`Cluster::stop`] (start-up failed after it started, say) is
-/// stopped all the same, so a quick restart does not find it still shutting down.
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Err(error) = self.server.shut_down() {
-            tracing::error!(%error, "the private PostgreSQL cluster did not stop cleanly");
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use super::*;
+
+    /// A folder for one test's cluster under the system temp folder (which the unprivileged
+    /// server user can reach), removed when the test ends.
+    pub(super) struct ScratchDir(pub(super) PathBuf);
+
+    impl ScratchDir {
+        pub(super) fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("orders-embedded-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Self(dir)
         }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn accepts_connections(cluster: &Cluster) -> bool {
+        database_exists(&cluster.connection_config("postgres"), "postgres")
+            .await
+            .is_ok_and(|exists| exists)
+    }
+
+    #[tokio::test]
+    async fn starting_and_stopping_a_cluster_leave_the_runtime_free_to_run_other_tasks() {
+        let dir = ScratchDir::new("runtime-free");
+        // The test's runtime has one thread: a blocking start or stop would freeze this task.
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = Arc::clone(&ticks);
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+
+        let cluster = Cluster::start(&dir.0, Durability::Throwaway).await.unwrap();
+        let ticks_after_start = ticks.load(Ordering::Relaxed);
+        cluster.stop().await.unwrap();
+        let ticks_after_stop = ticks.load(Ordering::Relaxed);
+
+        ticker.abort();
+        assert!(
+            ticks_after_start > 0,
+            "the runtime was blocked during start"
+        );
+        assert!(
+            ticks_after_stop > ticks_after_start,
+            "the runtime was blocked during stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cluster_outlives_the_thread_that_started_it() {
+        let dir = ScratchDir::new("outlives");
+        let data_dir = dir.0.clone();
+
+        let cluster = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(Cluster::start(&data_dir, Durability::Throwaway))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        // Had that thread forked the server, PDEATHSIG would have begun its shutdown by now.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        assert!(accepts_connections(&cluster).await);
+        cluster.stop().await.unwrap();
     }
 }

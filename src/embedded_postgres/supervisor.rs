@@ -1,5 +1,10 @@
-//! Running the server process: starting `postgres` on the data folder, waiting until it
-//! accepts connections, and stopping it again.
+//! Running the server process: a thread of the cluster's own starts `postgres` on the data
+//! folder, waits until it accepts connections, keeps it until asked to stop, and stops it.
+//!
+//! Starting and stopping block (initdb, polling the lock file, waiting for the server to exit),
+//! so none of it may run on an async runtime's threads; the [`Supervisor`] handle hands the
+//! work to its thread and awaits the outcome. The thread lives exactly as long as the server,
+//! which matters on Linux: PDEATHSIG fires when the *thread* that forked the child exits.
 //!
 //! It talks to the server only through signals and its lock file, never through SQL.
 
@@ -8,6 +13,7 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Stdio},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -28,17 +34,91 @@ use super::{
 /// How long the server may take to accept connections once started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where the supervisor thread sends the outcome of a stop.
+type StopReply = tokio::sync::oneshot::Sender<Result<(), EmbeddedError>>;
+
+/// The cluster's end of its supervisor thread.
+#[derive(Debug)]
+pub(super) struct Supervisor {
+    /// Stop requests. Dropping it (with the cluster) asks for a stop too.
+    stop_requests: mpsc::Sender<StopReply>,
+}
+
+impl Supervisor {
+    /// Starts the supervisor thread, which starts the server in `data_dir`; returns once the
+    /// server accepts connections, with the folder it works in.
+    pub(super) async fn start(
+        data_dir: &Path,
+        durability: Durability,
+    ) -> Result<(Self, PathBuf), EmbeddedError> {
+        let (ready_sender, ready) = tokio::sync::oneshot::channel();
+        let (stop_requests, stop_request_receiver) = mpsc::channel();
+        let data_dir = data_dir.to_owned();
+        std::thread::Builder::new()
+            .name("orders-postgres".to_owned())
+            .spawn(move || supervise(&data_dir, durability, ready_sender, stop_request_receiver))
+            .map_err(|error| EmbeddedError::Command {
+                step: "starting the thread that supervises postgres",
+                detail: error.to_string(),
+            })?;
+        let data_dir = ready.await.map_err(|_| EmbeddedError::SupervisorLost)??;
+        Ok((Self { stop_requests }, data_dir))
+    }
+
+    /// Asks the supervisor thread to stop the server, and waits until it has.
+    pub(super) async fn stop(self) -> Result<(), EmbeddedError> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.stop_requests
+            .send(reply)
+            .map_err(|_| EmbeddedError::SupervisorLost)?;
+        outcome.await.map_err(|_| EmbeddedError::SupervisorLost)?
+    }
+}
+
+/// The supervisor thread: starts the server, reports whether it is ready, and stops it when
+/// asked or when its [`Supervisor`] is dropped.
+fn supervise(
+    data_dir: &Path,
+    durability: Durability,
+    ready: tokio::sync::oneshot::Sender<Result<PathBuf, EmbeddedError>>,
+    stop_requests: mpsc::Receiver<StopReply>,
+) {
+    let mut server = match Server::start(data_dir, durability) {
+        Ok(server) => server,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    // When whoever started the cluster gave up waiting, no one will ever ask for a stop.
+    let stop_reply = if ready.send(Ok(server.data_dir.clone())).is_ok() {
+        // Blocks, without polling, until a stop is asked for or the Supervisor is dropped.
+        stop_requests.recv().ok()
+    } else {
+        None
+    };
+    let outcome = server.shut_down();
+    // With no one (left) to tell, the log is the only place an error can go.
+    let unreported = match stop_reply {
+        Some(reply) => reply.send(outcome).err().and_then(Result::err),
+        None => outcome.err(),
+    };
+    if let Some(error) = unreported {
+        tracing::error!(%error, "the private PostgreSQL cluster did not stop cleanly");
+    }
+}
+
 /// A running server process, and the folder it works in.
 #[derive(Debug)]
-pub(super) struct Server {
-    pub(super) data_dir: PathBuf,
+struct Server {
+    data_dir: PathBuf,
     child: Child,
 }
 
 impl Server {
     /// Starts the server in `data_dir`, creating the cluster first if the folder holds none,
     /// and blocks until it accepts connections.
-    pub(super) fn start(data_dir: &Path, durability: Durability) -> Result<Self, EmbeddedError> {
+    fn start(data_dir: &Path, durability: Durability) -> Result<Self, EmbeddedError> {
         let binaries = Binaries::find()?;
         let run_as = run_as()?;
         let data_dir = absolute(data_dir)?;
@@ -127,7 +207,7 @@ impl Server {
     /// Stops the server with a fast shutdown (open transactions are rolled back, everything
     /// committed is kept) and waits for it to exit. A server that has not stopped after
     /// [`STOP_TIMEOUT`] gets an immediate shutdown, which recovers from its log on next start.
-    pub(super) fn shut_down(&mut self) -> Result<(), EmbeddedError> {
+    fn shut_down(&mut self) -> Result<(), EmbeddedError> {
         if self
             .child
             .try_wait()
