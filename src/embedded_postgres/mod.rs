@@ -4,8 +4,9 @@
 //! The cluster lives in a data folder of ours and listens only on a Unix socket inside that
 //! folder, so it can clash with no other server. PostgreSQL refuses to run as root; when we
 //! are root, the server runs as an unprivileged system user (`postgres`, else `nobody`).
-//! The server is a child process that gets SIGINT (PostgreSQL's "fast shutdown") when the
-//! thread that supervises it ends, so a crashed or killed parent never leaves it running.
+//! The server is a child process that gets SIGINT (PostgreSQL's "fast shutdown") when we are
+//! gone (on Linux when the thread that supervises it ends, elsewhere through a watchdog
+//! process), so a crashed or killed parent never leaves it running.
 //!
 //! [`Cluster`] is the whole interface; the parts behind it, by job:
 //!
@@ -13,7 +14,8 @@
 //! - `data_folder`: the cluster's data folder, and creating the cluster in it with initdb.
 //! - `supervisor`: the cluster's own thread, which runs the server process, waits until it is
 //!   ready, and stops it.
-//! - `process`: spawning children as the unprivileged server user so they do not outlive us.
+//! - `process`: spawning children as the unprivileged server user so they do not outlive us
+//!   (PDEATHSIG on Linux, a watchdog process on other Unixes).
 //! - `lock_file`: recovering from a killed server's lock file, never removing a live one's.
 //! - `admin`: the administrative SQL start-up needs ([`database_exists`], [`create_database`],
 //!   [`rename_database`], [`quote_identifier`]).
@@ -100,7 +102,8 @@ pub const SUPERUSER: &str = "postgres";
 ///
 /// Call [`Cluster::stop`] for a clean shutdown and to know it has finished. A cluster that is
 /// dropped instead is stopped by its thread in the background. If the process dies first, the
-/// server is stopped all the same: it gets SIGINT when its supervisor thread is gone.
+/// server is stopped all the same: it gets SIGINT when its supervisor thread is gone (Linux)
+/// or when the process is (elsewhere).
 #[derive(Debug)]
 pub struct Cluster {
     data_dir: PathBuf,

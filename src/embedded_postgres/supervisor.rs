@@ -28,7 +28,7 @@ use super::{
     data_folder::{absolute, initialise},
     io_error,
     lock_file::remove_stale_lock_file,
-    process::{run_as, spawn_owned},
+    process::{KERNEL_STOPS_ORPHANS, Watchdog, run_as, spawn_owned},
 };
 
 /// How long the server may take to accept connections once started.
@@ -113,6 +113,8 @@ fn supervise(
 struct Server {
     data_dir: PathBuf,
     child: Child,
+    /// Where the kernel does not stop the server when we are gone, the process that does.
+    watchdog: Option<Watchdog>,
 }
 
 impl Server {
@@ -168,14 +170,33 @@ impl Server {
                 detail: error.to_string(),
             }
         })?;
-        let mut server = Self { data_dir, child };
-        if let Err(error) = server.wait_until_ready(READY_TIMEOUT, &log_path) {
+        let mut server = Self {
+            data_dir,
+            child,
+            watchdog: None,
+        };
+        let ready = server
+            .start_watchdog()
+            .and_then(|()| server.wait_until_ready(READY_TIMEOUT, &log_path));
+        if let Err(error) = ready {
             if let Err(stop_error) = server.shut_down() {
                 tracing::error!(error = %stop_error, "the private PostgreSQL cluster did not stop cleanly");
             }
             return Err(error);
         }
         Ok(server)
+    }
+
+    fn start_watchdog(&mut self) -> Result<(), EmbeddedError> {
+        if !KERNEL_STOPS_ORPHANS {
+            let watchdog =
+                Watchdog::start(self.child.id()).map_err(|error| EmbeddedError::Command {
+                    step: "starting the watchdog for postgres",
+                    detail: error.to_string(),
+                })?;
+            self.watchdog = Some(watchdog);
+        }
+        Ok(())
     }
 
     fn wait_until_ready(&mut self, timeout: Duration, log: &Path) -> Result<(), EmbeddedError> {
@@ -208,6 +229,13 @@ impl Server {
     /// committed is kept) and waits for it to exit. A server that has not stopped after
     /// [`STOP_TIMEOUT`] gets an immediate shutdown, which recovers from its log on next start.
     fn shut_down(&mut self) -> Result<(), EmbeddedError> {
+        // Before the server is reaped (and its pid free for reuse), the watchdog must know
+        // that it is not to signal it.
+        if let Some(watchdog) = self.watchdog.take()
+            && let Err(error) = watchdog.disarm()
+        {
+            tracing::warn!(%error, "the watchdog of the private PostgreSQL cluster did not exit cleanly");
+        }
         if self
             .child
             .try_wait()
