@@ -92,8 +92,11 @@ pub enum Durability {
     Throwaway,
 }
 
-/// How long a fast shutdown may take before the server is stopped at once.
+/// How long a fast shutdown may take before the server is asked for an immediate one.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an immediate shutdown may take before the server and its processes are killed.
+pub const IMMEDIATE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The superuser that `initdb` creates, whatever OS user runs the server.
 pub const SUPERUSER: &str = "postgres";
@@ -114,7 +117,18 @@ impl Cluster {
     /// Starts the cluster in `data_dir`, creating it first if the folder holds none, and
     /// returns once the server accepts connections.
     pub async fn start(data_dir: &Path, durability: Durability) -> Result<Self, EmbeddedError> {
-        let (supervisor, data_dir) = supervisor::Supervisor::start(data_dir, durability).await?;
+        Self::start_with_stop_bounds(data_dir, durability, supervisor::StopBounds::DEFAULT).await
+    }
+
+    /// [`Cluster::start`], with each step of the eventual shutdown bounded by `stop_bounds`
+    /// (tests shorten them to see every step taken).
+    async fn start_with_stop_bounds(
+        data_dir: &Path,
+        durability: Durability,
+        stop_bounds: supervisor::StopBounds,
+    ) -> Result<Self, EmbeddedError> {
+        let (supervisor, data_dir) =
+            supervisor::Supervisor::start(data_dir, durability, stop_bounds).await?;
         Ok(Self {
             data_dir,
             supervisor,
@@ -138,7 +152,8 @@ impl Cluster {
 
     /// Stops the server with a fast shutdown (open transactions are rolled back, everything
     /// committed is kept) and waits for it to exit. A server that has not stopped after
-    /// [`STOP_TIMEOUT`] gets an immediate shutdown, which recovers from its log on next start.
+    /// [`STOP_TIMEOUT`] gets an immediate shutdown, which recovers from its log on next start;
+    /// one still running [`IMMEDIATE_STOP_TIMEOUT`] after that is killed with its processes.
     pub async fn stop(self) -> Result<(), EmbeddedError> {
         self.supervisor.stop().await
     }
@@ -210,6 +225,55 @@ mod tests {
             ticks_after_stop > ticks_after_start,
             "the runtime was blocked during stop"
         );
+    }
+
+    /// The pid on the first line of the server's lock file, while it runs.
+    fn server_pid(data_dir: &Path) -> nix::unistd::Pid {
+        let contents = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap();
+        nix::unistd::Pid::from_raw(contents.lines().next().unwrap().parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_shutdown_requests_is_killed_with_its_processes_after_the_bounds()
+    {
+        use nix::{
+            errno::Errno,
+            sys::signal::{Signal, kill, killpg},
+        };
+
+        let dir = ScratchDir::new("sigkill");
+        let bounds = supervisor::StopBounds {
+            fast: Duration::from_millis(300),
+            immediate: Duration::from_millis(300),
+        };
+        let cluster = Cluster::start_with_stop_bounds(&dir.0, Durability::Throwaway, bounds)
+            .await
+            .unwrap();
+        let server = server_pid(&dir.0);
+        // A stopped process leaves SIGINT and SIGQUIT pending; only SIGKILL acts on it.
+        kill(server, Signal::SIGSTOP).unwrap();
+
+        let started = std::time::Instant::now();
+        cluster.stop().await.unwrap();
+        let took = started.elapsed();
+
+        assert!(
+            took >= bounds.fast + bounds.immediate,
+            "stopped in {took:?}"
+        );
+        assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+        assert_eq!(kill(server, None), Err(Errno::ESRCH), "the server is gone");
+        // Its backends, orphaned by the kill, are reaped by init in a moment.
+        let mut group = killpg(server, None);
+        while group.is_ok() && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            group = killpg(server, None);
+        }
+        assert_eq!(group, Err(Errno::ESRCH), "none of its processes is left");
+        // What a kill leaves behind (its lock file) does not stop the next start.
+        let restarted = Cluster::start(&dir.0, Durability::Throwaway).await.unwrap();
+        assert!(accepts_connections(&restarted).await);
+        restarted.stop().await.unwrap();
     }
 
     #[tokio::test]

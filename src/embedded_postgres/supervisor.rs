@@ -23,7 +23,7 @@ use nix::{
 };
 
 use super::{
-    Durability, EmbeddedError, STOP_TIMEOUT,
+    Durability, EmbeddedError, IMMEDIATE_STOP_TIMEOUT, STOP_TIMEOUT,
     binaries::Binaries,
     data_folder::{absolute, initialise},
     io_error,
@@ -33,6 +33,22 @@ use super::{
 
 /// How long the server may take to accept connections once started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long each step of a shutdown may take before the next, harsher one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StopBounds {
+    /// After SIGINT (fast shutdown), before SIGQUIT.
+    pub(super) fast: Duration,
+    /// After SIGQUIT (immediate shutdown), before SIGKILL.
+    pub(super) immediate: Duration,
+}
+
+impl StopBounds {
+    pub(super) const DEFAULT: Self = Self {
+        fast: STOP_TIMEOUT,
+        immediate: IMMEDIATE_STOP_TIMEOUT,
+    };
+}
 
 /// Where the supervisor thread sends the outcome of a stop.
 type StopReply = tokio::sync::oneshot::Sender<Result<(), EmbeddedError>>;
@@ -50,13 +66,22 @@ impl Supervisor {
     pub(super) async fn start(
         data_dir: &Path,
         durability: Durability,
+        stop_bounds: StopBounds,
     ) -> Result<(Self, PathBuf), EmbeddedError> {
         let (ready_sender, ready) = tokio::sync::oneshot::channel();
         let (stop_requests, stop_request_receiver) = mpsc::channel();
         let data_dir = data_dir.to_owned();
         std::thread::Builder::new()
             .name("orders-postgres".to_owned())
-            .spawn(move || supervise(&data_dir, durability, ready_sender, stop_request_receiver))
+            .spawn(move || {
+                supervise(
+                    &data_dir,
+                    durability,
+                    stop_bounds,
+                    ready_sender,
+                    stop_request_receiver,
+                )
+            })
             .map_err(|error| EmbeddedError::Command {
                 step: "starting the thread that supervises postgres",
                 detail: error.to_string(),
@@ -80,10 +105,11 @@ impl Supervisor {
 fn supervise(
     data_dir: &Path,
     durability: Durability,
+    stop_bounds: StopBounds,
     ready: tokio::sync::oneshot::Sender<Result<PathBuf, EmbeddedError>>,
     stop_requests: mpsc::Receiver<StopReply>,
 ) {
-    let mut server = match Server::start(data_dir, durability) {
+    let mut server = match Server::start(data_dir, durability, stop_bounds) {
         Ok(server) => server,
         Err(error) => {
             let _ = ready.send(Err(error));
@@ -97,7 +123,7 @@ fn supervise(
     } else {
         None
     };
-    let outcome = server.shut_down();
+    let outcome = server.shut_down(stop_bounds);
     // With no one (left) to tell, the log is the only place an error can go.
     let unreported = match stop_reply {
         Some(reply) => reply.send(outcome).err().and_then(Result::err),
@@ -120,7 +146,11 @@ struct Server {
 impl Server {
     /// Starts the server in `data_dir`, creating the cluster first if the folder holds none,
     /// and blocks until it accepts connections.
-    fn start(data_dir: &Path, durability: Durability) -> Result<Self, EmbeddedError> {
+    fn start(
+        data_dir: &Path,
+        durability: Durability,
+        stop_bounds: StopBounds,
+    ) -> Result<Self, EmbeddedError> {
         let binaries = Binaries::find()?;
         let run_as = run_as()?;
         let data_dir = absolute(data_dir)?;
@@ -179,7 +209,7 @@ impl Server {
             .start_watchdog()
             .and_then(|()| server.wait_until_ready(READY_TIMEOUT, &log_path));
         if let Err(error) = ready {
-            if let Err(stop_error) = server.shut_down() {
+            if let Err(stop_error) = server.shut_down(stop_bounds) {
                 tracing::error!(error = %stop_error, "the private PostgreSQL cluster did not stop cleanly");
             }
             return Err(error);
@@ -225,10 +255,11 @@ impl Server {
         Err(EmbeddedError::NotReady(timeout, log.to_owned()))
     }
 
-    /// Stops the server with a fast shutdown (open transactions are rolled back, everything
-    /// committed is kept) and waits for it to exit. A server that has not stopped after
-    /// [`STOP_TIMEOUT`] gets an immediate shutdown, which recovers from its log on next start.
-    fn shut_down(&mut self) -> Result<(), EmbeddedError> {
+    /// Stops the server and waits for it to exit: a fast shutdown (SIGINT: open transactions
+    /// are rolled back, everything committed is kept), then, if it is still running, an
+    /// immediate one (SIGQUIT: recovered from the log on next start), and at last SIGKILL for
+    /// it and its processes, which no process can ignore, not even a stopped (SIGSTOP) one.
+    fn shut_down(&mut self, bounds: StopBounds) -> Result<(), EmbeddedError> {
         // Before the server is reaped (and its pid free for reuse), the watchdog must know
         // that it is not to signal it.
         if let Some(watchdog) = self.watchdog.take()
@@ -236,31 +267,42 @@ impl Server {
         {
             tracing::warn!(%error, "the watchdog of the private PostgreSQL cluster did not exit cleanly");
         }
-        if self
-            .child
-            .try_wait()
-            .map_err(io_error(&self.data_dir))?
-            .is_some()
-        {
+        if self.has_exited()? {
             return Ok(());
         }
         let pid = Pid::from_raw(self.child.id() as i32);
-        // The server may already be gone; then there is nothing to stop.
+        // Not reaped yet, so the pid is still the server's; errors would only mean it has
+        // exited meanwhile.
         let _ = signal::kill(pid, Signal::SIGINT);
+        if self.exits_within(bounds.fast)? {
+            return Ok(());
+        }
+        tracing::warn!(timeout = ?bounds.fast, "PostgreSQL did not finish a fast shutdown in time: asking for an immediate one");
+        let _ = signal::kill(pid, Signal::SIGQUIT);
+        if self.exits_within(bounds.immediate)? {
+            return Ok(());
+        }
+        tracing::error!(timeout = ?bounds.immediate, "PostgreSQL did not finish an immediate shutdown in time: killing it");
+        // The server leads a process group of its own (see `process_group(0)` above), which
+        // holds its backends too: none is left holding its shared memory.
+        let _ = signal::killpg(pid, Signal::SIGKILL);
+        self.child.wait().map_err(io_error(&self.data_dir))?;
+        Ok(())
+    }
+
+    fn has_exited(&mut self) -> Result<bool, EmbeddedError> {
+        let status = self.child.try_wait().map_err(io_error(&self.data_dir))?;
+        Ok(status.is_some())
+    }
+
+    fn exits_within(&mut self, timeout: Duration) -> Result<bool, EmbeddedError> {
         let started = Instant::now();
-        while self
-            .child
-            .try_wait()
-            .map_err(io_error(&self.data_dir))?
-            .is_none()
-        {
-            if started.elapsed() > STOP_TIMEOUT {
-                let _ = signal::kill(pid, Signal::SIGQUIT);
-                self.child.wait().map_err(io_error(&self.data_dir))?;
-                break;
+        while started.elapsed() < timeout {
+            if self.has_exited()? {
+                return Ok(true);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
+        self.has_exited()
     }
 }
