@@ -63,6 +63,11 @@ pub enum EmbeddedError {
         "the data folder {0} holds files but no PostgreSQL cluster; move them away or choose another --data-dir"
     )]
     NotACluster(PathBuf),
+    #[error(
+        "{lock_file} names a live process ({pid}), most likely a PostgreSQL server still running \
+         on this data folder: stop it, or remove the file if that process is no server"
+    )]
+    AlreadyRunning { lock_file: PathBuf, pid: i32 },
     #[error("{step} failed: {detail}")]
     Command { step: &'static str, detail: String },
     #[error("PostgreSQL did not become ready within {0:?}; its log is {1}")]
@@ -274,6 +279,29 @@ mod tests {
         let restarted = Cluster::start(&dir.0, Durability::Throwaway).await.unwrap();
         assert!(accepts_connections(&restarted).await);
         restarted.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_start_through_a_symlink_to_a_running_clusters_folder_leaves_it_alone() {
+        let dir = ScratchDir::new("second-start");
+        let running = Cluster::start(&dir.0.join("cluster"), Durability::Throwaway)
+            .await
+            .unwrap();
+        let link = dir.0.join("link");
+        std::os::unix::fs::symlink(dir.0.join("cluster"), &link).unwrap();
+
+        let second = Cluster::start(&link, Durability::Throwaway).await;
+
+        assert!(
+            matches!(second, Err(EmbeddedError::AlreadyRunning { .. })),
+            "{second:?}"
+        );
+        assert!(
+            dir.0.join("cluster/postmaster.pid").exists(),
+            "the running server's lock file is kept"
+        );
+        assert!(accepts_connections(&running).await);
+        running.stop().await.unwrap();
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use super::{
     binaries::Binaries,
     data_folder::{absolute, initialise},
     io_error,
-    lock_file::remove_stale_lock_file,
+    lock_file::clear_stale_lock_file,
     process::{KERNEL_STOPS_ORPHANS, Watchdog, run_as, spawn_owned},
 };
 
@@ -162,7 +162,7 @@ impl Server {
         if !data_dir.join("PG_VERSION").exists() {
             initialise(&binaries, &data_dir, durability, run_as.as_ref())?;
         }
-        remove_stale_lock_file(&data_dir)?;
+        clear_stale_lock_file(&data_dir)?;
 
         let log_path = data_dir.join("server.log");
         let log = fs::File::create(&log_path).map_err(io_error(&log_path))?;
