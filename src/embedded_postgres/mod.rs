@@ -11,7 +11,8 @@
 //! [`Cluster`] is the whole interface; the parts behind it, by job:
 //!
 //! - `binaries`: finding `initdb` and `postgres` on this machine.
-//! - `data_folder`: the cluster's data folder, and creating the cluster in it with initdb.
+//! - `data_folder`: where the cluster's files live (elsewhere, linked, when the server user
+//!   cannot reach the configured folder), and creating the cluster there with initdb.
 //! - `supervisor`: the cluster's own thread, which runs the server process, waits until it is
 //!   ready, and stops it.
 //! - `process`: spawning children as the unprivileged server user so they do not outlive us
@@ -55,10 +56,17 @@ pub enum EmbeddedError {
     SocketPathTooLong(PathBuf),
     #[error(
         "PostgreSQL runs as the unprivileged user with uid {uid}, who cannot reach {path}: \
-         a folder above it is closed to other users. Choose a data folder it can reach \
-         (--data-dir or ORDERS_DATA_DIR), for example under /tmp"
+         a folder above it is closed to other users, and files already there are not moved. \
+         Choose a data folder it can reach (--data-dir or ORDERS_DATA_DIR), for example \
+         under /tmp, or move those files away so the cluster can be kept elsewhere"
     )]
     Unreachable { path: PathBuf, uid: u32 },
+    #[error(
+        "{path} should be a folder of the PostgreSQL server user's (uid {uid}), but something \
+         else made it; remove it, or choose a data folder that user can reach \
+         (--data-dir or ORDERS_DATA_DIR)"
+    )]
+    ForeignFolder { path: PathBuf, uid: u32 },
     #[error(
         "the data folder {0} holds files but no PostgreSQL cluster; move them away or choose another --data-dir"
     )]

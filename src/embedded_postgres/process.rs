@@ -11,6 +11,7 @@
 use std::{
     io::{self, Write},
     os::unix::process::CommandExt,
+    path::PathBuf,
     process::{Child, Command, Stdio},
 };
 
@@ -23,6 +24,7 @@ use super::EmbeddedError;
 pub(super) struct RunAs {
     pub(super) uid: u32,
     pub(super) gid: u32,
+    pub(super) home: PathBuf,
 }
 
 /// Who the server must run as: nobody in particular unless we are root, since PostgreSQL
@@ -38,6 +40,7 @@ pub(super) fn run_as() -> Result<Option<RunAs>, EmbeddedError> {
             Some(RunAs {
                 uid: user.uid.as_raw(),
                 gid: user.gid.as_raw(),
+                home: user.dir,
             })
         })
         .ok_or(EmbeddedError::NoUnprivilegedUser)

@@ -25,7 +25,7 @@ use nix::{
 use super::{
     Durability, EmbeddedError, IMMEDIATE_STOP_TIMEOUT, STOP_TIMEOUT,
     binaries::Binaries,
-    data_folder::{absolute, initialise},
+    data_folder::{initialise, locate},
     io_error,
     lock_file::clear_stale_lock_file,
     process::{KERNEL_STOPS_ORPHANS, Watchdog, run_as, spawn_owned},
@@ -153,7 +153,7 @@ impl Server {
     ) -> Result<Self, EmbeddedError> {
         let binaries = Binaries::find()?;
         let run_as = run_as()?;
-        let data_dir = absolute(data_dir)?;
+        let data_dir = locate(data_dir, run_as.as_ref())?;
         let socket = data_dir.join(".s.PGSQL.5432");
         if socket.as_os_str().len() > 107 {
             return Err(EmbeddedError::SocketPathTooLong(socket));
