@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command, settings: Settings) -> Result<(), StartError> {
     let database = Database::open(&settings).await?;
     let result = run_with(command, &settings, &database).await;
-    database.close();
+    database.close().await;
     result
 }
 

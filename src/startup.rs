@@ -49,8 +49,7 @@ const EMBEDDED_DATABASE_BUILDING: &str = "orders_building";
 
 impl Database {
     /// Connects to the configured database, starting the private cluster first when there is
-    /// no `DATABASE_URL`. Must be called on a thread that outlives the cluster (the main
-    /// thread), since the cluster stops when the thread that started it exits.
+    /// no `DATABASE_URL`.
     pub async fn open(settings: &Settings) -> Result<Self, StartError> {
         match &settings.database {
             DatabaseSettings::External(url) => {
@@ -62,8 +61,12 @@ impl Database {
             }
             DatabaseSettings::Embedded { data_dir } => {
                 tracing::info!(data_dir = %data_dir.display(), "starting the private PostgreSQL cluster");
-                let cluster = Cluster::start(data_dir, Durability::Durable)?;
-                create_embedded_database(&cluster).await?;
+                let cluster = Cluster::start(data_dir, Durability::Durable).await?;
+                if let Err(error) = create_embedded_database(&cluster).await {
+                    // Stopped before returning, so a quick retry does not find it shutting down.
+                    stop_cluster(cluster).await;
+                    return Err(error);
+                }
                 Ok(Self {
                     pool: storage::connect_pool(
                         cluster.connection_config(EMBEDDED_DATABASE),
@@ -76,14 +79,19 @@ impl Database {
     }
 
     /// Closes the pool and stops the private cluster, if there is one.
-    pub fn close(self) {
+    pub async fn close(self) {
         self.pool.close();
         if let Some(cluster) = self.cluster {
-            tracing::info!("stopping the private PostgreSQL cluster");
-            if let Err(error) = cluster.stop() {
-                tracing::error!(%error, "the private PostgreSQL cluster did not stop cleanly");
-            }
+            stop_cluster(cluster).await;
         }
+    }
+}
+
+/// Stops the private cluster and waits until it has stopped; failing that, says so in the log.
+async fn stop_cluster(cluster: Cluster) {
+    tracing::info!("stopping the private PostgreSQL cluster");
+    if let Err(error) = cluster.stop().await {
+        tracing::error!(%error, "the private PostgreSQL cluster did not stop cleanly");
     }
 }
 

@@ -354,6 +354,90 @@ async fn sigterm_lets_a_request_in_flight_finish_and_then_exits_cleanly() {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
+/// A folder only root may enter, like a clone in root's home (mode 700). Removed when dropped,
+/// with the cluster kept elsewhere for it.
+struct ClosedFolder(PathBuf);
+
+impl ClosedFolder {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let folder = std::env::temp_dir().join(format!(
+            "orders-closed-test-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Self(folder)
+    }
+
+    /// Where the cluster's files went, if they went elsewhere: the target of the link that
+    /// stands for the cluster's folder in the data folder.
+    fn relocated_cluster(&self) -> Option<PathBuf> {
+        std::fs::read_link(self.0.join("data/postgres")).ok()
+    }
+}
+
+impl Drop for ClosedFolder {
+    fn drop(&mut self) {
+        if let Some(cluster) = self.relocated_cluster() {
+            let _ = std::fs::remove_dir_all(&cluster);
+            let _ = std::fs::remove_file(cluster.with_extension("source"));
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn serve_as_root_from_a_folder_closed_to_the_server_user_keeps_the_cluster_where_it_can_reach()
+ {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: only root runs PostgreSQL as another user");
+        return;
+    }
+    let closed = ClosedFolder::new();
+    let data_dir = closed.0.join("data");
+
+    let mut server = Server::start(&data_dir).await;
+
+    let ready = server.client.health_ready().send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let order = server.client.order_view().id("223").send().await.unwrap();
+    assert_eq!(order.datetime, at("2022-11-01T11:11:11.111Z"));
+    let cluster = closed
+        .relocated_cluster()
+        .expect("the data folder links to the cluster's files");
+    assert!(!cluster.starts_with(&closed.0), "{}", cluster.display());
+    let holder = std::fs::metadata(cluster.parent().unwrap()).unwrap();
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let server_user = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .or(nix::unistd::User::from_name("nobody").unwrap())
+            .unwrap();
+        assert_eq!(holder.uid(), server_user.uid.as_raw());
+        assert_eq!(holder.permissions().mode() & 0o777, 0o700);
+    }
+    assert!(
+        postgres_pid(&data_dir).is_some(),
+        "PostgreSQL runs there, reached through the link"
+    );
+    server.signal(Signal::SIGTERM);
+    let status = server.wait(Duration::from_secs(40));
+    assert!(status.success(), "log:\n{}", server.log_text());
+
+    let mut again = Server::start(&data_dir).await;
+
+    assert_eq!(
+        again.order_count().await,
+        3,
+        "the next start finds the same cluster, not seeded twice"
+    );
+    assert_eq!(closed.relocated_cluster(), Some(cluster));
+    // Stopped cleanly before its files are removed.
+    again.signal(Signal::SIGTERM);
+    again.wait(Duration::from_secs(40));
+}
+
 #[tokio::test]
 async fn serve_starts_again_after_it_and_its_postgres_were_killed_outright() {
     let data_dir = data_dir();

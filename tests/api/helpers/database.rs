@@ -28,39 +28,36 @@ struct TestServer {
 static TEST_SERVER: OnceLock<TestServer> = OnceLock::new();
 
 fn test_server() -> &'static TestServer {
+    // Never dropped: the cluster runs until the process exits, which stops it.
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     TEST_SERVER.get_or_init(|| {
         orders::telemetry::init_for_tests();
-        // The cluster stops when the thread that started it exits, and test threads exit after
-        // each test: start it on a thread that lives as long as the process.
+        // Tests get here from inside their own runtime, which cannot block on a future: set up
+        // on a thread with a runtime of its own.
         let (sender, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("test-postgres".to_owned())
             .spawn(move || {
-                let admin_and_cluster = match std::env::var("TEST_DATABASE_URL") {
-                    Ok(url) => (
-                        url.parse()
-                            .expect("TEST_DATABASE_URL is a connection string"),
-                        None,
-                    ),
-                    Err(_) => {
-                        let cluster = Cluster::start(&cluster_dir(), Durability::Throwaway)
-                            .expect("the test cluster starts");
-                        (cluster.connection_config("postgres"), Some(cluster))
-                    }
-                };
-                let (admin, cluster) = admin_and_cluster;
-                let template = format!("orders_template_{}", std::process::id());
-                tokio::runtime::Builder::new_current_thread()
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .unwrap()
-                    .block_on(create_template(&admin, &template));
+                    .unwrap();
+                let admin = match std::env::var("TEST_DATABASE_URL") {
+                    Ok(url) => url
+                        .parse()
+                        .expect("TEST_DATABASE_URL is a connection string"),
+                    Err(_) => {
+                        let cluster = runtime
+                            .block_on(Cluster::start(&cluster_dir(), Durability::Throwaway))
+                            .expect("the test cluster starts");
+                        CLUSTER
+                            .get_or_init(|| cluster)
+                            .connection_config("postgres")
+                    }
+                };
+                let template = format!("orders_template_{}", std::process::id());
+                runtime.block_on(create_template(&admin, &template));
                 sender.send(TestServer { admin, template }).unwrap();
-                // Keep the cluster (and this thread) alive until the process exits.
-                let _cluster = cluster;
-                loop {
-                    std::thread::park();
-                }
             })
             .expect("spawn the test-postgres thread");
         receiver.recv().expect("the test database server starts")

@@ -1,0 +1,336 @@
+//! A private PostgreSQL cluster, run from the machine's own server binaries, for when no
+//! `DATABASE_URL` is given (and for the test suite).
+//!
+//! The cluster lives in a data folder of ours and listens only on a Unix socket inside that
+//! folder, so it can clash with no other server. PostgreSQL refuses to run as root; when we
+//! are root, the server runs as an unprivileged system user (`postgres`, else `nobody`).
+//! The server is a child process that gets SIGINT (PostgreSQL's "fast shutdown") when we are
+//! gone (on Linux when the thread that supervises it ends, elsewhere through a watchdog
+//! process), so a crashed or killed parent never leaves it running.
+//!
+//! [`Cluster`] is the whole interface; the parts behind it, by job:
+//!
+//! - `binaries`: finding `initdb` and `postgres` on this machine.
+//! - `data_folder`: where the cluster's files live (elsewhere, linked, when the server user
+//!   cannot reach the configured folder), and creating the cluster there with initdb.
+//! - `supervisor`: the cluster's own thread, which runs the server process, waits until it is
+//!   ready, and stops it.
+//! - `process`: spawning children as the unprivileged server user so they do not outlive us
+//!   (PDEATHSIG on Linux, a watchdog process on other Unixes).
+//! - `lock_file`: recovering from a killed server's lock file, never removing a live one's.
+//! - `admin`: the administrative SQL start-up needs ([`database_exists`], [`create_database`],
+//!   [`rename_database`], [`quote_identifier`]).
+//!
+//! Nothing here knows the application's schema or speaks HTTP.
+
+mod admin;
+mod binaries;
+mod data_folder;
+mod lock_file;
+mod process;
+mod supervisor;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub use admin::{create_database, database_exists, quote_identifier, rename_database};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "no PostgreSQL server binaries (initdb, postgres) were found on PATH, via `pg_config --bindir`, \
+         in /usr/lib/postgresql/*/bin or in Homebrew's folders. Install PostgreSQL's server \
+         (Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install postgresql@16`), \
+         or set DATABASE_URL to use a server you already have"
+    )]
+    BinariesNotFound,
+    #[error(
+        "running as root, and no unprivileged user (postgres, nobody) exists to run PostgreSQL as"
+    )]
+    NoUnprivilegedUser,
+    #[error(
+        "the socket path {0} is longer than a Unix socket allows (107 bytes); choose a shorter data folder"
+    )]
+    SocketPathTooLong(PathBuf),
+    #[error(
+        "PostgreSQL runs as the unprivileged user with uid {uid}, who cannot reach {path}: \
+         a folder above it is closed to other users, and files already there are not moved. \
+         Choose a data folder it can reach (--data-dir or ORDERS_DATA_DIR), for example \
+         under /tmp, or move those files away so the cluster can be kept elsewhere"
+    )]
+    Unreachable { path: PathBuf, uid: u32 },
+    #[error(
+        "{path} should be a folder of the PostgreSQL server user's (uid {uid}), but something \
+         else made it; remove it, or choose a data folder that user can reach \
+         (--data-dir or ORDERS_DATA_DIR)"
+    )]
+    ForeignFolder { path: PathBuf, uid: u32 },
+    #[error(
+        "the data folder {0} holds files but no PostgreSQL cluster; move them away or choose another --data-dir"
+    )]
+    NotACluster(PathBuf),
+    #[error(
+        "{lock_file} names a live process ({pid}), most likely a PostgreSQL server still running \
+         on this data folder: stop it, or remove the file if that process is no server"
+    )]
+    AlreadyRunning { lock_file: PathBuf, pid: i32 },
+    #[error("{step} failed: {detail}")]
+    Command { step: &'static str, detail: String },
+    #[error("PostgreSQL did not become ready within {0:?}; its log is {1}")]
+    NotReady(Duration, PathBuf),
+    #[error("the thread that supervises PostgreSQL ended unexpectedly")]
+    SupervisorLost,
+    #[error("io error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
+    move |source| EmbeddedError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// How the cluster should trade durability for speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// PostgreSQL's defaults: committed means on disk.
+    Durable,
+    /// No fsync: for throwaway test clusters only.
+    Throwaway,
+}
+
+/// How long a fast shutdown may take before the server is asked for an immediate one.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an immediate shutdown may take before the server and its processes are killed.
+pub const IMMEDIATE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The superuser that `initdb` creates, whatever OS user runs the server.
+pub const SUPERUSER: &str = "postgres";
+
+/// A running cluster, kept by a thread of its own (so nothing here blocks an async runtime).
+///
+/// Call [`Cluster::stop`] for a clean shutdown and to know it has finished. A cluster that is
+/// dropped instead is stopped by its thread in the background. If the process dies first, the
+/// server is stopped all the same: it gets SIGINT when its supervisor thread is gone (Linux)
+/// or when the process is (elsewhere).
+#[derive(Debug)]
+pub struct Cluster {
+    data_dir: PathBuf,
+    supervisor: supervisor::Supervisor,
+}
+
+impl Cluster {
+    /// Starts the cluster in `data_dir`, creating it first if the folder holds none, and
+    /// returns once the server accepts connections.
+    pub async fn start(data_dir: &Path, durability: Durability) -> Result<Self, EmbeddedError> {
+        Self::start_with_stop_bounds(data_dir, durability, supervisor::StopBounds::DEFAULT).await
+    }
+
+    /// [`Cluster::start`], with each step of the eventual shutdown bounded by `stop_bounds`
+    /// (tests shorten them to see every step taken).
+    async fn start_with_stop_bounds(
+        data_dir: &Path,
+        durability: Durability,
+        stop_bounds: supervisor::StopBounds,
+    ) -> Result<Self, EmbeddedError> {
+        let (supervisor, data_dir) =
+            supervisor::Supervisor::start(data_dir, durability, stop_bounds).await?;
+        Ok(Self {
+            data_dir,
+            supervisor,
+        })
+    }
+
+    /// The folder holding the server's socket: the `host` to connect to.
+    pub fn socket_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Connection settings for `dbname` on this cluster.
+    pub fn connection_config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(self.socket_dir())
+            .user(SUPERUSER)
+            .dbname(dbname);
+        config
+    }
+
+    /// Stops the server with a fast shutdown (open transactions are rolled back, everything
+    /// committed is kept) and waits for it to exit. A server that has not stopped after
+    /// [`STOP_TIMEOUT`] gets an immediate shutdown, which recovers from its log on next start;
+    /// one still running [`IMMEDIATE_STOP_TIMEOUT`] after that is killed with its processes.
+    pub async fn stop(self) -> Result<(), EmbeddedError> {
+        self.supervisor.stop().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use super::*;
+
+    /// A folder for one test's cluster under the system temp folder (which the unprivileged
+    /// server user can reach), removed when the test ends.
+    pub(super) struct ScratchDir(pub(super) PathBuf);
+
+    impl ScratchDir {
+        pub(super) fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("orders-embedded-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Self(dir)
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn accepts_connections(cluster: &Cluster) -> bool {
+        database_exists(&cluster.connection_config("postgres"), "postgres")
+            .await
+            .is_ok_and(|exists| exists)
+    }
+
+    #[tokio::test]
+    async fn starting_and_stopping_a_cluster_leave_the_runtime_free_to_run_other_tasks() {
+        let dir = ScratchDir::new("runtime-free");
+        // The test's runtime has one thread: a blocking start or stop would freeze this task.
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = Arc::clone(&ticks);
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+
+        let cluster = Cluster::start(&dir.0, Durability::Throwaway).await.unwrap();
+        let ticks_after_start = ticks.load(Ordering::Relaxed);
+        cluster.stop().await.unwrap();
+        let ticks_after_stop = ticks.load(Ordering::Relaxed);
+
+        ticker.abort();
+        assert!(
+            ticks_after_start > 0,
+            "the runtime was blocked during start"
+        );
+        assert!(
+            ticks_after_stop > ticks_after_start,
+            "the runtime was blocked during stop"
+        );
+    }
+
+    /// The pid on the first line of the server's lock file, while it runs.
+    fn server_pid(data_dir: &Path) -> nix::unistd::Pid {
+        let contents = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap();
+        nix::unistd::Pid::from_raw(contents.lines().next().unwrap().parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ignores_shutdown_requests_is_killed_with_its_processes_after_the_bounds()
+    {
+        use nix::{
+            errno::Errno,
+            sys::signal::{Signal, kill, killpg},
+        };
+
+        let dir = ScratchDir::new("sigkill");
+        let bounds = supervisor::StopBounds {
+            fast: Duration::from_millis(300),
+            immediate: Duration::from_millis(300),
+        };
+        let cluster = Cluster::start_with_stop_bounds(&dir.0, Durability::Throwaway, bounds)
+            .await
+            .unwrap();
+        let server = server_pid(&dir.0);
+        // A stopped process leaves SIGINT and SIGQUIT pending; only SIGKILL acts on it.
+        kill(server, Signal::SIGSTOP).unwrap();
+
+        let started = std::time::Instant::now();
+        cluster.stop().await.unwrap();
+        let took = started.elapsed();
+
+        assert!(
+            took >= bounds.fast + bounds.immediate,
+            "stopped in {took:?}"
+        );
+        assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+        assert_eq!(kill(server, None), Err(Errno::ESRCH), "the server is gone");
+        // Its backends, orphaned by the kill, are reaped by init in a moment.
+        let mut group = killpg(server, None);
+        while group.is_ok() && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            group = killpg(server, None);
+        }
+        assert_eq!(group, Err(Errno::ESRCH), "none of its processes is left");
+        // What a kill leaves behind (its lock file) does not stop the next start.
+        let restarted = Cluster::start(&dir.0, Durability::Throwaway).await.unwrap();
+        assert!(accepts_connections(&restarted).await);
+        restarted.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_start_through_a_symlink_to_a_running_clusters_folder_leaves_it_alone() {
+        let dir = ScratchDir::new("second-start");
+        let running = Cluster::start(&dir.0.join("cluster"), Durability::Throwaway)
+            .await
+            .unwrap();
+        let link = dir.0.join("link");
+        std::os::unix::fs::symlink(dir.0.join("cluster"), &link).unwrap();
+
+        let second = Cluster::start(&link, Durability::Throwaway).await;
+
+        assert!(
+            matches!(second, Err(EmbeddedError::AlreadyRunning { .. })),
+            "{second:?}"
+        );
+        assert!(
+            dir.0.join("cluster/postmaster.pid").exists(),
+            "the running server's lock file is kept"
+        );
+        assert!(accepts_connections(&running).await);
+        running.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_cluster_outlives_the_thread_that_started_it() {
+        let dir = ScratchDir::new("outlives");
+        let data_dir = dir.0.clone();
+
+        let cluster = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(Cluster::start(&data_dir, Durability::Throwaway))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        // Had that thread forked the server, PDEATHSIG would have begun its shutdown by now.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        assert!(accepts_connections(&cluster).await);
+        cluster.stop().await.unwrap();
+    }
+}
