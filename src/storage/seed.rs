@@ -40,7 +40,7 @@ const ORDERS_SQL: &str = "
         SELECT sample.id, sample.service_id, 1
         FROM sample JOIN added ON added.id = sample.id
     )
-    SELECT count(*) FROM added";
+    SELECT count(*) AS orders_added FROM added";
 
 pub async fn load(pool: &Pool) -> Result<SeedReport, StoreError> {
     let mut client = pool.get().await?;
@@ -49,7 +49,7 @@ pub async fn load(pool: &Pool) -> Result<SeedReport, StoreError> {
     let orders_added = transaction
         .query_one(ORDERS_SQL, &[])
         .await?
-        .get::<_, i64>(0);
+        .get::<_, i64>("orders_added");
     transaction.commit().await?;
     Ok(SeedReport {
         services_added,
