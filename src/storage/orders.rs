@@ -192,23 +192,32 @@ pub async fn check_revision(
     id: OrderId,
     expected: Option<&[OrderRevision]>,
 ) -> Result<(), StoreError> {
+    run_at_revision(pool, "SELECT 1 FROM orders", id, expected).await
+}
+
+/// Runs `statement` (a SELECT or DELETE of `orders`, without its WHERE) on the order if it is
+/// at one of `expected` revisions (any when `None`); else says whether it was missing or at
+/// another revision.
+async fn run_at_revision(
+    pool: &Pool,
+    statement: &str,
+    id: OrderId,
+    expected: Option<&[OrderRevision]>,
+) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let statement = client
-        .prepare_cached(&format!(
-            "SELECT 1 FROM orders WHERE id = $1 AND {}",
-            at_revision(2)
-        ))
+        .prepare_cached(&format!("{statement} WHERE id = $1 AND {}", at_revision(2)))
         .await?;
     let (expected_orders, expected_services) = revision_arrays(expected);
     match client
-        .query_opt(
+        .execute(
             &statement,
             &[&id.get(), &expected_orders, &expected_services],
         )
         .await?
     {
-        Some(_) => Ok(()),
-        None => Err(why_not_written(&client, "orders", id.get()).await?),
+        0 => Err(why_not_written(&client, "orders", id.get()).await?),
+        _ => Ok(()),
     }
 }
 
@@ -397,24 +406,7 @@ pub async fn delete(
     id: OrderId,
     expected: Option<&[OrderRevision]>,
 ) -> Result<(), StoreError> {
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "DELETE FROM orders WHERE id = $1 AND {}",
-            at_revision(2)
-        ))
-        .await?;
-    let (expected_orders, expected_services) = revision_arrays(expected);
-    match client
-        .execute(
-            &statement,
-            &[&id.get(), &expected_orders, &expected_services],
-        )
-        .await?
-    {
-        0 => Err(why_not_written(&client, "orders", id.get()).await?),
-        _ => Ok(()),
-    }
+    run_at_revision(pool, "DELETE FROM orders", id, expected).await
 }
 
 /// One page of orders in (scheduled_at, id) order, starting after `after`.
