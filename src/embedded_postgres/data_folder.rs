@@ -137,21 +137,28 @@ fn prepare_relocation(relocated: &Path, user: &RunAs) -> Result<PathBuf, Embedde
     let base = relocated
         .parent()
         .expect("a relocated cluster's folder has a parent");
-    match fs::create_dir(base) {
-        Ok(()) => {
-            std::os::unix::fs::chown(base, Some(user.uid), Some(user.gid))
-                .map_err(io_error(base))?;
-            fs::set_permissions(base, fs::Permissions::from_mode(0o700)).map_err(io_error(base))?;
-        }
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+    let created = match fs::create_dir(base) {
+        Ok(()) => true,
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => false,
         Err(error) => return Err(io_error(base)(error)),
-    }
-    let metadata = fs::symlink_metadata(base).map_err(io_error(base))?;
-    if !metadata.is_dir() || metadata.uid() != user.uid {
-        return Err(EmbeddedError::ForeignFolder {
-            path: base.to_owned(),
-            uid: user.uid,
-        });
+    };
+    let foreign = || EmbeddedError::ForeignFolder {
+        path: base.to_owned(),
+        uid: user.uid,
+    };
+    // Opened without following a symlink, and changed only through that descriptor: the name
+    // may be swapped meanwhile, the open folder cannot.
+    let folder = open_folder(base).map_err(|_| foreign())?;
+    let metadata = folder.metadata().map_err(io_error(base))?;
+    if created && metadata.uid() == nix::unistd::Uid::effective().as_raw() {
+        std::os::unix::fs::fchown(&folder, Some(user.uid), Some(user.gid))
+            .map_err(io_error(base))?;
+        folder
+            .set_permissions(fs::Permissions::from_mode(0o700))
+            .map_err(io_error(base))?;
+    } else if metadata.uid() != user.uid || metadata.mode() & 0o077 != 0 {
+        // Open to others, anyone could have put names of their own in it by now.
+        return Err(foreign());
     }
     check_reachable(base, user)?;
     let base = fs::canonicalize(base).map_err(io_error(base))?;
@@ -397,5 +404,40 @@ mod tests {
         let after = fs::metadata(&target).unwrap();
         assert!(outcome.is_err(), "{outcome:?}");
         assert_eq!((after.uid(), after.mode()), (before.uid(), before.mode()));
+    }
+
+    #[test]
+    fn a_relocation_folder_open_to_other_users_is_refused() {
+        let Some(user) = stranger() else { return };
+        let scratch = Scratch::new("open-base");
+        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o755)).unwrap();
+        let base = scratch.0.join("orders-clusters");
+        fs::create_dir(&base).unwrap();
+        std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o777)).unwrap();
+
+        let open = prepare_relocation(&base.join("cluster"), &user);
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o700)).unwrap();
+        let closed = prepare_relocation(&base.join("cluster"), &user);
+
+        assert!(
+            matches!(open, Err(EmbeddedError::ForeignFolder { .. })),
+            "{open:?}"
+        );
+        assert_eq!(closed.unwrap(), base.join("cluster"));
+    }
+
+    #[test]
+    fn a_relocation_folder_made_here_belongs_to_the_server_user_and_is_closed() {
+        let Some(user) = stranger() else { return };
+        let scratch = Scratch::new("new-base");
+        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o755)).unwrap();
+        let base = scratch.0.join("orders-clusters");
+
+        prepare_relocation(&base.join("cluster"), &user).unwrap();
+
+        let metadata = fs::symlink_metadata(&base).unwrap();
+        assert!(metadata.is_dir());
+        assert_eq!((metadata.uid(), metadata.mode() & 0o777), (user.uid, 0o700));
     }
 }

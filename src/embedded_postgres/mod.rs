@@ -62,8 +62,8 @@ pub enum EmbeddedError {
     )]
     Unreachable { path: PathBuf, uid: u32 },
     #[error(
-        "{path} should be a folder of the PostgreSQL server user's (uid {uid}), but something \
-         else made it; remove it, or choose a data folder that user can reach \
+        "{path} should be a folder of the PostgreSQL server user's (uid {uid}) closed to everyone \
+         else, but something else made it or opened it to others; remove it, or choose a data folder that user can reach \
          (--data-dir or ORDERS_DATA_DIR)"
     )]
     ForeignFolder { path: PathBuf, uid: u32 },
