@@ -15,7 +15,7 @@ use std::{
     fs, io,
     os::unix::{
         ffi::OsStrExt,
-        fs::{MetadataExt, PermissionsExt},
+        fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     },
     path::{Path, PathBuf},
 };
@@ -87,7 +87,9 @@ pub(super) fn locate(configured: &Path, run_as: Option<&RunAs>) -> Result<PathBu
             let files = prepare_relocation(&relocated, user)?;
             // Says whose cluster it is to someone looking in that folder.
             let note = relocated.with_extension("source");
-            fs::write(&note, format!("{}\n", configured.display())).map_err(io_error(&note))?;
+            let mut file = create_replacing(&note, None)?;
+            io::Write::write_all(&mut file, format!("{}\n", configured.display()).as_bytes())
+                .map_err(io_error(&note))?;
             std::os::unix::fs::symlink(&relocated, &configured).map_err(io_error(&configured))?;
             tracing::warn!(
                 configured = %configured.display(),
@@ -135,21 +137,28 @@ fn prepare_relocation(relocated: &Path, user: &RunAs) -> Result<PathBuf, Embedde
     let base = relocated
         .parent()
         .expect("a relocated cluster's folder has a parent");
-    match fs::create_dir(base) {
-        Ok(()) => {
-            std::os::unix::fs::chown(base, Some(user.uid), Some(user.gid))
-                .map_err(io_error(base))?;
-            fs::set_permissions(base, fs::Permissions::from_mode(0o700)).map_err(io_error(base))?;
-        }
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+    let created = match fs::create_dir(base) {
+        Ok(()) => true,
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => false,
         Err(error) => return Err(io_error(base)(error)),
-    }
-    let metadata = fs::symlink_metadata(base).map_err(io_error(base))?;
-    if !metadata.is_dir() || metadata.uid() != user.uid {
-        return Err(EmbeddedError::ForeignFolder {
-            path: base.to_owned(),
-            uid: user.uid,
-        });
+    };
+    let foreign = || EmbeddedError::ForeignFolder {
+        path: base.to_owned(),
+        uid: user.uid,
+    };
+    // Opened without following a symlink, and changed only through that descriptor: the name
+    // may be swapped meanwhile, the open folder cannot.
+    let folder = open_folder(base).map_err(|_| foreign())?;
+    let metadata = folder.metadata().map_err(io_error(base))?;
+    if created && metadata.uid() == nix::unistd::Uid::effective().as_raw() {
+        std::os::unix::fs::fchown(&folder, Some(user.uid), Some(user.gid))
+            .map_err(io_error(base))?;
+        folder
+            .set_permissions(fs::Permissions::from_mode(0o700))
+            .map_err(io_error(base))?;
+    } else if metadata.uid() != user.uid || metadata.mode() & 0o077 != 0 {
+        // Open to others, anyone could have put names of their own in it by now.
+        return Err(foreign());
     }
     check_reachable(base, user)?;
     let base = fs::canonicalize(base).map_err(io_error(base))?;
@@ -172,8 +181,15 @@ pub(super) fn initialise(
 ) -> Result<(), EmbeddedError> {
     let name = data_dir.file_name().unwrap_or_default().to_string_lossy();
     let staging = data_dir.with_file_name(format!(".{name}.initdb"));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+    // Whatever an earlier, interrupted initdb left there goes; a symlink is removed itself,
+    // never what it points to (neither call follows one).
+    match fs::symlink_metadata(&staging) {
+        Ok(entry) if entry.is_dir() => {
+            fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+        }
+        Ok(_) => fs::remove_file(&staging).map_err(io_error(&staging))?,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error(&staging)(error)),
     }
     prepare_owned_folder(&staging, run_as)?;
     let mut initdb = binaries.command("initdb");
@@ -194,14 +210,69 @@ pub(super) fn initialise(
 }
 
 /// Creates `dir` for the server: reachable by the user it runs as, owned by it, and closed to
-/// everyone else, as PostgreSQL insists.
+/// everyone else, as PostgreSQL insists. Its parent must exist.
+///
+/// The parent may be a folder of the server user's, who could swap `dir` for a symlink at any
+/// moment: so `dir` is made with `mkdir` (which never follows a symlink) and its owner and
+/// mode are changed through a descriptor opened without following one, never by path.
 fn prepare_owned_folder(dir: &Path, run_as: Option<&RunAs>) -> Result<(), EmbeddedError> {
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    fs::create_dir(dir).map_err(io_error(dir))?;
+    let folder = open_folder(dir)?;
     if let Some(user) = run_as {
         check_reachable(dir, user)?;
-        std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).map_err(io_error(dir))?;
+        // Only the folder we just made: another one put in its place is not ours to give away.
+        let metadata = folder.metadata().map_err(io_error(dir))?;
+        if metadata.uid() != nix::unistd::Uid::effective().as_raw() {
+            return Err(EmbeddedError::ForeignFolder {
+                path: dir.to_owned(),
+                uid: user.uid,
+            });
+        }
+        std::os::unix::fs::fchown(&folder, Some(user.uid), Some(user.gid))
+            .map_err(io_error(dir))?;
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))
+    folder
+        .set_permissions(fs::Permissions::from_mode(0o700))
+        .map_err(io_error(dir))
+}
+
+/// Opens the folder `dir` itself, failing (ELOOP or ENOTDIR) if it is a symlink or no folder.
+fn open_folder(dir: &Path) -> Result<fs::File, EmbeddedError> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(io_error(dir))
+}
+
+/// Creates `path` as a new, empty file for writing, owned by `owner` when given, in place of
+/// whatever was there.
+///
+/// `path` may be in a folder the server user can write to. Opening it as it is would let that
+/// user point it, through a symlink or a hard link, at any file root may write (`/etc/shadow`),
+/// and root would truncate that file and give it away. So the name is unlinked first (which
+/// removes a symlink itself, not its target) and the file is made anew with `O_EXCL` and
+/// `O_NOFOLLOW`: if something takes the name again in between, the open fails instead of
+/// following it. The owner is changed through the open file, not by path.
+pub(super) fn create_replacing(
+    path: &Path,
+    owner: Option<&RunAs>,
+) -> Result<fs::File, EmbeddedError> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error(path)(error)),
+    }
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_error(path))?;
+    if let Some(user) = owner {
+        std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.gid)).map_err(io_error(path))?;
+    }
+    Ok(file)
 }
 
 /// Fails early, with a message that says what to do, when `user` cannot walk down to `dir`;
@@ -264,5 +335,109 @@ mod tests {
         let _ = fs::remove_dir_all(&root);
         assert!(open, "only the folders above a path count");
         assert!(!shut);
+    }
+
+    /// A scratch folder, removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("orders-data-folder-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A user other than us; giving files to it takes root, so elsewhere files stay ours.
+    fn stranger() -> Option<RunAs> {
+        nix::unistd::Uid::effective().is_root().then(|| RunAs {
+            uid: 4_000_000,
+            gid: 4_000_000,
+            home: PathBuf::from("/nonexistent"),
+        })
+    }
+
+    #[test]
+    fn a_symlink_planted_where_a_file_is_created_is_replaced_and_its_target_left_alone() {
+        let scratch = Scratch::new("planted-file");
+        let target = scratch.0.join("shadow");
+        fs::write(&target, "secret\n").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+        let before = fs::metadata(&target).unwrap();
+        let log = scratch.0.join("server.log");
+        std::os::unix::fs::symlink(&target, &log).unwrap();
+        let user = stranger();
+
+        create_replacing(&log, user.as_ref()).unwrap();
+
+        let after = fs::metadata(&target).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "secret\n");
+        assert_eq!((after.uid(), after.mode()), (before.uid(), before.mode()));
+        let created = fs::symlink_metadata(&log).unwrap();
+        assert!(created.is_file(), "the link was not replaced by a file");
+        if let Some(user) = user {
+            assert_eq!(created.uid(), user.uid);
+        }
+    }
+
+    #[test]
+    fn a_symlink_planted_where_the_staging_folder_goes_is_never_followed() {
+        let scratch = Scratch::new("planted-folder");
+        let target = scratch.0.join("elsewhere");
+        fs::create_dir(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+        let before = fs::metadata(&target).unwrap();
+        let staging = scratch.0.join(".cluster.initdb");
+        std::os::unix::fs::symlink(&target, &staging).unwrap();
+
+        // As `initialise` would meet it: mkdir refuses the name a symlink holds.
+        let outcome = prepare_owned_folder(&staging, stranger().as_ref());
+
+        let after = fs::metadata(&target).unwrap();
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert_eq!((after.uid(), after.mode()), (before.uid(), before.mode()));
+    }
+
+    #[test]
+    fn a_relocation_folder_open_to_other_users_is_refused() {
+        let Some(user) = stranger() else { return };
+        let scratch = Scratch::new("open-base");
+        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o755)).unwrap();
+        let base = scratch.0.join("orders-clusters");
+        fs::create_dir(&base).unwrap();
+        std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid)).unwrap();
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o777)).unwrap();
+
+        let open = prepare_relocation(&base.join("cluster"), &user);
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o700)).unwrap();
+        let closed = prepare_relocation(&base.join("cluster"), &user);
+
+        assert!(
+            matches!(open, Err(EmbeddedError::ForeignFolder { .. })),
+            "{open:?}"
+        );
+        assert_eq!(closed.unwrap(), base.join("cluster"));
+    }
+
+    #[test]
+    fn a_relocation_folder_made_here_belongs_to_the_server_user_and_is_closed() {
+        let Some(user) = stranger() else { return };
+        let scratch = Scratch::new("new-base");
+        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o755)).unwrap();
+        let base = scratch.0.join("orders-clusters");
+
+        prepare_relocation(&base.join("cluster"), &user).unwrap();
+
+        let metadata = fs::symlink_metadata(&base).unwrap();
+        assert!(metadata.is_dir());
+        assert_eq!((metadata.uid(), metadata.mode() & 0o777), (user.uid, 0o700));
     }
 }

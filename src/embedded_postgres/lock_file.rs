@@ -1,9 +1,12 @@
 //! Recovery from a server that was killed: its lock file, `postmaster.pid`, stays behind.
 //!
 //! PostgreSQL would refuse to start while the file names a live process (after a reboot, an
-//! unrelated one may have that pid), and our readiness check could mistake its "ready" for the
-//! new server's. A file that names a live server working in this folder must never be removed:
-//! that server is really running, and without the file a second one could start on its data.
+//! unrelated one may have that pid): only then is the file removed. One whose pid is dead is
+//! left to PostgreSQL, which treats it as stale itself and, through it, finds its old shared
+//! memory and refuses to start while orphaned backends are still attached to it. A file that
+//! names a live server working in this folder must never be removed: that server is really
+//! running, and without the file a second one could start on its data. (Our readiness check
+//! compares pids, so a stale file's "ready" is never taken for the new server's.)
 
 use std::{fs, path::Path};
 
@@ -11,8 +14,9 @@ use nix::{errno::Errno, sys::signal, unistd::Pid};
 
 use super::{EmbeddedError, io_error};
 
-/// Removes `data_dir`'s `postmaster.pid` if a killed server left it; fails, touching nothing,
-/// if it names a live process that works in `data_dir` (most likely a server still running).
+/// Removes `data_dir`'s `postmaster.pid` if it names a live process that is no server of this
+/// folder; fails, touching nothing, if it names a live process that works in `data_dir` (most
+/// likely a server still running); leaves it to PostgreSQL if its process is gone.
 pub(super) fn clear_stale_lock_file(data_dir: &Path) -> Result<(), EmbeddedError> {
     let lock_file = data_dir.join("postmaster.pid");
     let Ok(contents) = fs::read_to_string(&lock_file) else {
@@ -26,6 +30,8 @@ pub(super) fn clear_stale_lock_file(data_dir: &Path) -> Result<(), EmbeddedError
         .filter(|pid| *pid > 0)
         .map(Pid::from_raw);
     match owner {
+        // `kill(pid, None)` only asks whether the process exists (EPERM: it does, not ours).
+        Some(pid) if signal::kill(pid, None) == Err(Errno::ESRCH) => Ok(()),
         Some(pid) if works_in(pid, data_dir) => Err(EmbeddedError::AlreadyRunning {
             lock_file,
             pid: pid.as_raw(),
@@ -34,16 +40,12 @@ pub(super) fn clear_stale_lock_file(data_dir: &Path) -> Result<(), EmbeddedError
     }
 }
 
-/// Whether `pid` is a live process working in `data_dir`, as far as this machine can tell;
+/// Whether the live process `pid` works in `data_dir`, as far as this machine can tell;
 /// when in doubt, yes: a lock file kept wrongly only makes PostgreSQL refuse to start, one
 /// removed wrongly lets a second server loose on a live one's data.
 fn works_in(pid: Pid, data_dir: &Path) -> bool {
     // Not us: the file is from before a restart that gave us the old server's pid.
     if pid == nix::unistd::getpid() {
-        return false;
-    }
-    // `kill(pid, None)` only asks whether the process exists (EPERM: it does, not ours).
-    if signal::kill(pid, None) == Err(Errno::ESRCH) {
         return false;
     }
     // Where /proc exists (Linux), a live process counts only if it works in this folder. The
@@ -139,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lock_file_naming_a_process_that_has_exited_is_removed() {
+    fn a_lock_file_naming_a_process_that_has_exited_is_left_to_postgresql() {
         let scene = Scene::new("exited");
         let mut process = Command::new("true").spawn().unwrap();
         process.wait().unwrap();
@@ -147,7 +149,8 @@ mod tests {
 
         clear_stale_lock_file(&scene.link).unwrap();
 
-        assert!(!scene.lock_file().exists());
+        // PostgreSQL checks its shared memory through it, for backends still attached.
+        assert!(scene.lock_file().exists());
     }
 
     #[cfg(target_os = "linux")]

@@ -17,7 +17,8 @@
 //!   ready, and stops it.
 //! - `process`: spawning children as the unprivileged server user so they do not outlive us
 //!   (PDEATHSIG on Linux, a watchdog process on other Unixes).
-//! - `lock_file`: recovering from a killed server's lock file, never removing a live one's.
+//! - `lock_file`: recovering from a lock file whose pid went to another process, never
+//!   removing a live server's, and leaving a dead one's to PostgreSQL.
 //! - `admin`: the administrative SQL start-up needs ([`database_exists`], [`create_database`],
 //!   [`rename_database`], [`quote_identifier`]).
 //!
@@ -47,7 +48,9 @@ pub enum EmbeddedError {
     )]
     BinariesNotFound,
     #[error(
-        "running as root, and no unprivileged user (postgres, nobody) exists to run PostgreSQL as"
+        "running as root, and no unprivileged user (postgres, nobody) exists to run PostgreSQL as: \
+         create a `postgres` system user (Debian/Ubuntu: `adduser --system --group postgres`), \
+         run this as a user other than root, or set DATABASE_URL to use a server you already have"
     )]
     NoUnprivilegedUser,
     #[error(
@@ -62,8 +65,8 @@ pub enum EmbeddedError {
     )]
     Unreachable { path: PathBuf, uid: u32 },
     #[error(
-        "{path} should be a folder of the PostgreSQL server user's (uid {uid}), but something \
-         else made it; remove it, or choose a data folder that user can reach \
+        "{path} should be a folder of the PostgreSQL server user's (uid {uid}) closed to everyone \
+         else, but something else made it or opened it to others; remove it, or choose a data folder that user can reach \
          (--data-dir or ORDERS_DATA_DIR)"
     )]
     ForeignFolder { path: PathBuf, uid: u32 },
@@ -80,7 +83,9 @@ pub enum EmbeddedError {
     Command { step: &'static str, detail: String },
     #[error("PostgreSQL did not become ready within {0:?}; its log is {1}")]
     NotReady(Duration, PathBuf),
-    #[error("the thread that supervises PostgreSQL ended unexpectedly")]
+    #[error(
+        "the thread that supervises PostgreSQL ended unexpectedly; look for a panic in the log above"
+    )]
     SupervisorLost,
     #[error("io error on {path}: {source}")]
     Io {

@@ -25,7 +25,7 @@ use nix::{
 use super::{
     Durability, EmbeddedError, IMMEDIATE_STOP_TIMEOUT, STOP_TIMEOUT,
     binaries::Binaries,
-    data_folder::{initialise, locate},
+    data_folder::{create_replacing, initialise, locate},
     io_error,
     lock_file::clear_stale_lock_file,
     process::{KERNEL_STOPS_ORPHANS, Watchdog, run_as, spawn_owned},
@@ -165,11 +165,9 @@ impl Server {
         clear_stale_lock_file(&data_dir)?;
 
         let log_path = data_dir.join("server.log");
-        let log = fs::File::create(&log_path).map_err(io_error(&log_path))?;
-        if let Some(user) = &run_as {
-            std::os::unix::fs::chown(&log_path, Some(user.uid), Some(user.gid))
-                .map_err(io_error(&log_path))?;
-        }
+        // The data folder is the server user's: a symlink planted as server.log is replaced,
+        // never followed.
+        let log = create_replacing(&log_path, run_as.as_ref())?;
         let mut postgres = binaries.command("postgres");
         postgres
             .arg("-D")
