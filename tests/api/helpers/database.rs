@@ -23,7 +23,13 @@ struct TestServer {
     /// Connection settings for the server's maintenance database.
     admin: tokio_postgres::Config,
     template: String,
+    /// Whether the server is the one in `TEST_DATABASE_URL`, which outlives this process.
+    shared: bool,
 }
+
+/// How long a connection or a statement that cleans up may take. A server that has hung
+/// must fail the test (or be reported at exit), not hang the whole run.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 static TEST_SERVER: OnceLock<TestServer> = OnceLock::new();
 
@@ -42,7 +48,8 @@ fn test_server() -> &'static TestServer {
                     .enable_all()
                     .build()
                     .unwrap();
-                let admin = match std::env::var("TEST_DATABASE_URL") {
+                let shared = std::env::var_os("TEST_DATABASE_URL").is_some();
+                let mut admin: tokio_postgres::Config = match std::env::var("TEST_DATABASE_URL") {
                     Ok(url) => url
                         .parse()
                         .expect("TEST_DATABASE_URL is a connection string"),
@@ -55,33 +62,79 @@ fn test_server() -> &'static TestServer {
                             .connection_config("postgres")
                     }
                 };
-                let template = format!("orders_template_{}", std::process::id());
+                admin.connect_timeout(CLEANUP_TIMEOUT);
+                // The pid alone is not enough on a shared server: two CI jobs in containers of
+                // their own can have the same one, and each drops its template by name.
+                let template = format!(
+                    "orders_template_{}_{}",
+                    std::process::id(),
+                    uuid::Uuid::new_v4().simple()
+                );
                 runtime.block_on(create_template(&admin, &template));
-                sender.send(TestServer { admin, template }).unwrap();
+                sender
+                    .send(TestServer {
+                        admin,
+                        template,
+                        shared,
+                    })
+                    .unwrap();
             })
             .expect("spawn the test-postgres thread");
         receiver.recv().expect("the test database server starts")
     })
 }
 
-/// A folder of this process's own, under the system temp folder (which the unprivileged
-/// user the cluster runs as can reach). Folders of earlier runs whose process is gone are
+/// What every run's folder is called before its pid.
+const RUN_DIR_PREFIX: &str = "orders-test-";
+
+/// A new folder of this run's own under the system temp folder (which the unprivileged user
+/// the cluster runs as can reach), with the cluster's folder inside it. Its name is random and
+/// it is created fresh, failing if anything is there already, so nothing planted in the shared
+/// temp folder can be made to stand for it. Folders of earlier runs whose process is gone are
 /// removed first.
 fn cluster_dir() -> PathBuf {
-    let root = std::env::temp_dir().join("orders-test-clusters");
-    if let Ok(entries) = std::fs::read_dir(&root) {
-        for entry in entries.flatten() {
-            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
-            if pid.is_some_and(|pid| !PathBuf::from(format!("/proc/{pid}")).exists()) {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
+    remove_dirs_of_finished_runs();
+    let run_dir = std::env::temp_dir().join(format!(
+        "{RUN_DIR_PREFIX}{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir(&run_dir)
+        .unwrap_or_else(|error| panic!("create {}: {error}", run_dir.display()));
+    // Let the unprivileged server user reach its own folder inside. Checked first, though
+    // just created: as root, a chmod through a link would open up whatever it points at.
+    let created = std::fs::symlink_metadata(&run_dir).unwrap();
+    assert!(created.is_dir(), "{} is a folder", run_dir.display());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run_dir.join("cluster")
+}
+
+/// Removes the folders of earlier runs whose process no longer exists. One whose process
+/// still runs, or cannot be told (another user's, say), is left alone.
+fn remove_dirs_of_finished_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(RUN_DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        // Only real folders: remove_dir_all does not follow a link, but there is no reason
+        // to touch one either.
+        let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if gone && is_dir && pid != std::process::id() as i32 {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    std::fs::create_dir_all(&root).unwrap();
-    // Let the unprivileged server user reach its own folder inside.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    root.join(std::process::id().to_string())
 }
 
 async fn create_template(admin: &tokio_postgres::Config, template: &str) {
@@ -148,55 +201,65 @@ impl Drop for TestDatabase {
 /// Runs `work` on a thread of its own with a runtime of its own, and waits for it: for the
 /// database calls that must finish where nothing can await (`Drop`, the exit handler).
 /// Blocking on the caller's runtime instead would panic inside a tokio test.
-fn run_to_completion(
-    work: impl Future<Output = Result<(), tokio_postgres::Error>> + Send,
-) -> Result<(), String> {
+fn run_to_completion(work: impl Future<Output = Result<(), String>> + Send) -> Result<(), String> {
     std::thread::scope(|scope| {
         scope
-            .spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|error| error.to_string())?
-                    .block_on(work)
-                    .map_err(|error| error.to_string())
-            })
+            .spawn(|| block_on_a_runtime_of_its_own(work))
             .join()
             .unwrap_or_else(|_| Err("the thread running it panicked".to_owned()))
     })
 }
 
-async fn drop_database(
-    admin: &tokio_postgres::Config,
-    name: &str,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
-    let dropped = client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_identifier(name)
-        ))
-        .await;
-    drop(client);
-    let _ = connection.await;
-    dropped
+fn block_on_a_runtime_of_its_own(
+    work: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?
+        .block_on(work)
+}
+
+/// Drops the database `name`, giving up after [`CLEANUP_TIMEOUT`] (the connection's own
+/// timeout bounds connecting; this bounds the statement and the goodbye too).
+async fn drop_database(admin: &tokio_postgres::Config, name: &str) -> Result<(), String> {
+    let work = async {
+        let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        let dropped = client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_identifier(name)
+            ))
+            .await;
+        drop(client);
+        let _ = connection.await;
+        dropped
+    };
+    match tokio::time::timeout(CLEANUP_TIMEOUT, work).await {
+        Ok(dropped) => dropped.map_err(|error| error.to_string()),
+        Err(_) => Err(format!("no answer within {CLEANUP_TIMEOUT:?}")),
+    }
 }
 
 /// A fresh, migrated, empty database of the test's own.
 pub async fn fresh_database() -> TestDatabase {
     let server = test_server();
-    static DROP_TEMPLATE_AT_EXIT: Once = Once::new();
-    DROP_TEMPLATE_AT_EXIT.call_once(drop_template_at_exit);
+    if server.shared {
+        static DROP_TEMPLATE_AT_EXIT: Once = Once::new();
+        DROP_TEMPLATE_AT_EXIT.call_once(drop_template_at_exit);
+    }
     create_database(&server.template).await
 }
 
-/// Arranges for the template to be dropped when the test process exits. The test harness has
-/// no hook for the end of a run and statics are never dropped, so this asks the C library
-/// (`atexit`), which runs the handler whether the run passed or failed. A process that is
-/// killed runs no handler and leaves its template (`orders_template_<pid>`) behind.
+/// Arranges for the template on the server in `TEST_DATABASE_URL` to be dropped when the test
+/// process exits. The test harness has no hook for the end of a run and statics are never
+/// dropped, so this asks the C library (`atexit`), which runs the handler whether the run
+/// passed or failed. A process that is killed runs no handler and leaves its template
+/// (`orders_template_<pid>_<random>`) behind.
 ///
-/// Done on the private cluster too, though it goes away with the process: one way for both.
+/// Not done on the private cluster: it stops with the process, template and all, and work
+/// inside `exit()` is best kept to what cannot be done otherwise.
 fn drop_template_at_exit() {
     unsafe extern "C" {
         fn atexit(handler: extern "C" fn()) -> std::ffi::c_int;
@@ -205,8 +268,13 @@ fn drop_template_at_exit() {
         let Some(server) = TEST_SERVER.get() else {
             return;
         };
-        let (admin, template) = (server.admin.clone(), server.template.clone());
-        let dropped = run_to_completion(async move { drop_database(&admin, &template).await });
+        // Run on this thread, with no other spawned: `exit()` was called where nothing awaits,
+        // unless a test called it from inside a runtime, where blocking would panic.
+        let dropped = if tokio::runtime::Handle::try_current().is_ok() {
+            Err("exit was called inside a tokio runtime".to_owned())
+        } else {
+            block_on_a_runtime_of_its_own(drop_database(&server.admin, &server.template))
+        };
         if let Err(error) = dropped {
             // Not eprintln!: a panic here, at exit and across the C boundary, would abort.
             use std::io::Write;
