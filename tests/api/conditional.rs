@@ -248,15 +248,7 @@ async fn an_if_match_with_bytes_beyond_ascii_matches_nothing_and_changes_nothing
     )
     .await;
 
-    let current = app
-        .client()
-        .order_view()
-        .id(&order.id)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(crate::helpers::etag(&current), etag, "unchanged");
-    assert_eq!(current.into_inner(), order);
+    app.assert_order_unchanged(&order, &etag).await;
 }
 
 #[tokio::test]
@@ -343,12 +335,5 @@ async fn an_empty_if_match_is_400_and_changes_nothing() {
 
     let body = assert_problem(delete, StatusCode::BAD_REQUEST, "INVALID_PARAMETER").await;
     assert_eq!(body["detail"], "If-Match: must not be empty");
-    let current = app
-        .client()
-        .order_view()
-        .id(&order.id)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(crate::helpers::etag(&current), etag, "unchanged");
+    app.assert_order_unchanged(&order, &etag).await;
 }

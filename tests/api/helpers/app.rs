@@ -156,6 +156,13 @@ impl TestApp {
         self.order(id).await;
     }
 
+    /// Asserts that the order is just as it was when it had `etag`: the same ETag and body.
+    pub async fn assert_order_unchanged(&self, order: &types::Order, etag: &str) {
+        let current = self.client.order_view().id(&order.id).send().await.unwrap();
+        assert_eq!(crate::helpers::etag(&current), etag, "unchanged");
+        assert_eq!(&current.into_inner(), order, "unchanged");
+    }
+
     /// Reads an order that must exist.
     pub async fn order(&self, id: &str) -> types::Order {
         let order = self.client.order_view().id(id).send().await;
