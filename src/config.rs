@@ -1,8 +1,10 @@
 //! Settings, read once at start-up from flags or the environment (see `.env.example`).
 
-use std::{fmt, net::SocketAddr, path::PathBuf};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::domain::{KeyName, Scope};
 
 /// The orders service: an HTTP API for orders and the services they book.
 #[derive(Debug, Parser)]
@@ -14,7 +16,7 @@ pub struct Cli {
     pub settings: SettingsArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Migrate the database and serve the API (the default).
     Serve,
@@ -24,6 +26,30 @@ pub enum Command {
     Seed,
     /// Print the OpenAPI spec as YAML; `orders openapi > openapi.yaml` regenerates the committed one.
     Openapi,
+    /// Manage the API keys that callers authenticate with.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret, alone on the last line; it is never shown again.
+    Create {
+        /// The key's name, shown in logs and in `created_by`/`updated_by`: 1 to 63 of a-z, 0-9,
+        /// '.', '_' and '-', starting with a letter or digit. Names are never reused.
+        #[arg(long)]
+        name: KeyName,
+        /// A scope the key holds: orders:read, orders:write or services:write. Repeat for more.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<Scope>,
+    },
+    /// List the keys: name, scopes, created, last used (to the minute) and revoked. Never secrets.
+    List,
+    /// Revoke a key: every instance refuses it within seconds. It stays listed, and its name taken.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -45,6 +71,15 @@ pub struct SettingsArgs {
     /// Most database connections to hold open.
     #[arg(long, env = "ORDERS_DB_POOL_SIZE", global = true, default_value_t = 8)]
     pub db_pool_size: usize,
+    /// How long the first answer to a create with an Idempotency-Key is kept (e.g. 24h, 90m).
+    #[arg(
+        long,
+        env = "ORDERS_IDEMPOTENCY_RETENTION",
+        global = true,
+        default_value = "24h",
+        value_parser = humantime::parse_duration
+    )]
+    pub idempotency_retention: Duration,
 }
 
 /// Where the data lives.
@@ -52,7 +87,8 @@ pub struct SettingsArgs {
 pub enum DatabaseSettings {
     /// A server someone else runs.
     External(DatabaseUrl),
-    /// A private cluster in this folder, started and stopped with the process.
+    /// A private cluster, started and stopped with the process, in `data_dir/postgres`; the
+    /// `local` key's secret is kept in `data_dir` too.
     Embedded { data_dir: PathBuf },
 }
 
@@ -82,6 +118,7 @@ pub struct Settings {
     pub bind: SocketAddr,
     pub database: DatabaseSettings,
     pub db_pool_size: usize,
+    pub idempotency_retention: Duration,
 }
 
 impl From<SettingsArgs> for Settings {
@@ -91,13 +128,15 @@ impl From<SettingsArgs> for Settings {
                 DatabaseSettings::External(DatabaseUrl::new(url))
             }
             _ => DatabaseSettings::Embedded {
-                data_dir: args.data_dir.join("postgres"),
+                data_dir: args.data_dir,
             },
         };
         Self {
             bind: args.bind,
             database,
             db_pool_size: args.db_pool_size.max(1),
+            // Zero would make every replay impossible; a second is the least that means anything.
+            idempotency_retention: args.idempotency_retention.max(Duration::from_secs(1)),
         }
     }
 }

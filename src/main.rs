@@ -4,10 +4,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use orders::{
-    config::{Cli, Command, Settings},
+    app::{
+        AppState,
+        keys::{self, KeysError, LocalKey},
+    },
+    config::{Cli, Command, DatabaseSettings, KeysCommand, Settings},
     http::{self, problem::error_chain},
     startup::{Application, Database, StartError, shutdown_signal},
-    storage::{self, migrations},
+    storage::{self, api_keys::Revoked, migrations},
     telemetry,
 };
 
@@ -20,8 +24,13 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     telemetry::init();
-    match run(command, Settings::from(cli.settings)).await {
+    match run(&command, Settings::from(cli.settings)).await {
         Ok(()) => ExitCode::SUCCESS,
+        // A mistake in what was asked, as clap reports its own: said plainly, exit status 2.
+        Err(StartError::Keys(error @ (KeysError::NameTaken(_) | KeysError::NoSuchKey(_)))) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             tracing::error!(error = %error_chain(&error), "{command:?} failed");
             ExitCode::FAILURE
@@ -29,7 +38,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> Result<(), StartError> {
+async fn run(command: &Command, settings: Settings) -> Result<(), StartError> {
     let database = Database::open(&settings).await?;
     let result = run_with(command, &settings, &database).await;
     database.close().await;
@@ -37,13 +46,16 @@ async fn run(command: Command, settings: Settings) -> Result<(), StartError> {
 }
 
 async fn run_with(
-    command: Command,
+    command: &Command,
     settings: &Settings,
     database: &Database,
 ) -> Result<(), StartError> {
     let applied = migrations::run(&database.pool).await?;
     tracing::info!(applied, "migrations are up to date");
-    if command == Command::Seed {
+    if let Command::Keys(keys_command) = command {
+        return manage_keys(keys_command, &database.pool).await;
+    }
+    if *command == Command::Seed {
         let report = storage::seed::load(&database.pool)
             .await
             .map_err(StartError::Seed)?;
@@ -53,10 +65,106 @@ async fn run_with(
             "sample data loaded"
         );
     }
-    if command == Command::Serve {
+    if *command == Command::Serve {
+        if let DatabaseSettings::Embedded { data_dir } = &settings.database {
+            provide_local_key(&database.pool, data_dir).await?;
+        }
         let shutdown = shutdown_signal().map_err(StartError::Signals)?;
-        let app = Application::build(settings.bind, database.pool.clone()).await?;
+        let mut state = AppState::new(database.pool.clone());
+        state.idempotency_retention = settings.idempotency_retention;
+        let app = Application::build(settings.bind, state).await?;
         app.run_until(shutdown).await.map_err(StartError::Serve)?;
     }
     Ok(())
+}
+
+/// The private cluster's one-command start: a key to call it with, in a file beside it.
+async fn provide_local_key(
+    pool: &deadpool_postgres::Pool,
+    data_dir: &std::path::Path,
+) -> Result<(), StartError> {
+    let file = keys::local_key_file(data_dir);
+    let file = file.display();
+    match keys::ensure_local_key(pool, data_dir).await? {
+        LocalKey::Reused => tracing::info!(%file, "the API key `local` is in {file}"),
+        LocalKey::Created => {
+            tracing::info!(%file, "created the API key `local` (every scope); its secret is in {file}")
+        }
+        LocalKey::Reissued => tracing::warn!(
+            %file,
+            "{file} was missing or out of date: gave the API key `local` a new secret, now in {file}"
+        ),
+        LocalKey::Revoked => tracing::warn!(
+            %file,
+            "the API key `local` is revoked, so {file} works no more; create a key with `orders keys create`"
+        ),
+    }
+    Ok(())
+}
+
+/// `orders keys ...`: what it prints is for people, on stdout; the new secret alone on the
+/// last line, so scripts can take it with `tail -n 1`.
+async fn manage_keys(
+    command: &KeysCommand,
+    pool: &deadpool_postgres::Pool,
+) -> Result<(), StartError> {
+    match command {
+        KeysCommand::Create { name, scopes } => {
+            let secret = keys::create(pool, name, scopes).await?;
+            let scopes: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+            println!(
+                "Created the API key {name} with {}. Its secret, shown only this once:",
+                scopes.join(", ")
+            );
+            println!("{secret}");
+        }
+        KeysCommand::List => {
+            let minute = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%MZ").to_string();
+            let never = || "-".to_owned();
+            let rows: Vec<[String; 5]> = keys::list(pool)
+                .await?
+                .into_iter()
+                .map(|key| {
+                    let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
+                    [
+                        key.name,
+                        scopes.join(","),
+                        minute(key.created_at),
+                        key.last_used_at.map_or_else(never, minute),
+                        key.revoked_at.map_or_else(never, minute),
+                    ]
+                })
+                .collect();
+            print_table(["NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED"], &rows);
+        }
+        KeysCommand::Revoke { name } => match keys::revoke(pool, name).await? {
+            Revoked::Now => println!(
+                "Revoked the API key {name}: every instance refuses it within seconds."
+            ),
+            Revoked::Already => println!("The API key {name} was revoked already."),
+        },
+    }
+    Ok(())
+}
+
+/// Prints rows under a header, in columns as wide as their widest cell.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header);
+    for row in rows {
+        line(row.each_ref().map(String::as_str));
+    }
 }

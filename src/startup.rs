@@ -9,7 +9,7 @@ use poem::{
 };
 
 use crate::{
-    app::AppState,
+    app::{AppState, BackgroundWork},
     config::{DatabaseSettings, Settings},
     embedded_postgres::{self, Cluster, Durability, EmbeddedError},
     http,
@@ -34,6 +34,8 @@ pub enum StartError {
     Migrate(#[from] MigrationError),
     #[error("could not seed the database")]
     Seed(#[source] storage::StoreError),
+    #[error(transparent)]
+    Keys(#[from] crate::app::keys::KeysError),
     #[error("could not listen on {0}")]
     Bind(SocketAddr, #[source] io::Error),
     #[error("could not install the SIGINT and SIGTERM handlers")]
@@ -60,8 +62,9 @@ impl Database {
                 })
             }
             DatabaseSettings::Embedded { data_dir } => {
+                let data_dir = data_dir.join("postgres");
                 tracing::info!(data_dir = %data_dir.display(), "starting the private PostgreSQL cluster");
-                let cluster = Cluster::start(data_dir, Durability::Durable).await?;
+                let cluster = Cluster::start(&data_dir, Durability::Durable).await?;
                 if let Err(error) = create_embedded_database(&cluster).await {
                     // Stopped before returning, so a quick retry does not find it shutting down.
                     stop_cluster(cluster).await;
@@ -125,16 +128,17 @@ async fn create_embedded_database(cluster: &Cluster) -> Result<(), StartError> {
 pub struct Application {
     acceptor: TcpAcceptor,
     address: SocketAddr,
-    pool: Pool,
+    state: AppState,
+    background: BackgroundWork,
 }
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Application {
-    /// Binds the listening socket. Bind to port 0 to get a free port; [`Application::address`]
-    /// tells which one.
-    pub async fn build(bind: SocketAddr, pool: Pool) -> Result<Self, StartError> {
+    /// Binds the listening socket and loads the API keys. Bind to port 0 to get a free port;
+    /// [`Application::address`] tells which one.
+    pub async fn build(bind: SocketAddr, state: AppState) -> Result<Self, StartError> {
         let acceptor = TcpListener::bind(bind)
             .into_acceptor()
             .await
@@ -144,10 +148,12 @@ impl Application {
             .first()
             .and_then(|addr| addr.as_socket_addr().copied())
             .unwrap_or(bind);
+        let background = state.start_background_work().await;
         Ok(Self {
             acceptor,
             address,
-            pool,
+            state,
+            background,
         })
     }
 
@@ -162,13 +168,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         tracing::info!(address = %self.address, "serving");
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(
-                http::app(AppState::new(self.pool)),
-                shutdown,
-                Some(DRAIN_TIMEOUT),
-            )
-            .await
+        let served = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(http::app(self.state), shutdown, Some(DRAIN_TIMEOUT))
+            .await;
+        drop(self.background);
+        served
     }
 }
 

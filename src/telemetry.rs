@@ -28,3 +28,15 @@ pub fn init_for_tests() {
         let _ = fmt().with_env_filter(filter).with_test_writer().try_init();
     }
 }
+
+/// An error and all its causes on one line, for the log.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -46,6 +46,10 @@ pub enum AppError {
     ServiceInUse,
     #[error("the record is not at a version the caller named")]
     PreconditionFailed,
+    #[error("the Idempotency-Key was used with another request")]
+    IdempotencyKeyReused,
+    #[error("a request with the same Idempotency-Key is being processed")]
+    IdempotencyKeyInUse,
     #[error("the database cannot be reached")]
     Unavailable(#[source] Cause),
     #[error("concurrent writes kept aborting this one")]
@@ -55,6 +59,17 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// Whether another try of the same write can succeed (see [`StoreError::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Contended(_)
+                | Self::OrderTimeConflict {
+                    conflicting_order_id: None
+                }
+        )
+    }
+
     pub fn not_found(resource: Resource, id: &str) -> Self {
         Self::NotFound {
             resource,
@@ -86,6 +101,8 @@ impl From<StoreError> for AppError {
             },
             StoreError::ServiceNameTaken => Self::ServiceNameTaken,
             StoreError::ServiceInUse => Self::ServiceInUse,
+            // Key names are the CLI's business; no operation of the API meets this.
+            StoreError::KeyNameTaken => Self::Internal(Box::new(error)),
             StoreError::UnknownServices(ids) => {
                 Self::UnknownServices(ids.iter().map(ToString::to_string).collect())
             }

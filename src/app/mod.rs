@@ -7,24 +7,67 @@
 //! return records or an [`AppError`]; they know nothing of HTTP. Cross-cutting rules of the
 //! operations (who may call them, what else a write must record) belong here too.
 
+pub mod access;
 mod error;
+pub mod idempotency;
+pub mod keys;
 pub mod orders;
 pub mod services;
+
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
 pub use self::error::{AppError, Resource};
+use self::{access::KeyRing, idempotency::DEFAULT_RETENTION};
 use crate::storage::{self, StoreError};
 
 /// What every operation runs against. Cheap to clone: it is handles all the way down.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
+    /// The API keys, as this instance last loaded them.
+    pub keys: KeyRing,
+    /// How often the keys are reloaded (see [`access`]).
+    pub key_refresh_interval: Duration,
+    /// How long the first answer to an idempotent create is kept.
+    pub idempotency_retention: Duration,
 }
 
 impl AppState {
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            keys: KeyRing::default(),
+            key_refresh_interval: access::KEY_REFRESH_INTERVAL,
+            idempotency_retention: DEFAULT_RETENTION,
+        }
+    }
+
+    /// Loads the keys, then keeps them current and purges expired idempotency records in the
+    /// background, until the returned tasks are aborted. A first load that fails is logged and
+    /// left to the background task: until it succeeds, protected operations answer 503.
+    pub async fn start_background_work(&self) -> BackgroundWork {
+        if let Err(error) = self.keys.refresh(&self.pool).await {
+            tracing::warn!(
+                error = %crate::telemetry::error_chain(&error),
+                "could not load the API keys; protected operations answer 503 until they are"
+            );
+        }
+        BackgroundWork(vec![
+            self.keys
+                .spawn_refresher(self.pool.clone(), self.key_refresh_interval),
+            idempotency::spawn_purger(self),
+        ])
+    }
+}
+
+/// The tasks that keep an instance's caches and tables tidy; they stop when this is dropped.
+pub struct BackgroundWork(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BackgroundWork {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
     }
 }
 

@@ -1,10 +1,16 @@
 //! What the order operations decide: which error wins, what is looked up, in which order.
 
-use super::{AppError, AppState, Precondition, Resource};
+use deadpool_postgres::GenericClient;
+
+use super::{
+    AppError, AppState, Precondition, Resource,
+    access::Caller,
+    idempotency::{self, Answer, Fingerprint, IdempotencyKey, StoredAnswer, TransactionalCreate},
+};
 pub use crate::storage::orders::{OrderCursor, OrderRecord, OrderRevision};
 use crate::{
     domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp},
-    storage::{self, Page, orders::OrderFilter},
+    storage::{self, Page, StoreError, orders::OrderFilter},
 };
 
 /// An order as a client asked for it, before its services are looked up: its services are
@@ -28,9 +34,60 @@ pub struct OrderQuery {
     pub limit: usize,
 }
 
-pub async fn create(state: &AppState, request: OrderRequest) -> Result<OrderRecord, AppError> {
-    let draft = draft(state, request, None).await?;
-    Ok(storage::orders::insert(&state.pool, &draft).await?)
+impl OrderRequest {
+    /// What identifies this request to an `Idempotency-Key`: its fields as parsed, so that
+    /// `100` and `100.00`, or two spellings of one instant, are the same request.
+    fn fingerprint(&self) -> Fingerprint {
+        let scheduled_at = self.scheduled_at.to_string();
+        let total_fee = self.total_fee.to_string();
+        let mut parts = vec![scheduled_at.as_str(), total_fee.as_str()];
+        parts.extend(self.service_ids.iter().map(String::as_str));
+        Fingerprint::of("order_create", &parts)
+    }
+}
+
+/// Creates an order on behalf of `caller`. With an `idempotency_key`, a retry of the same
+/// request gets the first answer (as `render` rendered it) instead; see [`idempotency`].
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    request: OrderRequest,
+    idempotency_key: Option<&IdempotencyKey>,
+    render: impl Fn(&Result<OrderRecord, AppError>) -> StoredAnswer + Sync,
+) -> Result<Answer<OrderRecord>, AppError> {
+    let Some(key) = idempotency_key else {
+        let client = state.pool.get().await.map_err(StoreError::from)?;
+        let draft = draft(&client, request, None).await?;
+        drop(client);
+        let order = storage::orders::insert(&state.pool, &draft, &caller.name).await?;
+        return Ok(Answer::Fresh(order));
+    };
+    let create = NewOrder {
+        request: &request,
+        actor: &caller.name,
+    };
+    let fingerprint = request.fingerprint();
+    idempotency::create_once(state, caller, key, &fingerprint, &create, render).await
+}
+
+/// An order to create in the transaction that keeps the create's answer.
+struct NewOrder<'a> {
+    request: &'a OrderRequest,
+    actor: &'a str,
+}
+
+impl TransactionalCreate for NewOrder<'_> {
+    type Record = OrderRecord;
+
+    fn write<'t>(
+        &'t self,
+        transaction: &'t deadpool_postgres::Transaction<'_>,
+    ) -> impl Future<Output = Result<OrderRecord, AppError>> + Send + 't {
+        async move {
+            let draft = draft(transaction, self.request.clone(), None).await?;
+            Ok(storage::orders::insert_in(transaction, &draft, self.actor).await?)
+        }
+    }
 }
 
 pub async fn list(
@@ -57,17 +114,27 @@ pub async fn view(state: &AppState, id: &str) -> Result<OrderRecord, AppError> {
         .map_err(AppError::on(Resource::Order, id))
 }
 
+/// Replaces an order on behalf of `caller`.
 pub async fn replace(
     state: &AppState,
+    caller: &Caller,
     id: &str,
     precondition: Precondition<OrderRevision>,
     request: OrderRequest,
 ) -> Result<OrderRecord, AppError> {
     let order = OrderId::parse(id).ok_or_else(|| precondition.missing(Resource::Order, id))?;
-    let draft = draft(state, request, Some((order, id, &precondition))).await?;
-    storage::orders::replace(&state.pool, order, &draft, precondition.revisions())
-        .await
-        .map_err(precondition.on(Resource::Order, id))
+    let client = state.pool.get().await.map_err(StoreError::from)?;
+    let draft = draft(&client, request, Some((order, id, &precondition))).await?;
+    drop(client);
+    storage::orders::replace(
+        &state.pool,
+        order,
+        &draft,
+        precondition.revisions(),
+        &caller.name,
+    )
+    .await
+    .map_err(precondition.on(Resource::Order, id))
 }
 
 pub async fn delete(
@@ -94,7 +161,7 @@ fn order_id(id: &str) -> Result<OrderId, AppError> {
 /// a service does not exist (422). A write reports them so of itself; an id that is no id at
 /// all (`"abc"`) cannot reach the write, so the same questions are asked here, in that order.
 async fn draft(
-    state: &AppState,
+    client: &impl GenericClient,
     request: OrderRequest,
     replacing: Option<(OrderId, &str, &Precondition<OrderRevision>)>,
 ) -> Result<OrderDraft, AppError> {
@@ -110,19 +177,19 @@ async fn draft(
     }
     let except = replacing.map(|(order, _, _)| order);
     if let Some((order, raw_id, precondition)) = replacing {
-        storage::orders::check_revision(&state.pool, order, precondition.revisions())
+        storage::orders::check_revision(client, order, precondition.revisions())
             .await
             .map_err(precondition.on(Resource::Order, raw_id))?;
     }
     let conflict =
-        storage::orders::conflicting_order(&state.pool, request.scheduled_at, except).await?;
+        storage::orders::conflicting_order(client, request.scheduled_at, except).await?;
     if conflict.is_some() {
         return Err(AppError::OrderTimeConflict {
             conflicting_order_id: conflict,
         });
     }
     // Report the ids that are no ids together with any well-formed one that names no service.
-    let missing = storage::services::find_missing(&state.pool, &service_ids).await?;
+    let missing = storage::services::find_missing(client, &service_ids).await?;
     let unknown = request
         .service_ids
         .into_iter()

@@ -1,14 +1,53 @@
 //! What the service operations decide.
 
-use super::{AppError, AppState, Precondition, Resource};
+use super::{
+    AppError, AppState, Precondition, Resource,
+    access::Caller,
+    idempotency::{self, Answer, Fingerprint, IdempotencyKey, StoredAnswer, TransactionalCreate},
+};
 pub use crate::storage::services::ServiceRecord;
 use crate::{
     domain::{ServiceId, ServiceName},
-    storage::{self, Page},
+    storage::{self, Page, StoreError},
 };
 
-pub async fn create(state: &AppState, name: &ServiceName) -> Result<ServiceRecord, AppError> {
-    Ok(storage::services::insert(&state.pool, name).await?)
+/// Creates a service on behalf of `caller`. With an `idempotency_key`, a retry of the same
+/// request gets the first answer (as `render` rendered it) instead; see [`idempotency`].
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    name: &ServiceName,
+    idempotency_key: Option<&IdempotencyKey>,
+    render: impl Fn(&Result<ServiceRecord, AppError>) -> StoredAnswer + Sync,
+) -> Result<Answer<ServiceRecord>, AppError> {
+    let Some(key) = idempotency_key else {
+        let client = state.pool.get().await.map_err(StoreError::from)?;
+        let service = storage::services::insert(&client, name, &caller.name).await?;
+        return Ok(Answer::Fresh(service));
+    };
+    let fingerprint = Fingerprint::of("service_create", &[name.as_str()]);
+    let create = NewService {
+        name,
+        actor: &caller.name,
+    };
+    idempotency::create_once(state, caller, key, &fingerprint, &create, render).await
+}
+
+/// A service to create in the transaction that keeps the create's answer.
+struct NewService<'a> {
+    name: &'a ServiceName,
+    actor: &'a str,
+}
+
+impl TransactionalCreate for NewService<'_> {
+    type Record = ServiceRecord;
+
+    fn write<'t>(
+        &'t self,
+        transaction: &'t deadpool_postgres::Transaction<'_>,
+    ) -> impl Future<Output = Result<ServiceRecord, AppError>> + Send + 't {
+        async move { Ok(storage::services::insert(transaction, self.name, self.actor).await?) }
+    }
 }
 
 pub async fn list(
@@ -27,15 +66,23 @@ pub async fn view(state: &AppState, id: &str) -> Result<ServiceRecord, AppError>
 
 /// Renames a service. Orders that book it show the new name from now on, and their ETags
 /// change with it.
+/// Renames a service on behalf of `caller`.
 pub async fn rename(
     state: &AppState,
+    caller: &Caller,
     id: &str,
     precondition: Precondition<i64>,
     name: &ServiceName,
 ) -> Result<ServiceRecord, AppError> {
     let service =
         ServiceId::parse(id).ok_or_else(|| precondition.missing(Resource::Service, id))?;
-    storage::services::rename(&state.pool, service, name, precondition.revisions())
+    storage::services::rename(
+        &state.pool,
+        service,
+        name,
+        precondition.revisions(),
+        &caller.name,
+    )
         .await
         .map_err(precondition.on(Resource::Service, id))
 }

@@ -3,12 +3,14 @@
 //! Each type's `parse` is the single place its rule is checked; the rest of the code takes the
 //! type as proof and never re-checks. Nothing here knows about HTTP or SQL.
 
+mod access;
 mod ids;
 mod money;
 mod order;
 mod service_name;
 mod timestamp;
 
+pub use access::{KeyName, KeyNameError, LOCAL_KEY_NAME, SEED_ACTOR, Scope, UnknownScope};
 pub use ids::{OrderId, ServiceId};
 pub use money::{Money, MoneyError};
 pub use order::{MAX_SERVICES_PER_ORDER, OrderDraft, OrderDraftError};

@@ -1,7 +1,8 @@
 //! The middleware every request passes through, outermost.
 //!
-//! It gives each request an id (the caller's `X-Request-Id`, or a new one), enforces the body
-//! size limit and the body's media type, puts conditional headers in the form handlers read,
+//! It gives each request an id (the caller's `X-Request-Id`, or a new one), authenticates the
+//! caller of a protected operation and checks its scope (see [`super::auth`]), enforces the
+//! body size limit and the body's media type, puts conditional headers in the form handlers read,
 //! runs the request inside a tracing span, turns every error the framework raises (bad JSON,
 //! wrong content type, unknown route, wrong method) into the API's problem+json, adds
 //! `X-Request-Id` to every response, and logs each request once.
@@ -14,12 +15,15 @@ use poem::{
     http::{HeaderValue, Method, header},
 };
 use poem_openapi::{
-    error::{ContentTypeError, ParseParamError, ParseRequestPayloadError},
+    error::{AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError},
     registry::MetaApi,
 };
 use tracing::Instrument;
 
+use crate::{app::access::KeyRing, domain::Scope};
+
 use super::{
+    auth,
     input::FIELD_ERROR_MARKER,
     problem::{ApiError, ErrorCode, MAX_BODY_BYTES, REQUEST_ID, error_chain},
 };
@@ -29,36 +33,83 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 /// What the server says of an empty `If-Match`, which the spec refuses with `minLength: 1`.
 pub const EMPTY_IF_MATCH: &str = "must not be empty";
 
-/// Which methods each path accepts, for the `Allow` header of a 405.
+/// Which methods each path accepts, for the `Allow` header of a 405, and which of its
+/// operations are protected, with the scope each needs.
 #[derive(Debug, Default)]
-pub struct RouteTable(Vec<(Vec<String>, Vec<Method>)>);
+pub struct RouteTable(Vec<Route>);
+
+#[derive(Debug)]
+struct Route {
+    template: Vec<String>,
+    methods: Vec<Method>,
+    protected: Vec<(Method, Scope)>,
+}
 
 impl RouteTable {
-    /// The table of the OpenAPI operations, read from their metadata so it cannot drift.
+    /// The table of the OpenAPI operations, read from their metadata so it cannot drift: an
+    /// operation is protected when it declares a security requirement (an `ApiKey` parameter).
     pub fn from_meta(apis: Vec<MetaApi>) -> Self {
         let mut table = Self::default();
         for path in apis.into_iter().flat_map(|api| api.paths) {
             let methods = path.operations.iter().map(|op| op.method.clone()).collect();
-            table.add(&path.path, methods);
+            let protected = path
+                .operations
+                .iter()
+                .filter(|op| !op.security.is_empty())
+                .map(|op| {
+                    let operation_id = op.operation_id.unwrap_or_default();
+                    (op.method.clone(), auth::required_scope(&op.method, operation_id))
+                })
+                .collect();
+            table.0.push(Route {
+                template: segments(&path.path),
+                methods,
+                protected,
+            });
         }
         table
     }
 
+    /// Adds a path that no API key protects.
     pub fn add(&mut self, template: &str, methods: Vec<Method>) {
-        self.0.push((segments(template), methods));
+        self.0.push(Route {
+            template: segments(template),
+            methods,
+            protected: Vec::new(),
+        });
+    }
+
+    fn route(&self, path: &str) -> Option<&Route> {
+        let requested = segments(path);
+        self.0.iter().find(|route| {
+            route.template.len() == requested.len()
+                && route
+                    .template
+                    .iter()
+                    .zip(&requested)
+                    .all(|(pattern, part)| pattern.starts_with('{') || pattern == part)
+        })
     }
 
     /// The methods a concrete path accepts, if it is one of the table's.
     fn methods(&self, path: &str) -> Option<&[Method]> {
-        let requested = segments(path);
-        let (_, methods) = self.0.iter().find(|(template, _)| {
-            template.len() == requested.len()
-                && template
-                    .iter()
-                    .zip(&requested)
-                    .all(|(pattern, part)| pattern.starts_with('{') || pattern == part)
-        })?;
-        Some(methods)
+        self.route(path).map(|route| route.methods.as_slice())
+    }
+
+    /// The scope a request to a concrete path needs, if it goes to a protected operation
+    /// (HEAD is served by GET).
+    fn required_scope(&self, path: &str, method: &Method) -> Option<Scope> {
+        let method = if *method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        let route = self.route(path)?;
+        route
+            .protected
+            .iter()
+            .find(|(protected, _)| protected == method)
+            .map(|(_, scope)| *scope)
     }
 
     /// The `Allow` value for a concrete path: its methods, plus HEAD where GET is.
@@ -81,12 +132,14 @@ fn segments(path: &str) -> Vec<String> {
 
 pub struct Edge {
     routes: Arc<RouteTable>,
+    keys: KeyRing,
 }
 
 impl Edge {
-    pub fn new(routes: RouteTable) -> Self {
+    pub fn new(routes: RouteTable, keys: KeyRing) -> Self {
         Self {
             routes: Arc::new(routes),
+            keys,
         }
     }
 }
@@ -98,6 +151,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
         EdgeEndpoint {
             inner,
             routes: self.routes.clone(),
+            keys: self.keys.clone(),
         }
     }
 }
@@ -105,6 +159,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
 pub struct EdgeEndpoint<E> {
     inner: E,
     routes: Arc<RouteTable>,
+    keys: KeyRing,
 }
 
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
@@ -115,12 +170,28 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let request_id = request_id(&request);
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let span = tracing::info_span!("request", %request_id, %method, %path);
+        // `key` is the name of the caller's API key, once it is known; never its secret.
+        let span = tracing::info_span!(
+            "request",
+            %request_id,
+            %method,
+            %path,
+            key = tracing::field::Empty
+        );
 
         let mut response = REQUEST_ID
             .scope(
                 request_id.clone(),
                 async {
+                    if let Some(scope) = self.routes.required_scope(&path, &method) {
+                        match auth::authorize(&request, &self.keys, scope) {
+                            Ok(caller) => {
+                                span.record("key", &*caller.name);
+                                request.extensions_mut().insert(caller);
+                            }
+                            Err(error) => return error.into_response(),
+                        }
+                    }
                     if let Err(error) = self.check_media_type(&request) {
                         return error.into_response();
                     }
@@ -182,10 +253,17 @@ impl<E> EdgeEndpoint<E> {
                 None => ApiError::not_json(&payload.reason),
             };
         }
+        if error.is::<AuthorizationError>() {
+            return ApiError::new(ErrorCode::Unauthenticated);
+        }
         if error.is::<ContentTypeError>() {
             return ApiError::new(ErrorCode::UnsupportedMediaType);
         }
         if let Some(param) = error.downcast_ref::<ParseParamError>() {
+            // The spec's pattern refused it; say what a key is, not which pattern failed.
+            if param.name == super::idempotency::IDEMPOTENCY_KEY {
+                return super::idempotency::invalid_idempotency_key();
+            }
             let problem = parameter_problem(&param.reason);
             let detail = format!("{}: {problem}", param.name);
             return ApiError::with_detail(ErrorCode::InvalidParameter, detail);

@@ -6,9 +6,11 @@
 //! [`AppState`] as poem data. Handlers parse input into domain types, call the application
 //! ([`crate::app`]), and map the outcome. No SQL here, and no decisions.
 
+mod auth;
 mod conditional;
 pub mod edge;
 mod health;
+mod idempotency;
 mod input;
 mod orders;
 mod pagination;
@@ -119,6 +121,6 @@ pub fn app(state: AppState) -> impl Endpoint {
                 poem::web::Html(docs_html.clone())
             })),
         )
-        .data(state)
-        .with(Edge::new(routes))
+        .data(state.clone())
+        .with(Edge::new(routes, state.keys))
 }

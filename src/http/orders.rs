@@ -10,6 +10,8 @@ use poem_openapi::{
 
 use super::{
     ApiTags,
+    auth::ApiKey,
+    idempotency::{Replayable, created_answer, idempotency_key, refused_answer},
     conditional::{etag, if_match, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
     pagination::{self, PageSize, decode_order_cursor, encode_order_cursor},
@@ -18,7 +20,8 @@ use super::{
 };
 use crate::{
     app::{
-        self, AppState,
+        self, AppError, AppState,
+        idempotency::StoredAnswer,
         orders::{OrderQuery, OrderRecord, OrderRequest},
     },
     domain::{Money, Timestamp},
@@ -40,6 +43,11 @@ pub struct Order {
     pub created_at: Timestamp,
     /// When the order was last replaced.
     pub updated_at: Timestamp,
+    /// The name of the API key that created the order; `seed` for the sample data. Set by
+    /// the server.
+    pub created_by: String,
+    /// The name of the API key that last replaced the order (or created it); set by the server.
+    pub updated_by: String,
 }
 
 impl Example for Order {
@@ -61,6 +69,8 @@ fn sample_order(id: &str, datetime: &str, (service_id, service_name): (&str, &st
         }],
         created_at: at,
         updated_at: at,
+        created_by: "seed".to_owned(),
+        updated_by: "seed".to_owned(),
     }
 }
 
@@ -80,6 +90,8 @@ impl From<OrderRecord> for Order {
                 .collect(),
             created_at: record.created_at,
             updated_at: record.updated_at,
+            created_by: record.created_by,
+            updated_by: record.updated_by,
         }
     }
 }
@@ -240,19 +252,44 @@ enum OrderDeleted {
     NoContent,
 }
 
+/// The 201 for a order just created.
+fn created(record: OrderRecord) -> OrderCreated {
+    let location = format!("/orders/{}", record.id);
+    let tag = etag(&record.revision);
+    OrderCreated::Created(Json(record.into()), location, tag)
+}
+
+/// A create's outcome as it is kept for replay: the same response [`created`] or the error
+/// would give.
+fn render_create(outcome: &Result<OrderRecord, AppError>) -> StoredAnswer {
+    match outcome {
+        Ok(record) => created_answer(
+            &Order::from(record.clone()),
+            format!("/orders/{}", record.id),
+            etag(&record.revision),
+        ),
+        Err(error) => refused_answer(error),
+    }
+}
+
 operation_codes! {
     CreateErrors = [
+        Unauthenticated, Forbidden, IdempotencyKeyInUse, IdempotencyKeyReused, InvalidParameter,
         MalformedJson, InvalidBody, OrderTimeConflict, PayloadTooLarge, UnsupportedMediaType,
         UnknownService, Internal, DatabaseUnavailable, Contended,
     ];
-    ListErrors = [InvalidParameter, Internal, DatabaseUnavailable];
-    ViewErrors = [NotFound, Internal, DatabaseUnavailable];
+    ListErrors = [
+        Unauthenticated, Forbidden, InvalidParameter, Internal, DatabaseUnavailable];
+    ViewErrors = [
+        Unauthenticated, Forbidden, NotFound, Internal, DatabaseUnavailable];
     ReplaceErrors = [
+        Unauthenticated, Forbidden,
         MalformedJson, InvalidBody, InvalidParameter, NotFound, OrderTimeConflict, PreconditionFailed,
         PayloadTooLarge, UnsupportedMediaType, UnknownService, Internal, DatabaseUnavailable,
         Contended,
     ];
     DeleteErrors = [
+        Unauthenticated, Forbidden,
         InvalidParameter, NotFound, PreconditionFailed, Internal, DatabaseUnavailable, Contended,
     ];
 }
@@ -271,13 +308,20 @@ impl OrdersApi {
     #[oai(path = "/orders", method = "post", operation_id = "order_create")]
     async fn order_create(
         &self,
+        caller: ApiKey,
         state: Data<&AppState>,
+        /// Makes a retry safe: a request sent again with the same key and body within 24 hours
+        /// gets the first answer again (with `Idempotent-Replayed: true`) and creates nothing.
+        /// 1 to 255 printable ASCII characters, bare or as a quoted string. Keys of different
+        /// API keys never meet.
+        #[oai(name = "Idempotency-Key", validator(pattern = r#"^(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}"|[\x21\x23-\x7e]{1,255})$"#))]
+        idempotency_key: Header<Option<String>>,
         body: Json<Body<OrderInput>>,
-    ) -> Result<OrderCreated, OperationError<CreateErrors>> {
-        let record = app::orders::create(&state, body.0.0).await?;
-        let location = format!("/orders/{}", record.id);
-        let tag = etag(&record.revision);
-        Ok(OrderCreated::Created(Json(record.into()), location, tag))
+    ) -> Result<Replayable<OrderCreated>, OperationError<CreateErrors>> {
+        let key = self::idempotency_key(idempotency_key.0.as_deref())?;
+        let answer =
+            app::orders::create(&state, &caller.0, body.0.0, key.as_ref(), render_create).await?;
+        Ok(Replayable::from_answer(answer, created))
     }
 
     /// List orders
@@ -287,6 +331,7 @@ impl OrdersApi {
     #[oai(path = "/orders", method = "get", operation_id = "order_list")]
     async fn order_list(
         &self,
+        _caller: ApiKey,
         state: Data<&AppState>,
         /// How many orders per page: 1 to 1000 (larger values are capped at 1000). Default 100.
         page_size: Query<Option<PageSize>>,
@@ -324,6 +369,7 @@ impl OrdersApi {
     #[oai(path = "/orders/:id", method = "get", operation_id = "order_view")]
     async fn order_view(
         &self,
+        _caller: ApiKey,
         state: Data<&AppState>,
         /// The order's id.
         id: Path<String>,
@@ -347,6 +393,7 @@ impl OrdersApi {
     #[oai(path = "/orders/:id", method = "put", operation_id = "order_update")]
     async fn order_update(
         &self,
+        caller: ApiKey,
         state: Data<&AppState>,
         /// The order's id.
         id: Path<String>,
@@ -357,7 +404,7 @@ impl OrdersApi {
         body: Json<Body<OrderInput>>,
     ) -> Result<OrderReplaced, OperationError<ReplaceErrors>> {
         let precondition = self::if_match(if_match.0.as_deref());
-        let record = app::orders::replace(&state, &id, precondition, body.0.0).await?;
+        let record = app::orders::replace(&state, &caller.0, &id, precondition, body.0.0).await?;
         let tag = etag(&record.revision);
         Ok(OrderReplaced::Ok(Json(record.into()), tag))
     }
@@ -368,6 +415,7 @@ impl OrdersApi {
     #[oai(path = "/orders/:id", method = "delete", operation_id = "order_delete")]
     async fn order_delete(
         &self,
+        _caller: ApiKey,
         state: Data<&AppState>,
         /// The order's id.
         id: Path<String>,

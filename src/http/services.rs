@@ -10,13 +10,15 @@ use poem_openapi::{
 
 use super::{
     ApiTags,
+    auth::ApiKey,
+    idempotency::{Replayable, created_answer, idempotency_key, refused_answer},
     conditional::{etag, if_match, if_none_match_matches},
     input::{Body, FieldError, Fields, ReadJson, string},
     pagination::{self, PageSize, decode_service_cursor, encode_service_cursor},
     problem::documentation::{OperationError, operation_codes},
 };
 use crate::{
-    app::{self, AppState, services::ServiceRecord},
+    app::{self, AppError, AppState, idempotency::StoredAnswer, services::ServiceRecord},
     domain::{ServiceName, Timestamp},
 };
 
@@ -32,6 +34,11 @@ pub struct Service {
     pub created_at: Timestamp,
     /// When the service was last renamed.
     pub updated_at: Timestamp,
+    /// The name of the API key that created the service; `seed` for the sample data. Set by
+    /// the server.
+    pub created_by: String,
+    /// The name of the API key that last renamed the service (or created it); set by the server.
+    pub updated_by: String,
 }
 
 impl Example for Service {
@@ -48,6 +55,8 @@ fn sample_service(id: &str, name: &str) -> Service {
         name: name.to_owned(),
         created_at: at,
         updated_at: at,
+        created_by: "seed".to_owned(),
+        updated_by: "seed".to_owned(),
     }
 }
 
@@ -58,6 +67,8 @@ impl From<ServiceRecord> for Service {
             name: record.name,
             created_at: record.created_at,
             updated_at: record.updated_at,
+            created_by: record.created_by,
+            updated_by: record.updated_by,
         }
     }
 }
@@ -185,18 +196,43 @@ enum ServiceDeleted {
     NoContent,
 }
 
+/// The 201 for a service just created.
+fn created(record: ServiceRecord) -> ServiceCreated {
+    let location = format!("/services/{}", record.id);
+    let tag = etag(&record.version);
+    ServiceCreated::Created(Json(record.into()), location, tag)
+}
+
+/// A create's outcome as it is kept for replay: the same response [`created`] or the error
+/// would give.
+fn render_create(outcome: &Result<ServiceRecord, AppError>) -> StoredAnswer {
+    match outcome {
+        Ok(record) => created_answer(
+            &Service::from(record.clone()),
+            format!("/services/{}", record.id),
+            etag(&record.version),
+        ),
+        Err(error) => refused_answer(error),
+    }
+}
+
 operation_codes! {
     CreateErrors = [
+        Unauthenticated, Forbidden, IdempotencyKeyInUse, IdempotencyKeyReused, InvalidParameter,
         MalformedJson, InvalidBody, ServiceNameTaken, PayloadTooLarge, UnsupportedMediaType,
         Internal, DatabaseUnavailable, Contended,
     ];
-    ListErrors = [InvalidParameter, Internal, DatabaseUnavailable];
-    ViewErrors = [NotFound, Internal, DatabaseUnavailable];
+    ListErrors = [
+        Unauthenticated, Forbidden, InvalidParameter, Internal, DatabaseUnavailable];
+    ViewErrors = [
+        Unauthenticated, Forbidden, NotFound, Internal, DatabaseUnavailable];
     ReplaceErrors = [
+        Unauthenticated, Forbidden,
         MalformedJson, InvalidBody, InvalidParameter, NotFound, ServiceNameTaken, PreconditionFailed,
         PayloadTooLarge, UnsupportedMediaType, Internal, DatabaseUnavailable, Contended,
     ];
     DeleteErrors = [
+        Unauthenticated, Forbidden,
         InvalidParameter, NotFound, ServiceInUse, PreconditionFailed, Internal, DatabaseUnavailable, Contended,
     ];
 }
@@ -213,13 +249,21 @@ impl ServicesApi {
     #[oai(path = "/services", method = "post", operation_id = "service_create")]
     async fn service_create(
         &self,
+        caller: ApiKey,
         state: Data<&AppState>,
+        /// Makes a retry safe: a request sent again with the same key and body within 24 hours
+        /// gets the first answer again (with `Idempotent-Replayed: true`) and creates nothing.
+        /// 1 to 255 printable ASCII characters, bare or as a quoted string. Keys of different
+        /// API keys never meet.
+        #[oai(name = "Idempotency-Key", validator(pattern = r#"^(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}"|[\x21\x23-\x7e]{1,255})$"#))]
+        idempotency_key: Header<Option<String>>,
         body: Json<Body<ServiceInput>>,
-    ) -> Result<ServiceCreated, OperationError<CreateErrors>> {
-        let record = app::services::create(&state, &body.0.0).await?;
-        let location = format!("/services/{}", record.id);
-        let tag = etag(&record.version);
-        Ok(ServiceCreated::Created(Json(record.into()), location, tag))
+    ) -> Result<Replayable<ServiceCreated>, OperationError<CreateErrors>> {
+        let key = self::idempotency_key(idempotency_key.0.as_deref())?;
+        let answer =
+            app::services::create(&state, &caller.0, &body.0.0, key.as_ref(), render_create)
+                .await?;
+        Ok(Replayable::from_answer(answer, created))
     }
 
     /// List services
@@ -228,6 +272,7 @@ impl ServicesApi {
     #[oai(path = "/services", method = "get", operation_id = "service_list")]
     async fn service_list(
         &self,
+        _caller: ApiKey,
         state: Data<&AppState>,
         /// How many services per page: 1 to 1000 (larger values are capped at 1000). Default 100.
         page_size: Query<Option<PageSize>>,
@@ -254,6 +299,7 @@ impl ServicesApi {
     #[oai(path = "/services/:id", method = "get", operation_id = "service_view")]
     async fn service_view(
         &self,
+        _caller: ApiKey,
         state: Data<&AppState>,
         /// The service's id.
         id: Path<String>,
@@ -280,6 +326,7 @@ impl ServicesApi {
     )]
     async fn service_update(
         &self,
+        caller: ApiKey,
         state: Data<&AppState>,
         /// The service's id.
         id: Path<String>,
@@ -290,7 +337,7 @@ impl ServicesApi {
         body: Json<Body<ServiceInput>>,
     ) -> Result<ServiceReplaced, OperationError<ReplaceErrors>> {
         let precondition = self::if_match(if_match.0.as_deref());
-        let record = app::services::rename(&state, &id, precondition, &body.0.0).await?;
+        let record = app::services::rename(&state, &caller.0, &id, precondition, &body.0.0).await?;
         let tag = etag(&record.version);
         Ok(ServiceReplaced::Ok(Json(record.into()), tag))
     }
@@ -305,6 +352,7 @@ impl ServicesApi {
     )]
     async fn service_delete(
         &self,
+        _caller: ApiKey,
         state: Data<&AppState>,
         /// The service's id.
         id: Path<String>,

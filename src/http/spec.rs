@@ -12,14 +12,22 @@
 //!   return, so that readers and stateful testing tools can chain create → view → update → delete;
 //! - the schemas of request bodies say `additionalProperties: false`: bodies are read field by
 //!   field and unknown fields refused (`http::input`), which poem-openapi's `deny_unknown_fields`
-//!   does not write into the spec.
+//!   does not write into the spec;
+//! - each protected operation states the scope it needs (OpenAPI 3.0 has scopes only for
+//!   OAuth2), in its description and as `x-required-scopes`, from [`super::auth::required_scope`],
+//!   the rule the server enforces; each public one says `security: []`, so that no reader
+//!   takes it for one whose requirement was forgotten;
+//! - responses that a create with an `Idempotency-Key` can replay say `Idempotent-Replayed`.
 //!
 //! Nothing here changes what the server does; it only says it better.
 
 use poem_openapi::types::ToJSON;
 use serde_json::{Map, Value, json};
 
-use super::problem::documentation::{EXAMPLE_REQUEST_ID, described_codes, example_error};
+use super::{
+    idempotency::IDEMPOTENT_REPLAYED,
+    problem::documentation::{EXAMPLE_REQUEST_ID, described_codes, example_error},
+};
 
 /// Finishes the spec as poem-openapi wrote it; see the module docs.
 pub fn finish(spec: &mut Value) {
@@ -28,10 +36,32 @@ pub fn finish(spec: &mut Value) {
         return;
     };
     for operation in paths.values_mut().filter_map(Value::as_object_mut) {
-        for operation in operation.values_mut() {
+        for (method, operation) in operation.iter_mut() {
+            state_security(method, operation);
             finish_operation(operation);
         }
     }
+}
+
+/// States what an operation's caller needs: the scope of a protected one, or no key at all.
+fn state_security(method: &str, operation: &mut Value) {
+    let protected = operation
+        .get("security")
+        .and_then(Value::as_array)
+        .is_some_and(|requirements| !requirements.is_empty());
+    if !protected {
+        operation["security"] = json!([]);
+        return;
+    }
+    let method = poem::http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .expect("the spec's methods are HTTP methods");
+    let operation_id = operation["operationId"].as_str().unwrap_or_default();
+    let scope = super::auth::required_scope(&method, operation_id);
+    let description = operation["description"].as_str().unwrap_or_default();
+    operation["description"] = json!(format!(
+        "{description}\n\nNeeds an API key with the scope `{scope}`."
+    ));
+    operation["x-required-scopes"] = json!([scope.as_str()]);
 }
 
 /// Marks every object schema a request body uses, directly or through its properties, as
@@ -105,10 +135,25 @@ fn finish_operation(operation: &mut Value) {
             usual_case_header_names(headers);
         }
         add_problem_examples(response, &operation_id);
+        if replayable(&operation_id, status)
+            && let Some(headers) = response.as_object_mut()
+        {
+            let headers = headers.entry("headers").or_insert_with(|| json!({}));
+            headers[IDEMPOTENT_REPLAYED] = json!({
+                "description": "`true` when this is the first answer to the same request with the same `Idempotency-Key`, replayed; nothing was done again. Absent otherwise.",
+                "schema": { "type": "string", "enum": ["true"] },
+            });
+        }
         if let Some(links) = links(&operation_id, status) {
             response["links"] = links;
         }
     }
+}
+
+/// Whether the response `status` of `operation_id` can be a replay: a create's success, and
+/// the refusals its write decides (see `app::idempotency`).
+fn replayable(operation_id: &str, status: &str) -> bool {
+    operation_id.ends_with("_create") && matches!(status, "201" | "409" | "422")
 }
 
 /// Drops media type parameters from the keys of a `content` map.
@@ -132,6 +177,9 @@ fn usual_case_header_names(headers: &mut Value) {
 pub fn usual_header_case(name: &str) -> String {
     if name.eq_ignore_ascii_case("etag") {
         return "ETag".to_owned();
+    }
+    if name.eq_ignore_ascii_case("www-authenticate") {
+        return "WWW-Authenticate".to_owned();
     }
     name.split('-')
         .map(|word| {
@@ -250,6 +298,7 @@ mod tests {
         assert_eq!(usual_header_case("LOCATION"), "Location");
         assert_eq!(usual_header_case("X-REQUEST-ID"), "X-Request-Id");
         assert_eq!(usual_header_case("retry-after"), "Retry-After");
+        assert_eq!(usual_header_case("WWW-AUTHENTICATE"), "WWW-Authenticate");
     }
 
     #[test]

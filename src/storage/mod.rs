@@ -6,6 +6,8 @@
 //! translates the violation where its meaning is known, into a [`StoreError`] the layers above
 //! can act on. It knows nothing of HTTP.
 
+pub mod api_keys;
+pub mod idempotency;
 pub mod migrations;
 pub mod orders;
 pub mod seed;
@@ -60,6 +62,8 @@ pub enum StoreError {
     ServiceInUse,
     #[error("unknown services: {0:?}")]
     UnknownServices(Vec<ServiceId>),
+    #[error("an API key with that name exists (or existed, and was revoked)")]
+    KeyNameTaken,
     #[error("the database cannot be reached")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The database aborted the transaction to resolve contention (a deadlock or a
@@ -179,23 +183,41 @@ pub(crate) async fn why_not_written(
 /// How many times a write is tried before contention is reported to the caller.
 const WRITE_ATTEMPTS: u32 = 6;
 
-/// Runs `write` again when it failed in a way that another try can fix: the database aborted
-/// it to break a deadlock, or it clashed with an order that was deleted before the clash could
-/// be reported.
-pub(crate) async fn retry_transient<T, F, Fut>(mut write: F) -> Result<T, StoreError>
+impl StoreError {
+    /// Whether another try of the same write can succeed: the database aborted it to break a
+    /// deadlock, or it clashed with an order that was deleted before the clash could be
+    /// reported.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Contention(_)
+                | Self::OrderTimeConflict {
+                    conflicting_order_id: None
+                }
+        )
+    }
+}
+
+/// Runs `write` again when it failed transiently (see [`StoreError::is_transient`]).
+pub(crate) async fn retry_transient<T, F, Fut>(write: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
+    retry_while(write, StoreError::is_transient).await
+}
+
+/// Runs `write` again, with backoff, while it fails with an error that `is_transient` says
+/// another try can fix, up to [`WRITE_ATTEMPTS`] tries in all.
+pub async fn retry_while<T, E, F, Fut>(mut write: F, is_transient: impl Fn(&E) -> bool) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let mut attempt = 1;
     loop {
         match write().await {
-            Err(
-                StoreError::Contention(_)
-                | StoreError::OrderTimeConflict {
-                    conflicting_order_id: None,
-                },
-            ) if attempt < WRITE_ATTEMPTS => {
+            Err(error) if is_transient(&error) && attempt < WRITE_ATTEMPTS => {
                 tracing::info!(attempt, "retrying a write that contention aborted");
                 tokio::time::sleep(retry_delay(attempt)).await;
                 attempt += 1;

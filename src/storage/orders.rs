@@ -35,6 +35,10 @@ pub struct OrderRecord {
     pub revision: OrderRevision,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The name of the API key that created the order.
+    pub created_by: String,
+    /// The name of the API key that last replaced it.
+    pub updated_by: String,
 }
 
 /// What an order's representation is at: it changes whenever the order or one of the
@@ -75,12 +79,13 @@ pub struct OrderFilter {
 }
 
 /// The columns of an order row, as the write statements return them.
-const ORDER_ROW: &str = "id, scheduled_at, total_fee, version, created_at, updated_at";
+const ORDER_ROW: &str =
+    "id, scheduled_at, total_fee, version, created_at, updated_at, created_by, updated_by";
 
 /// The columns every order read returns: the order's own, then one booked service per row
 /// (rows of one order are adjacent and in the client's order).
 const ORDER_COLUMNS: &str = "o.id, o.scheduled_at, o.total_fee, o.version, o.created_at, \
-     o.updated_at, s.id AS service_id, s.name AS service_name, s.version AS service_version";
+     o.updated_at, o.created_by, o.updated_by, s.id AS service_id, s.name AS service_name, s.version AS service_version";
 
 /// Folds rows of `ORDER_COLUMNS` (one per booked service, orders adjacent) into orders.
 fn fold_orders(rows: &[Row]) -> Vec<OrderRecord> {
@@ -124,6 +129,8 @@ fn order_from_row(row: &Row, services: Vec<BookedService>) -> OrderRecord {
         },
         created_at: stored_timestamp(row.get("created_at")),
         updated_at: stored_timestamp(row.get("updated_at")),
+        created_by: row.get("created_by"),
+        updated_by: row.get("updated_by"),
         services: Vec::with_capacity(services.len()),
     };
     services.into_iter().for_each(|service| order.book(service));
@@ -188,23 +195,22 @@ pub async fn fetch(pool: &Pool, id: OrderId) -> Result<OrderRecord, StoreError> 
 /// ([`StoreError::NotFound`] or [`StoreError::VersionMismatch`]). For reporting why a write
 /// cannot succeed; a write checks its precondition in its own statement.
 pub async fn check_revision(
-    pool: &Pool,
+    client: &impl GenericClient,
     id: OrderId,
     expected: Option<&[OrderRevision]>,
 ) -> Result<(), StoreError> {
-    run_at_revision(pool, "SELECT 1 FROM orders", id, expected).await
+    run_at_revision(client, "SELECT 1 FROM orders", id, expected).await
 }
 
 /// Runs `statement` (a SELECT or DELETE of `orders`, without its WHERE) on the order if it is
 /// at one of `expected` revisions (any when `None`); else says whether it was missing or at
 /// another revision.
 async fn run_at_revision(
-    pool: &Pool,
+    client: &impl GenericClient,
     statement: &str,
     id: OrderId,
     expected: Option<&[OrderRevision]>,
 ) -> Result<(), StoreError> {
-    let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!("{statement} WHERE id = $1 AND {}", at_revision(2)))
         .await?;
@@ -216,36 +222,66 @@ async fn run_at_revision(
         )
         .await?
     {
-        0 => Err(why_not_written(&client, "orders", id.get()).await?),
+        0 => Err(why_not_written(client, "orders", id.get()).await?),
         _ => Ok(()),
     }
 }
 
 /// The order, other than `except`, less than 3 hours from `scheduled_at`, if there is one.
 pub async fn conflicting_order(
-    pool: &Pool,
+    client: &impl GenericClient,
     scheduled_at: Timestamp,
     except: Option<OrderId>,
 ) -> Result<Option<OrderId>, StoreError> {
-    let client = pool.get().await?;
-    find_conflict(&client, scheduled_at, except).await
+    find_conflict(client, scheduled_at, except).await
 }
 
-/// Creates an order, or reports why it cannot be: its time clashes with another order's, or
-/// one of its services does not exist.
-pub async fn insert(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, StoreError> {
-    retry_transient(|| insert_once(pool, draft)).await
+/// Creates an order on behalf of the key `actor`, or reports why it cannot be: its time
+/// clashes with another order's, or one of its services does not exist.
+pub async fn insert(
+    pool: &Pool,
+    draft: &OrderDraft,
+    actor: &str,
+) -> Result<OrderRecord, StoreError> {
+    retry_transient(|| async {
+        let client = pool.get().await?;
+        insert_once(&client, draft, actor, Savepoint::None).await
+    })
+    .await
 }
 
-async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, StoreError> {
-    let client = pool.get().await?;
+/// [`insert`], as one statement of the open `transaction`: a failure rolls back only what the
+/// insert did, so the transaction can go on. Not retried: a transient failure (see
+/// [`StoreError::is_transient`]) is the caller's to retry, with the whole transaction.
+pub async fn insert_in(
+    transaction: &impl GenericClient,
+    draft: &OrderDraft,
+    actor: &str,
+) -> Result<OrderRecord, StoreError> {
+    insert_once(transaction, draft, actor, Savepoint::Around).await
+}
+
+/// Whether a write runs under a savepoint of its own, in a transaction that goes on after it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Savepoint {
+    None,
+    Around,
+}
+
+async fn insert_once(
+    client: &impl GenericClient,
+    draft: &OrderDraft,
+    actor: &str,
+    savepoint: Savepoint,
+) -> Result<OrderRecord, StoreError> {
     // One statement: the order, its links and its services' names and versions. `ON CONFLICT
     // ... DO NOTHING` turns a clash with the 3-hour rule into "no row" rather than an error:
     // cheaper, and it leaves no dead tuple behind.
     let statement = client
         .prepare_cached(&format!(
             "WITH o AS (
-                 INSERT INTO orders (scheduled_at, total_fee) VALUES ($1, $2)
+                 INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
+                 VALUES ($1, $2, $4, $4)
                  ON CONFLICT ON CONSTRAINT {THREE_HOUR_RULE} DO NOTHING
                  RETURNING {ORDER_ROW}
              ), os AS (
@@ -260,29 +296,41 @@ async fn insert_once(pool: &Pool, draft: &OrderDraft) -> Result<OrderRecord, Sto
         ))
         .await?;
     let service_ids = raw_ids(&draft.service_ids);
-    let params: [&(dyn ToSql + Sync); 3] = [
+    let params: [&(dyn ToSql + Sync); 4] = [
         &draft.scheduled_at.as_datetime(),
         &draft.total_fee.as_decimal(),
         &service_ids,
+        &actor,
     ];
+    if savepoint == Savepoint::Around {
+        client.batch_execute("SAVEPOINT order_insert").await?;
+    }
     match client.query(&statement, &params).await {
         Ok(rows) if rows.is_empty() => Err(StoreError::OrderTimeConflict {
-            conflicting_order_id: find_conflict(&client, draft.scheduled_at, None).await?,
+            conflicting_order_id: find_conflict(client, draft.scheduled_at, None).await?,
         }),
         Ok(rows) => single(fold_orders(&rows)),
-        Err(error) => Err(explain_write_error(&client, error, draft, None).await),
+        Err(error) => {
+            if savepoint == Savepoint::Around {
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT order_insert")
+                    .await?;
+            }
+            Err(explain_write_error(client, error, draft, None).await)
+        }
     }
 }
 
-/// Replaces an order's time, fee and services, if it is at one of `expected` revisions
-/// (any revision when `None`).
+/// Replaces an order's time, fee and services on behalf of the key `actor`, if it is at one
+/// of `expected` revisions (any revision when `None`).
 pub async fn replace(
     pool: &Pool,
     id: OrderId,
     draft: &OrderDraft,
     expected: Option<&[OrderRevision]>,
+    actor: &str,
 ) -> Result<OrderRecord, StoreError> {
-    retry_transient(|| replace_once(pool, id, draft, expected)).await
+    retry_transient(|| replace_once(pool, id, draft, expected, actor)).await
 }
 
 /// The key space of the advisory locks that serialise replaces near one time (see
@@ -294,6 +342,7 @@ async fn replace_once(
     id: OrderId,
     draft: &OrderDraft,
     expected: Option<&[OrderRevision]>,
+    actor: &str,
 ) -> Result<OrderRecord, StoreError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
@@ -347,19 +396,21 @@ async fn replace_once(
         let update = transaction
             .prepare_cached(&format!(
                 "UPDATE orders
-                 SET scheduled_at = $2, total_fee = $3, version = version + 1, updated_at = now()
+                 SET scheduled_at = $2, total_fee = $3, version = version + 1, updated_at = now(),
+                     updated_by = $6
                  WHERE id = $1 AND {}
                  RETURNING {ORDER_ROW}",
                 at_revision(4)
             ))
             .await?;
         let (expected_orders, expected_services) = revision_arrays(expected);
-        let params: [&(dyn ToSql + Sync); 5] = [
+        let params: [&(dyn ToSql + Sync); 6] = [
             &id.get(),
             &scheduled_at,
             &draft.total_fee.as_decimal(),
             &expected_orders,
             &expected_services,
+            &actor,
         ];
         let Some(row) = transaction.query_opt(&update, &params).await? else {
             return Ok(None);
@@ -406,7 +457,8 @@ pub async fn delete(
     id: OrderId,
     expected: Option<&[OrderRevision]>,
 ) -> Result<(), StoreError> {
-    run_at_revision(pool, "DELETE FROM orders", id, expected).await
+    let client = pool.get().await?;
+    run_at_revision(&client, "DELETE FROM orders", id, expected).await
 }
 
 /// One page of orders in (scheduled_at, id) order, starting after `after`.
@@ -476,7 +528,7 @@ async fn explain_write_error(
                 conflicting_order_id,
             }),
         // A link names a service that does not exist (any more).
-        Some(SERVICE_EXISTS) => super::services::find_missing_with(client, &draft.service_ids)
+        Some(SERVICE_EXISTS) => super::services::find_missing(client, &draft.service_ids)
             .await
             .map(StoreError::UnknownServices),
         _ => Ok(error.into()),

@@ -16,9 +16,10 @@ pub struct SeedReport {
 }
 
 const SERVICES_SQL: &str = "
-    INSERT INTO services (id, name)
+    INSERT INTO services (id, name, created_by, updated_by)
     OVERRIDING SYSTEM VALUE
-    VALUES (123, 'Inspection'), (789, 'Testing'), (456, 'Analysis')
+    VALUES (123, 'Inspection', 'seed', 'seed'), (789, 'Testing', 'seed', 'seed'),
+           (456, 'Analysis', 'seed', 'seed')
     ON CONFLICT DO NOTHING";
 
 /// Orders and their links in one statement: links are added only for orders added now, and
@@ -29,9 +30,9 @@ const ORDERS_SQL: &str = "
                (224, '2022-11-01T14:11:11.111Z', 100, 789),
                (225, '2022-11-01T17:11:11.111Z', 100, 456)
     ), added AS (
-        INSERT INTO orders (id, scheduled_at, total_fee)
+        INSERT INTO orders (id, scheduled_at, total_fee, created_by, updated_by)
         OVERRIDING SYSTEM VALUE
-        SELECT id, scheduled_at, total_fee FROM sample
+        SELECT id, scheduled_at, total_fee, 'seed', 'seed' FROM sample
         WHERE EXISTS (SELECT 1 FROM services WHERE services.id = sample.service_id)
         ON CONFLICT DO NOTHING
         RETURNING id

@@ -19,9 +19,14 @@ pub struct ServiceRecord {
     pub version: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The name of the API key that created the service.
+    pub created_by: String,
+    /// The name of the API key that last renamed it.
+    pub updated_by: String,
 }
 
-const SERVICE_COLUMNS: &str = "id, name, version, created_at, updated_at";
+const SERVICE_COLUMNS: &str =
+    "id, name, version, created_at, updated_at, created_by, updated_by";
 
 /// The unique index that keeps names distinct, ignoring case.
 const NAME_UNIQUE: &str = "services_name_unique_ci";
@@ -35,6 +40,8 @@ fn from_row(row: &Row) -> ServiceRecord {
         version: row.get("version"),
         created_at: stored("created_at"),
         updated_at: stored("updated_at"),
+        created_by: row.get("created_by"),
+        updated_by: row.get("updated_by"),
     }
 }
 
@@ -49,39 +56,49 @@ pub async fn fetch(pool: &Pool, id: ServiceId) -> Result<ServiceRecord, StoreErr
     row.as_ref().map(from_row).ok_or(StoreError::NotFound)
 }
 
-pub async fn insert(pool: &Pool, name: &ServiceName) -> Result<ServiceRecord, StoreError> {
-    let client = pool.get().await?;
+/// Creates a service on behalf of the key `actor`, in a transaction or not: a taken name
+/// fails nothing, so a transaction goes on after it.
+pub async fn insert(
+    client: &impl GenericClient,
+    name: &ServiceName,
+    actor: &str,
+) -> Result<ServiceRecord, StoreError> {
     let statement = client
         .prepare_cached(&format!(
-            "INSERT INTO services (name) VALUES ($1)
+            "INSERT INTO services (name, created_by, updated_by) VALUES ($1, $2, $2)
              ON CONFLICT (name COLLATE case_insensitive) DO NOTHING
              RETURNING {SERVICE_COLUMNS}"
         ))
         .await?;
-    let row = client.query_opt(&statement, &[&name.as_str()]).await?;
+    let row = client.query_opt(&statement, &[&name.as_str(), &actor]).await?;
     row.as_ref()
         .map(from_row)
         .ok_or(StoreError::ServiceNameTaken)
 }
 
-/// Renames a service, if its version is one of `expected_versions` (any when `None`).
+/// Renames a service on behalf of the key `actor`, if its version is one of
+/// `expected_versions` (any when `None`).
 pub async fn rename(
     pool: &Pool,
     id: ServiceId,
     name: &ServiceName,
     expected_versions: Option<&[i64]>,
+    actor: &str,
 ) -> Result<ServiceRecord, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
             "UPDATE services
-             SET name = $2, version = version + 1, updated_at = now()
+             SET name = $2, version = version + 1, updated_at = now(), updated_by = $4
              WHERE id = $1 AND ($3::bigint[] IS NULL OR version = ANY ($3))
              RETURNING {SERVICE_COLUMNS}"
         ))
         .await?;
     match client
-        .query_opt(&statement, &[&id.get(), &name.as_str(), &expected_versions])
+        .query_opt(
+            &statement,
+            &[&id.get(), &name.as_str(), &expected_versions, &actor],
+        )
         .await
     {
         Ok(Some(row)) => Ok(from_row(&row)),
@@ -148,12 +165,7 @@ pub async fn list(
 }
 
 /// Which of `ids` name no service, in the order given.
-pub async fn find_missing(pool: &Pool, ids: &[ServiceId]) -> Result<Vec<ServiceId>, StoreError> {
-    let client = pool.get().await?;
-    find_missing_with(&client, ids).await
-}
-
-pub(super) async fn find_missing_with(
+pub async fn find_missing(
     client: &impl GenericClient,
     ids: &[ServiceId],
 ) -> Result<Vec<ServiceId>, StoreError> {

@@ -17,7 +17,7 @@ use nix::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::at;
+use crate::helpers::{at, typed_client_with_key};
 
 #[test]
 fn openapi_prints_the_committed_spec() {
@@ -38,7 +38,10 @@ fn openapi_prints_the_committed_spec() {
 struct Server {
     child: Child,
     address: SocketAddr,
+    /// Sends the secret of the `local` key that the first start made.
     client: orders_client::Client,
+    /// That secret, as read from the data folder's `api-key`.
+    secret: String,
     log: PathBuf,
 }
 
@@ -61,9 +64,16 @@ impl Server {
             child,
             address,
             client: orders_client::Client::new(&format!("http://{address}")),
+            secret: String::new(),
             log,
         };
         server.wait_until_ready().await;
+        let key_file = data_dir.join("api-key");
+        server.secret = std::fs::read_to_string(&key_file)
+            .unwrap_or_else(|error| panic!("read {}: {error}", key_file.display()))
+            .trim()
+            .to_owned();
+        server.client = typed_client_with_key(&format!("http://{address}"), &server.secret);
         server
     }
 
@@ -288,8 +298,10 @@ async fn sigterm_lets_a_request_in_flight_finish_and_then_exits_cleanly() {
     // from then on the request is in flight, with no guessing how long that takes.
     let head = format!(
         "POST /orders HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n",
+         authorization: Bearer {}\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\
+         connection: close\r\n\r\n",
         server.address,
+        server.secret,
         body.len()
     );
     in_flight.write_all(head.as_bytes()).unwrap();

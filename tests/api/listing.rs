@@ -200,8 +200,8 @@ async fn page_size_is_capped_at_1000() {
     client
         .execute(
             "WITH o AS (
-                 INSERT INTO orders (scheduled_at, total_fee)
-                 SELECT timestamptz '2022-01-01T00:00:00Z' + n * interval '3 hours', 1
+                 INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
+                 SELECT timestamptz '2022-01-01T00:00:00Z' + n * interval '3 hours', 1, 'bulk', 'bulk'
                  FROM generate_series(0, 1000) AS n
                  RETURNING id
              )

@@ -214,10 +214,13 @@ async fn media_types_are_plain_and_header_names_are_in_their_usual_case() {
         header_names.into_iter().collect::<Vec<_>>(),
         [
             "ETag",
+            "Idempotency-Key",
+            "Idempotent-Replayed",
             "If-Match",
             "If-None-Match",
             "Location",
             "Retry-After",
+            "WWW-Authenticate",
             "X-Request-Id"
         ]
     );

@@ -94,7 +94,9 @@ async fn on_the_wire_an_order_has_exactly_the_briefs_fields_and_a_delete_has_no_
             "totalfee",
             "services",
             "created_at",
-            "updated_at"
+            "updated_at",
+            "created_by",
+            "updated_by"
         ])
     );
     assert_eq!(order["datetime"], "2022-11-01T11:11:11.111Z");
@@ -105,6 +107,8 @@ async fn on_the_wire_an_order_has_exactly_the_briefs_fields_and_a_delete_has_no_
     );
     assert!(order["created_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(order["created_at"], order["updated_at"]);
+    assert_eq!(order["created_by"], crate::helpers::TEST_KEY_NAME);
+    assert_eq!(order["updated_by"], crate::helpers::TEST_KEY_NAME);
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert_eq!(deleted.text().await.unwrap(), "", "204 has an empty body");
 }

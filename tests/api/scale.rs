@@ -23,8 +23,8 @@ async fn renaming_a_service_booked_by_a_hundred_thousand_orders_writes_one_row()
     let client = app.pool.get().await.unwrap();
     client
         .execute(
-            "INSERT INTO orders (scheduled_at, total_fee)
-             SELECT timestamptz '2000-01-01 00:00Z' + n * interval '3 hours', 1
+            "INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
+             SELECT timestamptz '2000-01-01 00:00Z' + n * interval '3 hours', 1, 'bulk', 'bulk'
              FROM generate_series(1, $1::bigint) AS n",
             &[&BOOKINGS],
         )

@@ -123,9 +123,18 @@ async fn on_the_wire_a_service_has_exactly_its_documented_fields_and_a_delete_ha
         .collect();
     assert_eq!(
         fields,
-        HashSet::from(["id", "name", "created_at", "updated_at"])
+        HashSet::from([
+            "id",
+            "name",
+            "created_at",
+            "updated_at",
+            "created_by",
+            "updated_by"
+        ])
     );
     assert_eq!(service["name"], "Inspection");
+    assert_eq!(service["created_by"], crate::helpers::TEST_KEY_NAME);
+    assert_eq!(service["updated_by"], crate::helpers::TEST_KEY_NAME);
     assert!(service["created_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert_eq!(deleted.text().await.unwrap(), "", "204 has an empty body");

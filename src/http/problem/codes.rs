@@ -30,6 +30,10 @@ pub const MAX_BODY_BYTES: usize = max_body_bytes!();
 /// How long a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECONDS: u32 = retry_after_seconds!();
 
+/// How long a client should wait before retrying a request whose `Idempotency-Key` is in use:
+/// about as long as a create takes, so the retry meets the first request's answer.
+pub const IDEMPOTENCY_RETRY_AFTER_SECONDS: u32 = 1;
+
 /// One row of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodeInfo {
@@ -86,6 +90,12 @@ error_codes! {
     InvalidParameter = (400, "INVALID_PARAMETER", "invalid-parameter", "Invalid parameter",
         "a query parameter or header is malformed or out of range; `detail` names it",
         "a parameter is malformed");
+    Unauthenticated = (401, "UNAUTHENTICATED", "unauthenticated", "Unauthenticated",
+        "no API key was sent, or the one sent is not a current key (unknown, revoked or malformed); `WWW-Authenticate` says how to send one",
+        "the API key is missing or not valid; send a current key as Authorization: Bearer <key>");
+    Forbidden = (403, "FORBIDDEN", "forbidden", "Forbidden",
+        "the API key is valid but lacks the scope the operation needs; `detail` names the scope",
+        "the API key lacks the scope this operation needs");
     NotFound = (404, "NOT_FOUND", "not-found", "Not found",
         "no resource has this id (any id the server did not assign, whatever its form), or nothing is at this path",
         "no such resource");
@@ -101,6 +111,9 @@ error_codes! {
     ServiceInUse = (409, "SERVICE_IN_USE", "service-in-use", "Service in use",
         "an order books the service; change or delete those orders first",
         "the service is booked by at least one order; change or delete those orders first");
+    IdempotencyKeyInUse = (409, "IDEMPOTENCY_KEY_IN_USE", "idempotency-key-in-use", "Idempotency key in use",
+        "a request with the same `Idempotency-Key` is still being processed; retry after `Retry-After` seconds to get its answer",
+        "a request with this Idempotency-Key is still being processed; nothing was changed by this one; retry shortly to get its answer");
     PreconditionFailed = (412, "PRECONDITION_FAILED", "precondition-failed", "Precondition failed",
         "`If-Match` matches no current `ETag` (for `*`: the resource does not exist); nothing changed",
         "If-Match does not match the current ETag; fetch the resource again and retry with its ETag");
@@ -113,6 +126,9 @@ error_codes! {
     UnknownService = (422, "UNKNOWN_SERVICE", "unknown-service", "Unknown service",
         "a well-formed order names services that do not exist; `unknown_service_ids` lists them",
         "services: a service does not exist");
+    IdempotencyKeyReused = (422, "IDEMPOTENCY_KEY_REUSED", "idempotency-key-reused", "Idempotency key reused",
+        "the `Idempotency-Key` was sent before with a different request; nothing changed; send a new key with a new request",
+        "this Idempotency-Key was sent before with a different request; nothing was changed; use a new key for a new request");
     Internal = (500, "INTERNAL", "internal", "Internal server error",
         "a fault on the server's side, never a client's mistake; the log has the cause, keyed by `request_id`",
         "the server failed to handle the request; quote the request_id when reporting it");

@@ -36,6 +36,17 @@ pub enum ProblemResponse {
     /// The request is malformed; nothing was changed.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
+    /// No current API key was sent; nothing was changed.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(
+        Json<Problem>,
+        /// How to authenticate: `Bearer`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The API key may not do this; nothing was changed.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
     /// No such resource.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
@@ -49,7 +60,12 @@ pub enum ProblemResponse {
     ),
     /// The request conflicts with the current state; nothing was changed.
     #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
+    Conflict(
+        Json<Problem>,
+        /// With `IDEMPOTENCY_KEY_IN_USE`: seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        Option<u32>,
+    ),
     /// The resource changed since the caller read it; nothing was changed.
     #[oai(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(Json<Problem>),
@@ -77,13 +93,15 @@ pub enum ProblemResponse {
 
 impl ProblemResponse {
     /// The response that carries `problem`, chosen by its status (which the code table set).
-    /// `allow` is the `Allow` header of a 405.
-    pub fn for_status(problem: Json<Problem>, allow: String) -> Self {
+    /// `allow` is the `Allow` header of a 405; `retry_after`, the `Retry-After` of a 409.
+    pub fn for_status(problem: Json<Problem>, allow: String, retry_after: Option<u32>) -> Self {
         match problem.0.status {
             400 => Self::BadRequest(problem),
+            401 => Self::Unauthorized(problem, "Bearer".to_owned()),
+            403 => Self::Forbidden(problem),
             404 => Self::NotFound(problem),
             405 => Self::MethodNotAllowed(problem, allow),
-            409 => Self::Conflict(problem),
+            409 => Self::Conflict(problem, retry_after),
             412 => Self::PreconditionFailed(problem),
             413 => Self::PayloadTooLarge(problem),
             415 => Self::UnsupportedMediaType(problem),
@@ -199,6 +217,9 @@ pub fn example_error(code: ErrorCode, operation_id: &str) -> ApiError {
                 Resource::Order => FieldError::new("totalfee", MoneyError::TooPrecise).to_string(),
             },
         ),
+        ErrorCode::InvalidParameter if operation_id.ends_with("_create") => {
+            crate::http::idempotency::invalid_idempotency_key()
+        }
         ErrorCode::InvalidParameter if operation_id.ends_with("_list") => {
             ApiError::with_detail(code, "page_size: must be at least 1")
         }
@@ -209,6 +230,11 @@ pub fn example_error(code: ErrorCode, operation_id: &str) -> ApiError {
         ErrorCode::MethodNotAllowed => ApiError::method_not_allowed("POST, GET, HEAD".to_owned()),
         ErrorCode::OrderTimeConflict => ApiError::order_time_conflict(Some(OrderId::from_db(223))),
         ErrorCode::UnknownService => ApiError::unknown_services(vec!["999".to_owned()]),
+        ErrorCode::Forbidden => ApiError::forbidden(crate::http::auth::required_scope(
+            &poem::http::Method::POST,
+            operation_id,
+        )),
+        ErrorCode::IdempotencyKeyInUse => ApiError::idempotency_key_in_use(),
         // Codes whose detail never depends on the request.
         code => ApiError::new(code),
     }

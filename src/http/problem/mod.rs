@@ -13,12 +13,14 @@ pub mod documentation;
 use poem::{IntoResponse, Response};
 use poem_openapi::{Object, payload::Json, types::Example};
 
-pub use self::codes::{ErrorCode, MAX_BODY_BYTES, RETRY_AFTER_SECONDS};
+pub use self::codes::{
+    ErrorCode, IDEMPOTENCY_RETRY_AFTER_SECONDS, MAX_BODY_BYTES, RETRY_AFTER_SECONDS,
+};
 use self::documentation::ProblemResponse;
 use super::input::FieldError;
 use crate::{
     app::{AppError, Resource},
-    domain::OrderId,
+    domain::{OrderId, Scope},
 };
 
 tokio::task_local! {
@@ -71,6 +73,8 @@ pub struct ApiError {
     unknown_service_ids: Option<Vec<String>>,
     /// With `METHOD_NOT_ALLOWED`: the `Allow` header.
     allow: Option<String>,
+    /// With `IDEMPOTENCY_KEY_IN_USE`: the `Retry-After` header.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -87,6 +91,7 @@ impl ApiError {
             conflicting_order_id: None,
             unknown_service_ids: None,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -117,6 +122,22 @@ impl ApiError {
         Self {
             allow: Some(allow),
             ..Self::with_detail(ErrorCode::MethodNotAllowed, detail)
+        }
+    }
+
+    /// A 403 naming the scope the operation needs.
+    pub fn forbidden(scope: Scope) -> Self {
+        Self::with_detail(
+            ErrorCode::Forbidden,
+            format!("this operation needs the scope {scope}, which the API key does not have"),
+        )
+    }
+
+    /// A 409 for a request whose `Idempotency-Key` another request is using now.
+    pub fn idempotency_key_in_use() -> Self {
+        Self {
+            retry_after: Some(IDEMPOTENCY_RETRY_AFTER_SECONDS),
+            ..Self::new(ErrorCode::IdempotencyKeyInUse)
         }
     }
 
@@ -164,7 +185,23 @@ impl IntoResponse for ApiError {
             .try_with(Clone::clone)
             .unwrap_or_else(|_| "unknown".to_owned());
         let problem = Json(self.to_problem(request_id));
-        ProblemResponse::for_status(problem, self.allow.unwrap_or_default()).into_response()
+        ProblemResponse::for_status(problem, self.allow.unwrap_or_default(), self.retry_after)
+            .into_response()
+    }
+}
+
+impl ApiError {
+    /// The error for an outcome the write decided (see `app::idempotency`), which is rendered
+    /// once for the caller and once for its replays, so it is read by reference.
+    pub fn from_decided(error: &AppError) -> Option<Self> {
+        Some(match error {
+            AppError::UnknownServices(ids) => Self::unknown_services(ids.clone()),
+            AppError::OrderTimeConflict {
+                conflicting_order_id,
+            } => Self::order_time_conflict(*conflicting_order_id),
+            AppError::ServiceNameTaken => Self::new(ErrorCode::ServiceNameTaken),
+            _ => return None,
+        })
     }
 }
 
@@ -176,11 +213,13 @@ impl From<AppError> for ApiError {
                 ErrorCode::InvalidBody,
                 FieldError::new("services", problem).to_string(),
             ),
-            AppError::UnknownServices(ids) => Self::unknown_services(ids),
-            AppError::OrderTimeConflict {
-                conflicting_order_id,
-            } => Self::order_time_conflict(conflicting_order_id),
-            AppError::ServiceNameTaken => Self::new(ErrorCode::ServiceNameTaken),
+            AppError::UnknownServices(_)
+            | AppError::OrderTimeConflict { .. }
+            | AppError::ServiceNameTaken => {
+                Self::from_decided(&error).expect("these are decided outcomes")
+            }
+            AppError::IdempotencyKeyReused => Self::new(ErrorCode::IdempotencyKeyReused),
+            AppError::IdempotencyKeyInUse => Self::idempotency_key_in_use(),
             AppError::ServiceInUse => Self::new(ErrorCode::ServiceInUse),
             AppError::PreconditionFailed => Self::new(ErrorCode::PreconditionFailed),
             AppError::Unavailable(cause) => {
@@ -199,17 +238,7 @@ impl From<AppError> for ApiError {
     }
 }
 
-/// An error and all its causes on one line, for the log.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use crate::telemetry::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,16 @@
 //! everything a typed client can express and over raw HTTP for what it must not be able to
 //! send. Also the builders of the bodies tests send. Checking answers is `assertions`' job.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use orders::{startup::Application, storage};
+use orders::{
+    app::{AppState, access::KeyRing, keys},
+    domain::{KeyName, Scope},
+    startup::Application,
+    storage,
+};
 use orders_client::types;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -15,10 +22,17 @@ use super::database::{TestDatabase, fresh_database};
 /// The application under test, serving on a free port.
 pub struct TestApp {
     pub address: String,
-    /// Raw HTTP, for requests the typed client cannot or must not send.
+    /// Raw HTTP, for requests the typed client cannot or must not send; it sends the test's
+    /// key, which holds every scope.
     pub http: reqwest::Client,
+    /// Raw HTTP with no credentials at all.
+    pub anonymous: reqwest::Client,
+    /// The secret of the key [`TestApp::http`] and the typed client send.
+    pub secret: String,
     pub pool: Pool,
     client: orders_client::Client,
+    /// The app's key cache, to wait on instead of sleeping.
+    keys: KeyRing,
     /// The app's own database, dropped with it; none for an app without a database.
     database: Option<TestDatabase>,
 }
@@ -31,11 +45,49 @@ impl Drop for TestApp {
     }
 }
 
+/// The name of the key every test app is called with, unless a test says otherwise.
+pub const TEST_KEY_NAME: &str = "tester";
+
+/// How often a test app reloads its keys: often, so tests that make and revoke keys are quick.
+/// One test checks the production interval.
+const TEST_KEY_REFRESH: Duration = Duration::from_millis(100);
+
 /// Starts the app against a fresh database.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app against a fresh database, with settings changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut AppState)) -> TestApp {
     let database = fresh_database().await;
     let pool = storage::connect_pool(database.config().clone(), 8);
-    spawn_app_on(pool, Some(database)).await
+    let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
+    spawn_app_on(pool, Some(database), secret, configure).await
+}
+
+/// Creates a key named `name` with `scopes` in the database behind `pool`; returns its secret.
+pub async fn create_key(pool: &Pool, name: &str, scopes: &[Scope]) -> String {
+    let name = KeyName::parse(name).expect("a valid key name");
+    keys::create(pool, &name, scopes)
+        .await
+        .unwrap_or_else(|error| panic!("create key {name}: {error}"))
+}
+
+/// A raw HTTP client that sends `secret` as its bearer token.
+pub fn http_client_with_key(secret: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value: reqwest::header::HeaderValue = format!("Bearer {secret}").parse().unwrap();
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// The generated client at `address`, sending `secret`: how other programs call the service.
+pub fn typed_client_with_key(address: &str, secret: &str) -> orders_client::Client {
+    orders_client::Client::new_with_client(address, http_client_with_key(secret))
 }
 
 /// Starts the app against a database that cannot be reached.
@@ -46,20 +98,34 @@ pub async fn spawn_app_without_database() -> TestApp {
         .host_path("/nonexistent-orders-test-socket")
         .user("postgres")
         .dbname("orders");
-    spawn_app_on(storage::connect_pool(config, 2), None).await
+    // No key can be made or loaded: requests that need one are refused before any is checked.
+    let secret = orders::app::access::IssuedSecret::generate().secret;
+    spawn_app_on(storage::connect_pool(config, 2), None, secret, |_| {}).await
 }
 
-async fn spawn_app_on(pool: Pool, database: Option<TestDatabase>) -> TestApp {
-    let app = Application::build("127.0.0.1:0".parse().unwrap(), pool.clone())
+async fn spawn_app_on(
+    pool: Pool,
+    database: Option<TestDatabase>,
+    secret: String,
+    configure: impl FnOnce(&mut AppState),
+) -> TestApp {
+    let mut state = AppState::new(pool.clone());
+    state.key_refresh_interval = TEST_KEY_REFRESH;
+    configure(&mut state);
+    let keys = state.keys.clone();
+    let app = Application::build("127.0.0.1:0".parse().unwrap(), state)
         .await
         .expect("bind a free port");
     let address = format!("http://{}", app.address());
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
-        client: orders_client::Client::new(&address),
+        client: typed_client_with_key(&address, &secret),
+        http: http_client_with_key(&secret),
+        anonymous: reqwest::Client::new(),
+        secret,
         address,
-        http: reqwest::Client::new(),
         pool,
+        keys,
         database,
     }
 }
@@ -68,6 +134,28 @@ impl TestApp {
     /// The generated client, pointed at this app: how other programs call the service.
     pub fn client(&self) -> &orders_client::Client {
         &self.client
+    }
+
+    /// Creates a key with `scopes`, waits until this app accepts it, and returns its secret.
+    pub async fn create_key(&self, name: &str, scopes: &[Scope]) -> String {
+        let secret = create_key(&self.pool, name, scopes).await;
+        self.wait_for_key(&secret, true).await;
+        secret
+    }
+
+    /// Waits until this app's key cache accepts `secret` (`true`) or refuses it (`false`),
+    /// failing after 5 seconds: the bound the service promises for both.
+    pub async fn wait_for_key(&self, secret: &str, accepted: bool) -> Duration {
+        let started = Instant::now();
+        while self.keys.authenticate(secret).is_ok() != accepted {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the key was not {} within 5 s",
+                if accepted { "accepted" } else { "refused" }
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
     }
 
     pub fn url(&self, path: &str) -> String {

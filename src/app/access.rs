@@ -1,0 +1,317 @@
+//! Who is calling: API key secrets, and the cache that checks them without a database round
+//! trip per request.
+//!
+//! A secret is `ord_<lookup id>_<secret>`: the prefix makes a leaked key easy to find with
+//! grep, the lookup id (64 random bits, hex) finds the key, and the whole secret (256 random
+//! bits from the OS, base64url) is checked against its SHA-256 hash in constant time. A slow
+//! hash is not needed: it protects guessable passwords, and these secrets are not guessable.
+//!
+//! Each instance keeps the unrevoked keys in memory and reloads them every
+//! [`KEY_REFRESH_INTERVAL`], so a new key works, and a revoked one stops working, on every
+//! instance within that time. Uses are written back at most once a minute per key.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use rand::{TryRngCore, rngs::OsRng};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    domain::Scope,
+    storage::{self, StoreError, api_keys::ActiveKey},
+};
+
+/// How often each instance reloads the keys: the bound on how long a revoked key keeps
+/// working, and a new one takes to start working.
+pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+const SECRET_PREFIX: &str = "ord_";
+const LOOKUP_ID_BYTES: usize = 8;
+const SECRET_BYTES: usize = 32;
+
+/// A new key's secret, as shown once to whoever created it, and what is stored of it.
+pub struct IssuedSecret {
+    /// The whole secret, to hand to the caller; never stored, never logged.
+    pub secret: String,
+    pub lookup_id: String,
+    pub hash: [u8; 32],
+}
+
+impl IssuedSecret {
+    /// A fresh secret from the operating system's randomness.
+    pub fn generate() -> Self {
+        let mut lookup = [0u8; LOOKUP_ID_BYTES];
+        let mut random = [0u8; SECRET_BYTES];
+        OsRng
+            .try_fill_bytes(&mut lookup)
+            .and_then(|()| OsRng.try_fill_bytes(&mut random))
+            .expect("the operating system provides randomness");
+        let lookup_id: String = lookup.iter().map(|byte| format!("{byte:02x}")).collect();
+        let secret = format!(
+            "{SECRET_PREFIX}{lookup_id}_{}",
+            URL_SAFE_NO_PAD.encode(random)
+        );
+        Self {
+            hash: hash_secret(&secret),
+            secret,
+            lookup_id,
+        }
+    }
+
+    pub fn stored(&self) -> storage::api_keys::StoredSecret<'_> {
+        storage::api_keys::StoredSecret {
+            lookup_id: &self.lookup_id,
+            hash: &self.hash,
+        }
+    }
+}
+
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// The lookup id of a presented secret, if it has a secret's shape.
+fn lookup_id(presented: &str) -> Option<&str> {
+    let rest = presented.strip_prefix(SECRET_PREFIX)?;
+    let (lookup_id, random) = rest.split_at_checked(LOOKUP_ID_BYTES * 2)?;
+    let random = random.strip_prefix('_')?;
+    let shaped = lookup_id
+        .bytes()
+        .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+        && random.len() == URL_SAFE_NO_PAD.encode([0u8; SECRET_BYTES]).len();
+    shaped.then_some(lookup_id)
+}
+
+/// A caller whose key the cache vouched for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub key_id: i64,
+    /// The key's name: what the log and `created_by`/`updated_by` show.
+    pub name: Arc<str>,
+    scopes: Vec<Scope>,
+}
+
+impl Caller {
+    pub fn may(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+}
+
+/// Why a credential was refused. Deliberately coarse: the caller is never told whether a key
+/// exists, only that this credential does not work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credential was sent")]
+    Missing,
+    #[error("the credential is not a valid API key")]
+    Invalid,
+    /// The keys could not be loaded yet (the database has been unreachable since start-up),
+    /// so no credential can be checked.
+    #[error("the API keys cannot be loaded: the database cannot be reached")]
+    KeysUnavailable,
+}
+
+struct CachedKey {
+    caller: Caller,
+    secret_hash: [u8; 32],
+    /// The last minute (Unix time / 60) this instance saw the key used, and the last it wrote.
+    used_minute: AtomicI64,
+    written_minute: AtomicI64,
+}
+
+/// The cache of unrevoked keys, by lookup id. Cheap to clone: one shared cache.
+#[derive(Clone, Default)]
+pub struct KeyRing {
+    /// `None` until the first load succeeds.
+    keys: Arc<RwLock<Option<HashMap<String, Arc<CachedKey>>>>>,
+}
+
+impl KeyRing {
+    /// The caller whose secret `presented` is, if it is a current key's.
+    pub fn authenticate(&self, presented: &str) -> Result<Caller, AuthError> {
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = keys.as_ref().ok_or(AuthError::KeysUnavailable)?;
+        let key = lookup_id(presented)
+            .and_then(|lookup_id| keys.get(lookup_id))
+            .ok_or(AuthError::Invalid)?;
+        let matches: bool = hash_secret(presented).ct_eq(&key.secret_hash).into();
+        if !matches {
+            return Err(AuthError::Invalid);
+        }
+        key.used_minute
+            .fetch_max(Utc::now().timestamp() / 60, Ordering::Relaxed);
+        Ok(key.caller.clone())
+    }
+
+    /// Reloads the keys from the database, keeping what is known of their use.
+    pub async fn refresh(&self, pool: &Pool) -> Result<(), StoreError> {
+        let active = storage::api_keys::active(pool).await?;
+        let mut keys = self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let previous = keys.take().unwrap_or_default();
+        let fresh = active
+            .into_iter()
+            .filter_map(|key| {
+                let known = previous.get(&key.lookup_id).filter(|known| {
+                    known.caller.key_id == key.id && known.secret_hash[..] == key.secret_hash[..]
+                });
+                let cached = cached_key(key, known.map(Arc::as_ref))?;
+                Some((cached.0, Arc::new(cached.1)))
+            })
+            .collect();
+        *keys = Some(fresh);
+        Ok(())
+    }
+
+    /// Writes down the uses seen since the last call, to the minute.
+    pub async fn record_uses(&self, pool: &Pool) -> Result<(), StoreError> {
+        let pending: Vec<(Arc<CachedKey>, i64)> = {
+            let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            keys.iter()
+                .flat_map(HashMap::values)
+                .filter_map(|key| {
+                    let used = key.used_minute.load(Ordering::Relaxed);
+                    (used > key.written_minute.load(Ordering::Relaxed))
+                        .then(|| (key.clone(), used))
+                })
+                .collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = pending.iter().map(|(key, _)| key.caller.key_id).collect();
+        let times: Vec<DateTime<Utc>> = pending
+            .iter()
+            .map(|(_, minute)| DateTime::from_timestamp(minute * 60, 0).unwrap_or_default())
+            .collect();
+        storage::api_keys::record_use(pool, &ids, &times).await?;
+        for (key, minute) in pending {
+            key.written_minute.fetch_max(minute, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Keeps the cache current until the returned task is aborted: reloads the keys every
+    /// `interval`, and writes down their uses. A failed reload keeps the keys last loaded
+    /// (and says so in the log), so a database outage does not lock every caller out.
+    pub fn spawn_refresher(&self, pool: Pool, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let ring = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = ring.refresh(&pool).await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "could not reload the API keys; keeping those loaded before");
+                }
+                if let Err(error) = ring.record_uses(&pool).await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "could not record when API keys were last used");
+                }
+            }
+        })
+    }
+}
+
+/// A key as the cache holds it, carrying over the use counters of the entry it replaces.
+fn cached_key(key: ActiveKey, known: Option<&CachedKey>) -> Option<(String, CachedKey)> {
+    let secret_hash: [u8; 32] = key.secret_hash.as_slice().try_into().ok()?;
+    let (used, written) = known.map_or((0, 0), |known| {
+        (
+            known.used_minute.load(Ordering::Relaxed),
+            known.written_minute.load(Ordering::Relaxed),
+        )
+    });
+    Some((
+        key.lookup_id,
+        CachedKey {
+            caller: Caller {
+                key_id: key.id,
+                name: key.name.into(),
+                scopes: key.scopes,
+            },
+            secret_hash,
+            used_minute: AtomicI64::new(used),
+            written_minute: AtomicI64::new(written),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_with(secret: &IssuedSecret, scopes: Vec<Scope>) -> KeyRing {
+        let ring = KeyRing::default();
+        let key = ActiveKey {
+            id: 7,
+            name: "billing".to_owned(),
+            scopes,
+            lookup_id: secret.lookup_id.clone(),
+            secret_hash: secret.hash.to_vec(),
+        };
+        let (lookup_id, cached) = cached_key(key, None).unwrap();
+        *ring.keys.write().unwrap() = Some(HashMap::from([(lookup_id, Arc::new(cached))]));
+        ring
+    }
+
+    #[test]
+    fn a_secret_is_prefixed_random_and_stored_only_as_its_hash() {
+        let first = IssuedSecret::generate();
+        let second = IssuedSecret::generate();
+        assert!(first.secret.starts_with("ord_"), "{}", first.secret);
+        assert_ne!(first.secret, second.secret);
+        assert_ne!(first.lookup_id, second.lookup_id);
+        assert_eq!(lookup_id(&first.secret), Some(first.lookup_id.as_str()));
+        assert_eq!(first.hash, hash_secret(&first.secret));
+        // 256 random bits in the secret part, besides the 64 of the lookup id.
+        let random = &first.secret[SECRET_PREFIX.len() + LOOKUP_ID_BYTES * 2 + 1..];
+        assert_eq!(URL_SAFE_NO_PAD.decode(random).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn only_the_whole_secret_of_a_loaded_key_authenticates() {
+        let secret = IssuedSecret::generate();
+        let ring = ring_with(&secret, vec![Scope::OrdersRead]);
+
+        let caller = ring.authenticate(&secret.secret).unwrap();
+        assert_eq!(&*caller.name, "billing");
+        assert!(caller.may(Scope::OrdersRead));
+        assert!(!caller.may(Scope::OrdersWrite));
+
+        let mut tampered = secret.secret.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        for wrong in [
+            tampered.as_str(),
+            &secret.secret[..secret.secret.len() - 1],
+            &IssuedSecret::generate().secret,
+            "ord_",
+            "",
+            "Bearer x",
+        ] {
+            assert_eq!(ring.authenticate(wrong), Err(AuthError::Invalid), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn before_the_first_load_no_credential_can_be_checked() {
+        let ring = KeyRing::default();
+        assert_eq!(
+            ring.authenticate(&IssuedSecret::generate().secret),
+            Err(AuthError::KeysUnavailable)
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Idempotent creates: a create sent again with the same `Idempotency-Key` gets its first
+//! answer again instead of being carried out twice.
+//!
+//! What is remembered is decided here: the outcomes the write itself decided (the record was
+//! created, or refused by the 3-hour rule, a taken name or a missing service), which the same
+//! request would meet again. Requests refused before the write and failures of the server are
+//! not, so they can be retried with the same key. How an answer is rendered is the HTTP
+//! layer's; it is stored as rendered, in the create's own transaction, so no create can be
+//! committed without its answer or the other way round.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::{AppError, AppState, access::Caller};
+pub use crate::storage::idempotency::StoredAnswer;
+use crate::storage::{
+    self, StoreError,
+    idempotency::{self as records, Claim},
+};
+
+/// How long a first answer is kept, unless configured otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A client's key for one logical request: 1 to 255 printable ASCII characters. The same
+/// string from two API keys is two keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+impl IdempotencyKey {
+    pub fn parse(text: &str) -> Option<Self> {
+        let printable = text.bytes().all(|byte| (0x20..=0x7e).contains(&byte));
+        (printable && (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&text.len()))
+            .then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What identifies a request for its key: the operation and the request as parsed, in a
+/// canonical form, so the same request matches however its JSON was spaced or ordered.
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of `operation` with the request whose canonical fields are `parts`.
+    pub fn of(operation: &str, parts: &[&str]) -> Self {
+        let mut hash = Sha256::new();
+        for part in std::iter::once(operation).chain(parts.iter().copied()) {
+            // Length-prefixed, so that no two lists of parts run together alike.
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        Self(hash.finalize().into())
+    }
+}
+
+/// A create's answer: carried out now, or the first answer to the same request replayed.
+pub enum Answer<T> {
+    Fresh(T),
+    Replayed(StoredAnswer),
+}
+
+/// Whether an outcome is one the write decided, and so is kept for replay.
+fn decided_by_the_write<T>(outcome: &Result<T, AppError>) -> bool {
+    matches!(
+        outcome,
+        Ok(_)
+            | Err(AppError::OrderTimeConflict { .. }
+                | AppError::ServiceNameTaken
+                | AppError::UnknownServices(_))
+    )
+}
+
+/// A create that can run inside the transaction that keeps its answer.
+pub trait TransactionalCreate: Sync {
+    type Record: Send;
+
+    /// Carries out the create in `transaction`, which goes on after it (a refusal must leave
+    /// the transaction usable, as a savepoint does).
+    fn write<'t>(
+        &'t self,
+        transaction: &'t deadpool_postgres::Transaction<'_>,
+    ) -> impl Future<Output = Result<Self::Record, AppError>> + Send + 't;
+}
+
+/// Runs `create` once for `caller`'s `key`: in a transaction that first claims the key, and
+/// that keeps `render`'s rendering of the outcome when the write decided it. A write that
+/// failed transiently (see [`StoreError::is_transient`]) is tried again, whole.
+pub async fn create_once<C: TransactionalCreate>(
+    state: &AppState,
+    caller: &Caller,
+    key: &IdempotencyKey,
+    fingerprint: &Fingerprint,
+    create: &C,
+    render: impl Fn(&Result<C::Record, AppError>) -> StoredAnswer + Sync,
+) -> Result<Answer<C::Record>, AppError> {
+    storage::retry_while(
+        || attempt(state, caller, key, fingerprint, create, &render),
+        AppError::is_transient,
+    )
+    .await
+}
+
+async fn attempt<C: TransactionalCreate>(
+    state: &AppState,
+    caller: &Caller,
+    key: &IdempotencyKey,
+    fingerprint: &Fingerprint,
+    create: &C,
+    render: &(impl Fn(&Result<C::Record, AppError>) -> StoredAnswer + Sync),
+) -> Result<Answer<C::Record>, AppError> {
+    let mut client = state.pool.get().await.map_err(StoreError::from)?;
+    let transaction = client.transaction().await.map_err(StoreError::from)?;
+    let claim = records::claim(
+        &transaction,
+        caller.key_id,
+        key.as_str(),
+        &fingerprint.0,
+        state.idempotency_retention,
+    )
+    .await?;
+    match claim {
+        Claim::First => {}
+        Claim::Replay(answer) => return Ok(Answer::Replayed(answer)),
+        Claim::OtherRequest => return Err(AppError::IdempotencyKeyReused),
+        Claim::InUse => return Err(AppError::IdempotencyKeyInUse),
+    }
+    let outcome = create.write(&transaction).await;
+    if !decided_by_the_write(&outcome) {
+        // Dropping the transaction rolls it back; the key is free again.
+        return outcome.map(Answer::Fresh);
+    }
+    let answer = render(&outcome);
+    records::record(
+        &transaction,
+        caller.key_id,
+        key.as_str(),
+        &fingerprint.0,
+        &answer,
+    )
+    .await?;
+    transaction.commit().await.map_err(StoreError::from)?;
+    outcome.map(Answer::Fresh)
+}
+
+/// Deletes the answers older than the retention, every so often, until the returned task is
+/// aborted.
+pub fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let pool = state.pool.clone();
+    let retention = state.idempotency_retention;
+    // Often enough that an answer outlives its retention by at most a small part of it.
+    let interval = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match records::purge_expired(&pool, retention).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "purged expired idempotency records"),
+                Err(error) => tracing::warn!(
+                    error = %crate::telemetry::error_chain(&error),
+                    "could not purge expired idempotency records"
+                ),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_one_to_255_printable_ascii_characters() {
+        assert!(IdempotencyKey::parse("a").is_some());
+        assert!(IdempotencyKey::parse("order 42 / retry").is_some());
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_some());
+        for bad in ["", "\t", "é", "a\u{7f}", &"k".repeat(256)] {
+            assert!(IdempotencyKey::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_tell_requests_apart_and_parts_cannot_run_together() {
+        let fingerprint = |operation, parts: &[&str]| Fingerprint::of(operation, parts).0;
+        assert_eq!(fingerprint("a", &["x", "y"]), fingerprint("a", &["x", "y"]));
+        assert_ne!(fingerprint("a", &["x", "y"]), fingerprint("a", &["xy"]));
+        assert_ne!(fingerprint("a", &["x", "y"]), fingerprint("a", &["x", "z"]));
+        assert_ne!(fingerprint("a", &["x"]), fingerprint("b", &["x"]));
+    }
+}

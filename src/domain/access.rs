@@ -1,0 +1,134 @@
+//! Who may call the API: the scopes a key can hold and the names keys go by.
+
+use std::{fmt, str::FromStr};
+
+/// What a key may do. A key holds one or more; each operation needs exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Every GET and HEAD: orders, services, and whatever read-only operation comes later.
+    OrdersRead,
+    /// POST, PUT and DELETE of orders.
+    OrdersWrite,
+    /// POST, PUT and DELETE of services.
+    ServicesWrite,
+}
+
+impl Scope {
+    pub const ALL: [Self; 3] = [Self::OrdersRead, Self::OrdersWrite, Self::ServicesWrite];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OrdersRead => "orders:read",
+            Self::OrdersWrite => "orders:write",
+            Self::ServicesWrite => "services:write",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a scope; the scopes are orders:read, orders:write and services:write")]
+pub struct UnknownScope(pub String);
+
+impl FromStr for Scope {
+    type Err = UnknownScope;
+
+    fn from_str(text: &str) -> Result<Self, UnknownScope> {
+        Self::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == text)
+            .ok_or_else(|| UnknownScope(text.to_owned()))
+    }
+}
+
+/// The name of an API key: what the log, `created_by` and `updated_by` show for its calls.
+/// 1 to 63 characters of lower-case ASCII letters, digits, `.`, `_` and `-`, starting with a
+/// letter or digit; so names are unique however a reader folds case, and safe in any log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyName(String);
+
+/// The name the sample data's rows carry in `created_by`; no key may take it.
+pub const SEED_ACTOR: &str = "seed";
+
+/// The key the private cluster's first start creates, with every scope.
+pub const LOCAL_KEY_NAME: &str = "local";
+
+const MAX_KEY_NAME_CHARS: usize = 63;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyNameError {
+    #[error(
+        "must be 1 to {MAX_KEY_NAME_CHARS} characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+    )]
+    Malformed,
+    #[error("is reserved: the sample data's rows carry it")]
+    Reserved,
+}
+
+impl KeyName {
+    pub fn parse(text: &str) -> Result<Self, KeyNameError> {
+        let mut bytes = text.bytes();
+        let well_formed = text.len() <= MAX_KEY_NAME_CHARS
+            && bytes
+                .next()
+                .is_some_and(|first| first.is_ascii_lowercase() || first.is_ascii_digit())
+            && bytes.all(|byte| {
+                byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"._-".contains(&byte)
+            });
+        if !well_formed {
+            return Err(KeyNameError::Malformed);
+        }
+        if text == SEED_ACTOR {
+            return Err(KeyNameError::Reserved);
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for KeyName {
+    type Err = KeyNameError;
+
+    fn from_str(text: &str) -> Result<Self, KeyNameError> {
+        Self::parse(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_read_back_from_their_names() {
+        for scope in Scope::ALL {
+            assert_eq!(scope.as_str().parse::<Scope>(), Ok(scope));
+        }
+        assert!("orders:delete".parse::<Scope>().is_err());
+        assert!("ORDERS:READ".parse::<Scope>().is_err());
+    }
+
+    #[test]
+    fn key_names_are_short_lower_case_and_safe() {
+        for good in ["local", "billing-sync", "ci.2", "a", &"x".repeat(63)] {
+            assert!(KeyName::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Billing", "-lead", ".x", "a b", "naïve", "a\nb", &"x".repeat(64)] {
+            assert_eq!(KeyName::parse(bad), Err(KeyNameError::Malformed), "{bad:?}");
+        }
+        assert_eq!(KeyName::parse("seed"), Err(KeyNameError::Reserved));
+    }
+}

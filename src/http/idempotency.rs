@@ -1,0 +1,189 @@
+//! `Idempotency-Key` as HTTP sees it: reading the header, rendering an answer to be kept,
+//! and replaying a kept one. What is kept, and when, is `app::idempotency`'s to decide.
+
+use poem::{IntoResponse, Response, http::StatusCode};
+use poem_openapi::{
+    ApiResponse,
+    registry::{MetaResponses, Registry},
+    types::ToJSON,
+};
+
+use super::problem::{ApiError, ErrorCode, REQUEST_ID};
+use crate::app::{
+    AppError,
+    idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY_CHARS, StoredAnswer},
+};
+
+/// The header's name, as the spec and the errors spell it.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// The header that marks a replayed answer.
+pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
+
+/// The header's value as the spec states it: an RFC 8941 string (`"..."`, with `\"` and
+/// `\\` escapes) or a bare token, either holding 1 to 255 printable ASCII characters. The
+/// create operations' `validator(pattern)` attributes spell it out (an attribute cannot name
+/// a constant); a test keeps them equal to this.
+#[cfg(test)]
+pub const IDEMPOTENCY_KEY_PATTERN: &str =
+    r#"^(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}"|[\x21\x23-\x7e]{1,255})$"#;
+
+/// The key in an `Idempotency-Key` header, or a 400 saying what a key must be.
+pub fn idempotency_key(header: Option<&str>) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = header else {
+        return Ok(None);
+    };
+    let key = match value.strip_prefix('"') {
+        Some(quoted) => unquote(quoted),
+        None => Some(value.to_owned()).filter(|bare| !bare.contains('"') && !bare.contains(' ')),
+    };
+    key.as_deref()
+        .and_then(IdempotencyKey::parse)
+        .map(Some)
+        .ok_or_else(invalid_idempotency_key)
+}
+
+/// The 400 for an `Idempotency-Key` that is not one.
+pub fn invalid_idempotency_key() -> ApiError {
+    ApiError::with_detail(
+        ErrorCode::InvalidParameter,
+        format!(
+            "{IDEMPOTENCY_KEY}: must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters, \
+             bare (no spaces or quotes) or as a quoted string"
+        ),
+    )
+}
+
+/// The contents of an RFC 8941 string after its opening quote, if it is one.
+fn unquote(quoted: &str) -> Option<String> {
+    let mut key = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return chars.next().is_none().then_some(key),
+            '\\' => match chars.next() {
+                Some(escaped @ ('"' | '\\')) => key.push(escaped),
+                _ => return None,
+            },
+            c => key.push(c),
+        }
+    }
+    None
+}
+
+/// A create's response: the operation's own, or the first answer to the same request, replayed.
+pub enum Replayable<R> {
+    Fresh(R),
+    Replayed(StoredAnswer),
+}
+
+impl<R> Replayable<R> {
+    /// The response for `answer`, rendering a fresh record with `respond`.
+    pub fn from_answer<T>(answer: Answer<T>, respond: impl FnOnce(T) -> R) -> Self {
+        match answer {
+            Answer::Fresh(record) => Self::Fresh(respond(record)),
+            Answer::Replayed(stored) => Self::Replayed(stored),
+        }
+    }
+}
+
+/// Documented as the operation's own response; a replay is one of the answers documented
+/// already, with `Idempotent-Replayed` added (which the published spec states).
+impl<R: ApiResponse> ApiResponse for Replayable<R> {
+    fn meta() -> MetaResponses {
+        R::meta()
+    }
+
+    fn register(registry: &mut Registry) {
+        R::register(registry);
+    }
+}
+
+impl<R: IntoResponse> IntoResponse for Replayable<R> {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Fresh(response) => response.into_response(),
+            Self::Replayed(answer) => {
+                let mut response = Response::builder()
+                    .status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK))
+                    .content_type(answer.content_type)
+                    .header(IDEMPOTENT_REPLAYED, "true");
+                if let Some(location) = answer.location {
+                    response = response.header("Location", location);
+                }
+                if let Some(etag) = answer.etag {
+                    response = response.header("ETag", etag);
+                }
+                response.body(answer.body)
+            }
+        }
+    }
+}
+
+/// How a created record's answer is kept: 201 with its JSON, `Location` and `ETag`.
+pub fn created_answer(body: &impl ToJSON, location: String, etag: String) -> StoredAnswer {
+    StoredAnswer {
+        status: 201,
+        // What poem writes for a JSON body, so a replay is byte for byte the first answer.
+        content_type: "application/json; charset=utf-8".to_owned(),
+        body: json_bytes(body),
+        location: Some(location),
+        etag: Some(etag),
+    }
+}
+
+/// How a refusal the write decided is kept: its problem body, as it was first sent.
+pub fn refused_answer(error: &AppError) -> StoredAnswer {
+    let error = ApiError::from_decided(error).unwrap_or_else(|| ApiError::new(ErrorCode::Internal));
+    let request_id = REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "unknown".to_owned());
+    StoredAnswer {
+        status: error.code().status(),
+        content_type: "application/problem+json".to_owned(),
+        body: json_bytes(&error.to_problem(request_id)),
+        location: None,
+        etag: None,
+    }
+}
+
+fn json_bytes(body: &impl ToJSON) -> Vec<u8> {
+    serde_json::to_vec(&body.to_json()).expect("a JSON value always serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(header: &str) -> Option<String> {
+        idempotency_key(Some(header))
+            .ok()
+            .flatten()
+            .map(|key| key.as_str().to_owned())
+    }
+
+    #[test]
+    fn a_key_is_a_bare_token_or_a_quoted_string_and_both_mean_the_same() {
+        assert_eq!(key("abc-123").as_deref(), Some("abc-123"));
+        assert_eq!(key("\"abc-123\"").as_deref(), Some("abc-123"));
+        assert_eq!(key(r#""say \"hi\" \\ there""#).as_deref(), Some(r#"say "hi" \ there"#));
+        assert_eq!(key(&"k".repeat(255)).map(|key| key.len()), Some(255));
+        assert!(idempotency_key(None).unwrap().is_none());
+    }
+
+    #[test]
+    fn anything_else_is_refused_as_the_spec_pattern_refuses_it() {
+        let pattern = regex::Regex::new(IDEMPOTENCY_KEY_PATTERN).unwrap();
+        let long = "k".repeat(256);
+        let quoted_long = format!("\"{long}\"");
+        for bad in [
+            "", "\"\"", "a b", "\"abc", "abc\"", "\"a\"b\"", r#""a\b""#, "é", "\t", &long, &quoted_long,
+        ] {
+            assert_eq!(key(bad), None, "{bad:?}");
+            assert!(!pattern.is_match(bad), "{bad:?}");
+        }
+        for good in ["abc-123", "\"abc 123\"", r#""q\"""#, "a\\b"] {
+            assert!(key(good).is_some(), "{good:?}");
+            assert!(pattern.is_match(good), "{good:?}");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! SQL for API keys. Secrets never reach this module: only their lookup ids and hashes.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio_postgres::Row;
+
+use super::StoreError;
+use crate::domain::{KeyName, Scope};
+
+/// The unique constraint on key names (revoked keys included).
+const NAME_UNIQUE: &str = "api_keys_name_key";
+
+/// A key as `orders keys list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key that may be used, as the key cache holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveKey {
+    pub id: i64,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub lookup_id: String,
+    pub secret_hash: Vec<u8>,
+}
+
+/// What is stored of a new key's secret.
+pub struct StoredSecret<'a> {
+    pub lookup_id: &'a str,
+    pub hash: &'a [u8; 32],
+}
+
+fn scopes_from_row(row: &Row) -> Vec<Scope> {
+    row.get::<_, Vec<String>>("scopes")
+        .iter()
+        // The table's CHECK admits only the scopes there are.
+        .filter_map(|scope| scope.parse().ok())
+        .collect()
+}
+
+fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
+    scopes.iter().map(|scope| scope.as_str()).collect()
+}
+
+/// Adds a key. Refused with [`StoreError::KeyNameTaken`] when any key, revoked or not, has
+/// the name.
+pub async fn insert(
+    pool: &Pool,
+    name: &KeyName,
+    scopes: &[Scope],
+    secret: StoredSecret<'_>,
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO api_keys (name, scopes, lookup_id, secret_hash) VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+        &name.as_str(),
+        &scope_names(scopes),
+        &secret.lookup_id,
+        &secret.hash.as_slice(),
+    ];
+    match client.execute(&statement, &params).await {
+        Ok(_) => Ok(()),
+        Err(error) if super::violated_constraint(&error) == Some(NAME_UNIQUE) => {
+            Err(StoreError::KeyNameTaken)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Gives the unrevoked key `name` a new secret (the old one stops working). For the private
+/// cluster's `local` key, whose secret file was lost. [`StoreError::NotFound`] when there is
+/// no such unrevoked key.
+pub async fn replace_secret(
+    pool: &Pool,
+    name: &KeyName,
+    secret: StoredSecret<'_>,
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "UPDATE api_keys SET lookup_id = $2, secret_hash = $3
+             WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .await?;
+    match client
+        .execute(
+            &statement,
+            &[&name.as_str(), &secret.lookup_id, &secret.hash.as_slice()],
+        )
+        .await?
+    {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+/// Every key, revoked ones included, by name.
+pub async fn list(pool: &Pool) -> Result<Vec<KeyRecord>, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT name, scopes, created_at, last_used_at, revoked_at FROM api_keys ORDER BY name",
+        )
+        .await?;
+    let rows = client.query(&statement, &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| KeyRecord {
+            name: row.get("name"),
+            scopes: scopes_from_row(row),
+            created_at: row.get("created_at"),
+            last_used_at: row.get("last_used_at"),
+            revoked_at: row.get("revoked_at"),
+        })
+        .collect())
+}
+
+/// Whether [`revoke`] revoked the key now or found it revoked already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    Already,
+}
+
+/// Revokes the key `name`; [`StoreError::NotFound`] when no key has it.
+pub async fn revoke(pool: &Pool, name: &str) -> Result<Revoked, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "WITH target AS (SELECT id, revoked_at FROM api_keys WHERE name = $1 FOR UPDATE),
+                  revoked AS (
+                      UPDATE api_keys SET revoked_at = now()
+                      FROM target
+                      WHERE api_keys.id = target.id AND target.revoked_at IS NULL
+                      RETURNING api_keys.id
+                  )
+             SELECT EXISTS (SELECT 1 FROM revoked) AS revoked_now FROM target",
+        )
+        .await?;
+    match client.query_opt(&statement, &[&name]).await? {
+        None => Err(StoreError::NotFound),
+        Some(row) if row.get("revoked_now") => Ok(Revoked::Now),
+        Some(_) => Ok(Revoked::Already),
+    }
+}
+
+/// The keys that may be used: what the key cache loads.
+pub async fn active(pool: &Pool) -> Result<Vec<ActiveKey>, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT id, name, scopes, lookup_id, secret_hash FROM api_keys WHERE revoked_at IS NULL",
+        )
+        .await?;
+    let rows = client.query(&statement, &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| ActiveKey {
+            id: row.get("id"),
+            name: row.get("name"),
+            scopes: scopes_from_row(row),
+            lookup_id: row.get("lookup_id"),
+            secret_hash: row.get("secret_hash"),
+        })
+        .collect())
+}
+
+/// Records that the keys `ids` were used at the matching `used_at` (never moving a time back).
+pub async fn record_use(
+    pool: &Pool,
+    ids: &[i64],
+    used_at: &[DateTime<Utc>],
+) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "UPDATE api_keys SET last_used_at = greatest(last_used_at, used.at)
+             FROM unnest($1::bigint[], $2::timestamptz[]) AS used (id, at)
+             WHERE api_keys.id = used.id",
+        )
+        .await?;
+    client.execute(&statement, &[&ids, &used_at]).await?;
+    Ok(())
+}
+
+/// Whether the unrevoked key `name` has the secret with this hash.
+pub async fn has_secret(pool: &Pool, name: &str, hash: &[u8; 32]) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT 1 FROM api_keys WHERE name = $1 AND secret_hash = $2 AND revoked_at IS NULL",
+        )
+        .await?;
+    Ok(client
+        .query_opt(&statement, &[&name, &hash.as_slice()])
+        .await?
+        .is_some())
+}
+
+/// Whether a key named `name` exists and is revoked: `None` when no key has the name.
+pub async fn revoked(pool: &Pool, name: &str) -> Result<Option<bool>, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached("SELECT revoked_at IS NOT NULL AS revoked FROM api_keys WHERE name = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&name]).await?;
+    Ok(row.map(|row| row.get("revoked")))
+}

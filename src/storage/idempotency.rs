@@ -1,0 +1,151 @@
+//! SQL for idempotency records: the first answer to each create sent with an
+//! `Idempotency-Key`, kept per API key, and written in the create's own transaction.
+//!
+//! A request claims its key with a transaction-scoped advisory lock before it looks for a
+//! record, so that of two requests with one key, one works while the other is told at once
+//! that the key is in use; the lock ends with the transaction, after its record (if any) is
+//! committed and visible. The primary key backs this up: two records for one key cannot exist.
+
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Pool};
+
+use super::StoreError;
+
+/// The first answer to a request, as it is replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+}
+
+/// What a request finds when it claims its key.
+#[derive(Debug)]
+pub enum Claim {
+    /// No answer is kept for the key: this request is the first, and holds the key until its
+    /// transaction ends.
+    First,
+    /// The key answered this same request before.
+    Replay(StoredAnswer),
+    /// The key answered another request before.
+    OtherRequest,
+    /// Another request with the key is being processed now.
+    InUse,
+}
+
+/// Claims `key` of the API key `api_key_id` for the request with `fingerprint`, in the
+/// transaction `transaction` (see the module docs). A record older than `retention` counts as
+/// none: the purge may not have reached it yet.
+pub async fn claim(
+    transaction: &impl GenericClient,
+    api_key_id: i64,
+    key: &str,
+    fingerprint: &[u8; 32],
+    retention: Duration,
+) -> Result<Claim, StoreError> {
+    let lock = transaction
+        .prepare_cached(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1::bigint || ':' || $2, 0)) AS locked",
+        )
+        .await?;
+    if !transaction
+        .query_one(&lock, &[&api_key_id, &key])
+        .await?
+        .get::<_, bool>("locked")
+    {
+        return Ok(Claim::InUse);
+    }
+    // A statement of its own, so that its snapshot is taken after the lock was granted and
+    // sees the record of any request that held the key before.
+    let lookup = transaction
+        .prepare_cached(
+            "SELECT fingerprint, status, content_type, body, location, etag
+             FROM idempotency_records
+             WHERE api_key_id = $1 AND idempotency_key = $2
+               AND created_at > now() - $3 * interval '1 second'",
+        )
+        .await?;
+    let Some(row) = transaction
+        .query_opt(&lookup, &[&api_key_id, &key, &retention.as_secs_f64()])
+        .await?
+    else {
+        return Ok(Claim::First);
+    };
+    if row.get::<_, &[u8]>("fingerprint") != fingerprint.as_slice() {
+        return Ok(Claim::OtherRequest);
+    }
+    Ok(Claim::Replay(StoredAnswer {
+        status: u16::try_from(row.get::<_, i16>("status")).unwrap_or(500),
+        content_type: row.get("content_type"),
+        body: row.get("body"),
+        location: row.get("location"),
+        etag: row.get("etag"),
+    }))
+}
+
+/// Keeps `answer` as the one to the request that [`claim`]ed `key` first, in its transaction.
+/// Replaces an expired record the purge has not reached yet.
+pub async fn record(
+    transaction: &impl GenericClient,
+    api_key_id: i64,
+    key: &str,
+    fingerprint: &[u8; 32],
+    answer: &StoredAnswer,
+) -> Result<(), StoreError> {
+    let statement = transaction
+        .prepare_cached(
+            "INSERT INTO idempotency_records
+                 (api_key_id, idempotency_key, fingerprint, status, content_type, body, location, etag)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (api_key_id, idempotency_key) DO UPDATE
+             SET fingerprint = excluded.fingerprint, status = excluded.status,
+                 content_type = excluded.content_type, body = excluded.body,
+                 location = excluded.location, etag = excluded.etag, created_at = now()",
+        )
+        .await?;
+    let status = i16::try_from(answer.status).unwrap_or(i16::MAX);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &api_key_id,
+        &key,
+        &fingerprint.as_slice(),
+        &status,
+        &answer.content_type,
+        &answer.body,
+        &answer.location,
+        &answer.etag,
+    ];
+    transaction.execute(&statement, &params).await?;
+    Ok(())
+}
+
+/// How many expired records one purge statement deletes: small batches keep each statement
+/// short, however many expired at once.
+const PURGE_BATCH: i64 = 5_000;
+
+/// Deletes the records older than `retention`. Returns how many it deleted.
+pub async fn purge_expired(pool: &Pool, retention: Duration) -> Result<u64, StoreError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "DELETE FROM idempotency_records
+             WHERE ctid IN (
+                 SELECT ctid FROM idempotency_records
+                 WHERE created_at <= now() - $1 * interval '1 second'
+                 LIMIT $2
+             )",
+        )
+        .await?;
+    let mut purged = 0;
+    loop {
+        let deleted = client
+            .execute(&statement, &[&retention.as_secs_f64(), &PURGE_BATCH])
+            .await?;
+        purged += deleted;
+        if deleted < PURGE_BATCH as u64 {
+            return Ok(purged);
+        }
+    }
+}
