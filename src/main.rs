@@ -39,7 +39,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: &Command, settings: Settings) -> Result<(), StartError> {
-    let database = Database::open(&settings).await?;
+    let database = match command {
+        Command::Keys(_) => Database::open_beside_server(&settings).await?,
+        _ => Database::open(&settings).await?,
+    };
     let result = run_with(command, &settings, &database).await;
     database.close().await;
     result

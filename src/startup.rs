@@ -81,6 +81,27 @@ impl Database {
         }
     }
 
+    /// Like [`Database::open`], but for commands that run beside a serving instance
+    /// (`orders keys`): when the private cluster is running already, under a server started
+    /// from the same data folder, its database is used as it is.
+    pub async fn open_beside_server(settings: &Settings) -> Result<Self, StartError> {
+        if let DatabaseSettings::Embedded { data_dir } = &settings.database {
+            let cluster_dir = data_dir.join("postgres");
+            if embedded_postgres::has_socket(&cluster_dir) {
+                let config = embedded_postgres::connection_config(&cluster_dir, EMBEDDED_DATABASE);
+                let pool = storage::connect_pool(config, 1);
+                if storage::ping(&pool).await.is_ok() {
+                    return Ok(Self {
+                        pool,
+                        cluster: None,
+                    });
+                }
+                pool.close();
+            }
+        }
+        Self::open(settings).await
+    }
+
     /// Closes the pool and stops the private cluster, if there is one.
     pub async fn close(self) {
         self.pool.close();

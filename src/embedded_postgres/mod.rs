@@ -160,12 +160,7 @@ impl Cluster {
 
     /// Connection settings for `dbname` on this cluster.
     pub fn connection_config(&self, dbname: &str) -> tokio_postgres::Config {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host_path(self.socket_dir())
-            .user(SUPERUSER)
-            .dbname(dbname);
-        config
+        connection_config(self.socket_dir(), dbname)
     }
 
     /// Stops the server with a fast shutdown (open transactions are rolled back, everything
@@ -175,6 +170,19 @@ impl Cluster {
     pub async fn stop(self) -> Result<(), EmbeddedError> {
         self.supervisor.stop().await
     }
+}
+
+/// Connection settings for `dbname` on the cluster in `data_dir`, which another process may
+/// be running.
+pub fn connection_config(data_dir: &Path, dbname: &str) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config.host_path(data_dir).user(SUPERUSER).dbname(dbname);
+    config
+}
+
+/// Whether the cluster in `data_dir` has a server's socket: someone may be running it.
+pub fn has_socket(data_dir: &Path) -> bool {
+    data_dir.join(".s.PGSQL.5432").exists()
 }
 
 #[cfg(test)]
