@@ -79,14 +79,12 @@ struct NewOrder<'a> {
 impl TransactionalCreate for NewOrder<'_> {
     type Record = OrderRecord;
 
-    fn write<'t>(
-        &'t self,
-        transaction: &'t deadpool_postgres::Transaction<'_>,
-    ) -> impl Future<Output = Result<OrderRecord, AppError>> + Send + 't {
-        async move {
-            let draft = draft(transaction, self.request.clone(), None).await?;
-            Ok(storage::orders::insert_in(transaction, &draft, self.actor).await?)
-        }
+    async fn write(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<OrderRecord, AppError> {
+        let draft = draft(transaction, self.request.clone(), None).await?;
+        Ok(storage::orders::insert_in(transaction, &draft, self.actor).await?)
     }
 }
 
@@ -181,8 +179,7 @@ async fn draft(
             .await
             .map_err(precondition.on(Resource::Order, raw_id))?;
     }
-    let conflict =
-        storage::orders::conflicting_order(client, request.scheduled_at, except).await?;
+    let conflict = storage::orders::conflicting_order(client, request.scheduled_at, except).await?;
     if conflict.is_some() {
         return Err(AppError::OrderTimeConflict {
             conflicting_order_id: conflict,

@@ -42,11 +42,11 @@ struct NewService<'a> {
 impl TransactionalCreate for NewService<'_> {
     type Record = ServiceRecord;
 
-    fn write<'t>(
-        &'t self,
-        transaction: &'t deadpool_postgres::Transaction<'_>,
-    ) -> impl Future<Output = Result<ServiceRecord, AppError>> + Send + 't {
-        async move { Ok(storage::services::insert(transaction, self.name, self.actor).await?) }
+    async fn write(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<ServiceRecord, AppError> {
+        Ok(storage::services::insert(transaction, self.name, self.actor).await?)
     }
 }
 
@@ -83,8 +83,8 @@ pub async fn rename(
         precondition.revisions(),
         &caller.name,
     )
-        .await
-        .map_err(precondition.on(Resource::Service, id))
+    .await
+    .map_err(precondition.on(Resource::Service, id))
 }
 
 pub async fn delete(
