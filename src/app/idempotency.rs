@@ -130,7 +130,10 @@ async fn attempt<C: TransactionalCreate>(
         Claim::InUse => return Err(AppError::IdempotencyKeyInUse),
     }
     let outcome = create.write(&transaction).await;
-    if !decided_by_the_write(&outcome) {
+    // A transient failure is not an answer: the caller tries again, or gives up with a 5xx or
+    // with a 409 that names no order, neither of which a replay should repeat.
+    let transient = outcome.as_ref().is_err_and(AppError::is_transient);
+    if transient || !decided_by_the_write(&outcome) {
         // Dropping the transaction rolls it back; the key is free again.
         return outcome.map(Answer::Fresh);
     }

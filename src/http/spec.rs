@@ -366,4 +366,50 @@ mod tests {
         );
         assert!(super::links("order_list", "200").is_none());
     }
+
+    /// Every protected operation states one scope, and its 403 example names that scope; every
+    /// other operation says it needs no key.
+    #[test]
+    fn each_operation_states_its_scope_and_its_forbidden_example_agrees() {
+        let spec = crate::http::published_spec(&crate::http::api_service());
+        let mut protected = 0;
+        for item in spec["paths"].as_object().unwrap().values() {
+            for (method, operation) in item.as_object().unwrap() {
+                let id = operation["operationId"].as_str().unwrap();
+                let security = operation["security"].as_array().unwrap();
+                if security.is_empty() {
+                    assert!(id.starts_with("health_"), "{id} needs no key");
+                    assert!(operation.get("x-required-scopes").is_none(), "{id}");
+                    continue;
+                }
+                protected += 1;
+                assert_eq!(security, &vec![json!({ "ApiKey": [] })], "{id}");
+                let scopes = operation["x-required-scopes"].as_array().unwrap();
+                let [scope] = scopes.as_slice() else {
+                    panic!("{id}: one scope, not {scopes:?}")
+                };
+                let scope = scope.as_str().unwrap();
+                let expected = match (method.as_str(), id.split('_').next()) {
+                    ("get", _) => "orders:read",
+                    (_, Some("service")) => "services:write",
+                    _ => "orders:write",
+                };
+                assert_eq!(scope, expected, "{id}");
+                assert!(
+                    operation["description"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(&format!("Needs an API key with the scope `{scope}`.")),
+                    "{id}"
+                );
+                let example = &operation["responses"]["403"]["content"]["application/problem+json"]
+                    ["examples"]["FORBIDDEN"]["value"]["detail"];
+                assert!(example.as_str().unwrap().contains(scope), "{id}: {example}");
+            }
+        }
+        assert_eq!(
+            protected, 10,
+            "every order and service operation is protected"
+        );
+    }
 }

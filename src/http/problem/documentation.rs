@@ -230,10 +230,15 @@ pub fn example_error(code: ErrorCode, operation_id: &str) -> ApiError {
         ErrorCode::MethodNotAllowed => ApiError::method_not_allowed("POST, GET, HEAD".to_owned()),
         ErrorCode::OrderTimeConflict => ApiError::order_time_conflict(Some(OrderId::from_db(223))),
         ErrorCode::UnknownService => ApiError::unknown_services(vec!["999".to_owned()]),
-        ErrorCode::Forbidden => ApiError::forbidden(crate::http::auth::required_scope(
-            &poem::http::Method::POST,
-            operation_id,
-        )),
+        ErrorCode::Forbidden => {
+            // Operation ids end in their action; reads are the ones that list or view.
+            let method = if operation_id.ends_with("_list") || operation_id.ends_with("_view") {
+                poem::http::Method::GET
+            } else {
+                poem::http::Method::POST
+            };
+            ApiError::forbidden(crate::http::auth::required_scope(&method, operation_id))
+        }
         ErrorCode::IdempotencyKeyInUse => ApiError::idempotency_key_in_use(),
         // Codes whose detail never depends on the request.
         code => ApiError::new(code),
