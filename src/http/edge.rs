@@ -26,6 +26,7 @@ use super::{
     auth,
     input::FIELD_ERROR_MARKER,
     problem::{ApiError, ErrorCode, MAX_BODY_BYTES, REQUEST_ID, error_chain},
+    unambiguous,
 };
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -198,7 +199,11 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                     if let Err(error) = self.check_media_type(&request) {
                         return error.into_response();
                     }
-                    if let Err(error) = buffer_body(&mut request).await {
+                    let body = match buffer_body(&mut request).await {
+                        Ok(body) => body,
+                        Err(error) => return error.into_response(),
+                    };
+                    if let Err(error) = self.check_unambiguous(&request, &body) {
                         return error.into_response();
                     }
                     normalise_conditional_headers(&mut request);
@@ -212,9 +217,16 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             )
             .await;
 
+        let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            headers.insert(REQUEST_ID_HEADER, value);
         }
+        // No client may guess a type other than the one declared (a problem body as HTML, say).
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(header::CACHE_CONTROL, cache_control(&path));
         let status = response.status().as_u16();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         span.in_scope(|| tracing::info!(status, latency_ms, "request served"));
@@ -232,20 +244,45 @@ impl<E> EdgeEndpoint<E> {
                 .routes
                 .methods(request.uri().path())
                 .is_some_and(|methods| methods.contains(request.method()));
-        let Some(content_type) = request.headers().get(header::CONTENT_TYPE) else {
+        if !reads_body {
+            return Ok(());
+        }
+        let header_text = |name| {
+            request
+                .headers()
+                .get(name)
+                .map(|value: &HeaderValue| value.to_str().unwrap_or("(not text)"))
+        };
+        let content_type = header_text(header::CONTENT_TYPE);
+        if let Some(error) =
+            unambiguous::unreadable_encoding(header_text(header::CONTENT_ENCODING), content_type)
+        {
+            return Err(error);
+        }
+        let Some(content_type) = content_type else {
             return Ok(());
         };
-        let essence = content_type
-            .to_str()
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim();
-        if reads_body && !essence.eq_ignore_ascii_case("application/json") {
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
             return Err(ApiError::new(ErrorCode::UnsupportedMediaType));
         }
         Ok(())
+    }
+
+    /// Refuses a request another reader could read differently: a query parameter given twice,
+    /// or a body with a key twice (see [`unambiguous`]).
+    fn check_unambiguous(&self, request: &Request, body: &[u8]) -> Result<(), ApiError> {
+        if let Some(name) = request
+            .uri()
+            .query()
+            .and_then(unambiguous::repeated_query_parameter)
+        {
+            return Err(unambiguous::repeated_parameter_error(&name));
+        }
+        match unambiguous::duplicate_json_key(body) {
+            Some(path) if !body.is_empty() => Err(unambiguous::duplicate_key_error(&path)),
+            _ => Ok(()),
+        }
     }
 
     /// Maps an error the framework raised (not one of our typed responses) to the API's own.
@@ -347,6 +384,17 @@ fn visible_ascii(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// What caches may keep: the spec and the docs page change only with a deploy, so a few
+/// minutes is safe; everything else is data that another caller may change at any moment, and
+/// may be a key's private view, so none of it is stored.
+fn cache_control(path: &str) -> HeaderValue {
+    if matches!(path, "/openapi.json" | "/openapi.yaml" | "/docs") {
+        HeaderValue::from_static("public, max-age=300")
+    } else {
+        HeaderValue::from_static("no-store")
+    }
+}
+
 /// The caller's request id when it is a sensible one, else a fresh one.
 fn request_id(request: &Request) -> String {
     request
@@ -360,7 +408,7 @@ fn request_id(request: &Request) -> String {
 
 /// Reads the body into memory, refusing it if it is over the limit, and puts it back for the
 /// handler. Bodies are small JSON documents, so buffering them costs nothing worth saving.
-async fn buffer_body(request: &mut Request) -> Result<(), ApiError> {
+async fn buffer_body(request: &mut Request) -> Result<bytes::Bytes, ApiError> {
     let too_large = ApiError::new(ErrorCode::PayloadTooLarge);
     let declared_length = request
         .headers()
@@ -372,8 +420,8 @@ async fn buffer_body(request: &mut Request) -> Result<(), ApiError> {
     }
     match request.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
         Ok(bytes) => {
-            request.set_body(bytes);
-            Ok(())
+            request.set_body(bytes.clone());
+            Ok(bytes)
         }
         // A chunked body without a declared length is caught here, as it streams in.
         Err(ReadBodyError::PayloadTooLarge) => Err(too_large),

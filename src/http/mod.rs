@@ -18,6 +18,7 @@ pub mod problem;
 mod schema;
 mod services;
 mod spec;
+mod unambiguous;
 mod yaml;
 
 use poem::{Endpoint, EndpointExt, Route, get, http::Method};

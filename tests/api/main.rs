@@ -15,3 +15,4 @@ mod scale;
 mod seed;
 mod services;
 mod three_hour_rule;
+mod unambiguous;

@@ -85,10 +85,10 @@ error_codes! {
         "the body is not JSON at all",
         "the request body is not valid JSON");
     InvalidBody = (400, "INVALID_BODY", "invalid-body", "Invalid request body",
-        "the body is JSON but not what the operation accepts (a missing, unknown or mistyped field, or a value out of range); `detail` names the field",
+        "the body is JSON but not what the operation accepts (a missing, unknown, repeated or mistyped field, or a value out of range); `detail` names the field",
         "the request body is not what this operation accepts");
     InvalidParameter = (400, "INVALID_PARAMETER", "invalid-parameter", "Invalid parameter",
-        "a query parameter or header is malformed or out of range; `detail` names it",
+        "a query parameter or header is malformed, out of range or given twice; `detail` names it",
         "a parameter is malformed");
     Unauthenticated = (401, "UNAUTHENTICATED", "unauthenticated", "Unauthenticated",
         "no API key was sent, or the one sent is not a current key (unknown, revoked or malformed); `WWW-Authenticate` says how to send one",
@@ -121,7 +121,7 @@ error_codes! {
         concat!("the body is larger than ", max_body_kib!(), " KiB"),
         concat!("the request body must be at most ", max_body_bytes!(), " bytes"));
     UnsupportedMediaType = (415, "UNSUPPORTED_MEDIA_TYPE", "unsupported-media-type", "Unsupported media type",
-        "the body is not declared as `application/json`",
+        "the body is not declared as `application/json`, or is compressed, or is not UTF-8",
         "the request body must be JSON, sent with Content-Type: application/json");
     UnknownService = (422, "UNKNOWN_SERVICE", "unknown-service", "Unknown service",
         "a well-formed order names services that do not exist; `unknown_service_ids` lists them",

@@ -1,0 +1,252 @@
+//! Requests that two readers could read differently are refused, not guessed at.
+//!
+//! A proxy, a WAF or a log pipeline in front of the service reads the same request the service
+//! does; where the formats leave a choice (which of two equal keys wins, which of two equal
+//! query parameters), they may choose differently from us, and a request checked by one
+//! could do something else here. So a body with a key twice, a query with a parameter twice,
+//! and a body in an encoding or character set we do not read are refused.
+
+use std::collections::HashSet;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+use super::problem::{ApiError, ErrorCode};
+
+/// The first query parameter given more than once, if any.
+pub fn repeated_query_parameter(query: &str) -> Option<String> {
+    let mut seen = HashSet::new();
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .map(percent_decoded)
+        .find(|name| !seen.insert(name.clone()))
+}
+
+/// `name` with `+` and `%XX` decoded, as a form decoder reads it, so that `page%5Fsize` and
+/// `page_size` are one name (bytes that are not UTF-8 are replaced, which only makes names more
+/// alike, never less).
+fn percent_decoded(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (bytes[index], escaped) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+                continue;
+            }
+            (b'+', _) => decoded.push(b' '),
+            (byte, _) => decoded.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// The 400 for a repeated query parameter.
+pub fn repeated_parameter_error(name: &str) -> ApiError {
+    ApiError::with_detail(
+        ErrorCode::InvalidParameter,
+        format!("{name}: given more than once; send each query parameter once"),
+    )
+}
+
+/// Why a body's declared encoding or character set cannot be read, if it cannot: only
+/// unencoded (`identity`) UTF-8 is.
+pub fn unreadable_encoding(
+    content_encoding: Option<&str>,
+    content_type: Option<&str>,
+) -> Option<ApiError> {
+    if let Some(encoding) = content_encoding.map(str::trim)
+        && !encoding.is_empty()
+        && !encoding.eq_ignore_ascii_case("identity")
+    {
+        return Some(ApiError::with_detail(
+            ErrorCode::UnsupportedMediaType,
+            format!("Content-Encoding {encoding} is not accepted; send the body uncompressed"),
+        ));
+    }
+    let charset = content_type?
+        .split(';')
+        .skip(1)
+        .filter_map(|parameter| parameter.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, value)| value.trim().trim_matches('"'))?;
+    (!charset.eq_ignore_ascii_case("utf-8")).then(|| {
+        ApiError::with_detail(
+            ErrorCode::UnsupportedMediaType,
+            format!("charset={charset} is not accepted; the body must be UTF-8 JSON"),
+        )
+    })
+}
+
+/// Where a JSON document has an object with a key twice, as `path.key`, if it has one and is
+/// JSON at all. (Whether it is JSON is the parser's to report, with its own message.)
+pub fn duplicate_json_key(body: &[u8]) -> Option<String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    match (Walk {
+        path: String::new(),
+    })
+    .deserialize(&mut deserializer)
+    {
+        Ok(()) => None,
+        Err(error) => {
+            let message = error.to_string();
+            message
+                .strip_prefix(DUPLICATE_MARKER)
+                .map(|rest| rest.split(" at line ").next().unwrap_or(rest).to_owned())
+        }
+    }
+}
+
+/// Starts the message of the error [`Walk`] raises for a repeated key, followed by its path.
+const DUPLICATE_MARKER: &str = "duplicate key: ";
+
+/// Visits every value of a document, failing at the first object that repeats a key.
+struct Walk {
+    /// Where the value being visited is, as error details write it (`services[0].id`).
+    path: String,
+}
+
+impl Walk {
+    fn member(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Walk {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while items
+            .next_element_seed(Walk {
+                path: format!("{}[{index}]", self.path),
+            })?
+            .is_some()
+        {
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(key) = members.next_key::<String>()? {
+            let path = self.member(&key);
+            if !seen.insert(key) {
+                return Err(de::Error::custom(format!("{DUPLICATE_MARKER}{path}")));
+            }
+            members.next_value_seed(Walk { path })?;
+        }
+        Ok(())
+    }
+}
+
+/// The 400 for a body with a key twice at `path`.
+pub fn duplicate_key_error(path: &str) -> ApiError {
+    ApiError::with_detail(
+        ErrorCode::InvalidBody,
+        format!("{path}: appears more than once; send each field once"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_twice_anywhere_is_found_with_its_path() {
+        let duplicate = |text: &str| duplicate_json_key(text.as_bytes());
+        assert_eq!(
+            duplicate(r#"{"totalfee": 1, "totalfee": 2}"#).as_deref(),
+            Some("totalfee")
+        );
+        assert_eq!(
+            duplicate(r#"{"services": [{"id": "1"}, {"id": "2", "id": "3"}]}"#).as_deref(),
+            Some("services[1].id")
+        );
+        assert_eq!(
+            duplicate(r#"{"a": {"b": 1, "b": 1}}"#).as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(duplicate(r#"{"totalfee": 100.5, "services": []}"#), None);
+        assert_eq!(
+            duplicate(r#"{"a": 1, "b": {"a": 1}}"#),
+            None,
+            "other objects"
+        );
+        assert_eq!(duplicate("not json"), None, "the parser's to report");
+    }
+
+    #[test]
+    fn a_query_parameter_twice_is_found_however_it_is_spelled() {
+        assert_eq!(
+            repeated_query_parameter("page_size=1&page_size=2").as_deref(),
+            Some("page_size")
+        );
+        assert_eq!(
+            repeated_query_parameter("from=a&to=b&from").as_deref(),
+            Some("from")
+        );
+        assert_eq!(
+            repeated_query_parameter("page_size=1&page%5Fsize=2").as_deref(),
+            Some("page_size")
+        );
+        assert_eq!(repeated_query_parameter("page_size=1&page_token=x"), None);
+        assert_eq!(repeated_query_parameter(""), None);
+    }
+
+    #[test]
+    fn only_unencoded_utf8_bodies_are_read() {
+        assert!(unreadable_encoding(None, Some("application/json")).is_none());
+        assert!(
+            unreadable_encoding(Some("identity"), Some("application/json; charset=UTF-8"))
+                .is_none()
+        );
+        assert!(unreadable_encoding(None, Some("application/json; charset=\"utf-8\"")).is_none());
+        assert!(unreadable_encoding(Some("gzip"), Some("application/json")).is_some());
+        assert!(unreadable_encoding(None, Some("application/json; charset=latin1")).is_some());
+    }
+}
