@@ -1,9 +1,10 @@
 // The service's Swagger UI, /docs, as a person uses it: in headless Chromium, every operation of
-// the spec is listed, and "Try it out" → "Execute" on POST /orders, with the documented request
-// example as it is, creates an order on the live server.
+// the spec is listed, and after "Authorize" with an API key, "Try it out" → "Execute" on
+// POST /orders, with the documented request example as it is, creates an order on the live
+// server.
 //
 // Run by scripts/docs-browser-test, which starts the server (scripts/with-server) and sets
-// ORDERS_BASE_URL. CHROMIUM_PATH overrides the browser (default /usr/bin/chromium); the
+// ORDERS_BASE_URL and ORDERS_API_KEY (the secret of the key `local`, every scope). CHROMIUM_PATH overrides the browser (default /usr/bin/chromium); the
 // screenshot goes to DOCS_SCREENSHOT (default target/test-artifacts/docs-try-it-out.png).
 
 import assert from "node:assert/strict";
@@ -18,6 +19,7 @@ import { chromium } from "playwright-core";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const baseUrl = process.env.ORDERS_BASE_URL;
+const apiKey = process.env.ORDERS_API_KEY;
 const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const screenshotPath = path.resolve(
   repo,
@@ -45,6 +47,7 @@ let screenshotTaken = false;
 
 before(async () => {
   assert.ok(baseUrl, "ORDERS_BASE_URL is not set: run this through scripts/docs-browser-test");
+  assert.ok(apiKey, "ORDERS_API_KEY is not set: run this through scripts/docs-browser-test");
   try {
     accessSync(chromiumPath, constants.X_OK);
   } catch {
@@ -111,7 +114,24 @@ test("the docs page lists every operation of the spec", async () => {
   assert.deepEqual(offOriginRequests, [], "the page asked for something other than the service");
 });
 
-test("Try it out → Execute on POST /orders with the documented example creates an order", async () => {
+test("Authorize with an API key, then Try it out → Execute on POST /orders with the documented example creates an order", async () => {
+  // The key goes in through the page's Authorize dialog, as a person would enter it: the
+  // `ApiKey` scheme is HTTP bearer, so Swagger UI asks for the bare secret and sends it as
+  // `Authorization: Bearer <secret>` on the operations that require it.
+  const authorize = page.locator(".swagger-ui .auth-wrapper .btn.authorize");
+  await authorize.click();
+  const dialog = page.locator(".swagger-ui .dialog-ux .modal-ux");
+  await dialog.waitFor();
+  const scheme = dialog.locator(".auth-container").filter({ hasText: "ApiKey" });
+  await scheme.getByRole("textbox").fill(apiKey);
+  await scheme.getByRole("button", { name: "Apply credentials" }).click();
+  // Once authorized, the dialog offers to remove the key instead, and the page's button shows
+  // a closed padlock.
+  await scheme.getByRole("button", { name: "Remove authorization" }).waitFor();
+  await dialog.getByRole("button", { name: "Close", exact: true }).click();
+  await dialog.waitFor({ state: "detached" });
+  assert.match((await authorize.getAttribute("class")) ?? "", /\blocked\b/, "the Authorize button shows the key as entered");
+
   const operation = page.locator(".swagger-ui .opblock-post").filter({
     has: page.locator('.opblock-summary-path[data-path="/orders"]'),
   });
@@ -126,6 +146,7 @@ test("Try it out → Execute on POST /orders with the documented example creates
   await status.first().waitFor();
   const code = (await status.first().textContent())?.trim();
   const shown = (await operation.locator(".live-responses-table .response .response-col_description").first().textContent())?.trim();
+  const curl = (await operation.locator(".curl-command .curl, .curl-command").first().textContent())?.trim();
 
   await mkdir(path.dirname(screenshotPath), { recursive: true });
   await operation.locator(".responses-wrapper").scrollIntoViewIfNeeded();
@@ -141,12 +162,17 @@ test("Try it out → Execute on POST /orders with the documented example creates
       (shown?.includes("ORDER_TIME_CONFLICT")
         ? "The example's datetime is less than 3 hours from an order of the sample data: " +
           "the example should name a free time slot.\n"
-        : ""),
+        : "") +
+      (code === "401" ? "The key entered in the Authorize dialog was not sent, or not accepted.\n" : ""),
+  );
+  assert.ok(
+    curl?.includes(`Authorization: Bearer ${apiKey}`),
+    `the request Swagger UI sent carries the key from the Authorize dialog; its curl command: ${curl}`,
   );
   assert.match(shown ?? "", /location: \/orders\/\w+/i, "the rendered response shows the Location header");
   // The order is really there.
   const location = /location: (\/orders\/\w+)/i.exec(shown ?? "")?.[1];
-  const created = await fetch(`${baseUrl}${location}`);
+  const created = await fetch(`${baseUrl}${location}`, { headers: { Authorization: `Bearer ${apiKey}` } });
   assert.equal(created.status, 200, `GET ${location} after the create`);
   assert.deepEqual(offOriginRequests, [], "the page asked for something other than the service");
 });

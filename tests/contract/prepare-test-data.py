@@ -2,7 +2,9 @@
 
     prepare-test-data.py BASE_URL REPORT_DIR
 
-Run by tests/contract/run-against-live-server before schemathesis starts, on a fresh database:
+Run by tests/contract/run-against-live-server before schemathesis starts, on a fresh database.
+Every call is authenticated with the API key in ORDERS_API_KEY (scripts/with-server sets it to
+the key `local`, which has every scope), as `Authorization: Bearer <secret>`.
 
 - `order-page-tokens.dict`, `service-page-tokens.dict`: a `next_page_token` of each list, as this
   server issues it (page tokens are opaque, so none can be generated; see schemathesis.toml).
@@ -15,6 +17,7 @@ Only the standard library: it runs in the contract tests' virtualenv before anyt
 """
 
 import json
+import os
 import sys
 import urllib.request
 from pathlib import Path
@@ -27,6 +30,7 @@ FIXTURE_SERVICES = 57
 def call(method: str, url: str, body: object = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {API_KEY}")
     if data is not None:
         request.add_header("Content-Type", "application/json")
     # urlopen raises on any status >= 400, which ends the run before the tests start.
@@ -34,7 +38,12 @@ def call(method: str, url: str, body: object = None) -> dict:
         return json.load(response)
 
 
+API_KEY = os.environ.get("ORDERS_API_KEY", "")
+
+
 def main() -> None:
+    if not API_KEY:
+        sys.exit("prepare-test-data.py: ORDERS_API_KEY is not set; run the contract tests with scripts/contract-test")
     base_url, report_dir = sys.argv[1].rstrip("/"), Path(sys.argv[2])
 
     # Tokens of the lists as the database holds only the sample data: their first page of one.

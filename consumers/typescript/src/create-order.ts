@@ -3,8 +3,12 @@
 //
 //   node dist/create-order.js [DATETIME [SERVICE_ID...]]
 //
-// ORDERS_BASE_URL names the service (default http://127.0.0.1:8080). Exit status: 0 when the
-// order was created, 3 when its time conflicts with another order, 1 on any other failure.
+// ORDERS_BASE_URL names the service (default http://127.0.0.1:8080). ORDERS_API_KEY is the
+// secret of an API key with the scopes `orders:write` (for the create) and `orders:read` (to
+// look up a conflicting order); it is sent as `Authorization: Bearer <secret>`. Exit status: 0
+// when the order was created, 3 when its time conflicts with another order, 1 on any other
+// failure (a missing, invalid or revoked key among them: 401 UNAUTHENTICATED, or 403 FORBIDDEN
+// for a key without the scope).
 
 import { pathToFileURL } from "node:url";
 
@@ -18,8 +22,14 @@ export type Problem = components["schemas"]["Problem"];
 
 export type OrdersClient = ReturnType<typeof createOrdersClient>;
 
-export function createOrdersClient(baseUrl: string) {
-  return createClient<paths>({ baseUrl });
+/**
+ * A client for the service at `baseUrl` that authenticates every request with the API key
+ * whose secret is `apiKey` (the spec's `ApiKey` scheme: HTTP bearer). The key's scopes decide
+ * what it may do: `orders:read` for every GET, `orders:write` to create, replace or delete
+ * orders, `services:write` for the same on services.
+ */
+export function createOrdersClient(baseUrl: string, apiKey: string) {
+  return createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${apiKey}` } });
 }
 
 export type CreateOrderResult =
@@ -80,6 +90,11 @@ function isProblem(value: unknown): value is Problem {
 
 async function main(args: string[]): Promise<number> {
   const baseUrl = process.env["ORDERS_BASE_URL"] ?? "http://127.0.0.1:8080";
+  const apiKey = process.env["ORDERS_API_KEY"];
+  if (apiKey === undefined || apiKey === "") {
+    console.error("ORDERS_API_KEY is not set: give it the secret of an API key with orders:read and orders:write");
+    return 1;
+  }
   const [datetime = "2022-11-02T09:30:00+01:00", ...serviceIds] = args;
   const input: OrderInput = {
     datetime,
@@ -87,13 +102,15 @@ async function main(args: string[]): Promise<number> {
     services: (serviceIds.length > 0 ? serviceIds : ["123", "456"]).map((id) => ({ id })),
   };
 
-  const client = createOrdersClient(baseUrl);
+  const client = createOrdersClient(baseUrl, apiKey);
   const result = await createOrder(client, input);
   switch (result.outcome) {
     case "created": {
       const { order } = result;
       const services = order.services.map((service) => service.name).join(", ");
       console.log(`created order ${order.id} at ${order.datetime} for ${order.totalfee}: ${services}`);
+      // Who made the change is the server's to say: the name of the key the request came with.
+      console.log(`  created by ${order.created_by}, last updated by ${order.updated_by}`);
       console.log(`  location ${result.location ?? "-"}, etag ${result.etag ?? "-"}`);
       return 0;
     }
