@@ -123,18 +123,26 @@ async fn attempt<C: TransactionalCreate>(
         state.idempotency_retention,
     )
     .await?;
-    match claim {
-        Claim::First => {}
-        Claim::Replay(answer) => return Ok(Answer::Replayed(answer)),
-        Claim::OtherRequest => return Err(AppError::IdempotencyKeyReused),
-        Claim::InUse => return Err(AppError::IdempotencyKeyInUse),
+    // Every way out but a commit ends the transaction with a rollback that is waited for: it
+    // releases the key's lock, and a transaction merely dropped would release it only when its
+    // connection gets round to it, after this request has answered. A request with the same
+    // key sent at once after the answer would find the key still in use.
+    let refusal = match claim {
+        Claim::First => None,
+        Claim::Replay(answer) => Some(Ok(Answer::Replayed(answer))),
+        Claim::OtherRequest => Some(Err(AppError::IdempotencyKeyReused)),
+        Claim::InUse => Some(Err(AppError::IdempotencyKeyInUse)),
+    };
+    if let Some(refusal) = refusal {
+        transaction.rollback().await.map_err(StoreError::from)?;
+        return refusal;
     }
     let outcome = create.write(&transaction).await;
     // A transient failure is not an answer: the caller tries again, or gives up with a 5xx or
     // with a 409 that names no order, neither of which a replay should repeat.
     let transient = outcome.as_ref().is_err_and(AppError::is_transient);
     if transient || !decided_by_the_write(&outcome) {
-        // Dropping the transaction rolls it back; the key is free again.
+        transaction.rollback().await.map_err(StoreError::from)?;
         return outcome.map(Answer::Fresh);
     }
     let answer = render(&outcome);

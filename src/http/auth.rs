@@ -16,7 +16,9 @@ use crate::{
     domain::Scope,
 };
 
-/// The caller of a protected operation, as the edge authenticated it.
+// The caller of a protected operation, as the edge authenticated it. (A plain comment: the
+// doc comment below is the scheme's description in the spec, shown in Swagger UI's
+// Authorize dialog.)
 #[derive(SecurityScheme)]
 #[oai(
     rename = "ApiKey",
