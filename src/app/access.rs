@@ -8,7 +8,11 @@
 //!
 //! Each instance keeps the unrevoked keys in memory and reloads them every
 //! [`KEY_REFRESH_INTERVAL`], so a new key works, and a revoked one stops working, on every
-//! instance within that time. Uses are written back at most once a minute per key.
+//! instance within that time. The cache fails closed: keys last loaded more than
+//! [`KEY_MAX_AGE`] ago check nothing (every protected request is a 503 until a reload
+//! succeeds), so a revoked key cannot go on working because reloads fail or hang. Uses are
+//! written back at most once a minute per key, by a task of their own, so a write that waits
+//! on a lock never holds up the reloads.
 
 use std::{
     collections::HashMap,
@@ -16,7 +20,7 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicI64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -31,9 +35,19 @@ use crate::{
     storage::{self, StoreError, api_keys::ActiveKey},
 };
 
-/// How often each instance reloads the keys: the bound on how long a revoked key keeps
-/// working, and a new one takes to start working.
+/// How often each instance reloads the keys: about how long a revoked key keeps working, and
+/// a new one takes to start working.
 pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The oldest the loaded keys may be and still be trusted: the hard bound on how long a
+/// revoked key can keep working on an instance whose reloads fail.
+pub const KEY_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// How long one reload, or one write of uses, may take before it is given up.
+const KEY_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often uses are written back; they are kept to the minute.
+const USE_RECORD_INTERVAL: Duration = Duration::from_secs(15);
 
 const SECRET_PREFIX: &str = "ord_";
 const LOOKUP_ID_BYTES: usize = 8;
@@ -121,7 +135,7 @@ pub enum AuthError {
     Invalid,
     /// The keys could not be loaded yet (the database has been unreachable since start-up),
     /// so no credential can be checked.
-    #[error("the API keys cannot be loaded: the database cannot be reached")]
+    #[error("the API keys could not be loaded lately: the database cannot be reached")]
     KeysUnavailable,
 }
 
@@ -133,15 +147,22 @@ struct CachedKey {
     written_minute: AtomicI64,
 }
 
-/// The unrevoked keys, by lookup id.
-type KeysByLookupId = HashMap<String, Arc<CachedKey>>;
+/// The unrevoked keys, by lookup id, and when they were loaded.
+struct LoadedKeys {
+    by_lookup_id: HashMap<String, Arc<CachedKey>>,
+    loaded_at: Instant,
+}
 
 /// The cache of unrevoked keys. Cheap to clone: one shared cache.
 #[derive(Clone, Default)]
 pub struct KeyRing {
     /// `None` until the first load succeeds.
-    keys: Arc<RwLock<Option<KeysByLookupId>>>,
+    keys: Arc<RwLock<Option<LoadedKeys>>>,
 }
+
+/// What a missing key's secret is compared with, so that an unknown lookup id costs the same
+/// work as a known one.
+const NO_SECRET_HASH: [u8; 32] = [0; 32];
 
 impl KeyRing {
     /// The caller whose secret `presented` is, if it is a current key's.
@@ -150,14 +171,15 @@ impl KeyRing {
             .keys
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let keys = keys.as_ref().ok_or(AuthError::KeysUnavailable)?;
-        let key = lookup_id(presented)
-            .and_then(|lookup_id| keys.get(lookup_id))
-            .ok_or(AuthError::Invalid)?;
-        let matches: bool = hash_secret(presented).ct_eq(&key.secret_hash).into();
-        if !matches {
-            return Err(AuthError::Invalid);
-        }
+        let keys = keys
+            .as_ref()
+            .filter(|keys| keys.loaded_at.elapsed() <= KEY_MAX_AGE)
+            .ok_or(AuthError::KeysUnavailable)?;
+        let presented_hash = hash_secret(presented);
+        let key = lookup_id(presented).and_then(|lookup_id| keys.by_lookup_id.get(lookup_id));
+        let stored_hash = key.map_or(&NO_SECRET_HASH, |key| &key.secret_hash);
+        let matches: bool = presented_hash.ct_eq(stored_hash).into();
+        let key = key.filter(|_| matches).ok_or(AuthError::Invalid)?;
         key.used_minute
             .fetch_max(Utc::now().timestamp() / 60, Ordering::Relaxed);
         Ok(key.caller.clone())
@@ -170,7 +192,10 @@ impl KeyRing {
             .keys
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let previous = keys.take().unwrap_or_default();
+        let previous = keys
+            .take()
+            .map(|loaded| loaded.by_lookup_id)
+            .unwrap_or_default();
         let fresh = active
             .into_iter()
             .filter_map(|key| {
@@ -181,7 +206,10 @@ impl KeyRing {
                 Some((cached.0, Arc::new(cached.1)))
             })
             .collect();
-        *keys = Some(fresh);
+        *keys = Some(LoadedKeys {
+            by_lookup_id: fresh,
+            loaded_at: Instant::now(),
+        });
         Ok(())
     }
 
@@ -193,7 +221,7 @@ impl KeyRing {
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             keys.iter()
-                .flat_map(HashMap::values)
+                .flat_map(|loaded| loaded.by_lookup_id.values())
                 .filter_map(|key| {
                     let used = key.used_minute.load(Ordering::Relaxed);
                     (used > key.written_minute.load(Ordering::Relaxed)).then(|| (key.clone(), used))
@@ -203,6 +231,10 @@ impl KeyRing {
         if pending.is_empty() {
             return Ok(());
         }
+        // In id order, as every instance writes them, so that two instances' writes of the
+        // same keys cannot deadlock.
+        let mut pending = pending;
+        pending.sort_by_key(|(key, _)| key.caller.key_id);
         let ids: Vec<i64> = pending.iter().map(|(key, _)| key.caller.key_id).collect();
         let times: Vec<DateTime<Utc>> = pending
             .iter()
@@ -215,25 +247,67 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Keeps the cache current until the returned task is aborted: reloads the keys every
-    /// `interval`, and writes down their uses. A failed reload keeps the keys last loaded
-    /// (and says so in the log), so a database outage does not lock every caller out.
-    pub fn spawn_refresher(&self, pool: Pool, interval: Duration) -> tokio::task::JoinHandle<()> {
+    /// Keeps the cache current until the returned tasks are aborted: reloads the keys every
+    /// `interval`, and writes down their uses every few seconds. A failed reload keeps the
+    /// keys last loaded (and says so in the log) for up to [`KEY_MAX_AGE`], so a short
+    /// database outage does not lock every caller out, and a long one cannot keep a revoked
+    /// key working.
+    pub fn spawn_refresher(
+        &self,
+        pool: Pool,
+        interval: Duration,
+    ) -> [tokio::task::JoinHandle<()>; 2] {
         let ring = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                if let Err(error) = ring.refresh(&pool).await {
-                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "could not reload the API keys; keeping those loaded before");
-                }
-                if let Err(error) = ring.record_uses(&pool).await {
-                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "could not record when API keys were last used");
+        let reload_pool = pool.clone();
+        let reloads = every(interval, move || {
+            let (ring, pool) = (ring.clone(), reload_pool.clone());
+            async move {
+                match tokio::time::timeout(KEY_QUERY_TIMEOUT, ring.refresh(&pool)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::warn!(
+                        error = %crate::telemetry::error_chain(&error),
+                        "could not reload the API keys; keeping those loaded before"
+                    ),
+                    Err(_) => tracing::warn!(
+                        "reloading the API keys timed out; keeping those loaded before"
+                    ),
                 }
             }
-        })
+        });
+        let ring = self.clone();
+        // Every few reloads, and at least every USE_RECORD_INTERVAL.
+        let uses = every((interval * 4).min(USE_RECORD_INTERVAL), move || {
+            let (ring, pool) = (ring.clone(), pool.clone());
+            async move {
+                match tokio::time::timeout(KEY_QUERY_TIMEOUT, ring.record_uses(&pool)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::warn!(
+                        error = %crate::telemetry::error_chain(&error),
+                        "could not record when API keys were last used"
+                    ),
+                    Err(_) => tracing::warn!("recording when API keys were last used timed out"),
+                }
+            }
+        });
+        [reloads, uses]
     }
+}
+
+/// Runs `work` every `interval` (the first time at once) until the task is aborted; a run
+/// that takes longer than the interval delays the next.
+fn every<F, Fut>(interval: Duration, mut work: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            work().await;
+        }
+    })
 }
 
 /// A key as the cache holds it, carrying over the use counters of the entry it replaces.
@@ -274,7 +348,10 @@ mod tests {
             secret_hash: secret.hash.to_vec(),
         };
         let (lookup_id, cached) = cached_key(key, None).unwrap();
-        *ring.keys.write().unwrap() = Some(HashMap::from([(lookup_id, Arc::new(cached))]));
+        *ring.keys.write().unwrap() = Some(LoadedKeys {
+            by_lookup_id: HashMap::from([(lookup_id, Arc::new(cached))]),
+            loaded_at: Instant::now(),
+        });
         ring
     }
 
@@ -315,6 +392,21 @@ mod tests {
         ] {
             assert_eq!(ring.authenticate(wrong), Err(AuthError::Invalid), "{wrong}");
         }
+    }
+
+    #[test]
+    fn keys_loaded_too_long_ago_check_nothing() {
+        let secret = IssuedSecret::generate();
+        let ring = ring_with(&secret, vec![Scope::OrdersRead]);
+        assert!(ring.authenticate(&secret.secret).is_ok());
+
+        let stale = Instant::now() - KEY_MAX_AGE - Duration::from_millis(1);
+        ring.keys.write().unwrap().as_mut().unwrap().loaded_at = stale;
+
+        assert_eq!(
+            ring.authenticate(&secret.secret),
+            Err(AuthError::KeysUnavailable)
+        );
     }
 
     #[test]

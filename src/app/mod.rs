@@ -54,11 +54,12 @@ impl AppState {
                 "could not load the API keys; protected operations answer 503 until they are"
             );
         }
-        BackgroundWork(vec![
+        let mut tasks = Vec::from(
             self.keys
                 .spawn_refresher(self.pool.clone(), self.key_refresh_interval),
-            idempotency::spawn_purger(self),
-        ])
+        );
+        tasks.push(idempotency::spawn_purger(self));
+        BackgroundWork(tasks)
     }
 }
 
