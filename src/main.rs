@@ -119,7 +119,8 @@ async fn manage_keys(
             println!("{secret}");
         }
         KeysCommand::List => {
-            let minute = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%MZ").to_string();
+            let minute =
+                |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%MZ").to_string();
             let never = || "-".to_owned();
             let rows: Vec<[String; 5]> = keys::list(pool)
                 .await?
@@ -138,9 +139,9 @@ async fn manage_keys(
             print_table(["NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED"], &rows);
         }
         KeysCommand::Revoke { name } => match keys::revoke(pool, name).await? {
-            Revoked::Now => println!(
-                "Revoked the API key {name}: every instance refuses it within seconds."
-            ),
+            Revoked::Now => {
+                println!("Revoked the API key {name}: every instance refuses it within seconds.")
+            }
             Revoked::Already => println!("The API key {name} was revoked already."),
         },
     }

@@ -143,7 +143,10 @@ pub struct KeyRing {
 impl KeyRing {
     /// The caller whose secret `presented` is, if it is a current key's.
     pub fn authenticate(&self, presented: &str) -> Result<Caller, AuthError> {
-        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let keys = keys.as_ref().ok_or(AuthError::KeysUnavailable)?;
         let key = lookup_id(presented)
             .and_then(|lookup_id| keys.get(lookup_id))
@@ -160,7 +163,10 @@ impl KeyRing {
     /// Reloads the keys from the database, keeping what is known of their use.
     pub async fn refresh(&self, pool: &Pool) -> Result<(), StoreError> {
         let active = storage::api_keys::active(pool).await?;
-        let mut keys = self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let previous = keys.take().unwrap_or_default();
         let fresh = active
             .into_iter()
@@ -179,13 +185,15 @@ impl KeyRing {
     /// Writes down the uses seen since the last call, to the minute.
     pub async fn record_uses(&self, pool: &Pool) -> Result<(), StoreError> {
         let pending: Vec<(Arc<CachedKey>, i64)> = {
-            let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let keys = self
+                .keys
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             keys.iter()
                 .flat_map(HashMap::values)
                 .filter_map(|key| {
                     let used = key.used_minute.load(Ordering::Relaxed);
-                    (used > key.written_minute.load(Ordering::Relaxed))
-                        .then(|| (key.clone(), used))
+                    (used > key.written_minute.load(Ordering::Relaxed)).then(|| (key.clone(), used))
                 })
                 .collect()
         };

@@ -93,7 +93,8 @@ pub async fn ensure_local_key(pool: &Pool, data_dir: &Path) -> Result<LocalKey, 
     }
     let issued = IssuedSecret::generate();
     let staged = path.with_extension("new");
-    write_private_file(&staged, &issued.secret).map_err(|error| KeysError::KeyFile(staged.clone(), error))?;
+    write_private_file(&staged, &issued.secret)
+        .map_err(|error| KeysError::KeyFile(staged.clone(), error))?;
     let outcome = match existing {
         None => storage::api_keys::insert(pool, &name, &Scope::ALL, issued.stored())
             .await

@@ -181,8 +181,7 @@ async fn draft(
             .await
             .map_err(precondition.on(Resource::Order, raw_id))?;
     }
-    let conflict =
-        storage::orders::conflicting_order(client, request.scheduled_at, except).await?;
+    let conflict = storage::orders::conflicting_order(client, request.scheduled_at, except).await?;
     if conflict.is_some() {
         return Err(AppError::OrderTimeConflict {
             conflicting_order_id: conflict,

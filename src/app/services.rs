@@ -83,8 +83,8 @@ pub async fn rename(
         precondition.revisions(),
         &caller.name,
     )
-        .await
-        .map_err(precondition.on(Resource::Service, id))
+    .await
+    .map_err(precondition.on(Resource::Service, id))
 }
 
 pub async fn delete(

@@ -126,7 +126,16 @@ mod tests {
         for good in ["local", "billing-sync", "ci.2", "a", &"x".repeat(63)] {
             assert!(KeyName::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "Billing", "-lead", ".x", "a b", "naïve", "a\nb", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "Billing",
+            "-lead",
+            ".x",
+            "a b",
+            "naïve",
+            "a\nb",
+            &"x".repeat(64),
+        ] {
             assert_eq!(KeyName::parse(bad), Err(KeyNameError::Malformed), "{bad:?}");
         }
         assert_eq!(KeyName::parse("seed"), Err(KeyNameError::Reserved));

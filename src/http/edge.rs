@@ -58,7 +58,10 @@ impl RouteTable {
                 .filter(|op| !op.security.is_empty())
                 .map(|op| {
                     let operation_id = op.operation_id.unwrap_or_default();
-                    (op.method.clone(), auth::required_scope(&op.method, operation_id))
+                    (
+                        op.method.clone(),
+                        auth::required_scope(&op.method, operation_id),
+                    )
                 })
                 .collect();
             table.0.push(Route {

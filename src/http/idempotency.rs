@@ -165,7 +165,10 @@ mod tests {
     fn a_key_is_a_bare_token_or_a_quoted_string_and_both_mean_the_same() {
         assert_eq!(key("abc-123").as_deref(), Some("abc-123"));
         assert_eq!(key("\"abc-123\"").as_deref(), Some("abc-123"));
-        assert_eq!(key(r#""say \"hi\" \\ there""#).as_deref(), Some(r#"say "hi" \ there"#));
+        assert_eq!(
+            key(r#""say \"hi\" \\ there""#).as_deref(),
+            Some(r#"say "hi" \ there"#)
+        );
         assert_eq!(key(&"k".repeat(255)).map(|key| key.len()), Some(255));
         assert!(idempotency_key(None).unwrap().is_none());
     }
@@ -176,7 +179,17 @@ mod tests {
         let long = "k".repeat(256);
         let quoted_long = format!("\"{long}\"");
         for bad in [
-            "", "\"\"", "a b", "\"abc", "abc\"", "\"a\"b\"", r#""a\b""#, "é", "\t", &long, &quoted_long,
+            "",
+            "\"\"",
+            "a b",
+            "\"abc",
+            "abc\"",
+            "\"a\"b\"",
+            r#""a\b""#,
+            "é",
+            "\t",
+            &long,
+            &quoted_long,
         ] {
             assert_eq!(key(bad), None, "{bad:?}");
             assert!(!pattern.is_match(bad), "{bad:?}");

@@ -11,8 +11,8 @@ use poem_openapi::{
 use super::{
     ApiTags,
     auth::ApiKey,
-    idempotency::{Replayable, created_answer, idempotency_key, refused_answer},
     conditional::{etag, if_match, if_none_match_matches},
+    idempotency::{Replayable, created_answer, idempotency_key, refused_answer},
     input::{Body, FieldError, Fields, ReadJson, string},
     pagination::{self, PageSize, decode_service_cursor, encode_service_cursor},
     problem::documentation::{OperationError, operation_codes},
@@ -255,7 +255,12 @@ impl ServicesApi {
         /// gets the first answer again (with `Idempotent-Replayed: true`) and creates nothing.
         /// 1 to 255 printable ASCII characters, bare or as a quoted string. Keys of different
         /// API keys never meet.
-        #[oai(name = "Idempotency-Key", validator(pattern = r#"^(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}"|[\x21\x23-\x7e]{1,255})$"#))]
+        #[oai(
+            name = "Idempotency-Key",
+            validator(
+                pattern = r#"^(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}"|[\x21\x23-\x7e]{1,255})$"#
+            )
+        )]
         idempotency_key: Header<Option<String>>,
         body: Json<Body<ServiceInput>>,
     ) -> Result<Replayable<ServiceCreated>, OperationError<CreateErrors>> {

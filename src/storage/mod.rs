@@ -209,7 +209,10 @@ where
 
 /// Runs `write` again, with backoff, while it fails with an error that `is_transient` says
 /// another try can fix, up to [`WRITE_ATTEMPTS`] tries in all.
-pub async fn retry_while<T, E, F, Fut>(mut write: F, is_transient: impl Fn(&E) -> bool) -> Result<T, E>
+pub async fn retry_while<T, E, F, Fut>(
+    mut write: F,
+    is_transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,

@@ -25,8 +25,7 @@ pub struct ServiceRecord {
     pub updated_by: String,
 }
 
-const SERVICE_COLUMNS: &str =
-    "id, name, version, created_at, updated_at, created_by, updated_by";
+const SERVICE_COLUMNS: &str = "id, name, version, created_at, updated_at, created_by, updated_by";
 
 /// The unique index that keeps names distinct, ignoring case.
 const NAME_UNIQUE: &str = "services_name_unique_ci";
@@ -70,7 +69,9 @@ pub async fn insert(
              RETURNING {SERVICE_COLUMNS}"
         ))
         .await?;
-    let row = client.query_opt(&statement, &[&name.as_str(), &actor]).await?;
+    let row = client
+        .query_opt(&statement, &[&name.as_str(), &actor])
+        .await?;
     row.as_ref()
         .map(from_row)
         .ok_or(StoreError::ServiceNameTaken)
