@@ -133,11 +133,14 @@ struct CachedKey {
     written_minute: AtomicI64,
 }
 
+/// Unrevoked keys by lookup id.
+type KeysByLookupId = HashMap<String, Arc<CachedKey>>;
+
 /// The cache of unrevoked keys, by lookup id. Cheap to clone: one shared cache.
 #[derive(Clone, Default)]
 pub struct KeyRing {
     /// `None` until the first load succeeds.
-    keys: Arc<RwLock<Option<HashMap<String, Arc<CachedKey>>>>>,
+    keys: Arc<RwLock<Option<KeysByLookupId>>>,
 }
 
 impl KeyRing {

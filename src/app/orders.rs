@@ -79,6 +79,8 @@ struct NewOrder<'a> {
 impl TransactionalCreate for NewOrder<'_> {
     type Record = OrderRecord;
 
+    // Spelled out as the trait states it: the future must be `Send`.
+    #[allow(clippy::manual_async_fn)]
     fn write<'t>(
         &'t self,
         transaction: &'t deadpool_postgres::Transaction<'_>,

@@ -42,6 +42,8 @@ struct NewService<'a> {
 impl TransactionalCreate for NewService<'_> {
     type Record = ServiceRecord;
 
+    // Spelled out as the trait states it: the future must be `Send`.
+    #[allow(clippy::manual_async_fn)]
     fn write<'t>(
         &'t self,
         transaction: &'t deadpool_postgres::Transaction<'_>,

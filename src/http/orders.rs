@@ -336,6 +336,8 @@ impl OrdersApi {
     /// Orders by `datetime`, then id, a page at a time. Follow `next_page_token` until it
     /// is absent to see every order exactly once.
     #[oai(path = "/orders", method = "get", operation_id = "order_list")]
+    // Each parameter is one of the operation's, as poem-openapi takes them.
+    #[allow(clippy::too_many_arguments)]
     async fn order_list(
         &self,
         _caller: ApiKey,
