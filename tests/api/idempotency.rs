@@ -204,6 +204,7 @@ async fn concurrent_requests_with_one_key_create_exactly_one_order() {
         }
     }
     assert_eq!(fresh, 1, "one answer is the first: {answers:?}");
+    ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 1, "every 201 is for one order: {ids:?}");
     assert_eq!(orders(&app).await, 1);
@@ -679,6 +680,8 @@ async fn invalid_keys_are_refused_and_quoted_and_bare_keys_are_one() {
 async fn an_expired_answer_is_purged_and_its_key_can_be_used_again() {
     let app = spawn_app_with(|state| state.idempotency_retention = Duration::from_secs(2)).await;
     let service = app.create_service("Inspection").await;
+    // Before the record is written: it cannot be older than this.
+    let kept = Instant::now();
     let first = create_order(
         &app,
         Some("short-lived"),
@@ -696,13 +699,12 @@ async fn an_expired_answer_is_purged_and_its_key_can_be_used_again() {
     .await;
     assert_eq!(records(&app).await, 1);
 
-    let kept = Instant::now();
     eventually("the purge deletes the expired record", async || {
         records(&app).await == 0
     })
     .await;
     assert!(
-        kept.elapsed() >= Duration::from_millis(1500),
+        kept.elapsed() >= Duration::from_millis(1900),
         "not purged before it expired: {:?}",
         kept.elapsed()
     );
