@@ -1,7 +1,10 @@
 //! `Idempotency-Key` as HTTP sees it: reading the header, rendering an answer to be kept,
 //! and replaying a kept one. What is kept, and when, is `app::idempotency`'s to decide.
 
-use poem::{IntoResponse, Response, http::StatusCode};
+use poem::{
+    IntoResponse, Response,
+    http::{HeaderMap, StatusCode},
+};
 use poem_openapi::{
     ApiResponse,
     registry::{MetaResponses, Registry},
@@ -40,6 +43,17 @@ pub fn idempotency_key(header: Option<&str>) -> Result<Option<IdempotencyKey>, A
         .and_then(IdempotencyKey::parse)
         .map(Some)
         .ok_or_else(invalid_idempotency_key)
+}
+
+/// The key in `headers`' `Idempotency-Key`, or a 400 saying what a key must be. Read from the
+/// headers themselves: the operation's header parameter drops a value that is not visible
+/// ASCII as if none had been sent, and the request would be carried out without its key.
+pub fn idempotency_key_in(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| invalid_idempotency_key())?;
+    idempotency_key(Some(value))
 }
 
 /// The 400 for an `Idempotency-Key` that is not one.
@@ -171,6 +185,23 @@ mod tests {
         );
         assert_eq!(key(&"k".repeat(255)).map(|key| key.len()), Some(255));
         assert!(idempotency_key(None).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_header_value_that_is_not_ascii_is_refused_not_ignored() {
+        let mut headers = HeaderMap::new();
+        assert!(idempotency_key_in(&headers).unwrap().is_none());
+        headers.insert(
+            IDEMPOTENCY_KEY,
+            poem::http::HeaderValue::from_bytes("\u{e9}t\u{e9}".as_bytes()).unwrap(),
+        );
+        assert!(idempotency_key_in(&headers).is_err());
+        headers.insert(
+            IDEMPOTENCY_KEY,
+            poem::http::HeaderValue::from_static("\"abc\""),
+        );
+        let key = idempotency_key_in(&headers).unwrap().unwrap();
+        assert_eq!(key.as_str(), "abc");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `/orders`: create, list, view, replace and delete orders.
 
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
@@ -12,7 +12,7 @@ use super::{
     ApiTags,
     auth::ApiKey,
     conditional::{etag, if_match, if_none_match_matches},
-    idempotency::{Replayable, created_answer, idempotency_key, refused_answer},
+    idempotency::{Replayable, created_answer, idempotency_key_in, refused_answer},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
     pagination::{self, PageSize, decode_order_cursor, encode_order_cursor},
     problem::documentation::{OperationError, operation_codes},
@@ -320,10 +320,12 @@ impl OrdersApi {
                 pattern = r#"^(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}"|[\x21\x23-\x7e]{1,255})$"#
             )
         )]
-        idempotency_key: Header<Option<String>>,
+        // Documents and validates the header; the key is read by `idempotency_key_in`.
+        _idempotency_key: Header<Option<String>>,
+        request: &Request,
         body: Json<Body<OrderInput>>,
     ) -> Result<Replayable<OrderCreated>, OperationError<CreateErrors>> {
-        let key = self::idempotency_key(idempotency_key.0.as_deref())?;
+        let key = idempotency_key_in(request.headers())?;
         let answer =
             app::orders::create(&state, &caller.0, body.0.0, key.as_ref(), render_create).await?;
         Ok(Replayable::from_answer(answer, created))
@@ -334,10 +336,8 @@ impl OrdersApi {
     /// Orders by `datetime`, then id, a page at a time. Follow `next_page_token` until it
     /// is absent to see every order exactly once.
     #[oai(path = "/orders", method = "get", operation_id = "order_list")]
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "poem-openapi reads each parameter from an argument"
-    )]
+    // Each parameter is one of the operation's, as poem-openapi takes them.
+    #[allow(clippy::too_many_arguments)]
     async fn order_list(
         &self,
         _caller: ApiKey,

@@ -1,6 +1,6 @@
 //! `/services`: the services that orders book.
 
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
@@ -12,7 +12,7 @@ use super::{
     ApiTags,
     auth::ApiKey,
     conditional::{etag, if_match, if_none_match_matches},
-    idempotency::{Replayable, created_answer, idempotency_key, refused_answer},
+    idempotency::{Replayable, created_answer, idempotency_key_in, refused_answer},
     input::{Body, FieldError, Fields, ReadJson, string},
     pagination::{self, PageSize, decode_service_cursor, encode_service_cursor},
     problem::documentation::{OperationError, operation_codes},
@@ -261,10 +261,12 @@ impl ServicesApi {
                 pattern = r#"^(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}"|[\x21\x23-\x7e]{1,255})$"#
             )
         )]
-        idempotency_key: Header<Option<String>>,
+        // Documents and validates the header; the key is read by `idempotency_key_in`.
+        _idempotency_key: Header<Option<String>>,
+        request: &Request,
         body: Json<Body<ServiceInput>>,
     ) -> Result<Replayable<ServiceCreated>, OperationError<CreateErrors>> {
-        let key = self::idempotency_key(idempotency_key.0.as_deref())?;
+        let key = idempotency_key_in(request.headers())?;
         let answer =
             app::services::create(&state, &caller.0, &body.0.0, key.as_ref(), render_create)
                 .await?;

@@ -7,6 +7,7 @@ mod conditional;
 mod errors;
 mod health;
 mod helpers;
+mod idempotency;
 mod listing;
 mod migrations;
 mod openapi;
