@@ -522,3 +522,347 @@ async fn seed_with_database_url_uses_that_server_and_starts_none() {
         "migrated and seeded once, though seeded twice"
     );
 }
+
+/// `orders keys ...` against the database `url`: its exit status, stdout and stderr.
+fn keys_command(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_orders"))
+        .arg("keys")
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("ORDERS_DATA_DIR", data_dir())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The row of `keys list` for the key `name`, as its cells (`-` for a time not yet set).
+fn listed(url: &str, name: &str) -> Option<Vec<String>> {
+    let (status, stdout, stderr) = keys_command(url, &["list"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split("  ")
+        .filter(|c| !c.is_empty())
+        .collect();
+    let header: Vec<&str> = header.iter().map(|cell| cell.trim()).collect();
+    assert_eq!(
+        header,
+        ["NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED"],
+        "{stdout}"
+    );
+    lines
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .find(|cells| cells[0] == name)
+}
+
+/// A time as `keys list` shows it, to the minute.
+fn listed_minute(cell: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::NaiveDateTime::parse_from_str(cell, "%Y-%m-%d %H:%MZ")
+        .unwrap_or_else(|error| panic!("{cell:?} is a time to the minute: {error}"))
+        .and_utc()
+}
+
+fn this_minute() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    chrono::Utc::now()
+        .duration_trunc(TimeDelta::minutes(1))
+        .unwrap()
+}
+
+/// `orders serve` against the database `url`, killed when dropped; its log goes to a file.
+struct ServerOnDatabase {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl ServerOnDatabase {
+    async fn start(url: &str) -> Self {
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let log = data_dir().with_extension("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_orders"))
+            .env("DATABASE_URL", url)
+            .env("ORDERS_DATA_DIR", data_dir())
+            .env("ORDERS_BIND", address.to_string())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut server = Self {
+            child,
+            base: format!("http://{address}"),
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            let ready = reqwest::get(format!("{}/readyz", server.base)).await;
+            if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
+                return server;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60)
+                    && server.child.try_wait().unwrap().is_none(),
+                "not ready; log:\n{}",
+                server.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn get_orders(&self, secret: &str) -> StatusCode {
+        crate::helpers::http_client_with_key(secret)
+            .get(format!("{}/orders", self.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerOnDatabase {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+#[tokio::test]
+async fn keys_create_list_and_revoke_manage_the_keys_a_server_on_that_database_accepts() {
+    let database = crate::helpers::unmigrated_database().await;
+    let url = crate::helpers::connection_string(database.config());
+    let created_minute = this_minute();
+
+    let (status, stdout, stderr) = keys_command(
+        &url,
+        &[
+            "create",
+            "--name",
+            "ci-bot",
+            "--scope",
+            "orders:read",
+            "--scope",
+            "orders:write",
+        ],
+    );
+    assert_eq!(status, Some(0), "{stderr}");
+    let secret = stdout.lines().last().unwrap().to_owned();
+    assert!(secret.starts_with("ord_"), "{stdout}");
+    assert!(
+        !secret.contains(' '),
+        "the secret alone on the last line: {stdout:?}"
+    );
+    assert!(
+        !stderr.contains(&secret),
+        "the secret is not logged: {stderr}"
+    );
+    let row = listed(&url, "ci-bot").expect("ci-bot is listed");
+    assert_eq!(row[1], "orders:read,orders:write");
+    assert!(listed_minute(&row[2]) >= created_minute && listed_minute(&row[2]) <= this_minute());
+    assert_eq!(
+        (row[3].as_str(), row[4].as_str()),
+        ("-", "-"),
+        "never used, not revoked"
+    );
+    assert_eq!(
+        listed(&url, "local"),
+        None,
+        "with DATABASE_URL no local key is made"
+    );
+
+    let server = ServerOnDatabase::start(&url).await;
+    let used_minute = this_minute();
+    assert_eq!(server.get_orders(&secret).await, StatusCode::OK);
+    let write_services = crate::helpers::http_client_with_key(&secret)
+        .post(format!("{}/services", server.base))
+        .json(&json!({ "name": "Calibration" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        write_services.status(),
+        StatusCode::FORBIDDEN,
+        "not its scope"
+    );
+
+    // The refresher writes uses down every couple of seconds.
+    let started = Instant::now();
+    let row = loop {
+        let row = listed(&url, "ci-bot").unwrap();
+        if row[3] != "-" {
+            break row;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the use was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let last_used = listed_minute(&row[3]);
+    assert!(
+        last_used >= used_minute && last_used <= this_minute(),
+        "last used {last_used}, used at {used_minute}"
+    );
+    assert_eq!(row[4], "-");
+    let (_, list_out, list_err) = keys_command(&url, &["list"]);
+    assert!(
+        !list_out.contains(&secret) && !list_err.contains(&secret),
+        "list shows no secret"
+    );
+
+    let (status, stdout, stderr) = keys_command(&url, &["revoke", "ci-bot"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(stdout.contains("ci-bot"), "{stdout}");
+    let started = Instant::now();
+    while server.get_orders(&secret).await != StatusCode::UNAUTHORIZED {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still accepted after revoking"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let row = listed(&url, "ci-bot").expect("a revoked key stays listed");
+    assert!(listed_minute(&row[4]) <= this_minute(), "{row:?}");
+
+    let log = server.log_text();
+    assert!(!log.contains(&secret), "the secret is never logged:\n{log}");
+    let named = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .any(|line| {
+            line["message"] == "request served"
+                && line["status"] == 200
+                && (line["key"] == "ci-bot" || line["span"]["key"] == "ci-bot")
+        });
+    assert!(named, "the request log names the key:\n{log}");
+}
+
+#[tokio::test]
+async fn keys_refuses_bad_names_scopes_and_unknown_or_taken_names_with_status_2() {
+    let database = crate::helpers::unmigrated_database().await;
+    let url = crate::helpers::connection_string(database.config());
+    let (status, _, stderr) = keys_command(
+        &url,
+        &["create", "--name", "taken", "--scope", "orders:read"],
+    );
+    assert_eq!(status, Some(0), "{stderr}");
+
+    for (args, says) in [
+        (
+            &["create", "--name", "Bad Name", "--scope", "orders:read"][..],
+            "Bad Name",
+        ),
+        (
+            &["create", "--name", "ok", "--scope", "orders:delete"][..],
+            "orders:delete",
+        ),
+        (&["create", "--name", "ok"][..], "--scope"),
+        (
+            &["create", "--name", "taken", "--scope", "orders:write"][..],
+            "exists already",
+        ),
+        (&["revoke", "nobody"][..], "no key is named \"nobody\""),
+    ] {
+        let (status, stdout, stderr) = keys_command(&url, args);
+        assert_eq!(status, Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?}: stderr says {says:?}: {stderr}"
+        );
+        assert!(
+            !stdout.contains("ord_"),
+            "{args:?}: no secret printed: {stdout}"
+        );
+    }
+    let (_, stdout, _) = keys_command(&url, &["list"]);
+    let names: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["taken"], "nothing was created or changed");
+    let row = listed(&url, "taken").unwrap();
+    assert_eq!((row[1].as_str(), row[4].as_str()), ("orders:read", "-"));
+}
+
+#[tokio::test]
+async fn the_private_cluster_s_local_key_holds_every_scope_survives_restarts_and_is_reissued_when_lost()
+ {
+    use std::os::unix::fs::PermissionsExt;
+    let data_dir = data_dir();
+    let key_file = data_dir.join("api-key");
+    let mut first = Server::start(&data_dir).await;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only its owner can read it");
+    let created = first
+        .client
+        .service_create()
+        .body(crate::helpers::service_input("Calibration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED, "services:write");
+    let order = first
+        .client
+        .order_create()
+        .body(crate::helpers::order_input(
+            "2031-01-01T10:00:00Z",
+            5.0,
+            &[created.id.as_str()],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(order.status(), StatusCode::CREATED, "orders:write");
+    assert_eq!(order.created_by, "local");
+    assert_eq!(first.order_count().await, 4, "orders:read");
+    let original = first.secret.clone();
+    first.signal(Signal::SIGTERM);
+    first.wait(Duration::from_secs(40));
+
+    let mut second = Server::start(&data_dir).await;
+    assert_eq!(second.secret, original, "a restart reuses the secret");
+    assert_eq!(second.order_count().await, 4);
+    second.signal(Signal::SIGTERM);
+    second.wait(Duration::from_secs(40));
+
+    std::fs::remove_file(&key_file).unwrap();
+    let third = Server::start(&data_dir).await;
+    assert_ne!(third.secret, original, "a lost file means a new secret");
+    assert!(third.secret.starts_with("ord_"));
+    assert_eq!(third.order_count().await, 4, "the new secret works");
+    let old = crate::helpers::http_client_with_key(&original)
+        .get(format!("http://{}/orders", third.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        old.status(),
+        StatusCode::UNAUTHORIZED,
+        "the old secret works no more"
+    );
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(third);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -1,6 +1,7 @@
 //! Integration tests: the service over HTTP against a real PostgreSQL.
 //! One binary (modules per resource) so it links once.
 
+mod auth;
 mod cli;
 mod concurrency;
 mod conditional;
