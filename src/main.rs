@@ -114,7 +114,9 @@ async fn manage_keys(
     match command {
         KeysCommand::Create { name, scopes } => {
             let secret = keys::create(pool, name, scopes).await?;
-            let scopes: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+            let scopes: std::collections::BTreeSet<&str> =
+                scopes.iter().map(|scope| scope.as_str()).collect();
+            let scopes: Vec<&str> = scopes.into_iter().collect();
             println!(
                 "Created the API key {name} with {}. Its secret, shown only this once:",
                 scopes.join(", ")

@@ -64,8 +64,9 @@ pub enum Answer<T> {
     Replayed(StoredAnswer),
 }
 
-/// Whether an outcome is one the write decided, and so is kept for replay.
-fn decided_by_the_write<T>(outcome: &Result<T, AppError>) -> bool {
+/// Whether an outcome is one the write decided, and so is kept for replay. (The HTTP layer
+/// renders exactly these; a test keeps the two lists equal.)
+pub fn decided_by_the_write<T>(outcome: &Result<T, AppError>) -> bool {
     matches!(
         outcome,
         Ok(_)
@@ -152,8 +153,15 @@ async fn attempt<C: TransactionalCreate>(
         key.as_str(),
         &fingerprint.0,
         &answer,
+        state.idempotency_retention,
     )
-    .await?;
+    .await
+    .map_err(|error| match error {
+        StoreError::NotFound => AppError::Internal(
+            "a live idempotency record appeared for a key this request held".into(),
+        ),
+        other => other.into(),
+    })?;
     transaction.commit().await.map_err(StoreError::from)?;
     outcome.map(Answer::Fresh)
 }

@@ -64,9 +64,8 @@ pub async fn view(state: &AppState, id: &str) -> Result<ServiceRecord, AppError>
         .map_err(AppError::on(Resource::Service, id))
 }
 
-/// Renames a service. Orders that book it show the new name from now on, and their ETags
-/// change with it.
-/// Renames a service on behalf of `caller`.
+/// Renames a service on behalf of `caller`. Orders that book it show the new name from now
+/// on, and their ETags change with it.
 pub async fn rename(
     state: &AppState,
     caller: &Caller,

@@ -52,27 +52,31 @@ pub fn required_scope(method: &Method, operation_id: &str) -> Scope {
     }
 }
 
-/// The caller whose credential `request` carries, if it may use `scope`: else the 401 or
-/// 403 to answer with.
-pub fn authorize(request: &Request, keys: &KeyRing, scope: Scope) -> Result<Caller, ApiError> {
-    let caller = bearer_token(request)
+/// The caller whose credential `request` carries: else the 401 to answer with (or a 503 while
+/// no credential can be checked). Whether the caller may do what it asks is [`permit`]'s
+/// question, asked after the caller is known, so that a refusal is logged with its key.
+pub fn authenticate(request: &Request, keys: &KeyRing) -> Result<Caller, ApiError> {
+    bearer_token(request)
         .ok_or(AuthError::Missing)
         .and_then(|token| keys.authenticate(token))
         .map_err(|error| match error {
-            AuthError::KeysUnavailable => {
-                tracing::warn!(%error, "refusing a request");
-                ApiError::new(ErrorCode::DatabaseUnavailable)
-            }
+            // The key reloads log why; a line per refused request would add nothing.
+            AuthError::KeysUnavailable => ApiError::new(ErrorCode::DatabaseUnavailable),
             AuthError::Missing => ApiError::with_detail(
                 ErrorCode::Unauthenticated,
                 "send an API key as Authorization: Bearer <key>",
             ),
             AuthError::Invalid => ApiError::new(ErrorCode::Unauthenticated),
-        })?;
-    if !caller.may(scope) {
-        return Err(ApiError::forbidden(scope));
+        })
+}
+
+/// Whether `caller` may use an operation that needs `scope`: else the 403 to answer with.
+pub fn permit(caller: &Caller, scope: Scope) -> Result<(), ApiError> {
+    if caller.may(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(scope))
     }
-    Ok(caller)
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case), if the

@@ -188,13 +188,15 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 request_id.clone(),
                 async {
                     if let Some(scope) = self.routes.required_scope(&path, &method) {
-                        match auth::authorize(&request, &self.keys, scope) {
-                            Ok(caller) => {
-                                span.record("key", &*caller.name);
-                                request.extensions_mut().insert(caller);
-                            }
+                        let caller = match auth::authenticate(&request, &self.keys) {
+                            Ok(caller) => caller,
                             Err(error) => return error.into_response(),
+                        };
+                        span.record("key", &*caller.name);
+                        if let Err(error) = auth::permit(&caller, scope) {
+                            return error.into_response();
                         }
+                        request.extensions_mut().insert(caller);
                     }
                     if let Err(error) = self.check_media_type(&request) {
                         return error.into_response();

@@ -48,10 +48,15 @@ pub fn idempotency_key(header: Option<&str>) -> Result<Option<IdempotencyKey>, A
 /// The key in `headers`' `Idempotency-Key`, or a 400 saying what a key must be. Read from the
 /// headers themselves: the operation's header parameter drops a value that is not visible
 /// ASCII as if none had been sent, and the request would be carried out without its key.
+/// Two headers are refused too: a proxy that keeps the other one would see another key.
 pub fn idempotency_key_in(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(invalid_idempotency_key());
+    }
     let value = value.to_str().map_err(|_| invalid_idempotency_key())?;
     idempotency_key(Some(value))
 }
@@ -61,8 +66,8 @@ pub fn invalid_idempotency_key() -> ApiError {
     ApiError::with_detail(
         ErrorCode::InvalidParameter,
         format!(
-            "{IDEMPOTENCY_KEY}: must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters, \
-             bare (no spaces or quotes) or as a quoted string"
+            "{IDEMPOTENCY_KEY}: must be one header of 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII \
+             characters, bare (no spaces or quotes) or as a quoted string"
         ),
     )
 }
@@ -229,5 +234,19 @@ mod tests {
             assert!(key(good).is_some(), "{good:?}");
             assert!(pattern.is_match(good), "{good:?}");
         }
+    }
+
+    #[test]
+    fn a_key_sent_in_two_headers_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.append(IDEMPOTENCY_KEY, "first".parse().unwrap());
+        assert_eq!(
+            idempotency_key_in(&headers)
+                .unwrap()
+                .map(|key| key.as_str().to_owned()),
+            Some("first".to_owned())
+        );
+        headers.append(IDEMPOTENCY_KEY, "second".parse().unwrap());
+        assert!(idempotency_key_in(&headers).is_err());
     }
 }

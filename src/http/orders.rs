@@ -252,7 +252,7 @@ enum OrderDeleted {
     NoContent,
 }
 
-/// The 201 for a order just created.
+/// The 201 for an order just created.
 fn created(record: OrderRecord) -> OrderCreated {
     let location = format!("/orders/{}", record.id);
     let tag = etag(&record.revision);
@@ -310,10 +310,11 @@ impl OrdersApi {
         &self,
         caller: ApiKey,
         state: Data<&AppState>,
-        /// Makes a retry safe: a request sent again with the same key and body within 24 hours
-        /// gets the first answer again (with `Idempotent-Replayed: true`) and creates nothing.
-        /// 1 to 255 printable ASCII characters, bare or as a quoted string. Keys of different
-        /// API keys never meet.
+        /// Makes a retry safe: the same request sent again with the same key, within the
+        /// service's retention (24 hours unless its operators set another), gets the first
+        /// answer again (with `Idempotent-Replayed: true`) and creates nothing. 1 to 255
+        /// printable ASCII characters, bare or as a quoted string, in one header. Keys of
+        /// different API keys never meet.
         #[oai(
             name = "Idempotency-Key",
             validator(

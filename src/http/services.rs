@@ -251,10 +251,11 @@ impl ServicesApi {
         &self,
         caller: ApiKey,
         state: Data<&AppState>,
-        /// Makes a retry safe: a request sent again with the same key and body within 24 hours
-        /// gets the first answer again (with `Idempotent-Replayed: true`) and creates nothing.
-        /// 1 to 255 printable ASCII characters, bare or as a quoted string. Keys of different
-        /// API keys never meet.
+        /// Makes a retry safe: the same request sent again with the same key, within the
+        /// service's retention (24 hours unless its operators set another), gets the first
+        /// answer again (with `Idempotent-Replayed: true`) and creates nothing. 1 to 255
+        /// printable ASCII characters, bare or as a quoted string, in one header. Keys of
+        /// different API keys never meet.
         #[oai(
             name = "Idempotency-Key",
             validator(

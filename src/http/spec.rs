@@ -151,9 +151,14 @@ fn finish_operation(operation: &mut Value) {
 }
 
 /// Whether the response `status` of `operation_id` can be a replay: a create's success, and
-/// the refusals its write decides (see `app::idempotency`).
+/// the refusals its write decides (see `app::idempotency`): the 3-hour rule and unknown
+/// services for an order, a taken name for a service.
 fn replayable(operation_id: &str, status: &str) -> bool {
-    operation_id.ends_with("_create") && matches!(status, "201" | "409" | "422")
+    match operation_id {
+        "order_create" => matches!(status, "201" | "409" | "422"),
+        "service_create" => matches!(status, "201" | "409"),
+        _ => false,
+    }
 }
 
 /// Drops media type parameters from the keys of a `content` map.

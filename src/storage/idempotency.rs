@@ -4,11 +4,14 @@
 //! A request claims its key with a transaction-scoped advisory lock before it looks for a
 //! record, so that of two requests with one key, one works while the other is told at once
 //! that the key is in use; the lock ends with the transaction, after its record (if any) is
-//! committed and visible. The primary key backs this up: two records for one key cannot exist.
+//! committed and visible. That needs READ COMMITTED (PostgreSQL's default, which nothing here
+//! changes): the lookup is a statement of its own, whose snapshot is taken after the lock is
+//! granted. The primary key backs this up: [`record`] replaces only an expired record, and
+//! fails rather than overwrite a live one.
 
 use std::time::Duration;
 
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::{Pool, Transaction};
 
 use super::StoreError;
 
@@ -40,7 +43,7 @@ pub enum Claim {
 /// transaction `transaction` (see the module docs). A record older than `retention` counts as
 /// none: the purge may not have reached it yet.
 pub async fn claim(
-    transaction: &impl GenericClient,
+    transaction: &Transaction<'_>,
     api_key_id: i64,
     key: &str,
     fingerprint: &[u8; 32],
@@ -87,13 +90,16 @@ pub async fn claim(
 }
 
 /// Keeps `answer` as the one to the request that [`claim`]ed `key` first, in its transaction.
-/// Replaces an expired record the purge has not reached yet.
+/// Replaces an expired record (older than `retention`) the purge has not reached yet; finding
+/// a live one is a fault ([`StoreError::NotFound`] stands for "not written"), since the claim
+/// saw none.
 pub async fn record(
-    transaction: &impl GenericClient,
+    transaction: &Transaction<'_>,
     api_key_id: i64,
     key: &str,
     fingerprint: &[u8; 32],
     answer: &StoredAnswer,
+    retention: Duration,
 ) -> Result<(), StoreError> {
     let statement = transaction
         .prepare_cached(
@@ -103,11 +109,13 @@ pub async fn record(
              ON CONFLICT (api_key_id, idempotency_key) DO UPDATE
              SET fingerprint = excluded.fingerprint, status = excluded.status,
                  content_type = excluded.content_type, body = excluded.body,
-                 location = excluded.location, etag = excluded.etag, created_at = now()",
+                 location = excluded.location, etag = excluded.etag, created_at = now()
+             WHERE idempotency_records.created_at <= now() - $9 * interval '1 second'",
         )
         .await?;
     let status = i16::try_from(answer.status).unwrap_or(i16::MAX);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+    let retention = retention.as_secs_f64();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
         &api_key_id,
         &key,
         &fingerprint.as_slice(),
@@ -116,9 +124,12 @@ pub async fn record(
         &answer.body,
         &answer.location,
         &answer.etag,
+        &retention,
     ];
-    transaction.execute(&statement, &params).await?;
-    Ok(())
+    match transaction.execute(&statement, &params).await? {
+        1 => Ok(()),
+        _ => Err(StoreError::NotFound),
+    }
 }
 
 /// How many expired records one purge statement deletes: small batches keep each statement
@@ -135,6 +146,8 @@ pub async fn purge_expired(pool: &Pool, retention: Duration) -> Result<u64, Stor
                  SELECT ctid FROM idempotency_records
                  WHERE created_at <= now() - $1 * interval '1 second'
                  LIMIT $2
+                 -- Instances purge at the same time; each takes rows the others have not.
+                 FOR UPDATE SKIP LOCKED
              )",
         )
         .await?;

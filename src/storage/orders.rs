@@ -254,7 +254,7 @@ pub async fn insert(
 /// insert did, so the transaction can go on. Not retried: a transient failure (see
 /// [`StoreError::is_transient`]) is the caller's to retry, with the whole transaction.
 pub async fn insert_in(
-    transaction: &impl GenericClient,
+    transaction: &deadpool_postgres::Transaction<'_>,
     draft: &OrderDraft,
     actor: &str,
 ) -> Result<OrderRecord, StoreError> {
@@ -303,6 +303,7 @@ async fn insert_once(
         &actor,
     ];
     if savepoint == Savepoint::Around {
+        // Released with the transaction's commit; the statements after it need no other.
         client.batch_execute("SAVEPOINT order_insert").await?;
     }
     match client.query(&statement, &params).await {

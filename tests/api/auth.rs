@@ -446,6 +446,31 @@ async fn at_the_production_refresh_interval_new_keys_work_and_revoked_ones_stop_
     );
 }
 
+#[tokio::test]
+async fn a_key_made_or_revoked_through_one_instance_is_taken_up_by_every_instance_within_5_seconds()
+{
+    let production = |state: &mut orders::app::AppState| {
+        state.key_refresh_interval = KEY_REFRESH_INTERVAL;
+    };
+    let first = spawn_app_with(production).await;
+    let second = first.another_instance(production).await;
+    let third = first.another_instance(production).await;
+    let bound = Duration::from_secs(5);
+
+    // Made and revoked with the CLI's own functions, against the one database.
+    let secret = create_key(&first.pool, "shared", &[Scope::OrdersRead]).await;
+    for instance in [&first, &second, &third] {
+        time_until(instance, &secret, true, bound).await;
+    }
+    keys::revoke(&first.pool, "shared").await.unwrap();
+    let started = Instant::now();
+    for instance in [&first, &second, &third] {
+        // Each instance within 5 s of the revoke, not of the previous instance's refusal.
+        let left = bound.saturating_sub(started.elapsed());
+        time_until(instance, &secret, false, left).await;
+    }
+}
+
 async fn json_of(response: reqwest::Response, status: StatusCode) -> Value {
     let actual = response.status();
     let text = response.text().await.unwrap();

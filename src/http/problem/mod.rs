@@ -291,4 +291,35 @@ mod tests {
             assert_eq!(body["title"], code.info().title, "{code:?}");
         }
     }
+
+    /// The outcomes kept for replay (the application's list) are exactly those rendered as
+    /// decided refusals (this layer's), so a kept answer is never a stand-in 500.
+    #[test]
+    fn the_errors_kept_for_replay_are_the_ones_rendered_as_decided() {
+        let every_kind = [
+            AppError::not_found(Resource::Order, "1"),
+            AppError::InvalidServices(crate::domain::OrderDraftError::NoServices),
+            AppError::UnknownServices(vec!["9".to_owned()]),
+            AppError::OrderTimeConflict {
+                conflicting_order_id: Some(OrderId::from_db(1)),
+            },
+            AppError::ServiceNameTaken,
+            AppError::ServiceInUse,
+            AppError::PreconditionFailed,
+            AppError::IdempotencyKeyReused,
+            AppError::IdempotencyKeyInUse,
+            AppError::Unavailable("down".into()),
+            AppError::Contended("busy".into()),
+            AppError::Internal("bug".into()),
+        ];
+        for error in every_kind {
+            let outcome: Result<(), AppError> = Err(error);
+            let error = outcome.as_ref().unwrap_err();
+            assert_eq!(
+                crate::app::idempotency::decided_by_the_write(&outcome),
+                ApiError::from_decided(error).is_some(),
+                "{error:?}"
+            );
+        }
+    }
 }

@@ -136,6 +136,18 @@ impl TestApp {
         &self.client
     }
 
+    /// Another instance of the service on this app's database, as a second server behind a
+    /// load balancer would be, with its settings changed by `configure`. It has a pool of its
+    /// own, and its clients send this app's key.
+    pub async fn another_instance(&self, configure: impl FnOnce(&mut AppState)) -> TestApp {
+        let database = self
+            .database
+            .as_ref()
+            .expect("an app with a database of its own");
+        let pool = storage::connect_pool(database.config().clone(), 8);
+        spawn_app_on(pool, None, self.secret.clone(), configure).await
+    }
+
     /// Creates a key with `scopes`, waits until this app accepts it, and returns its secret.
     pub async fn create_key(&self, name: &str, scopes: &[Scope]) -> String {
         let secret = create_key(&self.pool, name, scopes).await;
