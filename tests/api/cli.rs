@@ -46,16 +46,39 @@ struct Server {
 }
 
 impl Server {
+    /// With no DATABASE_URL: the private cluster in `data_dir`, and its `local` key.
     async fn start(data_dir: &Path) -> Self {
+        let mut server = Self::spawn(data_dir, None).await;
+        let key_file = data_dir.join("api-key");
+        server.secret = std::fs::read_to_string(&key_file)
+            .unwrap_or_else(|error| panic!("read {}: {error}", key_file.display()))
+            .trim()
+            .to_owned();
+        server.client = typed_client_with_key(&server.base(), &server.secret);
+        server
+    }
+
+    /// On the database `url`, where no key is made: [`Server::client`] sends none.
+    async fn start_on_database(url: &str) -> Self {
+        Self::spawn(&data_dir(), Some(url)).await
+    }
+
+    async fn spawn(data_dir: &Path, database_url: Option<&str>) -> Self {
         let address = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
         let log = data_dir.with_extension("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_orders"))
-            .env_remove("DATABASE_URL")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
+        match database_url {
+            Some(url) => command.env("DATABASE_URL", url),
+            None => command.env_remove("DATABASE_URL"),
+        };
+        let child = command
             .env("ORDERS_DATA_DIR", data_dir)
             .env("ORDERS_BIND", address.to_string())
+            // The default level, whatever the test run's: tests read the request log lines.
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -68,13 +91,21 @@ impl Server {
             log,
         };
         server.wait_until_ready().await;
-        let key_file = data_dir.join("api-key");
-        server.secret = std::fs::read_to_string(&key_file)
-            .unwrap_or_else(|error| panic!("read {}: {error}", key_file.display()))
-            .trim()
-            .to_owned();
-        server.client = typed_client_with_key(&format!("http://{address}"), &server.secret);
         server
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The status of `GET /orders` with the key `secret`.
+    async fn get_orders(&self, secret: &str) -> StatusCode {
+        crate::helpers::http_client_with_key(secret)
+            .get(format!("{}/orders", self.base()))
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 
     async fn wait_until_ready(&mut self) {
@@ -581,72 +612,6 @@ fn this_minute() -> chrono::DateTime<chrono::Utc> {
         .unwrap()
 }
 
-/// `orders serve` against the database `url`, killed when dropped; its log goes to a file.
-struct ServerOnDatabase {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl ServerOnDatabase {
-    async fn start(url: &str) -> Self {
-        let address = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let log = data_dir().with_extension("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_orders"))
-            .env("DATABASE_URL", url)
-            .env("ORDERS_DATA_DIR", data_dir())
-            .env("ORDERS_BIND", address.to_string())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Self {
-            child,
-            base: format!("http://{address}"),
-            log,
-        };
-        let started = Instant::now();
-        loop {
-            let ready = reqwest::get(format!("{}/readyz", server.base)).await;
-            if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
-                return server;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60)
-                    && server.child.try_wait().unwrap().is_none(),
-                "not ready; log:\n{}",
-                server.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn get_orders(&self, secret: &str) -> StatusCode {
-        crate::helpers::http_client_with_key(secret)
-            .get(format!("{}/orders", self.base))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ServerOnDatabase {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 #[tokio::test]
 async fn keys_create_list_and_revoke_manage_the_keys_a_server_on_that_database_accepts() {
     let database = crate::helpers::unmigrated_database().await;
@@ -690,11 +655,11 @@ async fn keys_create_list_and_revoke_manage_the_keys_a_server_on_that_database_a
         "with DATABASE_URL no local key is made"
     );
 
-    let server = ServerOnDatabase::start(&url).await;
+    let server = Server::start_on_database(&url).await;
     let used_minute = this_minute();
     assert_eq!(server.get_orders(&secret).await, StatusCode::OK);
     let write_services = crate::helpers::http_client_with_key(&secret)
-        .post(format!("{}/services", server.base))
+        .post(format!("{}/services", server.base()))
         .json(&json!({ "name": "Calibration" }))
         .send()
         .await

@@ -168,34 +168,11 @@ async fn an_order_created_during_a_rename_shows_the_name_its_etag_stands_for() {
     };
     // Committed only once the create is seen waiting for the rename's row lock: committed
     // sooner, the create would read the new name, and the race would not have been tested.
-    let observer = app.pool.get().await.unwrap();
-    let waiting_since = std::time::Instant::now();
-    loop {
-        // On a connection of its own: inside the rename's transaction, PostgreSQL would
-        // show the same snapshot of pg_stat_activity every time.
-        let waiting: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            !create.is_finished(),
-            "its foreign key check waits for the rename"
-        );
-        assert!(
-            waiting_since.elapsed() < Duration::from_secs(10),
-            "the create was not seen waiting for the rename's lock in 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(observer);
+    app.wait_for_a_lock_waiter(
+        "the create's foreign key check waits for the rename",
+        || !create.is_finished(),
+    )
+    .await;
     rename.commit().await.unwrap();
 
     let created = create.await.unwrap().unwrap();

@@ -549,21 +549,10 @@ async fn a_key_whose_first_request_is_under_way_is_in_use() {
             Received::of(response).await
         })
     };
-    let observer = app.pool.get().await.unwrap();
-    eventually("the first request waits for the lock", async || {
-        let waiting: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        waiting > 0
+    app.wait_for_a_lock_waiter("the first request waits for the lock", || {
+        !first.is_finished()
     })
     .await;
-    drop(observer);
 
     let started = Instant::now();
     let second = create_order(&app, Some("held"), &body).await;

@@ -136,6 +136,36 @@ impl TestApp {
         &self.client
     }
 
+    /// Waits until a session on this app's database is waiting for a lock: the request under
+    /// test has reached the lock the test holds. `still_pending` is asked on every look, so
+    /// the request cannot finish unseen; fails after 10 s, saying `what` was awaited.
+    pub async fn wait_for_a_lock_waiter(&self, what: &str, still_pending: impl Fn() -> bool) {
+        // On a connection of its own: inside a transaction of the test's, PostgreSQL would
+        // show the same snapshot of pg_stat_activity every time.
+        let observer = self.pool.get().await.unwrap();
+        let started = Instant::now();
+        loop {
+            let waiting: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            assert!(still_pending(), "{what}: it finished without waiting");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{what}: not seen waiting for the lock in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Another instance of the service on this app's database, as a second server behind a
     /// load balancer would be, with its settings changed by `configure`. It has a pool of its
     /// own, and its clients send this app's key.
