@@ -23,7 +23,12 @@ async fn main() -> ExitCode {
         print!("{}", http::spec_yaml());
         return ExitCode::SUCCESS;
     }
-    telemetry::init();
+    // `keys` prints for people on stdout; its progress would only bury that on a terminal.
+    let log_level = match command {
+        Command::Keys(_) => "warn",
+        _ => "info",
+    };
+    telemetry::init(log_level);
     match run(&command, Settings::from(cli.settings)).await {
         Ok(()) => ExitCode::SUCCESS,
         // A mistake in what was asked, as clap reports its own: said plainly, exit status 2.
