@@ -64,10 +64,6 @@ impl Server {
     }
 
     async fn spawn(data_dir: &Path, database_url: Option<&str>) -> Self {
-        let address = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
         let log = data_dir.with_extension("log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
         match database_url {
@@ -76,22 +72,35 @@ impl Server {
         };
         let child = command
             .env("ORDERS_DATA_DIR", data_dir)
-            .env("ORDERS_BIND", address.to_string())
-            // The default level, whatever the test run's: tests read the request log lines.
+            // Port 0: the server binds a free port itself, so no other test can take it between
+            // choosing and binding; its log says which (see `wait_until_ready`).
+            .env("ORDERS_BIND", "127.0.0.1:0")
+            // The default level, whatever the test run's: tests read the log lines.
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        let unbound: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut server = Self {
             child,
-            address,
-            client: orders_client::Client::new(&format!("http://{address}")),
+            address: unbound,
+            client: orders_client::Client::new("http://127.0.0.1:0"),
             secret: String::new(),
             log,
         };
         server.wait_until_ready().await;
         server
+    }
+
+    /// The address from the server's `serving` log line (JSON, since the log is a file), once
+    /// it is written.
+    fn bound_address(&self) -> Option<SocketAddr> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|event| event["message"] == "serving")
+            .and_then(|event| event["address"].as_str()?.parse().ok())
     }
 
     fn base(&self) -> String {
@@ -112,9 +121,17 @@ impl Server {
         // A first start runs initdb, migrates and seeds: allow for a slow machine.
         let started = Instant::now();
         loop {
-            let ready = self.client.health_ready().send().await;
-            if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
-                return;
+            if self.address.port() == 0
+                && let Some(address) = self.bound_address()
+            {
+                self.address = address;
+                self.client = orders_client::Client::new(&self.base());
+            }
+            if self.address.port() != 0 {
+                let ready = self.client.health_ready().send().await;
+                if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
+                    return;
+                }
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
