@@ -15,6 +15,8 @@ pub enum TimestampError {
     NotRfc3339,
     #[error("must be a year between 0001 and 9999")]
     OutOfRange,
+    #[error("must not be a leap second (:60): name the instant after it, :00 of the next minute")]
+    LeapSecond,
 }
 
 impl Timestamp {
@@ -23,6 +25,12 @@ impl Timestamp {
     /// the next millisecond).
     pub fn parse(text: &str) -> Result<Self, TimestampError> {
         let parsed = DateTime::parse_from_rfc3339(text).map_err(|_| TimestampError::NotRfc3339)?;
+        // chrono takes `:60` as the last second's second half (a nanosecond count of a second
+        // or more), which would be stored and shown as :59, another instant than the one
+        // written. Leap seconds are rare enough not to be worth telling real from made up.
+        if chrono::Timelike::nanosecond(&parsed) >= 1_000_000_000 {
+            return Err(TimestampError::LeapSecond);
+        }
         let utc = parsed.with_timezone(&Utc);
         Self::from_utc(utc)
     }
@@ -51,6 +59,19 @@ impl fmt::Display for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leap_second_is_refused() {
+        assert_eq!(
+            Timestamp::parse("2016-12-31T23:59:60Z"),
+            Err(TimestampError::LeapSecond)
+        );
+        assert_eq!(
+            Timestamp::parse("2016-12-31T23:59:60.5+00:00"),
+            Err(TimestampError::LeapSecond)
+        );
+        assert!(Timestamp::parse("2016-12-31T23:59:59.999Z").is_ok());
+    }
 
     #[test]
     fn utc_input_round_trips_exactly() {

@@ -15,7 +15,10 @@ use super::{
     idempotency::{Replayable, created_answer, idempotency_key_in, refused_answer},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
     pagination::{self, PageSize, decode_order_cursor, encode_order_cursor},
-    problem::documentation::{OperationError, operation_codes},
+    problem::{
+        ApiError, ErrorCode,
+        documentation::{OperationError, operation_codes},
+    },
     schema::money_from_json,
 };
 use crate::{
@@ -349,11 +352,22 @@ impl OrdersApi {
         page_token: Query<Option<String>>,
         /// Only orders at or after this date-time.
         from: Query<Option<Timestamp>>,
-        /// Only orders strictly before this date-time.
+        /// Only orders strictly before this date-time. Not earlier than `from` (else 400).
         to: Query<Option<Timestamp>>,
         /// Only orders that book this service.
         service_id: Query<Option<String>>,
     ) -> Result<OrderListed, OperationError<ListErrors>> {
+        // An empty range is asked for with `from == to`; a reversed one is a mistake, which an
+        // empty page would hide.
+        if let (Some(from), Some(to)) = (from.0, to.0)
+            && from > to
+        {
+            return Err(ApiError::with_detail(
+                ErrorCode::InvalidParameter,
+                "from: must not be later than to",
+            )
+            .into());
+        }
         let query = OrderQuery {
             from: from.0,
             to: to.0,

@@ -92,7 +92,7 @@ impl_scalar_type!(
     "Timestamp",
     MetaSchema {
         description: Some(
-            "An RFC 3339 date-time with an offset (`Z` or `+hh:mm`). The API reads digits only to the millisecond, and writes date-times in UTC with millisecond precision and a `Z`."
+            "An RFC 3339 date-time with an offset (`Z` or `+hh:mm`), years 0001 to 9999, no leap second (`:60`). The API reads digits only to the millisecond, and writes date-times in UTC with millisecond precision and a `Z`."
         ),
         example: Some(Value::from("2022-11-01T11:11:11.111Z")),
         ..MetaSchema::new_with_format("string", "date-time")

@@ -176,3 +176,38 @@ async fn responses_forbid_sniffing_and_only_the_spec_and_docs_may_be_cached() {
     );
     assert_eq!(header(refused.headers(), "cache-control"), "no-store");
 }
+
+#[tokio::test]
+async fn a_reversed_range_and_a_leap_second_are_refused_not_guessed_at() {
+    let app = spawn_app().await;
+    let service = app.create_service("Inspection").await;
+
+    let reversed = app
+        .get("/orders?from=2023-05-02T00:00:00Z&to=2023-05-01T00:00:00Z")
+        .await;
+    let leap = app
+        .post_json_text(
+            "/orders",
+            format!(
+                r#"{{"datetime": "2016-12-31T23:59:60Z", "totalfee": 1, "services": [{{"id": "{service}"}}]}}"#
+            ),
+        )
+        .await;
+
+    let reversed = assert_problem(reversed, StatusCode::BAD_REQUEST, "INVALID_PARAMETER").await;
+    assert_eq!(reversed["detail"], "from: must not be later than to");
+    let leap = assert_problem(leap, StatusCode::BAD_REQUEST, "INVALID_BODY").await;
+    assert!(
+        leap["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("datetime: must not be a leap second"),
+        "{leap}"
+    );
+    assert_eq!(order_count(&app).await, 0, "nothing was created");
+    // An empty range is a question with an empty answer, not a mistake.
+    let empty = app
+        .get("/orders?from=2023-05-01T00:00:00Z&to=2023-05-01T00:00:00Z")
+        .await;
+    assert_eq!(empty.status(), StatusCode::OK);
+}
