@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-/// A service's name: 1 to 200 characters as sent, no control characters, not only white space;
-/// stored trimmed. The limits apply to the text as sent so that a schema (`maxLength`,
+/// A service's name: 1 to 200 characters as sent, no control characters, not only white space
+/// and invisible format characters; stored trimmed. The limits apply to the text as sent so that a schema (`maxLength`,
 /// `pattern`) can state them exactly. Uniqueness (case-insensitive) is the database's to
 /// enforce, not this type's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +13,7 @@ pub const MAX_SERVICE_NAME_CHARS: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceNameError {
-    #[error("must not be empty or only white space")]
+    #[error("must not be empty, or only white space and invisible characters")]
     Empty,
     #[error("must be at most {MAX_SERVICE_NAME_CHARS} characters")]
     TooLong,
@@ -30,7 +30,10 @@ impl ServiceName {
             return Err(ServiceNameError::TooLong);
         }
         let trimmed = text.trim();
-        if trimmed.is_empty() {
+        if trimmed
+            .chars()
+            .all(|c| c.is_whitespace() || is_invisible_format(c))
+        {
             return Err(ServiceNameError::Empty);
         }
         Ok(Self(trimmed.to_owned()))
@@ -39,6 +42,32 @@ impl ServiceName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Unicode's format characters (general category Cf) in the Basic Multilingual Plane: zero
+/// width spaces and joiners, direction marks, the soft hyphen, the byte order mark and the
+/// like, which draw nothing. A name of nothing else looks blank. (The few format characters
+/// beyond the BMP, tag characters mostly, are not counted: the spec's pattern must state the
+/// same rule to every regex engine, and ECMAScript's without the `u` flag sees only UTF-16
+/// units.)
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
 }
 
 impl fmt::Display for ServiceName {
@@ -82,6 +111,23 @@ mod tests {
             Err(ServiceNameError::Empty)
         );
         assert_eq!(ServiceName::parse(""), Err(ServiceNameError::Empty));
+        for invisible in [
+            "\u{200b}",
+            " \u{feff}\u{200d} ",
+            "\u{ad}",
+            "\u{2060}\u{202e}",
+        ] {
+            assert_eq!(
+                ServiceName::parse(invisible),
+                Err(ServiceNameError::Empty),
+                "{invisible:?}"
+            );
+        }
+        assert_eq!(
+            ServiceName::parse("Re\u{200b}pair").unwrap().as_str(),
+            "Re\u{200b}pair",
+            "a visible name may hold them"
+        );
         for name in ["Tes\nting", "\tTabbed", "Trailing\n", "Next\u{85}Line"] {
             assert_eq!(
                 ServiceName::parse(name),

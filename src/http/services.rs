@@ -77,16 +77,17 @@ impl From<ServiceRecord> for Service {
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct ServiceInput {
-    /// 1 to 200 characters, not only white space, no control characters; stored without the
-    /// white space around it. Unique, ignoring case.
+    /// 1 to 200 characters, not only white space and invisible format characters (zero-width
+    /// space, joiners, direction marks, ...), no control characters; stored without the white
+    /// space around it. Unique, ignoring case.
     // The pattern says what `ServiceName::parse` checks: no control character anywhere, and at
     // least one character that is neither a control character nor white space (the Unicode
-    // White_Space set, which `str::trim` removes). Written with \x and \u escapes only, so that
+    // White_Space set, which `str::trim` removes) nor a format character of the BMP. Written with \x and \u escapes only, so that
     // ECMA-262, Python and Rust regex engines all read it alike.
     #[oai(validator(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u206f\u3000\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f]*$"
     ))]
     pub name: String,
 }
@@ -418,6 +419,13 @@ mod tests {
             Just('\u{205f}'),
             Just('\u{3000}'),
             Just('\u{feff}'),
+            Just('\u{ad}'),
+            Just('\u{2060}'),
+            Just('\u{2064}'),
+            Just('\u{2065}'),
+            Just('\u{202a}'),
+            Just('\u{fffb}'),
+            Just('\u{e0020}'),
             proptest::char::range('a', 'z'),
             proptest::char::range('\u{c0}', '\u{2fff}'),
             any::<char>(),

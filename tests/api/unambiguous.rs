@@ -211,3 +211,35 @@ async fn a_reversed_range_and_a_leap_second_are_refused_not_guessed_at() {
         .await;
     assert_eq!(empty.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_service_name_that_looks_blank_is_refused_like_an_empty_one() {
+    let app = spawn_app().await;
+
+    for name in ["\u{200b}", " \u{feff}\u{200d} ", "\u{2060}\u{ad}"] {
+        let response = app
+            .post_json("/services", &serde_json::json!({ "name": name }))
+            .await;
+        let body = assert_problem(response, StatusCode::BAD_REQUEST, "INVALID_BODY").await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("name: must not be empty"),
+            "{name:?}: {body}"
+        );
+    }
+    let visible = app
+        .post_json(
+            "/services",
+            &serde_json::json!({ "name": "Re\u{200b}pair" }),
+        )
+        .await;
+    assert_eq!(visible.status(), StatusCode::CREATED);
+    let listed = app.client().service_list().send().await.unwrap();
+    assert_eq!(
+        listed.services.len(),
+        1,
+        "only the visible name was created"
+    );
+}
