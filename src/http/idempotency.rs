@@ -138,8 +138,30 @@ impl<R: IntoResponse> IntoResponse for Replayable<R> {
     }
 }
 
+/// A record a create makes, as its 201 shows it: the body, `Location` and `ETag`.
+pub trait Created: Clone {
+    /// The record as the API shows it.
+    type Body: ToJSON + From<Self>;
+
+    fn location(&self) -> String;
+    fn etag(&self) -> String;
+}
+
+/// A create's outcome as it is kept for replay: the 201 the operation gives for the record,
+/// or the refusal the write decided, byte for byte as they are first sent.
+pub fn render_create<R: Created>(outcome: &Result<R, AppError>) -> StoredAnswer {
+    match outcome {
+        Ok(record) => created_answer(
+            &R::Body::from(record.clone()),
+            record.location(),
+            record.etag(),
+        ),
+        Err(error) => refused_answer(error),
+    }
+}
+
 /// How a created record's answer is kept: 201 with its JSON, `Location` and `ETag`.
-pub fn created_answer(body: &impl ToJSON, location: String, etag: String) -> StoredAnswer {
+fn created_answer(body: &impl ToJSON, location: String, etag: String) -> StoredAnswer {
     StoredAnswer {
         status: 201,
         // What poem writes for a JSON body, so a replay is byte for byte the first answer.
@@ -151,7 +173,7 @@ pub fn created_answer(body: &impl ToJSON, location: String, etag: String) -> Sto
 }
 
 /// How a refusal the write decided is kept: its problem body, as it was first sent.
-pub fn refused_answer(error: &AppError) -> StoredAnswer {
+fn refused_answer(error: &AppError) -> StoredAnswer {
     let error = ApiError::from_decided(error).unwrap_or_else(|| ApiError::new(ErrorCode::Internal));
     let request_id = REQUEST_ID
         .try_with(Clone::clone)

@@ -12,7 +12,7 @@ use super::{
     ApiTags,
     auth::ApiKey,
     conditional::{etag, if_match, if_none_match_matches},
-    idempotency::{Replayable, created_answer, idempotency_key_in, refused_answer},
+    idempotency::{Created, Replayable, idempotency_key_in, render_create},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
     pagination::{self, PageSize, decode_order_cursor, encode_order_cursor},
     problem::{
@@ -23,8 +23,7 @@ use super::{
 };
 use crate::{
     app::{
-        self, AppError, AppState,
-        idempotency::StoredAnswer,
+        self, AppState,
         orders::{OrderQuery, OrderRecord, OrderRequest},
     },
     domain::{Money, Timestamp},
@@ -255,24 +254,22 @@ enum OrderDeleted {
     NoContent,
 }
 
-/// The 201 for an order just created.
-fn created(record: OrderRecord) -> OrderCreated {
-    let location = format!("/orders/{}", record.id);
-    let tag = etag(&record.revision);
-    OrderCreated::Created(Json(record.into()), location, tag)
+impl Created for OrderRecord {
+    type Body = Order;
+
+    fn location(&self) -> String {
+        format!("/orders/{}", self.id)
+    }
+
+    fn etag(&self) -> String {
+        etag(&self.revision)
+    }
 }
 
-/// A create's outcome as it is kept for replay: the same response [`created`] or the error
-/// would give.
-fn render_create(outcome: &Result<OrderRecord, AppError>) -> StoredAnswer {
-    match outcome {
-        Ok(record) => created_answer(
-            &Order::from(record.clone()),
-            format!("/orders/{}", record.id),
-            etag(&record.revision),
-        ),
-        Err(error) => refused_answer(error),
-    }
+/// The 201 for an order just created.
+fn created(record: OrderRecord) -> OrderCreated {
+    let (location, tag) = (record.location(), record.etag());
+    OrderCreated::Created(Json(record.into()), location, tag)
 }
 
 operation_codes! {

@@ -12,13 +12,13 @@ use super::{
     ApiTags,
     auth::ApiKey,
     conditional::{etag, if_match, if_none_match_matches},
-    idempotency::{Replayable, created_answer, idempotency_key_in, refused_answer},
+    idempotency::{Created, Replayable, idempotency_key_in, render_create},
     input::{Body, FieldError, Fields, ReadJson, string},
     pagination::{self, PageSize, decode_service_cursor, encode_service_cursor},
     problem::documentation::{OperationError, operation_codes},
 };
 use crate::{
-    app::{self, AppError, AppState, idempotency::StoredAnswer, services::ServiceRecord},
+    app::{self, AppState, services::ServiceRecord},
     domain::{ServiceName, Timestamp},
 };
 
@@ -197,24 +197,22 @@ enum ServiceDeleted {
     NoContent,
 }
 
-/// The 201 for a service just created.
-fn created(record: ServiceRecord) -> ServiceCreated {
-    let location = format!("/services/{}", record.id);
-    let tag = etag(&record.version);
-    ServiceCreated::Created(Json(record.into()), location, tag)
+impl Created for ServiceRecord {
+    type Body = Service;
+
+    fn location(&self) -> String {
+        format!("/services/{}", self.id)
+    }
+
+    fn etag(&self) -> String {
+        etag(&self.version)
+    }
 }
 
-/// A create's outcome as it is kept for replay: the same response [`created`] or the error
-/// would give.
-fn render_create(outcome: &Result<ServiceRecord, AppError>) -> StoredAnswer {
-    match outcome {
-        Ok(record) => created_answer(
-            &Service::from(record.clone()),
-            format!("/services/{}", record.id),
-            etag(&record.version),
-        ),
-        Err(error) => refused_answer(error),
-    }
+/// The 201 for a service just created.
+fn created(record: ServiceRecord) -> ServiceCreated {
+    let (location, tag) = (record.location(), record.etag());
+    ServiceCreated::Created(Json(record.into()), location, tag)
 }
 
 operation_codes! {
