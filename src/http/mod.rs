@@ -21,7 +21,7 @@ mod spec;
 mod unambiguous;
 mod yaml;
 
-use poem::{Endpoint, EndpointExt, Route, get, http::Method};
+use poem::{Endpoint, EndpointExt, IntoResponse, Route, get, http::Method, middleware::CatchPanic};
 use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, ServerObject, Tags};
 
 use self::{
@@ -123,5 +123,19 @@ pub fn app(state: AppState) -> impl Endpoint {
             })),
         )
         .data(state.clone())
+        // Inside the edge, so a panic's answer gets the request id and the log line too.
+        .with(CatchPanic::new().with_handler(answer_panic))
         .with(Edge::new(routes, state.keys))
+}
+
+/// What a handler's panic is answered with: a 500 like any other fault, logged with the
+/// panic's message. The process and the connection go on serving.
+fn answer_panic(panic: Box<dyn std::any::Any + Send>) -> poem::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".to_owned());
+    tracing::error!(panic = %message, "a handler panicked");
+    problem::ApiError::new(problem::ErrorCode::Internal).into_response()
 }

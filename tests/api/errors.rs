@@ -244,3 +244,41 @@ async fn a_fault_on_the_servers_side_is_a_500_problem_that_keeps_its_cause_to_it
         );
     }
 }
+
+/// A handler that panics (here: reading a row whose date no `Timestamp` can hold, which only
+/// a hand-made row can have) answers a 500 problem with the request id; the connection and
+/// the process go on serving.
+#[tokio::test]
+async fn a_panic_in_a_handler_is_a_500_problem_and_the_service_goes_on() {
+    let app = spawn_app().await;
+    let service = app.create_service("Inspection").await;
+    let client = app.pool.get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO orders (id, scheduled_at, total_fee, created_by, updated_by)
+             OVERRIDING SYSTEM VALUE VALUES (5000, '10000-01-01T00:00:00Z', 1, 'bulk', 'bulk');
+             INSERT INTO order_services (order_id, service_id, position) VALUES (5000, {service}, 1);"
+        ))
+        .await
+        .unwrap();
+
+    let panicked = app
+        .http
+        .get(app.url("/orders/5000"))
+        .header("x-request-id", "panic-test-1")
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(panicked, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL").await;
+    assert_eq!(problem["request_id"], "panic-test-1");
+
+    // The same client (and, kept alive, the same connection), then a new one: both served.
+    let after = app.get(&format!("/services/{service}")).await;
+    assert_eq!(after.status(), StatusCode::OK);
+    let fresh = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), StatusCode::OK);
+}
