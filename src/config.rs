@@ -71,6 +71,24 @@ pub struct SettingsArgs {
     /// Most database connections to hold open.
     #[arg(long, env = "ORDERS_DB_POOL_SIZE", global = true, default_value_t = 8)]
     pub db_pool_size: usize,
+    /// How long one SQL statement may run before the database cancels it (503 DATABASE_TIMEOUT).
+    #[arg(
+        long,
+        env = "ORDERS_DB_STATEMENT_TIMEOUT",
+        global = true,
+        default_value = "4s",
+        value_parser = humantime::parse_duration
+    )]
+    pub db_statement_timeout: Duration,
+    /// How long one SQL statement may wait for a lock before the database cancels it.
+    #[arg(
+        long,
+        env = "ORDERS_DB_LOCK_TIMEOUT",
+        global = true,
+        default_value = "2s",
+        value_parser = humantime::parse_duration
+    )]
+    pub db_lock_timeout: Duration,
     /// How long the first answer to a create with an Idempotency-Key is kept (e.g. 24h, 90m).
     #[arg(
         long,
@@ -118,6 +136,8 @@ pub struct Settings {
     pub bind: SocketAddr,
     pub database: DatabaseSettings,
     pub db_pool_size: usize,
+    /// What each serving session of the database may take.
+    pub session_limits: crate::storage::SessionLimits,
     pub idempotency_retention: Duration,
 }
 
@@ -135,6 +155,12 @@ impl From<SettingsArgs> for Settings {
             bind: args.bind,
             database,
             db_pool_size: args.db_pool_size.max(1),
+            // PostgreSQL reads 0 as "no limit", which these settings exist to prevent; a
+            // millisecond is the least it can state.
+            session_limits: crate::storage::SessionLimits {
+                statement_timeout: args.db_statement_timeout.max(Duration::from_millis(1)),
+                lock_timeout: args.db_lock_timeout.max(Duration::from_millis(1)),
+            },
             // Zero would make every replay impossible; a second is the least that means anything.
             idempotency_retention: args.idempotency_retention.max(Duration::from_secs(1)),
         }

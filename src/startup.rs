@@ -57,7 +57,11 @@ impl Database {
             DatabaseSettings::External(url) => {
                 let config = url.parse().map_err(StartError::BadDatabaseUrl)?;
                 Ok(Self {
-                    pool: storage::connect_pool(config, settings.db_pool_size),
+                    pool: storage::connect_serving_pool(
+                        config,
+                        settings.db_pool_size,
+                        settings.session_limits,
+                    ),
                     cluster: None,
                 })
             }
@@ -71,9 +75,10 @@ impl Database {
                     return Err(error);
                 }
                 Ok(Self {
-                    pool: storage::connect_pool(
+                    pool: storage::connect_serving_pool(
                         cluster.connection_config(EMBEDDED_DATABASE),
                         settings.db_pool_size,
+                        settings.session_limits,
                     ),
                     cluster: Some(cluster),
                 })

@@ -52,6 +52,8 @@ pub enum AppError {
     IdempotencyKeyInUse,
     #[error("the database cannot be reached")]
     Unavailable(#[source] Cause),
+    #[error("the database did not answer in time")]
+    TimedOut(#[source] Cause),
     #[error("concurrent writes kept aborting this one")]
     Contended(#[source] Cause),
     #[error("internal error")]
@@ -107,6 +109,7 @@ impl From<StoreError> for AppError {
                 Self::UnknownServices(ids.iter().map(ToString::to_string).collect())
             }
             StoreError::Unavailable(cause) => Self::Unavailable(cause),
+            StoreError::TimedOut(cause) => Self::TimedOut(cause),
             StoreError::Contention(cause) => Self::Contended(Box::new(cause)),
             StoreError::Database(cause) => Self::Internal(Box::new(cause)),
         }

@@ -36,7 +36,7 @@ impl Healthy {
 }
 
 operation_codes! {
-    ReadyErrors = [DatabaseUnavailable];
+    ReadyErrors = [DatabaseUnavailable, DatabaseTimeout];
 }
 
 /// The probes. They hold no state: readiness is handed the [`AppState`] by poem.
@@ -54,7 +54,8 @@ impl HealthApi {
 
     /// Readiness
     ///
-    /// The database answers; otherwise 503 with `Retry-After`.
+    /// The database answers; otherwise 503 with `Retry-After`: `DATABASE_UNAVAILABLE` when it
+    /// cannot be reached, `DATABASE_TIMEOUT` when it is there but does not answer in time.
     #[oai(path = "/readyz", method = "get", operation_id = "health_ready")]
     async fn health_ready(
         &self,
@@ -64,7 +65,12 @@ impl HealthApi {
             Ok(()) => Ok(Healthy::ok()),
             Err(error) => {
                 tracing::warn!(error = %error_chain(&error), "not ready");
-                Err(ApiError::new(ErrorCode::DatabaseUnavailable).into())
+                // Which it is: the database gone, or there but not answering in time.
+                let code = match error {
+                    app::AppError::TimedOut(_) => ErrorCode::DatabaseTimeout,
+                    _ => ErrorCode::DatabaseUnavailable,
+                };
+                Err(ApiError::new(code).into())
             }
         }
     }

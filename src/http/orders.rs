@@ -276,21 +276,21 @@ operation_codes! {
     CreateErrors = [
         Unauthenticated, Forbidden, IdempotencyKeyInUse, IdempotencyKeyReused, InvalidParameter,
         MalformedJson, InvalidBody, OrderTimeConflict, PayloadTooLarge, UnsupportedMediaType,
-        UnknownService, Internal, DatabaseUnavailable, Contended,
+        UnknownService, Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
     ];
     ListErrors = [
-        Unauthenticated, Forbidden, InvalidParameter, Internal, DatabaseUnavailable];
+        Unauthenticated, Forbidden, InvalidParameter, Internal, DatabaseUnavailable, DatabaseTimeout];
     ViewErrors = [
-        Unauthenticated, Forbidden, NotFound, Internal, DatabaseUnavailable];
+        Unauthenticated, Forbidden, NotFound, Internal, DatabaseUnavailable, DatabaseTimeout];
     ReplaceErrors = [
         Unauthenticated, Forbidden,
         MalformedJson, InvalidBody, InvalidParameter, NotFound, OrderTimeConflict, PreconditionFailed,
         PayloadTooLarge, UnsupportedMediaType, UnknownService, Internal, DatabaseUnavailable,
-        Contended,
+        DatabaseTimeout, Contended,
     ];
     DeleteErrors = [
         Unauthenticated, Forbidden,
-        InvalidParameter, NotFound, PreconditionFailed, Internal, DatabaseUnavailable, Contended,
+        InvalidParameter, NotFound, PreconditionFailed, Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
     ];
 }
 

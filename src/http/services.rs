@@ -219,20 +219,20 @@ operation_codes! {
     CreateErrors = [
         Unauthenticated, Forbidden, IdempotencyKeyInUse, IdempotencyKeyReused, InvalidParameter,
         MalformedJson, InvalidBody, ServiceNameTaken, PayloadTooLarge, UnsupportedMediaType,
-        Internal, DatabaseUnavailable, Contended,
+        Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
     ];
     ListErrors = [
-        Unauthenticated, Forbidden, InvalidParameter, Internal, DatabaseUnavailable];
+        Unauthenticated, Forbidden, InvalidParameter, Internal, DatabaseUnavailable, DatabaseTimeout];
     ViewErrors = [
-        Unauthenticated, Forbidden, NotFound, Internal, DatabaseUnavailable];
+        Unauthenticated, Forbidden, NotFound, Internal, DatabaseUnavailable, DatabaseTimeout];
     ReplaceErrors = [
         Unauthenticated, Forbidden,
         MalformedJson, InvalidBody, InvalidParameter, NotFound, ServiceNameTaken, PreconditionFailed,
-        PayloadTooLarge, UnsupportedMediaType, Internal, DatabaseUnavailable, Contended,
+        PayloadTooLarge, UnsupportedMediaType, Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
     ];
     DeleteErrors = [
         Unauthenticated, Forbidden,
-        InvalidParameter, NotFound, ServiceInUse, PreconditionFailed, Internal, DatabaseUnavailable, Contended,
+        InvalidParameter, NotFound, ServiceInUse, PreconditionFailed, Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
     ];
 }
 

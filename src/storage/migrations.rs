@@ -28,6 +28,11 @@ impl From<tokio_postgres::Error> for MigrationError {
 /// against an empty database can be told apart from later ones.
 pub async fn run(pool: &Pool) -> Result<usize, MigrationError> {
     let mut client = pool.get().await.map_err(StoreError::from)?;
+    // A migration may rewrite a large table or wait for a lock as long as it must: the serving
+    // session's limits are lifted for it, and restored (to the connection's own) after.
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
@@ -36,6 +41,9 @@ pub async fn run(pool: &Pool) -> Result<usize, MigrationError> {
     // the pooled connection.
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    client
+        .batch_execute("RESET statement_timeout; RESET lock_timeout")
         .await?;
     let applied = report?.applied_migrations().len();
     Ok(applied)

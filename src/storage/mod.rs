@@ -20,9 +20,48 @@ use tokio_postgres::{NoTls, error::SqlState};
 
 use crate::domain::{OrderId, ServiceId};
 
+/// How long the database lets one statement of a serving session run, and wait for a lock,
+/// before it cancels the statement: so a request held up by a long lock (a migration, a
+/// `VACUUM FULL`, an open admin transaction) is answered 503 `DATABASE_TIMEOUT` promptly,
+/// instead of hanging, and gives its connection back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    /// A lock wait of 2 s, any one statement 4 s: a request stays under about 5 s.
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(4),
+            lock_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// [`connect_pool`] for serving: each session gets `limits`, set when it connects, so no
+/// statement pays a round trip for them.
+pub fn connect_serving_pool(
+    mut config: tokio_postgres::Config,
+    max_connections: usize,
+    limits: SessionLimits,
+) -> Pool {
+    let mut options = config.get_options().unwrap_or_default().to_owned();
+    // After any the connection string sets: the last setting of a parameter wins.
+    options.push_str(&format!(
+        " -c statement_timeout={} -c lock_timeout={}",
+        limits.statement_timeout.as_millis(),
+        limits.lock_timeout.as_millis()
+    ));
+    config.options(options.trim_start());
+    connect_pool(config, max_connections)
+}
+
 /// Opens a pool of connections to the configured database. Connections are made lazily, so
 /// this succeeds even when the database is down; requests then fail with
-/// [`StoreError::Unavailable`] until it is back.
+/// [`StoreError::Unavailable`] until it is back. Its sessions have the server's own limits
+/// (none, by default): for administration and tests; serving uses [`connect_serving_pool`].
 pub fn connect_pool(config: tokio_postgres::Config, max_connections: usize) -> Pool {
     let manager = Manager::from_config(
         config,
@@ -66,6 +105,10 @@ pub enum StoreError {
     KeyNameTaken,
     #[error("the database cannot be reached")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database did not finish in time: a statement or lock wait outlasted the session's
+    /// limits, or every pooled connection stayed busy. Nothing was changed.
+    #[error("the database did not answer in time")]
+    TimedOut(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The database aborted the transaction to resolve contention (a deadlock or a
     /// serialization failure between racing writers); running it again is safe.
     #[error("the transaction was aborted by contention")]
@@ -95,6 +138,10 @@ impl From<tokio_postgres::Error> for StoreError {
         match db_error.code() {
             &SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE => {
                 Self::Contention(error)
+            }
+            // Cancelled by statement_timeout, or a lock wait by lock_timeout.
+            &SqlState::QUERY_CANCELED | &SqlState::LOCK_NOT_AVAILABLE => {
+                Self::TimedOut(Box::new(error))
             }
             code if is_unavailable(code) => Self::Unavailable(Box::new(error)),
             _ => Self::Database(error),
@@ -127,6 +174,10 @@ impl From<PoolError> for StoreError {
     fn from(error: PoolError) -> Self {
         match error {
             PoolError::Backend(error) => error.into(),
+            // Every connection stayed busy: the database is slow or locked, not gone.
+            PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                Self::TimedOut(Box::new(error))
+            }
             other => Self::Unavailable(Box::new(other)),
         }
     }

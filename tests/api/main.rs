@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod conditional;
 mod errors;
+mod faults;
 mod health;
 mod helpers;
 mod idempotency;

@@ -135,6 +135,9 @@ error_codes! {
     DatabaseUnavailable = (503, "DATABASE_UNAVAILABLE", "database-unavailable", "Database unavailable",
         "the database cannot be reached; retry after `Retry-After` seconds",
         concat!("the database cannot be reached; retry in ", retry_after_seconds!(), " seconds"));
+    DatabaseTimeout = (503, "DATABASE_TIMEOUT", "database-timeout", "Database timeout",
+        "the database did not answer in time (a lock held too long, or every connection busy); nothing changed; retry after `Retry-After` seconds",
+        concat!("the database did not answer in time; nothing was changed; retry in ", retry_after_seconds!(), " seconds"));
     Contended = (503, "CONTENDED", "contended", "Too much contention",
         "concurrent writes kept aborting this one, even after retries; nothing changed; retry after `Retry-After` seconds",
         concat!("concurrent writes to the same records kept aborting this one; nothing was changed; retry in ", retry_after_seconds!(), " seconds"));

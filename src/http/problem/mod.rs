@@ -226,6 +226,10 @@ impl From<AppError> for ApiError {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "database unavailable");
                 Self::new(ErrorCode::DatabaseUnavailable)
             }
+            AppError::TimedOut(cause) => {
+                tracing::warn!(error = %error_chain(cause.as_ref()), "database timed out");
+                Self::new(ErrorCode::DatabaseTimeout)
+            }
             AppError::Contended(cause) => {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "contention persisted across retries");
                 Self::new(ErrorCode::Contended)
@@ -309,6 +313,7 @@ mod tests {
             AppError::IdempotencyKeyReused,
             AppError::IdempotencyKeyInUse,
             AppError::Unavailable("down".into()),
+            AppError::TimedOut("slow".into()),
             AppError::Contended("busy".into()),
             AppError::Internal("bug".into()),
         ];

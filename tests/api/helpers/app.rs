@@ -62,7 +62,14 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppState)) -> TestApp {
     let database = fresh_database().await;
     let pool = storage::connect_pool(database.config().clone(), 8);
     let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
-    spawn_app_on(pool, Some(database), secret, configure).await
+    // The app's own pool has the serving limits; the test's (`TestApp::pool`) has none, so
+    // fixtures may be as large, and locks held as long, as a test needs.
+    let serving = storage::connect_serving_pool(
+        database.config().clone(),
+        8,
+        storage::SessionLimits::default(),
+    );
+    spawn_app_on(pool, serving, Some(database), secret, configure).await
 }
 
 /// Creates a key named `name` with `scopes` in the database behind `pool`; returns its secret.
@@ -100,16 +107,18 @@ pub async fn spawn_app_without_database() -> TestApp {
         .dbname("orders");
     // No key can be made or loaded: requests that need one are refused before any is checked.
     let secret = orders::app::access::IssuedSecret::generate().secret;
-    spawn_app_on(storage::connect_pool(config, 2), None, secret, |_| {}).await
+    let pool = storage::connect_pool(config, 2);
+    spawn_app_on(pool.clone(), pool, None, secret, |_| {}).await
 }
 
 async fn spawn_app_on(
     pool: Pool,
+    serving: Pool,
     database: Option<TestDatabase>,
     secret: String,
     configure: impl FnOnce(&mut AppState),
 ) -> TestApp {
-    let mut state = AppState::new(pool.clone());
+    let mut state = AppState::new(serving);
     state.key_refresh_interval = TEST_KEY_REFRESH;
     configure(&mut state);
     let keys = state.keys.clone();
@@ -175,7 +184,12 @@ impl TestApp {
             .as_ref()
             .expect("an app with a database of its own");
         let pool = storage::connect_pool(database.config().clone(), 8);
-        spawn_app_on(pool, None, self.secret.clone(), configure).await
+        let serving = storage::connect_serving_pool(
+            database.config().clone(),
+            8,
+            storage::SessionLimits::default(),
+        );
+        spawn_app_on(pool, serving, None, self.secret.clone(), configure).await
     }
 
     /// Creates a key with `scopes`, waits until this app accepts it, and returns its secret.
