@@ -56,9 +56,7 @@ pub async fn create(
     render: impl Fn(&Result<OrderRecord, AppError>) -> StoredAnswer + Sync,
 ) -> Result<Answer<OrderRecord>, AppError> {
     let Some(key) = idempotency_key else {
-        let client = state.pool.get().await.map_err(StoreError::from)?;
-        let draft = draft(&client, request, None).await?;
-        drop(client);
+        let draft = draft_from_pool(state, request, None).await?;
         let order = storage::orders::insert(&state.pool, &draft, &caller.name).await?;
         return Ok(Answer::Fresh(order));
     };
@@ -121,9 +119,7 @@ pub async fn replace(
     request: OrderRequest,
 ) -> Result<OrderRecord, AppError> {
     let order = OrderId::parse(id).ok_or_else(|| precondition.missing(Resource::Order, id))?;
-    let client = state.pool.get().await.map_err(StoreError::from)?;
-    let draft = draft(&client, request, Some((order, id, &precondition))).await?;
-    drop(client);
+    let draft = draft_from_pool(state, request, Some((order, id, &precondition))).await?;
     storage::orders::replace(
         &state.pool,
         order,
@@ -163,16 +159,55 @@ async fn draft(
     request: OrderRequest,
     replacing: Option<(OrderId, &str, &Precondition<OrderRevision>)>,
 ) -> Result<OrderDraft, AppError> {
+    match parsed_draft(&request)? {
+        Some(draft) => Ok(draft),
+        None => refuse_unparseable(client, request, replacing).await,
+    }
+}
+
+/// [`draft`], with a connection from the pool only when the answer needs the database: the
+/// usual request, whose ids are all ids, needs none.
+async fn draft_from_pool(
+    state: &AppState,
+    request: OrderRequest,
+    replacing: Option<(OrderId, &str, &Precondition<OrderRevision>)>,
+) -> Result<OrderDraft, AppError> {
+    if let Some(draft) = parsed_draft(&request)? {
+        return Ok(draft);
+    }
+    let client = state.pool.get().await.map_err(StoreError::from)?;
+    refuse_unparseable(&client, request, replacing).await
+}
+
+/// The draft, when every service id in `request` is an id (`None` when one is not), or the
+/// rule of its own the list of services breaks.
+fn parsed_draft(request: &OrderRequest) -> Result<Option<OrderDraft>, AppError> {
     OrderDraft::check_services(&request.service_ids).map_err(AppError::InvalidServices)?;
     let service_ids: Vec<ServiceId> = request
         .service_ids
         .iter()
         .filter_map(|id| ServiceId::parse(id))
         .collect();
-    if service_ids.len() == request.service_ids.len() {
-        return OrderDraft::new(request.scheduled_at, request.total_fee, service_ids)
-            .map_err(AppError::InvalidServices);
+    if service_ids.len() < request.service_ids.len() {
+        return Ok(None);
     }
+    OrderDraft::new(request.scheduled_at, request.total_fee, service_ids)
+        .map(Some)
+        .map_err(AppError::InvalidServices)
+}
+
+/// Why a request naming a service id that is no id at all is refused (always an error),
+/// asked in the order the write would have met the answers (see [`draft`]).
+async fn refuse_unparseable(
+    client: &impl GenericClient,
+    request: OrderRequest,
+    replacing: Option<(OrderId, &str, &Precondition<OrderRevision>)>,
+) -> Result<OrderDraft, AppError> {
+    let service_ids: Vec<ServiceId> = request
+        .service_ids
+        .iter()
+        .filter_map(|id| ServiceId::parse(id))
+        .collect();
     let except = replacing.map(|(order, _, _)| order);
     if let Some((order, raw_id, precondition)) = replacing {
         storage::orders::check_revision(client, order, precondition.revisions())
