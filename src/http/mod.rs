@@ -7,6 +7,7 @@
 //! ([`crate::app`]), and map the outcome. No SQL here, and no decisions.
 
 mod auth;
+mod compression;
 mod conditional;
 pub mod edge;
 mod health;
@@ -25,6 +26,7 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Route, get, http::Method, middle
 use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, ServerObject, Tags};
 
 use self::{
+    compression::ResponseCompression,
     edge::{Edge, RouteTable},
     health::HealthApi,
     orders::OrdersApi,
@@ -126,6 +128,8 @@ pub fn app(state: AppState) -> impl Endpoint {
         // Inside the edge, so a panic's answer gets the request id and the log line too.
         .with(CatchPanic::new().with_handler(answer_panic))
         .with(Edge::new(routes, state.keys))
+        // Outside the edge, so it compresses its answers too, problems included.
+        .with(ResponseCompression)
 }
 
 /// What a handler's panic is answered with: a 500 like any other fault, logged with the

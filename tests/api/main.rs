@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod compression;
 mod concurrency;
 mod conditional;
 mod errors;
@@ -10,6 +11,7 @@ mod faults;
 mod health;
 mod helpers;
 mod idempotency;
+mod instances;
 mod listing;
 mod migrations;
 mod openapi;

@@ -1,0 +1,121 @@
+//! Large answers go out gzipped when the client takes gzip, and nothing else changes.
+
+use std::io::Read;
+
+use flate2::read::GzDecoder;
+use reqwest::{StatusCode, header};
+use serde_json::Value;
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// GETs `path` saying `accept_encoding`, and returns the answer's headers and its body as sent.
+async fn get_encoded(
+    app: &TestApp,
+    path: &str,
+    accept_encoding: &str,
+) -> (header::HeaderMap, Vec<u8>) {
+    let response = app
+        .http
+        .get(app.url(path))
+        .header(header::ACCEPT_ENCODING, accept_encoding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    let headers = response.headers().clone();
+    (headers, response.bytes().await.unwrap().to_vec())
+}
+
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::new();
+    GzDecoder::new(body)
+        .read_to_end(&mut plain)
+        .expect("a gzip stream");
+    plain
+}
+
+fn varies_on_accept_encoding(headers: &header::HeaderMap) -> bool {
+    headers.get_all(header::VARY).iter().any(|value| {
+        value
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("accept-encoding")
+    })
+}
+
+#[tokio::test]
+async fn the_docs_page_and_a_long_list_are_gzipped_for_a_client_that_takes_gzip() {
+    let app = spawn_app().await;
+    let service = app.create_service("Inspection").await;
+    for day in 1..=28 {
+        app.create_order(&format!("2022-12-{day:02}T00:00:00Z"), 1.0, &[&service])
+            .await;
+    }
+
+    for path in ["/docs", "/orders?page_size=100", "/openapi.json"] {
+        let (plain_headers, plain) = get_encoded(&app, path, "identity").await;
+        let (headers, sent) = get_encoded(&app, path, "br;q=1.0, gzip;q=0.8").await;
+
+        assert_eq!(plain_headers.get(header::CONTENT_ENCODING), None, "{path}");
+        assert_eq!(headers[header::CONTENT_ENCODING], "gzip", "{path}");
+        assert!(varies_on_accept_encoding(&headers), "{path}");
+        assert!(varies_on_accept_encoding(&plain_headers), "{path}");
+        assert!(
+            sent.len() * 3 < plain.len(),
+            "{path}: {} bytes gzipped from {}",
+            sent.len(),
+            plain.len()
+        );
+        assert_eq!(gunzip(&sent), plain, "{path}: the same document");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_refuses_gzip_or_does_not_name_it_gets_the_plain_body() {
+    let app = spawn_app().await;
+    let (plain_headers, plain) = get_encoded(&app, "/docs", "identity").await;
+    assert!(plain.len() > 100_000, "the docs page is large");
+    assert!(varies_on_accept_encoding(&plain_headers));
+
+    for accept_encoding in ["gzip;q=0", "*, gzip;q=0", "br, deflate", "*;q=0"] {
+        let (headers, sent) = get_encoded(&app, "/docs", accept_encoding).await;
+        assert_eq!(
+            headers.get(header::CONTENT_ENCODING),
+            None,
+            "{accept_encoding}"
+        );
+        assert_eq!(sent, plain, "{accept_encoding}");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_under_an_etag_or_a_small_one_is_sent_as_it_is() {
+    let app = spawn_app().await;
+    let service = app.create_service("Inspection").await;
+    // Long enough to be worth compressing, but it carries a strong ETag.
+    let services: Vec<String> = {
+        let mut ids = vec![service];
+        for index in 0..40 {
+            ids.push(app.create_service(&format!("Service number {index}")).await);
+        }
+        ids
+    };
+    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+    let order = app.create_order("2022-12-01T00:00:00Z", 1.0, &names).await;
+
+    let path = format!("/orders/{}", order.id);
+    let (headers, sent) = get_encoded(&app, &path, "gzip").await;
+    assert!(headers.contains_key(header::ETAG));
+    assert!(sent.len() > 1024, "the order is {} bytes", sent.len());
+    assert_eq!(headers.get(header::CONTENT_ENCODING), None);
+    let order: Value = serde_json::from_slice(&sent).expect("plain JSON");
+    assert_eq!(order["services"].as_array().unwrap().len(), 41);
+
+    let (headers, _) = get_encoded(&app, "/healthz", "gzip").await;
+    assert_eq!(
+        headers.get(header::CONTENT_ENCODING),
+        None,
+        "a small answer"
+    );
+}
