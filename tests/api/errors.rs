@@ -282,3 +282,76 @@ async fn a_panic_in_a_handler_is_a_500_problem_and_the_service_goes_on() {
         .unwrap();
     assert_eq!(fresh.status(), StatusCode::OK);
 }
+
+/// Sends `request` as raw bytes on a connection of its own and reads until the server closes it.
+async fn exchange_raw(app: &crate::helpers::TestApp, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes the connection")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A request the HTTP library cannot parse never reaches the service's code, so it is answered
+/// by the library itself: a status line, no body, and the connection closed. The README lists
+/// these; this test notices if any of them changes.
+#[tokio::test]
+async fn requests_the_http_library_cannot_parse_get_its_bare_status_and_a_closed_connection() {
+    let app = spawn_app().await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let many_headers = format!(
+        "GET /orders HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..120)
+            .map(|i| format!("X-{i}: 1\r\n"))
+            .collect::<String>()
+    );
+    let huge_header = format!(
+        "GET /orders HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(500_000)
+    );
+    let cases = [
+        (long_uri.as_str(), "414 URI Too Long"),
+        (&many_headers, "431 Request Header Fields Too Large"),
+        (&huge_header, "431 Request Header Fields Too Large"),
+        ("GARBAGE\r\n\r\n", "400 Bad Request"),
+        (
+            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            "400 Bad Request",
+        ),
+        (
+            "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef",
+            "400 Bad Request",
+        ),
+    ];
+    for (request, status) in cases {
+        let answer = exchange_raw(&app, request.as_bytes()).await;
+        let what = &request[..request.len().min(40)];
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{what:?}: {answer}"
+        );
+        let lower = answer.to_ascii_lowercase();
+        assert!(
+            lower.contains("content-length: 0\r\n"),
+            "{what:?}: {answer}"
+        );
+        assert!(
+            lower.contains("connection: close\r\n"),
+            "{what:?}: {answer}"
+        );
+        assert!(answer.ends_with("\r\n\r\n"), "{what:?}: no body: {answer}");
+    }
+    assert_eq!(
+        app.get("/orders").await.status(),
+        StatusCode::OK,
+        "the service goes on"
+    );
+}
