@@ -13,6 +13,7 @@ mod health;
 mod idempotency;
 mod input;
 mod orders;
+mod overload;
 mod pagination;
 pub mod problem;
 mod schema;
@@ -125,7 +126,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .data(state.clone())
         // Inside the edge, so a panic's answer gets the request id and the log line too.
         .with(CatchPanic::new().with_handler(answer_panic))
-        .with(Edge::new(routes, state.keys))
+        .with(Edge::new(routes, state.keys, state.max_in_flight))
 }
 
 /// What a handler's panic is answered with: a 500 like any other fault, logged with the
