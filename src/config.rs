@@ -1,10 +1,19 @@
 //! Settings, read once at start-up from flags or the environment (see `.env.example`).
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::domain::{KeyName, Scope};
+use crate::domain::{KeyName, MAX_RATE_PER_SECOND, RateLimit, Scope};
+
+/// Reads a request rate or burst: a whole number from 1 to [`MAX_RATE_PER_SECOND`].
+fn parse_rate(text: &str) -> Result<NonZeroU32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|rate| (1..=MAX_RATE_PER_SECOND).contains(rate))
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| format!("must be a whole number from 1 to {MAX_RATE_PER_SECOND}"))
+}
 
 /// The orders service: an HTTP API for orders and the services they book.
 #[derive(Debug, Parser)]
@@ -42,8 +51,17 @@ pub enum KeysCommand {
         /// A scope the key holds: orders:read, orders:write or services:write. Repeat for more.
         #[arg(long = "scope", required = true)]
         scopes: Vec<Scope>,
+        /// The key's own rate limit, in requests a second on each instance; it replaces the
+        /// instance's --rate-limit for this key. Unset: the instance's limit applies, if any.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<NonZeroU32>,
+        /// How many requests the key may send at once after a quiet spell (the bucket's size).
+        /// Unset: one second's worth, as --rate.
+        #[arg(long, value_parser = parse_rate, requires = "rate")]
+        burst: Option<NonZeroU32>,
     },
-    /// List the keys: name, scopes, created, last used (to the minute) and revoked. Never secrets.
+    /// List the keys: name, scopes, created, last used (to the minute), revoked, and the key's
+    /// own rate limit (`-`: the instance's applies). Never secrets.
     List,
     /// Revoke a key: every instance refuses it within seconds. It stays listed, and its name taken.
     Revoke {
@@ -98,6 +116,23 @@ pub struct SettingsArgs {
         value_parser = humantime::parse_duration
     )]
     pub idempotency_retention: Duration,
+    /// The rate limit of every API key that has none of its own, in requests a second on each
+    /// instance (429 RATE_LIMITED past it). Unset: such keys are not limited.
+    #[arg(long, env = "ORDERS_RATE_LIMIT", global = true, value_parser = parse_rate)]
+    pub rate_limit: Option<NonZeroU32>,
+    /// How many requests such a key may send at once after a quiet spell. Unset: one second's
+    /// worth, as --rate-limit.
+    #[arg(long, env = "ORDERS_RATE_LIMIT_BURST", global = true, value_parser = parse_rate)]
+    pub rate_limit_burst: Option<NonZeroU32>,
+    /// The most requests worked on at once; past it, 503 OVERLOADED at once rather than a queue.
+    /// /healthz, /readyz and /metrics are not counted.
+    #[arg(
+        long,
+        env = "ORDERS_MAX_IN_FLIGHT",
+        global = true,
+        default_value_t = crate::app::DEFAULT_MAX_IN_FLIGHT
+    )]
+    pub max_in_flight: usize,
 }
 
 /// Where the data lives.
@@ -139,6 +174,9 @@ pub struct Settings {
     /// What each serving session of the database may take.
     pub session_limits: crate::storage::SessionLimits,
     pub idempotency_retention: Duration,
+    /// The rate limit of keys without one of their own; none: they are not limited.
+    pub rate_limit: Option<RateLimit>,
+    pub max_in_flight: usize,
 }
 
 impl From<SettingsArgs> for Settings {
@@ -163,6 +201,57 @@ impl From<SettingsArgs> for Settings {
             },
             // Zero would make every replay impossible; a second is the least that means anything.
             idempotency_retention: args.idempotency_retention.max(Duration::from_secs(1)),
+            rate_limit: args
+                .rate_limit
+                .map(|per_second| RateLimit::new(per_second, args.rate_limit_burst)),
+            // Zero would refuse everything but the probes.
+            max_in_flight: args.max_in_flight.max(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Settings, clap::Error> {
+        let args = std::iter::once("orders").chain(args.iter().copied());
+        Cli::try_parse_from(args).map(|cli| Settings::from(cli.settings))
+    }
+
+    #[test]
+    fn no_rate_limit_unless_configured_and_a_burst_of_one_second_s_worth() {
+        // Unless the environment running the tests configures one.
+        if std::env::var_os("ORDERS_RATE_LIMIT").is_none() {
+            assert_eq!(settings(&[]).unwrap().rate_limit, None);
+        }
+        let five = NonZeroU32::new(5).unwrap();
+        assert_eq!(
+            settings(&["--rate-limit", "5"]).unwrap().rate_limit,
+            Some(RateLimit::new(five, None))
+        );
+        let limited = settings(&["--rate-limit", "5", "--rate-limit-burst", "9"]).unwrap();
+        assert_eq!(
+            limited.rate_limit,
+            Some(RateLimit::new(five, NonZeroU32::new(9)))
+        );
+        for refused in ["0", "-1", "1000001", "x"] {
+            assert!(settings(&["--rate-limit", refused]).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn requests_in_flight_are_capped_at_256_unless_configured() {
+        if std::env::var_os("ORDERS_MAX_IN_FLIGHT").is_none() {
+            assert_eq!(settings(&[]).unwrap().max_in_flight, 256);
+        }
+        assert_eq!(
+            settings(&["--max-in-flight", "2"]).unwrap().max_in_flight,
+            2
+        );
+        assert_eq!(
+            settings(&["--max-in-flight", "0"]).unwrap().max_in_flight,
+            1
+        );
     }
 }

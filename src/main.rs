@@ -6,9 +6,11 @@ use clap::Parser;
 use orders::{
     app::{
         AppState,
+        access::KeyRing,
         keys::{self, KeysError, LocalKey},
     },
     config::{Cli, Command, DatabaseSettings, KeysCommand, Settings},
+    domain::RateLimit,
     http::{self, problem::error_chain},
     startup::{Application, Database, StartError, shutdown_signal},
     storage::{self, api_keys::Revoked, migrations},
@@ -80,6 +82,8 @@ async fn run_with(
         let shutdown = shutdown_signal().map_err(StartError::Signals)?;
         let mut state = AppState::new(database.pool.clone());
         state.idempotency_retention = settings.idempotency_retention;
+        state.keys = KeyRing::with_default_rate(settings.rate_limit);
+        state.max_in_flight = settings.max_in_flight;
         let app = Application::build(settings.bind, state).await?;
         app.run_until(shutdown).await.map_err(StartError::Serve)?;
     }
@@ -117,13 +121,20 @@ async fn manage_keys(
     pool: &deadpool_postgres::Pool,
 ) -> Result<(), StartError> {
     match command {
-        KeysCommand::Create { name, scopes } => {
-            let secret = keys::create(pool, name, scopes).await?;
+        KeysCommand::Create {
+            name,
+            scopes,
+            rate,
+            burst,
+        } => {
+            let rate = rate.map(|per_second| RateLimit::new(per_second, *burst));
+            let secret = keys::create_with_rate(pool, name, scopes, rate).await?;
             let scopes: std::collections::BTreeSet<&str> =
                 scopes.iter().map(|scope| scope.as_str()).collect();
             let scopes: Vec<&str> = scopes.into_iter().collect();
+            let limited = rate.map_or_else(String::new, |rate| format!(", limited to {rate}"));
             println!(
-                "Created the API key {name} with {}. Its secret, shown only this once:",
+                "Created the API key {name} with {}{limited}. Its secret, shown only this once:",
                 scopes.join(", ")
             );
             println!("{secret}");
@@ -132,7 +143,7 @@ async fn manage_keys(
             let minute =
                 |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%MZ").to_string();
             let never = || "-".to_owned();
-            let rows: Vec<[String; 5]> = keys::list(pool)
+            let rows: Vec<[String; 6]> = keys::list(pool)
                 .await?
                 .into_iter()
                 .map(|key| {
@@ -143,10 +154,16 @@ async fn manage_keys(
                         minute(key.created_at),
                         key.last_used_at.map_or_else(never, minute),
                         key.revoked_at.map_or_else(never, minute),
+                        key.rate.map_or_else(never, |rate| {
+                            format!("{}/s,burst={}", rate.per_second, rate.burst)
+                        }),
                     ]
                 })
                 .collect();
-            print_table(["NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED"], &rows);
+            print_table(
+                ["NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED", "RATE"],
+                &rows,
+            );
         }
         KeysCommand::Revoke { name } => match keys::revoke(pool, name).await? {
             Revoked::Now => {

@@ -13,6 +13,9 @@
 //! succeeds), so a revoked key cannot go on working because reloads fail or hang. Uses are
 //! written back at most once a minute per key, by a task of their own, so a write that waits
 //! on a lock never holds up the reloads.
+//!
+//! Each loaded key also holds its rate limit's bucket (see [`super::rate_limit`]): the key's
+//! own limit, else the ring's default, else none.
 
 use std::{
     collections::HashMap,
@@ -30,8 +33,9 @@ use rand::{TryRngCore, rngs::OsRng};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::rate_limit::{KeyLimiter, RateLimited};
 use crate::{
-    domain::Scope,
+    domain::{RateLimit, Scope},
     storage::{self, StoreError, api_keys::ActiveKey},
 };
 
@@ -113,9 +117,23 @@ pub struct Caller {
     /// The key's name: what the log and `created_by`/`updated_by` show.
     pub name: Arc<str>,
     scopes: Vec<Scope>,
+    /// The key's bucket, shared with the cache; none when no limit applies to it.
+    limiter: Option<Arc<KeyLimiter>>,
 }
 
 impl Caller {
+    /// Takes a token from the key's bucket for one request; refused when it is empty.
+    pub fn check_rate(&self) -> Result<(), RateLimited> {
+        self.limiter
+            .as_ref()
+            .map_or(Ok(()), |limiter| limiter.check())
+    }
+
+    /// The limit that applies to the key, if any.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.limiter.as_ref().map(|limiter| limiter.limit())
+    }
+
     pub fn may(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
@@ -158,6 +176,8 @@ struct LoadedKeys {
 pub struct KeyRing {
     /// `None` until the first load succeeds.
     keys: Arc<RwLock<Option<LoadedKeys>>>,
+    /// The limit of keys that have none of their own; none: such keys are not limited.
+    default_rate: Option<RateLimit>,
 }
 
 /// What a missing key's secret is compared with, so that an unknown lookup id costs the same
@@ -165,6 +185,14 @@ pub struct KeyRing {
 const NO_SECRET_HASH: [u8; 32] = [0; 32];
 
 impl KeyRing {
+    /// An empty cache whose keys without a limit of their own get `default_rate`.
+    pub fn with_default_rate(default_rate: Option<RateLimit>) -> Self {
+        Self {
+            keys: Arc::default(),
+            default_rate,
+        }
+    }
+
     /// The caller whose secret `presented` is, if it is a current key's.
     pub fn authenticate(&self, presented: &str) -> Result<Caller, AuthError> {
         let keys = self
@@ -202,7 +230,7 @@ impl KeyRing {
                 let known = previous.get(&key.lookup_id).filter(|known| {
                     known.caller.key_id == key.id && known.secret_hash[..] == key.secret_hash[..]
                 });
-                let cached = cached_key(key, known.map(Arc::as_ref))?;
+                let cached = cached_key(key, known.map(Arc::as_ref), self.default_rate)?;
                 Some((cached.0, Arc::new(cached.1)))
             })
             .collect();
@@ -310,14 +338,25 @@ where
     })
 }
 
-/// A key as the cache holds it, carrying over the use counters of the entry it replaces.
-fn cached_key(key: ActiveKey, known: Option<&CachedKey>) -> Option<(String, CachedKey)> {
+/// A key as the cache holds it, carrying over the use counters of the entry it replaces, and
+/// its bucket while its limit (its own, else `default_rate`) stays the same.
+fn cached_key(
+    key: ActiveKey,
+    known: Option<&CachedKey>,
+    default_rate: Option<RateLimit>,
+) -> Option<(String, CachedKey)> {
     let secret_hash: [u8; 32] = key.secret_hash.as_slice().try_into().ok()?;
     let (used, written) = known.map_or((0, 0), |known| {
         (
             known.used_minute.load(Ordering::Relaxed),
             known.written_minute.load(Ordering::Relaxed),
         )
+    });
+    let limiter = key.rate.or(default_rate).map(|limit| {
+        known
+            .and_then(|known| known.caller.limiter.clone())
+            .filter(|limiter| limiter.limit() == limit)
+            .unwrap_or_else(|| Arc::new(KeyLimiter::new(limit)))
     });
     Some((
         key.lookup_id,
@@ -326,6 +365,7 @@ fn cached_key(key: ActiveKey, known: Option<&CachedKey>) -> Option<(String, Cach
                 key_id: key.id,
                 name: key.name.into(),
                 scopes: key.scopes,
+                limiter,
             },
             secret_hash,
             used_minute: AtomicI64::new(used),
@@ -338,16 +378,27 @@ fn cached_key(key: ActiveKey, known: Option<&CachedKey>) -> Option<(String, Cach
 mod tests {
     use super::*;
 
-    fn ring_with(secret: &IssuedSecret, scopes: Vec<Scope>) -> KeyRing {
-        let ring = KeyRing::default();
-        let key = ActiveKey {
+    fn active_key(secret: &IssuedSecret, scopes: Vec<Scope>, rate: Option<RateLimit>) -> ActiveKey {
+        ActiveKey {
             id: 7,
             name: "billing".to_owned(),
             scopes,
+            rate,
             lookup_id: secret.lookup_id.clone(),
             secret_hash: secret.hash.to_vec(),
-        };
-        let (lookup_id, cached) = cached_key(key, None).unwrap();
+        }
+    }
+
+    fn limit(per_second: u32, burst: u32) -> RateLimit {
+        RateLimit::new(
+            std::num::NonZeroU32::new(per_second).unwrap(),
+            std::num::NonZeroU32::new(burst),
+        )
+    }
+
+    fn ring_with(secret: &IssuedSecret, scopes: Vec<Scope>) -> KeyRing {
+        let ring = KeyRing::default();
+        let (lookup_id, cached) = cached_key(active_key(secret, scopes, None), None, None).unwrap();
         *ring.keys.write().unwrap() = Some(LoadedKeys {
             by_lookup_id: HashMap::from([(lookup_id, Arc::new(cached))]),
             loaded_at: Instant::now(),
@@ -415,6 +466,49 @@ mod tests {
         assert_eq!(
             ring.authenticate(&IssuedSecret::generate().secret),
             Err(AuthError::KeysUnavailable)
+        );
+    }
+
+    #[test]
+    fn a_key_s_own_limit_wins_over_the_default_and_no_limit_is_none() {
+        let secret = IssuedSecret::generate();
+        let cached = |own, default| {
+            let key = active_key(&secret, vec![Scope::OrdersRead], own);
+            cached_key(key, None, default)
+                .unwrap()
+                .1
+                .caller
+                .rate_limit()
+        };
+        assert_eq!(cached(None, None), None);
+        assert_eq!(cached(None, Some(limit(5, 5))), Some(limit(5, 5)));
+        assert_eq!(
+            cached(Some(limit(1, 2)), Some(limit(5, 5))),
+            Some(limit(1, 2))
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_a_key_s_bucket_unless_its_limit_changed() {
+        let secret = IssuedSecret::generate();
+        let key = |rate| active_key(&secret, vec![Scope::OrdersRead], Some(rate));
+        let (_, first) = cached_key(key(limit(1, 2)), None, None).unwrap();
+        first.caller.check_rate().unwrap();
+        first.caller.check_rate().unwrap();
+        assert!(first.caller.check_rate().is_err(), "the burst is used up");
+
+        let (_, reloaded) = cached_key(key(limit(1, 2)), Some(&first), None).unwrap();
+        assert!(
+            reloaded.caller.check_rate().is_err(),
+            "a reload does not refill the bucket"
+        );
+
+        let (_, changed) = cached_key(key(limit(1, 3)), Some(&reloaded), None).unwrap();
+        assert_eq!(changed.caller.rate_limit(), Some(limit(1, 3)));
+        assert_eq!(
+            changed.caller.check_rate(),
+            Ok(()),
+            "a new limit starts with a full bucket"
         );
     }
 }

@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 
 use super::access::{IssuedSecret, hash_secret};
 use crate::{
-    domain::{KeyName, LOCAL_KEY_NAME, Scope},
+    domain::{KeyName, LOCAL_KEY_NAME, RateLimit, Scope},
     storage::{
         self, StoreError,
         api_keys::{KeyRecord, Revoked},
@@ -30,13 +30,25 @@ pub enum KeysError {
     Store(#[from] StoreError),
 }
 
-/// Creates a key with `scopes` and returns its secret: the only time anyone sees it.
+/// Creates a key with `scopes` and returns its secret: the only time anyone sees it. The
+/// instance's default rate limit, if any, applies to it.
 pub async fn create(pool: &Pool, name: &KeyName, scopes: &[Scope]) -> Result<String, KeysError> {
+    create_with_rate(pool, name, scopes, None).await
+}
+
+/// Like [`create`], with the key's own rate limit when `rate` is given: it then applies
+/// instead of the instance's default.
+pub async fn create_with_rate(
+    pool: &Pool,
+    name: &KeyName,
+    scopes: &[Scope],
+    rate: Option<RateLimit>,
+) -> Result<String, KeysError> {
     let mut scopes = scopes.to_vec();
     scopes.sort();
     scopes.dedup();
     let issued = IssuedSecret::generate();
-    match storage::api_keys::insert(pool, name, &scopes, issued.stored()).await {
+    match storage::api_keys::insert(pool, name, &scopes, rate, issued.stored()).await {
         Ok(()) => Ok(issued.secret),
         Err(StoreError::KeyNameTaken) => Err(KeysError::NameTaken(name.to_string())),
         Err(error) => Err(error.into()),
@@ -96,7 +108,7 @@ pub async fn ensure_local_key(pool: &Pool, data_dir: &Path) -> Result<LocalKey, 
     write_private_file(&staged, &issued.secret)
         .map_err(|error| KeysError::KeyFile(staged.clone(), error))?;
     let outcome = match existing {
-        None => storage::api_keys::insert(pool, &name, &Scope::ALL, issued.stored())
+        None => storage::api_keys::insert(pool, &name, &Scope::ALL, None, issued.stored())
             .await
             .map(|()| LocalKey::Created),
         Some(_) => storage::api_keys::replace_secret(pool, &name, issued.stored())

@@ -12,6 +12,7 @@ mod error;
 pub mod idempotency;
 pub mod keys;
 pub mod orders;
+pub mod rate_limit;
 pub mod services;
 
 use std::time::Duration;
@@ -32,7 +33,15 @@ pub struct AppState {
     pub key_refresh_interval: Duration,
     /// How long the first answer to an idempotent create is kept.
     pub idempotency_retention: Duration,
+    /// The most requests this instance works on at once; past it, requests are refused at
+    /// once rather than queued (probes excepted).
+    pub max_in_flight: usize,
 }
+
+/// The most requests an instance works on at once, unless configured otherwise: enough for
+/// bursts of many clients (each request is short), and few enough that their buffered bodies
+/// (64 KiB at most each) take little memory.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 impl AppState {
     pub fn new(pool: Pool) -> Self {
@@ -41,6 +50,7 @@ impl AppState {
             keys: KeyRing::default(),
             key_refresh_interval: access::KEY_REFRESH_INTERVAL,
             idempotency_retention: DEFAULT_RETENTION,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 

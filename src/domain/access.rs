@@ -1,6 +1,7 @@
-//! Who may call the API: the scopes a key can hold and the names keys go by.
+//! Who may call the API: the scopes a key can hold, the names keys go by, and how often a key
+//! may call.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, num::NonZeroU32, str::FromStr};
 
 /// What a key may do. A key holds one or more; each operation needs exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,6 +109,43 @@ impl FromStr for KeyName {
     }
 }
 
+/// How often one key may call: on average `per_second` requests a second, and up to `burst`
+/// at once after a quiet spell (a token bucket of `burst` tokens, refilled at `per_second`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// The most requests a second a limit may name: far more than one instance serves, and small
+/// enough to be stored as a PostgreSQL `integer`.
+pub const MAX_RATE_PER_SECOND: u32 = 1_000_000;
+
+impl RateLimit {
+    /// A limit of `per_second`, with bursts of `burst` (by default one second's worth).
+    pub fn new(per_second: NonZeroU32, burst: Option<NonZeroU32>) -> Self {
+        Self {
+            per_second,
+            burst: burst.unwrap_or(per_second),
+        }
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let requests = if self.per_second.get() == 1 {
+            "request"
+        } else {
+            "requests"
+        };
+        write!(
+            f,
+            "{} {requests} a second, in bursts of up to {}",
+            self.per_second, self.burst
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +177,23 @@ mod tests {
             assert_eq!(KeyName::parse(bad), Err(KeyNameError::Malformed), "{bad:?}");
         }
         assert_eq!(KeyName::parse("seed"), Err(KeyNameError::Reserved));
+    }
+
+    #[test]
+    fn a_rate_limit_bursts_one_second_s_worth_unless_told_otherwise() {
+        let five = NonZeroU32::new(5).unwrap();
+        let twelve = NonZeroU32::new(12).unwrap();
+        assert_eq!(RateLimit::new(five, None).burst, five);
+        let limit = RateLimit::new(five, Some(twelve));
+        assert_eq!(limit.burst, twelve);
+        assert_eq!(
+            limit.to_string(),
+            "5 requests a second, in bursts of up to 12"
+        );
+        let one = NonZeroU32::new(1).unwrap();
+        assert_eq!(
+            RateLimit::new(one, None).to_string(),
+            "1 request a second, in bursts of up to 1"
+        );
     }
 }

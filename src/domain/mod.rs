@@ -10,7 +10,10 @@ mod order;
 mod service_name;
 mod timestamp;
 
-pub use access::{KeyName, KeyNameError, LOCAL_KEY_NAME, SEED_ACTOR, Scope, UnknownScope};
+pub use access::{
+    KeyName, KeyNameError, LOCAL_KEY_NAME, MAX_RATE_PER_SECOND, RateLimit, SEED_ACTOR, Scope,
+    UnknownScope,
+};
 pub use ids::{OrderId, ServiceId};
 pub use money::{Money, MoneyError};
 pub use order::{MAX_SERVICES_PER_ORDER, OrderDraft, OrderDraftError};

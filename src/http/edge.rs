@@ -3,6 +3,7 @@
 //! It gives each request an id (the caller's `X-Request-Id`, or a new one), authenticates the
 //! caller of a protected operation and checks its scope (see [`super::auth`]), enforces the
 //! body size limit and the body's media type, puts conditional headers in the form handlers read,
+//! refuses what is over the instance's or the key's bounds (see [`super::overload`]),
 //! runs the request inside a tracing span, turns every error the framework raises (bad JSON,
 //! wrong content type, unknown route, wrong method) into the API's problem+json, adds
 //! `X-Request-Id` to every response, and logs each request once.
@@ -25,6 +26,7 @@ use crate::{app::access::KeyRing, domain::Scope};
 use super::{
     auth,
     input::FIELD_ERROR_MARKER,
+    overload::{self, InFlightLimit},
     problem::{ApiError, ErrorCode, MAX_BODY_BYTES, REQUEST_ID, error_chain},
     unambiguous,
 };
@@ -137,13 +139,17 @@ fn segments(path: &str) -> Vec<String> {
 pub struct Edge {
     routes: Arc<RouteTable>,
     keys: KeyRing,
+    in_flight: InFlightLimit,
 }
 
 impl Edge {
-    pub fn new(routes: RouteTable, keys: KeyRing) -> Self {
+    /// The edge for `routes`, checking callers against `keys`, working on at most
+    /// `max_in_flight` requests at once.
+    pub fn new(routes: RouteTable, keys: KeyRing, max_in_flight: usize) -> Self {
         Self {
             routes: Arc::new(routes),
             keys,
+            in_flight: InFlightLimit::new(max_in_flight),
         }
     }
 }
@@ -156,6 +162,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
             inner,
             routes: self.routes.clone(),
             keys: self.keys.clone(),
+            in_flight: self.in_flight.clone(),
         }
     }
 }
@@ -164,6 +171,7 @@ pub struct EdgeEndpoint<E> {
     inner: E,
     routes: Arc<RouteTable>,
     keys: KeyRing,
+    in_flight: InFlightLimit,
 }
 
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
@@ -187,13 +195,20 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             .scope(
                 request_id.clone(),
                 async {
+                    // Held until the answer is produced, at the end of this block.
+                    let _place = match self.in_flight.admit(&path) {
+                        Ok(place) => place,
+                        Err(error) => return error.into_response(),
+                    };
                     if let Some(scope) = self.routes.required_scope(&path, &method) {
                         let caller = match auth::authenticate(&request, &self.keys) {
                             Ok(caller) => caller,
                             Err(error) => return error.into_response(),
                         };
                         span.record("key", &*caller.name);
-                        if let Err(error) = auth::permit(&caller, scope) {
+                        if let Err(error) = auth::permit(&caller, scope)
+                            .and_then(|()| overload::check_rate(&caller))
+                        {
                             return error.into_response();
                         }
                         request.extensions_mut().insert(caller);

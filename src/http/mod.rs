@@ -14,6 +14,7 @@ mod health;
 mod idempotency;
 mod input;
 mod orders;
+mod overload;
 mod pagination;
 pub mod problem;
 mod schema;
@@ -127,7 +128,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .data(state.clone())
         // Inside the edge, so a panic's answer gets the request id and the log line too.
         .with(CatchPanic::new().with_handler(answer_panic))
-        .with(Edge::new(routes, state.keys))
+        .with(Edge::new(routes, state.keys, state.max_in_flight))
         // Outside the edge, so it compresses its answers too, problems included.
         .with(ResponseCompression)
 }

@@ -274,23 +274,23 @@ fn created(record: OrderRecord) -> OrderCreated {
 
 operation_codes! {
     CreateErrors = [
-        Unauthenticated, Forbidden, IdempotencyKeyInUse, IdempotencyKeyReused, InvalidParameter,
+        Unauthenticated, Forbidden, RateLimited, IdempotencyKeyInUse, IdempotencyKeyReused, InvalidParameter,
         MalformedJson, InvalidBody, OrderTimeConflict, PayloadTooLarge, UnsupportedMediaType,
-        UnknownService, Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
+        UnknownService, Internal, DatabaseUnavailable, DatabaseTimeout, Contended, Overloaded,
     ];
     ListErrors = [
-        Unauthenticated, Forbidden, InvalidParameter, Internal, DatabaseUnavailable, DatabaseTimeout];
+        Unauthenticated, Forbidden, RateLimited, InvalidParameter, Internal, DatabaseUnavailable, DatabaseTimeout, Overloaded];
     ViewErrors = [
-        Unauthenticated, Forbidden, NotFound, Internal, DatabaseUnavailable, DatabaseTimeout];
+        Unauthenticated, Forbidden, RateLimited, NotFound, Internal, DatabaseUnavailable, DatabaseTimeout, Overloaded];
     ReplaceErrors = [
-        Unauthenticated, Forbidden,
+        Unauthenticated, Forbidden, RateLimited,
         MalformedJson, InvalidBody, InvalidParameter, NotFound, OrderTimeConflict, PreconditionFailed,
         PayloadTooLarge, UnsupportedMediaType, UnknownService, Internal, DatabaseUnavailable,
-        DatabaseTimeout, Contended,
+        DatabaseTimeout, Contended, Overloaded,
     ];
     DeleteErrors = [
-        Unauthenticated, Forbidden,
-        InvalidParameter, NotFound, PreconditionFailed, Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
+        Unauthenticated, Forbidden, RateLimited,
+        InvalidParameter, NotFound, PreconditionFailed, Internal, DatabaseUnavailable, DatabaseTimeout, Contended, Overloaded,
     ];
 }
 

@@ -217,22 +217,22 @@ fn created(record: ServiceRecord) -> ServiceCreated {
 
 operation_codes! {
     CreateErrors = [
-        Unauthenticated, Forbidden, IdempotencyKeyInUse, IdempotencyKeyReused, InvalidParameter,
+        Unauthenticated, Forbidden, RateLimited, IdempotencyKeyInUse, IdempotencyKeyReused, InvalidParameter,
         MalformedJson, InvalidBody, ServiceNameTaken, PayloadTooLarge, UnsupportedMediaType,
-        Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
+        Internal, DatabaseUnavailable, DatabaseTimeout, Contended, Overloaded,
     ];
     ListErrors = [
-        Unauthenticated, Forbidden, InvalidParameter, Internal, DatabaseUnavailable, DatabaseTimeout];
+        Unauthenticated, Forbidden, RateLimited, InvalidParameter, Internal, DatabaseUnavailable, DatabaseTimeout, Overloaded];
     ViewErrors = [
-        Unauthenticated, Forbidden, NotFound, Internal, DatabaseUnavailable, DatabaseTimeout];
+        Unauthenticated, Forbidden, RateLimited, NotFound, Internal, DatabaseUnavailable, DatabaseTimeout, Overloaded];
     ReplaceErrors = [
-        Unauthenticated, Forbidden,
+        Unauthenticated, Forbidden, RateLimited,
         MalformedJson, InvalidBody, InvalidParameter, NotFound, ServiceNameTaken, PreconditionFailed,
-        PayloadTooLarge, UnsupportedMediaType, Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
+        PayloadTooLarge, UnsupportedMediaType, Internal, DatabaseUnavailable, DatabaseTimeout, Contended, Overloaded,
     ];
     DeleteErrors = [
-        Unauthenticated, Forbidden,
-        InvalidParameter, NotFound, ServiceInUse, PreconditionFailed, Internal, DatabaseUnavailable, DatabaseTimeout, Contended,
+        Unauthenticated, Forbidden, RateLimited,
+        InvalidParameter, NotFound, ServiceInUse, PreconditionFailed, Internal, DatabaseUnavailable, DatabaseTimeout, Contended, Overloaded,
     ];
 }
 

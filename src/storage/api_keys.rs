@@ -5,7 +5,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
 use super::StoreError;
-use crate::domain::{KeyName, Scope};
+use crate::domain::{KeyName, RateLimit, Scope};
 
 /// The unique constraint on key names (revoked keys included).
 const NAME_UNIQUE: &str = "api_keys_name_key";
@@ -15,6 +15,8 @@ const NAME_UNIQUE: &str = "api_keys_name_key";
 pub struct KeyRecord {
     pub name: String,
     pub scopes: Vec<Scope>,
+    /// The key's own rate limit; none when the instance's default applies.
+    pub rate: Option<RateLimit>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -26,6 +28,8 @@ pub struct ActiveKey {
     pub id: i64,
     pub name: String,
     pub scopes: Vec<Scope>,
+    /// The key's own rate limit; none when the instance's default applies.
+    pub rate: Option<RateLimit>,
     pub lookup_id: String,
     pub secret_hash: Vec<u8>,
 }
@@ -44,29 +48,56 @@ fn scopes_from_row(row: &Row) -> Vec<Scope> {
         .collect()
 }
 
+fn rate_from_row(row: &Row) -> Option<RateLimit> {
+    // The table's CHECKs admit only positive values, both or neither.
+    let positive = |column: &str| {
+        row.get::<_, Option<i32>>(column)
+            .and_then(|value| u32::try_from(value).ok())
+            .and_then(std::num::NonZeroU32::new)
+    };
+    Some(RateLimit::new(
+        positive("rate_per_second")?,
+        Some(positive("rate_burst")?),
+    ))
+}
+
+/// A limit as the table's two `integer` columns hold it (both NULL for none).
+fn rate_columns(rate: Option<RateLimit>) -> (Option<i32>, Option<i32>) {
+    let column = |value: std::num::NonZeroU32| i32::try_from(value.get()).unwrap_or(i32::MAX);
+    match rate {
+        Some(rate) => (Some(column(rate.per_second)), Some(column(rate.burst))),
+        None => (None, None),
+    }
+}
+
 fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
     scopes.iter().map(|scope| scope.as_str()).collect()
 }
 
-/// Adds a key. Refused with [`StoreError::KeyNameTaken`] when any key, revoked or not, has
-/// the name.
+/// Adds a key, with its own rate limit or none. Refused with [`StoreError::KeyNameTaken`]
+/// when any key, revoked or not, has the name.
 pub async fn insert(
     pool: &Pool,
     name: &KeyName,
     scopes: &[Scope],
+    rate: Option<RateLimit>,
     secret: StoredSecret<'_>,
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
-            "INSERT INTO api_keys (name, scopes, lookup_id, secret_hash) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_keys (name, scopes, lookup_id, secret_hash, rate_per_second, rate_burst)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+    let (per_second, burst) = rate_columns(rate);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
         &name.as_str(),
         &scope_names(scopes),
         &secret.lookup_id,
         &secret.hash.as_slice(),
+        &per_second,
+        &burst,
     ];
     match client.execute(&statement, &params).await {
         Ok(_) => Ok(()),
@@ -109,7 +140,8 @@ pub async fn list(pool: &Pool) -> Result<Vec<KeyRecord>, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
-            "SELECT name, scopes, created_at, last_used_at, revoked_at FROM api_keys ORDER BY name",
+            "SELECT name, scopes, rate_per_second, rate_burst, created_at, last_used_at, revoked_at
+             FROM api_keys ORDER BY name",
         )
         .await?;
     let rows = client.query(&statement, &[]).await?;
@@ -118,6 +150,7 @@ pub async fn list(pool: &Pool) -> Result<Vec<KeyRecord>, StoreError> {
         .map(|row| KeyRecord {
             name: row.get("name"),
             scopes: scopes_from_row(row),
+            rate: rate_from_row(row),
             created_at: row.get("created_at"),
             last_used_at: row.get("last_used_at"),
             revoked_at: row.get("revoked_at"),
@@ -159,7 +192,8 @@ pub async fn active(pool: &Pool) -> Result<Vec<ActiveKey>, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
-            "SELECT id, name, scopes, lookup_id, secret_hash FROM api_keys WHERE revoked_at IS NULL",
+            "SELECT id, name, scopes, rate_per_second, rate_burst, lookup_id, secret_hash
+             FROM api_keys WHERE revoked_at IS NULL",
         )
         .await?;
     let rows = client.query(&statement, &[]).await?;
@@ -169,6 +203,7 @@ pub async fn active(pool: &Pool) -> Result<Vec<ActiveKey>, StoreError> {
             id: row.get("id"),
             name: row.get("name"),
             scopes: scopes_from_row(row),
+            rate: rate_from_row(row),
             lookup_id: row.get("lookup_id"),
             secret_hash: row.get("secret_hash"),
         })

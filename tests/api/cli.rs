@@ -601,7 +601,7 @@ fn listed(url: &str, name: &str) -> Option<Vec<String>> {
     let header: Vec<&str> = header.iter().map(|cell| cell.trim()).collect();
     assert_eq!(
         header,
-        ["NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED"],
+        ["NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED", "RATE"],
         "{stdout}"
     );
     lines
@@ -737,6 +737,73 @@ async fn keys_create_list_and_revoke_manage_the_keys_a_server_on_that_database_a
                 && (line["key"] == "ci-bot" || line["span"]["key"] == "ci-bot")
         });
     assert!(named, "the request log names the key:\n{log}");
+}
+
+#[tokio::test]
+async fn keys_create_with_a_rate_lists_it_and_a_server_holds_the_key_to_it() {
+    let database = crate::helpers::unmigrated_database().await;
+    let url = crate::helpers::connection_string(database.config());
+
+    let (status, stdout, stderr) = keys_command(
+        &url,
+        &[
+            "create",
+            "--name",
+            "metered",
+            "--scope",
+            "orders:read",
+            "--rate",
+            "1",
+            "--burst",
+            "2",
+        ],
+    );
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("limited to 1 request a second, in bursts of up to 2"),
+        "{stdout}"
+    );
+    let secret = stdout.lines().last().unwrap().to_owned();
+    let (status, _, stderr) = keys_command(
+        &url,
+        &["create", "--name", "free", "--scope", "orders:read"],
+    );
+    assert_eq!(status, Some(0), "{stderr}");
+    assert_eq!(listed(&url, "metered").unwrap()[5], "1/s,burst=2");
+    assert_eq!(
+        listed(&url, "free").unwrap()[5],
+        "-",
+        "no limit of its own: the instance's applies"
+    );
+    for (args, complaint) in [
+        (&["--rate", "0"][..], "whole number"),
+        (&["--rate", "many"][..], "whole number"),
+        (&["--burst", "3"][..], "--rate"),
+    ] {
+        let mut create = vec!["create", "--name", "refused", "--scope", "orders:read"];
+        create.extend_from_slice(args);
+        let (status, _, stderr) = keys_command(&url, &create);
+        assert_eq!(status, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(complaint), "{args:?}: {stderr}");
+    }
+    assert_eq!(listed(&url, "refused"), None, "nothing was created");
+
+    let server = Server::start_on_database(&url).await;
+    let started = Instant::now();
+    let mut served = 0;
+    let refused = loop {
+        let status = server.get_orders(&secret).await;
+        if status != StatusCode::OK {
+            break status;
+        }
+        served += 1;
+        assert!(served <= 10, "the key's limit was not applied");
+    };
+    assert_eq!(refused, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        (2..=2 + started.elapsed().as_secs() + 1).contains(&served),
+        "served {served} of a burst of 2"
+    );
 }
 
 #[tokio::test]

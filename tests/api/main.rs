@@ -16,6 +16,7 @@ mod listing;
 mod migrations;
 mod openapi;
 mod orders;
+mod overload;
 mod scale;
 mod seed;
 mod services;

@@ -23,12 +23,21 @@ macro_rules! retry_after_seconds {
         5
     };
 }
+macro_rules! overloaded_retry_after_seconds {
+    () => {
+        1
+    };
+}
 
 /// Bodies larger than this are refused with 413 before they are parsed.
 pub const MAX_BODY_BYTES: usize = max_body_bytes!();
 
 /// How long a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECONDS: u32 = retry_after_seconds!();
+
+/// How long a client should wait before retrying a request refused because the instance had
+/// too many in flight: requests are short, so a second frees many places.
+pub const OVERLOADED_RETRY_AFTER_SECONDS: u32 = overloaded_retry_after_seconds!();
 
 /// How long a client should wait before retrying a request whose `Idempotency-Key` is in use:
 /// about as long as a create takes, so the retry meets the first request's answer.
@@ -129,6 +138,9 @@ error_codes! {
     IdempotencyKeyReused = (422, "IDEMPOTENCY_KEY_REUSED", "idempotency-key-reused", "Idempotency key reused",
         "the `Idempotency-Key` was sent before with a different request; nothing changed; send a new key with a new request",
         "this Idempotency-Key was sent before with a different request; nothing was changed; use a new key for a new request");
+    RateLimited = (429, "RATE_LIMITED", "rate-limited", "Rate limited",
+        "the API key sent more requests than its rate limit allows; nothing changed; `detail` names the limit; retry after `Retry-After` seconds",
+        "the API key sent more requests than its rate limit allows; nothing was changed; retry after Retry-After seconds");
     Internal = (500, "INTERNAL", "internal", "Internal server error",
         "a fault on the server's side, never a client's mistake; the log has the cause, keyed by `request_id`",
         "the server failed to handle the request; quote the request_id when reporting it");
@@ -141,6 +153,9 @@ error_codes! {
     Contended = (503, "CONTENDED", "contended", "Too much contention",
         "concurrent writes kept aborting this one, even after retries; nothing changed; retry after `Retry-After` seconds",
         concat!("concurrent writes to the same records kept aborting this one; nothing was changed; retry in ", retry_after_seconds!(), " seconds"));
+    Overloaded = (503, "OVERLOADED", "overloaded", "Overloaded",
+        "the instance is working on as many requests as it takes at once; nothing changed; retry after `Retry-After` seconds",
+        concat!("the service is working on as many requests as it takes at once; nothing was changed; retry in ", overloaded_retry_after_seconds!(), " second"));
 }
 
 impl ErrorCode {

@@ -78,6 +78,14 @@ pub enum ProblemResponse {
     /// The body is well-formed but refers to what does not exist; nothing was changed.
     #[oai(status = 422, content_type = "application/problem+json")]
     UnprocessableEntity(Json<Problem>),
+    /// The API key sent more requests than its rate limit allows; nothing was changed.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(
+        Json<Problem>,
+        /// Seconds to wait before retrying: until the key may send again.
+        #[oai(header = "Retry-After")]
+        u32,
+    ),
     /// A fault on the server's side.
     #[oai(status = 500, content_type = "application/problem+json")]
     InternalServerError(Json<Problem>),
@@ -93,7 +101,8 @@ pub enum ProblemResponse {
 
 impl ProblemResponse {
     /// The response that carries `problem`, chosen by its status (which the code table set).
-    /// `allow` is the `Allow` header of a 405; `retry_after`, the `Retry-After` of a 409.
+    /// `allow` is the `Allow` header of a 405; `retry_after`, the `Retry-After` of a 409 or a
+    /// 429, or of a 503 whose wait is not the usual one.
     pub fn for_status(problem: Json<Problem>, allow: String, retry_after: Option<u32>) -> Self {
         match problem.0.status {
             400 => Self::BadRequest(problem),
@@ -106,7 +115,8 @@ impl ProblemResponse {
             413 => Self::PayloadTooLarge(problem),
             415 => Self::UnsupportedMediaType(problem),
             422 => Self::UnprocessableEntity(problem),
-            503 => Self::ServiceUnavailable(problem, RETRY_AFTER_SECONDS),
+            429 => Self::TooManyRequests(problem, retry_after.unwrap_or(1)),
+            503 => Self::ServiceUnavailable(problem, retry_after.unwrap_or(RETRY_AFTER_SECONDS)),
             // 500, and any status a new code brings before it has a variant here (the test
             // below fails until it has).
             _ => Self::InternalServerError(problem),
@@ -240,6 +250,17 @@ pub fn example_error(code: ErrorCode, operation_id: &str) -> ApiError {
             ApiError::forbidden(crate::http::auth::required_scope(&method, operation_id))
         }
         ErrorCode::IdempotencyKeyInUse => ApiError::idempotency_key_in_use(),
+        ErrorCode::RateLimited => ApiError::rate_limited(
+            "billing-sync",
+            &crate::app::rate_limit::RateLimited {
+                limit: crate::domain::RateLimit::new(
+                    std::num::NonZeroU32::new(10).expect("10 is not zero"),
+                    std::num::NonZeroU32::new(20),
+                ),
+                wait: std::time::Duration::from_millis(100),
+            },
+        ),
+        ErrorCode::Overloaded => ApiError::overloaded(),
         // Codes whose detail never depends on the request.
         code => ApiError::new(code),
     }

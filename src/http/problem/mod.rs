@@ -14,12 +14,13 @@ use poem::{IntoResponse, Response};
 use poem_openapi::{Object, payload::Json, types::Example};
 
 pub use self::codes::{
-    ErrorCode, IDEMPOTENCY_RETRY_AFTER_SECONDS, MAX_BODY_BYTES, RETRY_AFTER_SECONDS,
+    ErrorCode, IDEMPOTENCY_RETRY_AFTER_SECONDS, MAX_BODY_BYTES, OVERLOADED_RETRY_AFTER_SECONDS,
+    RETRY_AFTER_SECONDS,
 };
 use self::documentation::ProblemResponse;
 use super::input::FieldError;
 use crate::{
-    app::{AppError, Resource},
+    app::{AppError, Resource, rate_limit::RateLimited},
     domain::{OrderId, Scope},
 };
 
@@ -73,7 +74,8 @@ pub struct ApiError {
     unknown_service_ids: Option<Vec<String>>,
     /// With `METHOD_NOT_ALLOWED`: the `Allow` header.
     allow: Option<String>,
-    /// With `IDEMPOTENCY_KEY_IN_USE`: the `Retry-After` header.
+    /// With `IDEMPOTENCY_KEY_IN_USE`, `RATE_LIMITED` and `OVERLOADED`: the `Retry-After`
+    /// header (other 503s have the usual one).
     retry_after: Option<u32>,
 }
 
@@ -138,6 +140,28 @@ impl ApiError {
         Self {
             retry_after: Some(IDEMPOTENCY_RETRY_AFTER_SECONDS),
             ..Self::new(ErrorCode::IdempotencyKeyInUse)
+        }
+    }
+
+    /// A 429 for the key `key`, naming its limit and when to retry.
+    pub fn rate_limited(key: &str, refused: &RateLimited) -> Self {
+        let seconds = refused.retry_after_seconds();
+        let unit = if seconds == 1 { "second" } else { "seconds" };
+        let detail = format!(
+            "the API key {key} may send {}; nothing was changed; retry in {seconds} {unit}",
+            refused.limit
+        );
+        Self {
+            retry_after: Some(seconds),
+            ..Self::with_detail(ErrorCode::RateLimited, detail)
+        }
+    }
+
+    /// A 503 for a request past the most this instance works on at once.
+    pub fn overloaded() -> Self {
+        Self {
+            retry_after: Some(OVERLOADED_RETRY_AFTER_SECONDS),
+            ..Self::new(ErrorCode::Overloaded)
         }
     }
 

@@ -1,0 +1,78 @@
+//! The bounds that keep an instance answering when it is asked for more than it can do: a cap
+//! on the requests it works on at once, and each API key's rate limit.
+//!
+//! Both refuse at once, before the body is read, rather than queue: a queue without a bound
+//! only turns overload into timeouts for everyone. Past the cap a request gets 503
+//! `OVERLOADED`; a key over its limit (see [`crate::app::rate_limit`]) gets 429
+//! `RATE_LIMITED`; both say in `Retry-After` when to come back. The probes and the metrics are
+//! outside the cap, so a load balancer and a scraper still see a busy instance as it is. A
+//! request without a valid key is refused by authentication before any limit is looked at:
+//! the rate limit is per key, and a caller without one has no bucket to take from.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::problem::ApiError;
+use crate::app::access::Caller;
+
+/// Paths that never wait for, or take, a place under the cap.
+const EXEMPT_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The places for requests in flight. Cheap to clone: one shared count.
+#[derive(Clone)]
+pub struct InFlightLimit {
+    places: Arc<Semaphore>,
+}
+
+/// A request's place under the cap, given back when dropped; none for an exempt path.
+pub type Place = Option<OwnedSemaphorePermit>;
+
+impl InFlightLimit {
+    /// Room for `max` requests at once (at least one).
+    pub fn new(max: usize) -> Self {
+        Self {
+            places: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// A place for a request to `path`, to hold until its answer is produced: else the 503 to
+    /// answer with, at once.
+    pub fn admit(&self, path: &str) -> Result<Place, ApiError> {
+        if EXEMPT_PATHS.contains(&path) {
+            return Ok(None);
+        }
+        match self.places.clone().try_acquire_owned() {
+            Ok(place) => Ok(Some(place)),
+            Err(_) => Err(ApiError::overloaded()),
+        }
+    }
+}
+
+/// Takes one request's token from the caller's bucket: else the 429 to answer with.
+pub fn check_rate(caller: &Caller) -> Result<(), ApiError> {
+    caller
+        .check_rate()
+        .map_err(|refused| ApiError::rate_limited(&caller.name, &refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_cap_requests_are_refused_but_probes_are_not() {
+        let limit = InFlightLimit::new(1);
+        let held = limit.admit("/orders").unwrap();
+        assert!(held.is_some());
+        assert_eq!(
+            limit.admit("/services").unwrap_err().code(),
+            crate::http::problem::ErrorCode::Overloaded
+        );
+        for probe in EXEMPT_PATHS {
+            assert!(limit.admit(probe).unwrap().is_none(), "{probe}");
+        }
+        drop(held);
+        assert!(limit.admit("/orders").unwrap().is_some());
+    }
+}
