@@ -80,6 +80,7 @@ async fn run_with(
         let shutdown = shutdown_signal().map_err(StartError::Signals)?;
         let mut state = AppState::new(database.pool.clone());
         state.idempotency_retention = settings.idempotency_retention;
+        state.answer_bound = settings.session_limits.answer_bound();
         let app = Application::build(settings.bind, state).await?;
         app.run_until(shutdown).await.map_err(StartError::Serve)?;
     }

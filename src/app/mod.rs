@@ -32,6 +32,9 @@ pub struct AppState {
     pub key_refresh_interval: Duration,
     /// How long the first answer to an idempotent create is kept.
     pub idempotency_retention: Duration,
+    /// How long one operation waits for the database's answers before it is cut off and
+    /// answered 503 `DATABASE_TIMEOUT` (see [`storage::within`]).
+    pub answer_bound: Duration,
 }
 
 impl AppState {
@@ -41,7 +44,16 @@ impl AppState {
             keys: KeyRing::default(),
             key_refresh_interval: access::KEY_REFRESH_INTERVAL,
             idempotency_retention: DEFAULT_RETENTION,
+            answer_bound: storage::SessionLimits::default().answer_bound(),
         }
+    }
+
+    /// Runs one operation's database work, cut off after [`AppState::answer_bound`].
+    pub(crate) async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, AppError>>,
+    ) -> Result<T, AppError> {
+        storage::within(&self.pool, self.answer_bound, work).await
     }
 
     /// Loads the keys, then keeps them current and purges expired idempotency records in the
