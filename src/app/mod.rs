@@ -14,7 +14,7 @@ pub mod keys;
 pub mod orders;
 pub mod services;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 
@@ -35,11 +35,14 @@ pub struct AppState {
     /// How long one operation waits for the database's answers before it is cut off and
     /// answered 503 `DATABASE_TIMEOUT` (see [`storage::within`]).
     pub answer_bound: Duration,
+    /// Readiness's own connection to the database, beside the pool.
+    readiness: Arc<storage::Probe>,
 }
 
 impl AppState {
     pub fn new(pool: Pool) -> Self {
         Self {
+            readiness: Arc::new(storage::Probe::new(pool.clone())),
             pool,
             keys: KeyRing::default(),
             key_refresh_interval: access::KEY_REFRESH_INTERVAL,
@@ -128,7 +131,15 @@ impl<R> Precondition<R> {
     }
 }
 
-/// Whether the database answers: what readiness reports.
-pub async fn ready(state: &AppState) -> Result<(), AppError> {
-    Ok(storage::ping(&state.pool).await?)
+/// How long readiness waits for the database: well inside a load balancer's probe timeout
+/// (commonly 1 to 5 s), so a hung database shows as `DATABASE_TIMEOUT`, not as a probe that
+/// timed out with no answer.
+pub const READY_BOUND: Duration = Duration::from_secs(1);
+
+/// Whether the database answers, asked on readiness's own connection (not one of the pool's),
+/// within [`READY_BOUND`]; when it does, how full the serving pool is. A pool whose connections
+/// are all busy is reported as such, not as a database that cannot be reached.
+pub async fn ready(state: &AppState) -> Result<storage::PoolStatus, AppError> {
+    state.readiness.check(READY_BOUND).await?;
+    Ok(storage::pool_status(&state.pool))
 }

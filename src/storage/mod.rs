@@ -371,6 +371,68 @@ where
 #[error("no answer from the database within {0:?}")]
 pub struct NoAnswer(pub Duration);
 
+/// How full a pool is: connections open, idle, and callers waiting for one. What `/readyz`
+/// reports beside the database's own answer, and what metrics can sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
+}
+
+pub fn pool_status(pool: &Pool) -> PoolStatus {
+    let status = pool.status();
+    PoolStatus {
+        max_size: status.max_size,
+        size: status.size,
+        available: status.available,
+        waiting: status.waiting,
+    }
+}
+
+/// Readiness's own line to the database: one connection, made just as the serving pool makes
+/// its own (the same settings, the same TLS) but never one of the pool's, so a pool whose
+/// connections are all busy is not mistaken for a database that cannot be reached. The
+/// connection is kept between checks and replaced when it breaks or a check is cut off.
+pub struct Probe {
+    pool: Pool,
+    connection: tokio::sync::Mutex<Option<deadpool_postgres::ClientWrapper>>,
+}
+
+impl Probe {
+    /// A probe that connects like `pool` does. Connects only when first asked.
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            connection: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether the database answers a trivial query within `bound`: [`StoreError::TimedOut`]
+    /// when it is there but does not answer in time, [`StoreError::Unavailable`] when it
+    /// cannot be reached.
+    pub async fn check(&self, bound: Duration) -> Result<(), StoreError> {
+        use deadpool::managed::Manager as _;
+        let check = async {
+            let mut slot = self.connection.lock().await;
+            // Taken out while in use: if the check is cut off, the connection goes with it.
+            let client = match slot.take() {
+                Some(client) if !client.is_closed() => client,
+                _ => self.pool.manager().create().await?,
+            };
+            let answered = client.simple_query("SELECT 1").await;
+            if answered.is_ok() {
+                *slot = Some(client);
+            }
+            answered.map(drop).map_err(StoreError::from)
+        };
+        tokio::time::timeout(bound, check)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::TimedOut(Box::new(NoAnswer(bound)))))
+    }
+}
+
 /// Whether the database answers a trivial query, on a connection from `pool`.
 pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     let client = pool.get().await?;
