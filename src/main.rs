@@ -84,6 +84,7 @@ async fn run_with(
         state.idempotency_retention = settings.idempotency_retention;
         state.keys = KeyRing::with_default_rate(settings.rate_limit);
         state.max_in_flight = settings.max_in_flight;
+        state.answer_bound = settings.session_limits.answer_bound();
         let app = Application::build(settings.bind, state).await?;
         app.run_until(shutdown).await.map_err(StartError::Serve)?;
     }

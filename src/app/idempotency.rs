@@ -171,6 +171,7 @@ async fn attempt<C: TransactionalCreate>(
 pub fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
     let pool = state.pool.clone();
     let retention = state.idempotency_retention;
+    let bound = state.answer_bound;
     // Often enough that an answer outlives its retention by at most a small part of it.
     let interval = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     tokio::spawn(async move {
@@ -178,7 +179,7 @@ pub fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            match records::purge_expired(&pool, retention).await {
+            match storage::within(&pool, bound, records::purge_expired(&pool, retention)).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "purged expired idempotency records"),
                 Err(error) => tracing::warn!(

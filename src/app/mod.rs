@@ -15,7 +15,7 @@ pub mod orders;
 pub mod rate_limit;
 pub mod services;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 
@@ -36,6 +36,11 @@ pub struct AppState {
     /// The most requests this instance works on at once; past it, requests are refused at
     /// once rather than queued (probes excepted).
     pub max_in_flight: usize,
+    /// How long one operation waits for the database's answers before it is cut off and
+    /// answered 503 `DATABASE_TIMEOUT` (see [`storage::within`]).
+    pub answer_bound: Duration,
+    /// Readiness's own connection to the database, beside the pool.
+    readiness: Arc<storage::Probe>,
 }
 
 /// The most requests an instance works on at once, unless configured otherwise: enough for
@@ -46,12 +51,22 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 impl AppState {
     pub fn new(pool: Pool) -> Self {
         Self {
+            readiness: Arc::new(storage::Probe::new(pool.clone())),
             pool,
             keys: KeyRing::default(),
             key_refresh_interval: access::KEY_REFRESH_INTERVAL,
             idempotency_retention: DEFAULT_RETENTION,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            answer_bound: storage::SessionLimits::default().answer_bound(),
         }
+    }
+
+    /// Runs one operation's database work, cut off after [`AppState::answer_bound`].
+    pub(crate) async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, AppError>>,
+    ) -> Result<T, AppError> {
+        storage::within(&self.pool, self.answer_bound, work).await
     }
 
     /// Loads the keys, then keeps them current and purges expired idempotency records in the
@@ -126,7 +141,15 @@ impl<R> Precondition<R> {
     }
 }
 
-/// Whether the database answers: what readiness reports.
-pub async fn ready(state: &AppState) -> Result<(), AppError> {
-    Ok(storage::ping(&state.pool).await?)
+/// How long readiness waits for the database: well inside a load balancer's probe timeout
+/// (commonly 1 to 5 s), so a hung database shows as `DATABASE_TIMEOUT`, not as a probe that
+/// timed out with no answer.
+pub const READY_BOUND: Duration = Duration::from_secs(1);
+
+/// Whether the database answers, asked on readiness's own connection (not one of the pool's),
+/// within [`READY_BOUND`]; when it does, how full the serving pool is. A pool whose connections
+/// are all busy is reported as such, not as a database that cannot be reached.
+pub async fn ready(state: &AppState) -> Result<storage::PoolStatus, AppError> {
+    state.readiness.check(READY_BOUND).await?;
+    Ok(storage::pool_status(&state.pool))
 }

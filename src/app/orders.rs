@@ -55,17 +55,21 @@ pub async fn create(
     idempotency_key: Option<&IdempotencyKey>,
     render: impl Fn(&Result<OrderRecord, AppError>) -> StoredAnswer + Sync,
 ) -> Result<Answer<OrderRecord>, AppError> {
-    let Some(key) = idempotency_key else {
-        let draft = draft_from_pool(state, request, None).await?;
-        let order = storage::orders::insert(&state.pool, &draft, &caller.name).await?;
-        return Ok(Answer::Fresh(order));
-    };
-    let create = NewOrder {
-        request: &request,
-        actor: &caller.name,
-    };
-    let fingerprint = request.fingerprint();
-    idempotency::create_once(state, caller, key, &fingerprint, &create, render).await
+    state
+        .bounded(async {
+            let Some(key) = idempotency_key else {
+                let draft = draft_from_pool(state, request, None).await?;
+                let order = storage::orders::insert(&state.pool, &draft, &caller.name).await?;
+                return Ok(Answer::Fresh(order));
+            };
+            let create = NewOrder {
+                request: &request,
+                actor: &caller.name,
+            };
+            let fingerprint = request.fingerprint();
+            idempotency::create_once(state, caller, key, &fingerprint, &create, render).await
+        })
+        .await
 }
 
 /// An order to create in the transaction that keeps the create's answer.
@@ -90,24 +94,32 @@ pub async fn list(
     state: &AppState,
     query: OrderQuery,
 ) -> Result<Page<OrderRecord, OrderCursor>, AppError> {
-    let service_id = match query.service_id.as_deref().map(ServiceId::parse) {
-        None => None,
-        Some(Some(id)) => Some(id),
-        // No service has such an id, so no order books it.
-        Some(None) => return Ok(Page::empty()),
-    };
-    let filter = OrderFilter {
-        from: query.from,
-        to: query.to,
-        service_id,
-    };
-    Ok(storage::orders::list(&state.pool, &filter, query.after, query.limit).await?)
+    state
+        .bounded(async {
+            let service_id = match query.service_id.as_deref().map(ServiceId::parse) {
+                None => None,
+                Some(Some(id)) => Some(id),
+                // No service has such an id, so no order books it.
+                Some(None) => return Ok(Page::empty()),
+            };
+            let filter = OrderFilter {
+                from: query.from,
+                to: query.to,
+                service_id,
+            };
+            Ok(storage::orders::list(&state.pool, &filter, query.after, query.limit).await?)
+        })
+        .await
 }
 
 pub async fn view(state: &AppState, id: &str) -> Result<OrderRecord, AppError> {
-    storage::orders::fetch(&state.pool, order_id(id)?)
+    state
+        .bounded(async {
+            storage::orders::fetch(&state.pool, order_id(id)?)
+                .await
+                .map_err(AppError::on(Resource::Order, id))
+        })
         .await
-        .map_err(AppError::on(Resource::Order, id))
 }
 
 /// Replaces an order on behalf of `caller`.
@@ -118,17 +130,22 @@ pub async fn replace(
     precondition: Precondition<OrderRevision>,
     request: OrderRequest,
 ) -> Result<OrderRecord, AppError> {
-    let order = OrderId::parse(id).ok_or_else(|| precondition.missing(Resource::Order, id))?;
-    let draft = draft_from_pool(state, request, Some((order, id, &precondition))).await?;
-    storage::orders::replace(
-        &state.pool,
-        order,
-        &draft,
-        precondition.revisions(),
-        &caller.name,
-    )
-    .await
-    .map_err(precondition.on(Resource::Order, id))
+    state
+        .bounded(async {
+            let order =
+                OrderId::parse(id).ok_or_else(|| precondition.missing(Resource::Order, id))?;
+            let draft = draft_from_pool(state, request, Some((order, id, &precondition))).await?;
+            storage::orders::replace(
+                &state.pool,
+                order,
+                &draft,
+                precondition.revisions(),
+                &caller.name,
+            )
+            .await
+            .map_err(precondition.on(Resource::Order, id))
+        })
+        .await
 }
 
 pub async fn delete(
@@ -136,10 +153,15 @@ pub async fn delete(
     id: &str,
     precondition: Precondition<OrderRevision>,
 ) -> Result<(), AppError> {
-    let order = OrderId::parse(id).ok_or_else(|| precondition.missing(Resource::Order, id))?;
-    storage::orders::delete(&state.pool, order, precondition.revisions())
+    state
+        .bounded(async {
+            let order =
+                OrderId::parse(id).ok_or_else(|| precondition.missing(Resource::Order, id))?;
+            storage::orders::delete(&state.pool, order, precondition.revisions())
+                .await
+                .map_err(precondition.on(Resource::Order, id))
+        })
         .await
-        .map_err(precondition.on(Resource::Order, id))
 }
 
 /// Parses a path id; an id that cannot be one names no order.

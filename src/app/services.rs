@@ -20,17 +20,21 @@ pub async fn create(
     idempotency_key: Option<&IdempotencyKey>,
     render: impl Fn(&Result<ServiceRecord, AppError>) -> StoredAnswer + Sync,
 ) -> Result<Answer<ServiceRecord>, AppError> {
-    let Some(key) = idempotency_key else {
-        let client = state.pool.get().await.map_err(StoreError::from)?;
-        let service = storage::services::insert(&client, name, &caller.name).await?;
-        return Ok(Answer::Fresh(service));
-    };
-    let fingerprint = Fingerprint::of("service_create", &[name.as_str()]);
-    let create = NewService {
-        name,
-        actor: &caller.name,
-    };
-    idempotency::create_once(state, caller, key, &fingerprint, &create, render).await
+    state
+        .bounded(async {
+            let Some(key) = idempotency_key else {
+                let client = state.pool.get().await.map_err(StoreError::from)?;
+                let service = storage::services::insert(&client, name, &caller.name).await?;
+                return Ok(Answer::Fresh(service));
+            };
+            let fingerprint = Fingerprint::of("service_create", &[name.as_str()]);
+            let create = NewService {
+                name,
+                actor: &caller.name,
+            };
+            idempotency::create_once(state, caller, key, &fingerprint, &create, render).await
+        })
+        .await
 }
 
 /// A service to create in the transaction that keeps the create's answer.
@@ -55,13 +59,19 @@ pub async fn list(
     after: Option<ServiceId>,
     limit: usize,
 ) -> Result<Page<ServiceRecord, ServiceId>, AppError> {
-    Ok(storage::services::list(&state.pool, after, limit).await?)
+    state
+        .bounded(async { Ok(storage::services::list(&state.pool, after, limit).await?) })
+        .await
 }
 
 pub async fn view(state: &AppState, id: &str) -> Result<ServiceRecord, AppError> {
-    storage::services::fetch(&state.pool, service_id(id)?)
+    state
+        .bounded(async {
+            storage::services::fetch(&state.pool, service_id(id)?)
+                .await
+                .map_err(AppError::on(Resource::Service, id))
+        })
         .await
-        .map_err(AppError::on(Resource::Service, id))
 }
 
 /// Renames a service on behalf of `caller`. Orders that book it show the new name from now
@@ -73,17 +83,21 @@ pub async fn rename(
     precondition: Precondition<i64>,
     name: &ServiceName,
 ) -> Result<ServiceRecord, AppError> {
-    let service =
-        ServiceId::parse(id).ok_or_else(|| precondition.missing(Resource::Service, id))?;
-    storage::services::rename(
-        &state.pool,
-        service,
-        name,
-        precondition.revisions(),
-        &caller.name,
-    )
-    .await
-    .map_err(precondition.on(Resource::Service, id))
+    state
+        .bounded(async {
+            let service =
+                ServiceId::parse(id).ok_or_else(|| precondition.missing(Resource::Service, id))?;
+            storage::services::rename(
+                &state.pool,
+                service,
+                name,
+                precondition.revisions(),
+                &caller.name,
+            )
+            .await
+            .map_err(precondition.on(Resource::Service, id))
+        })
+        .await
 }
 
 pub async fn delete(
@@ -91,11 +105,15 @@ pub async fn delete(
     id: &str,
     precondition: Precondition<i64>,
 ) -> Result<(), AppError> {
-    let service =
-        ServiceId::parse(id).ok_or_else(|| precondition.missing(Resource::Service, id))?;
-    storage::services::delete(&state.pool, service, precondition.revisions())
+    state
+        .bounded(async {
+            let service =
+                ServiceId::parse(id).ok_or_else(|| precondition.missing(Resource::Service, id))?;
+            storage::services::delete(&state.pool, service, precondition.revisions())
+                .await
+                .map_err(precondition.on(Resource::Service, id))
+        })
         .await
-        .map_err(precondition.on(Resource::Service, id))
 }
 
 /// Parses a path id; an id that cannot be one names no service.

@@ -1,5 +1,6 @@
 //! Running the server process: a thread of the cluster's own starts `postgres` on the data
-//! folder, waits until it accepts connections, keeps it until asked to stop, and stops it.
+//! folder, waits until it accepts connections, keeps it until asked to stop (starting it again
+//! if it exits on its own meanwhile), and stops it.
 //!
 //! Starting and stopping block (initdb, polling the lock file, waiting for the server to exit),
 //! so none of it may run on an async runtime's threads; the [`Supervisor`] handle hands the
@@ -100,8 +101,8 @@ impl Supervisor {
     }
 }
 
-/// The supervisor thread: starts the server, reports whether it is ready, and stops it when
-/// asked or when its [`Supervisor`] is dropped.
+/// The supervisor thread: starts the server, reports whether it is ready, keeps it running,
+/// and stops it when asked or when its [`Supervisor`] is dropped.
 fn supervise(
     data_dir: &Path,
     durability: Durability,
@@ -118,8 +119,13 @@ fn supervise(
     };
     // When whoever started the cluster gave up waiting, no one will ever ask for a stop.
     let stop_reply = if ready.send(Ok(server.data_dir.clone())).is_ok() {
-        // Blocks, without polling, until a stop is asked for or the Supervisor is dropped.
-        stop_requests.recv().ok()
+        keep_running(
+            &mut server,
+            data_dir,
+            durability,
+            stop_bounds,
+            &stop_requests,
+        )
     } else {
         None
     };
@@ -131,6 +137,78 @@ fn supervise(
     };
     if let Some(error) = unreported {
         tracing::error!(%error, "the private PostgreSQL cluster did not stop cleanly");
+    }
+}
+
+/// How often the supervisor looks whether the server is still running.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long to wait before the first try to restart a server that exited on its own, and the
+/// most to wait between later tries; each failed try doubles the wait.
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(250);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
+
+/// Keeps the server running until a stop is asked for (returned, with where to reply) or the
+/// [`Supervisor`] is dropped (`None`). A server that exits on its own (killed, or out of
+/// memory) is logged and started again, with back-off while starting fails.
+///
+/// Restarting is sound because PostgreSQL guards its data folder itself: a server killed
+/// without its backends leaves them attached to its shared memory until they notice it is
+/// gone (at once when idle, at their next check when busy), and a new server refuses to start
+/// while any is ("pre-existing shared memory block is still in use"); so a start can only fail
+/// and be tried again, never run beside the old backends. It then recovers from its
+/// write-ahead log like after a crash: what was committed is kept.
+fn keep_running(
+    server: &mut Server,
+    data_dir: &Path,
+    durability: Durability,
+    stop_bounds: StopBounds,
+    stop_requests: &mpsc::Receiver<StopReply>,
+) -> Option<StopReply> {
+    loop {
+        match stop_requests.recv_timeout(WATCH_INTERVAL) {
+            Ok(reply) => return Some(reply),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let status = match server.child.try_wait() {
+            Ok(Some(status)) => status,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::error!(%error, "cannot tell whether the private PostgreSQL server runs");
+                continue;
+            }
+        };
+        tracing::error!(
+            %status,
+            log = %server.data_dir.join("server.log").display(),
+            "the private PostgreSQL server exited on its own: restarting it"
+        );
+        if let Some(watchdog) = server.watchdog.take()
+            && let Err(error) = watchdog.disarm()
+        {
+            tracing::warn!(%error, "the watchdog of the private PostgreSQL cluster did not exit cleanly");
+        }
+        let mut delay = FIRST_RESTART_DELAY;
+        loop {
+            // Waiting between tries is waiting for a stop request too.
+            match stop_requests.recv_timeout(delay) {
+                Ok(reply) => return Some(reply),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            match Server::start(data_dir, durability, stop_bounds) {
+                Ok(restarted) => {
+                    tracing::info!("the private PostgreSQL server is running again");
+                    *server = restarted;
+                    break;
+                }
+                Err(error) => {
+                    delay = (delay * 2).min(MAX_RESTART_DELAY);
+                    tracing::error!(%error, retry_in = ?delay, "could not restart the private PostgreSQL server");
+                }
+            }
+        }
     }
 }
 

@@ -11,13 +11,47 @@ use super::{
         error_chain,
     },
 };
-use crate::app::{self, AppState};
+use crate::{
+    app::{self, AppState},
+    storage,
+};
 
 /// A health report.
 #[derive(Debug, Clone, Object)]
 pub struct HealthStatus {
     /// Always `ok` when the check passes.
     pub status: String,
+    /// Readiness only: how full this instance's pool of database connections was when the
+    /// database answered.
+    #[oai(skip_serializing_if_is_none)]
+    pub pool: Option<PoolReport>,
+}
+
+/// How full an instance's pool of database connections is. Every connection in use and
+/// callers waiting (`available` 0, `waiting` above 0) means this instance is busy, not that
+/// the database is unreachable: readiness asks the database on a connection of its own.
+#[derive(Debug, Clone, Object)]
+pub struct PoolReport {
+    /// The most connections the pool opens.
+    pub max_size: u64,
+    /// Connections open now, idle or in use.
+    pub size: u64,
+    /// Open connections that are idle.
+    pub available: u64,
+    /// Operations waiting for a connection.
+    pub waiting: u64,
+}
+
+impl From<storage::PoolStatus> for PoolReport {
+    fn from(status: storage::PoolStatus) -> Self {
+        let count = |n: usize| n as u64;
+        Self {
+            max_size: count(status.max_size),
+            size: count(status.size),
+            available: count(status.available),
+            waiting: count(status.waiting),
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -28,9 +62,10 @@ enum Healthy {
 }
 
 impl Healthy {
-    fn ok() -> Self {
+    fn ok(pool: Option<PoolReport>) -> Self {
         Self::Ok(Json(HealthStatus {
             status: "ok".to_owned(),
+            pool,
         }))
     }
 }
@@ -49,20 +84,23 @@ impl HealthApi {
     /// The process is up and serving. Touches no database.
     #[oai(path = "/healthz", method = "get", operation_id = "health_live")]
     async fn health_live(&self) -> Healthy {
-        Healthy::ok()
+        Healthy::ok(None)
     }
 
     /// Readiness
     ///
-    /// The database answers; otherwise 503 with `Retry-After`: `DATABASE_UNAVAILABLE` when it
-    /// cannot be reached, `DATABASE_TIMEOUT` when it is there but does not answer in time.
+    /// The database answers, asked on a connection of readiness's own (not one of the serving
+    /// pool's) and within 1 s; the body then also reports how full the serving pool is, so a
+    /// busy instance is told apart from an unreachable database. Otherwise 503 with
+    /// `Retry-After`: `DATABASE_UNAVAILABLE` when the database cannot be reached,
+    /// `DATABASE_TIMEOUT` when it is there but does not answer within 1 s.
     #[oai(path = "/readyz", method = "get", operation_id = "health_ready")]
     async fn health_ready(
         &self,
         state: Data<&AppState>,
     ) -> Result<Healthy, OperationError<ReadyErrors>> {
         match app::ready(&state).await {
-            Ok(()) => Ok(Healthy::ok()),
+            Ok(pool) => Ok(Healthy::ok(Some(pool.into()))),
             Err(error) => {
                 tracing::warn!(error = %error_chain(&error), "not ready");
                 // Which it is: the database gone, or there but not answering in time.

@@ -13,7 +13,7 @@ pub mod orders;
 pub mod seed;
 pub mod services;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, error::SqlState};
@@ -40,6 +40,30 @@ impl Default for SessionLimits {
     }
 }
 
+impl SessionLimits {
+    /// How long we wait ourselves for the database's answer to one operation (checkout,
+    /// connecting, and its statements): a little longer than the server's own statement
+    /// timeout, so that a server which keeps time answers first, with its own error. This bound
+    /// is for a server that answers nothing at all (hung, stopped, or gone from the network),
+    /// which no server-side limit can catch.
+    pub fn answer_bound(&self) -> Duration {
+        self.statement_timeout + ANSWER_MARGIN
+    }
+}
+
+/// What [`SessionLimits::answer_bound`] adds to the statement timeout: time for a cancelled
+/// statement's error to reach us on a busy machine.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long a connection may sit idle, seen from TCP, before the kernel probes the peer, and
+/// then how often and how many times: a server that vanished from the network (a failed-over
+/// primary, a cut link) is noticed within about 20 s by a connection waiting in the pool, which
+/// is then closed and replaced, instead of being handed out to hang. (Unix sockets have no
+/// keepalive; a server that is gone closes them at once.)
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// [`connect_pool`] for serving: each session gets `limits`, set when it connects, so no
 /// statement pays a round trip for them.
 pub fn connect_serving_pool(
@@ -55,7 +79,18 @@ pub fn connect_serving_pool(
         limits.lock_timeout.as_millis()
     ));
     config.options(options.trim_start());
-    connect_pool(config, max_connections)
+    config
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    // Longer than the answer bound, so that an operation cut off by it (see [`within`]) is
+    // told it timed out, whatever step it was at; these bound what runs outside it.
+    build_pool(
+        config,
+        max_connections,
+        limits.answer_bound() + ANSWER_MARGIN,
+    )
 }
 
 /// Opens a pool of connections to the configured database. Connections are made lazily, so
@@ -63,6 +98,11 @@ pub fn connect_serving_pool(
 /// [`StoreError::Unavailable`] until it is back. Its sessions have the server's own limits
 /// (none, by default): for administration and tests; serving uses [`connect_serving_pool`].
 pub fn connect_pool(config: tokio_postgres::Config, max_connections: usize) -> Pool {
+    build_pool(config, max_connections, Duration::from_secs(5))
+}
+
+/// A pool whose checkout, connecting and recycling each give up after `wait`.
+fn build_pool(config: tokio_postgres::Config, max_connections: usize, wait: Duration) -> Pool {
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -76,9 +116,9 @@ pub fn connect_pool(config: tokio_postgres::Config, max_connections: usize) -> P
         .max_size(max_connections)
         .runtime(Runtime::Tokio1)
         // Bounded waits, so an unreachable database turns into a prompt 503, not a hung request.
-        .wait_timeout(Some(Duration::from_secs(5)))
-        .create_timeout(Some(Duration::from_secs(5)))
-        .recycle_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(wait))
+        .recycle_timeout(Some(wait))
         .build()
         .expect("a pool with a runtime and timeouts always builds")
 }
@@ -289,7 +329,111 @@ fn retry_delay(attempt: u32) -> Duration {
     Duration::from_millis(rand::random_range(0..=cap_ms))
 }
 
-/// Whether the database answers a trivial query: what `/readyz` reports.
+/// Runs `work`, one operation's use of the database behind `pool`, but waits no longer than
+/// `bound` for it: past that it is cut off (dropped) and the answer is
+/// [`StoreError::TimedOut`], with a [`NoAnswer`] as its cause.
+///
+/// A connection whose statement was cut off is not used again. tokio-postgres would keep it
+/// usable (the late answer is read and thrown away once it comes), but it comes only if the
+/// server ever answers: a stopped server answers when it resumes, one gone from the network
+/// never, and TCP keepalive does not fire while a request waits unacknowledged. So every idle
+/// connection taken from the pool since `work` began is closed; a few healthy ones among them
+/// cost only a reconnect, and connections still in use by other work are left to it.
+pub async fn within<T, E>(
+    pool: &Pool,
+    bound: Duration,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E>
+where
+    E: From<StoreError>,
+{
+    let began = Instant::now();
+    match tokio::time::timeout(bound, work).await {
+        Ok(outcome) => outcome,
+        // By now `work` is dropped, and the connections it held are back in the pool.
+        Err(_) => {
+            let closed =
+                pool.retain(|_, metrics| metrics.recycled.unwrap_or(metrics.created) < began);
+            tracing::warn!(
+                ?bound,
+                connections_closed = closed.removed.len(),
+                "the database did not answer in time: cut off"
+            );
+            Err(StoreError::TimedOut(Box::new(NoAnswer(bound))).into())
+        }
+    }
+}
+
+/// The database gave no answer within our own bound (see [`within`]). Unlike a statement the
+/// server cancelled, what was sent may still be carried out if the server resumes: a write
+/// cut off while its commit was under way can have been applied.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer from the database within {0:?}")]
+pub struct NoAnswer(pub Duration);
+
+/// How full a pool is: connections open, idle, and callers waiting for one. What `/readyz`
+/// reports beside the database's own answer, and what metrics can sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub waiting: usize,
+}
+
+pub fn pool_status(pool: &Pool) -> PoolStatus {
+    let status = pool.status();
+    PoolStatus {
+        max_size: status.max_size,
+        size: status.size,
+        available: status.available,
+        waiting: status.waiting,
+    }
+}
+
+/// Readiness's own line to the database: one connection, made just as the serving pool makes
+/// its own (the same settings, the same TLS) but never one of the pool's, so a pool whose
+/// connections are all busy is not mistaken for a database that cannot be reached. The
+/// connection is kept between checks and replaced when it breaks or a check is cut off.
+pub struct Probe {
+    pool: Pool,
+    connection: tokio::sync::Mutex<Option<deadpool_postgres::ClientWrapper>>,
+}
+
+impl Probe {
+    /// A probe that connects like `pool` does. Connects only when first asked.
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            connection: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether the database answers a trivial query within `bound`: [`StoreError::TimedOut`]
+    /// when it is there but does not answer in time, [`StoreError::Unavailable`] when it
+    /// cannot be reached.
+    pub async fn check(&self, bound: Duration) -> Result<(), StoreError> {
+        use deadpool::managed::Manager as _;
+        let check = async {
+            let mut slot = self.connection.lock().await;
+            // Taken out while in use: if the check is cut off, the connection goes with it.
+            let client = match slot.take() {
+                Some(client) if !client.is_closed() => client,
+                _ => self.pool.manager().create().await?,
+            };
+            let answered = client.simple_query("SELECT 1").await;
+            if answered.is_ok() {
+                *slot = Some(client);
+            }
+            answered.map(drop).map_err(StoreError::from)
+        };
+        tokio::time::timeout(bound, check)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::TimedOut(Box::new(NoAnswer(bound)))))
+    }
+}
+
+/// Whether the database answers a trivial query, on a connection from `pool`.
 pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let statement = client.prepare_cached("SELECT 1").await?;

@@ -9,24 +9,43 @@ use crate::helpers::{
 };
 
 #[tokio::test]
-async fn healthz_and_readyz_are_ok_with_a_database() {
+async fn healthz_is_ok_and_readyz_is_ok_with_the_pools_fill_with_a_database() {
     let app = spawn_app().await;
-    let ok = types::HealthStatus {
-        status: "ok".to_owned(),
-    };
 
     let live = app.client().health_live().send().await.unwrap();
     let ready = app.client().health_ready().send().await.unwrap();
 
     assert_eq!(live.status(), StatusCode::OK);
-    assert_eq!(live.into_inner(), ok);
+    assert_eq!(
+        live.into_inner(),
+        types::HealthStatus {
+            status: "ok".to_owned(),
+            pool: None,
+        }
+    );
     assert_eq!(ready.status(), StatusCode::OK);
-    assert_eq!(ready.into_inner(), ok);
+    let ready = ready.into_inner();
+    assert_eq!(ready.status, "ok");
+    let pool = ready.pool.expect("readiness reports the pool");
+    assert_eq!(pool.max_size, 8);
+    assert!(pool.size <= pool.max_size, "{pool:?}");
+    assert!(pool.available <= pool.size, "{pool:?}");
+    assert_eq!(pool.waiting, 0, "{pool:?}");
     // On the wire, that is all there is: probes compare the body as it is.
-    for path in ["/healthz", "/readyz"] {
-        let body: Value = app.get(path).await.json().await.unwrap();
-        assert_eq!(body, json!({ "status": "ok" }), "{path}");
-    }
+    let body: Value = app.get("/healthz").await.json().await.unwrap();
+    assert_eq!(body, json!({ "status": "ok" }));
+    let body: Value = app.get("/readyz").await.json().await.unwrap();
+    let keys = |value: &Value| {
+        let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&body), ["pool", "status"], "{body}");
+    assert_eq!(
+        keys(&body["pool"]),
+        ["available", "max_size", "size", "waiting"],
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -38,6 +38,15 @@ pub const RETRY_AFTER_SECONDS: u32 = retry_after_seconds!();
 /// How long a client should wait before retrying a request refused because the instance had
 /// too many in flight: requests are short, so a second frees many places.
 pub const OVERLOADED_RETRY_AFTER_SECONDS: u32 = overloaded_retry_after_seconds!();
+/// The `detail` of a `DATABASE_TIMEOUT` for work the database gave no answer to at all (a
+/// hung or vanished server), cut off by the service's own bound: unlike a statement the
+/// server cancelled, what was sent may still be carried out if the server resumes.
+pub const NO_ANSWER_DETAIL: &str = concat!(
+    "the database gave no answer in time; a write may still be carried out if it resumes: ",
+    "read before retrying one, or retry it with the same Idempotency-Key; retry in ",
+    retry_after_seconds!(),
+    " seconds"
+);
 
 /// How long a client should wait before retrying a request whose `Idempotency-Key` is in use:
 /// about as long as a create takes, so the retry meets the first request's answer.
@@ -148,7 +157,7 @@ error_codes! {
         "the database cannot be reached; retry after `Retry-After` seconds",
         concat!("the database cannot be reached; retry in ", retry_after_seconds!(), " seconds"));
     DatabaseTimeout = (503, "DATABASE_TIMEOUT", "database-timeout", "Database timeout",
-        "the database did not answer in time (a lock held too long, or every connection busy); nothing changed; retry after `Retry-After` seconds",
+        "the database did not answer in time (a lock held too long, every connection busy, or a database that answers nothing); retry after `Retry-After` seconds. Nothing changed when the database itself cancelled the work; when it gave no answer at all, a write may still be carried out once it resumes, and the `detail` says so",
         concat!("the database did not answer in time; nothing was changed; retry in ", retry_after_seconds!(), " seconds"));
     Contended = (503, "CONTENDED", "contended", "Too much contention",
         "concurrent writes kept aborting this one, even after retries; nothing changed; retry after `Retry-After` seconds",

@@ -14,7 +14,8 @@ use poem::{IntoResponse, Response};
 use poem_openapi::{Object, payload::Json, types::Example};
 
 pub use self::codes::{
-    ErrorCode, IDEMPOTENCY_RETRY_AFTER_SECONDS, MAX_BODY_BYTES, OVERLOADED_RETRY_AFTER_SECONDS,
+    ErrorCode, IDEMPOTENCY_RETRY_AFTER_SECONDS, MAX_BODY_BYTES, NO_ANSWER_DETAIL,
+    OVERLOADED_RETRY_AFTER_SECONDS,
     RETRY_AFTER_SECONDS,
 };
 use self::documentation::ProblemResponse;
@@ -252,7 +253,13 @@ impl From<AppError> for ApiError {
             }
             AppError::TimedOut(cause) => {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "database timed out");
-                Self::new(ErrorCode::DatabaseTimeout)
+                if cause.is::<crate::storage::NoAnswer>() {
+                    // Cut off by us, not cancelled by the server: what was sent may still be
+                    // carried out, so "nothing was changed" cannot be promised.
+                    Self::with_detail(ErrorCode::DatabaseTimeout, NO_ANSWER_DETAIL)
+                } else {
+                    Self::new(ErrorCode::DatabaseTimeout)
+                }
             }
             AppError::Contended(cause) => {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "contention persisted across retries");

@@ -17,7 +17,7 @@ use orders_client::types;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::database::{TestDatabase, fresh_database};
+use super::database::{PrivateCluster, TestDatabase, fresh_database};
 
 /// The application under test, serving on a free port.
 pub struct TestApp {
@@ -70,6 +70,30 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppState)) -> TestApp {
         storage::SessionLimits::default(),
     );
     spawn_app_on(pool, serving, Some(database), secret, configure).await
+}
+
+/// Starts the app against a fresh database, with a serving pool of `size` connections whose
+/// sessions have `limits`, and settings changed by `configure`.
+pub async fn spawn_app_with_pool(
+    size: usize,
+    limits: storage::SessionLimits,
+    configure: impl FnOnce(&mut AppState),
+) -> TestApp {
+    let database = fresh_database().await;
+    let pool = storage::connect_pool(database.config().clone(), 8);
+    let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
+    let serving = storage::connect_serving_pool(database.config().clone(), size, limits);
+    spawn_app_on(pool, serving, Some(database), secret, configure).await
+}
+
+/// Starts the app against a cluster of the test's own, with the serving settings it has in
+/// production.
+pub async fn spawn_app_on_cluster(cluster: &PrivateCluster) -> TestApp {
+    let pool = storage::connect_pool(cluster.config(), 2);
+    let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
+    let serving =
+        storage::connect_serving_pool(cluster.config(), 8, storage::SessionLimits::default());
+    spawn_app_on(pool, serving, None, secret, |_| {}).await
 }
 
 /// Creates a key named `name` with `scopes` in the database behind `pool`; returns its secret.

@@ -12,6 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::{
+    sys::signal::{self, Signal},
+    unistd::Pid,
+};
 use orders::{
     embedded_postgres::{Cluster, Durability, quote_identifier},
     storage,
@@ -353,4 +357,139 @@ pub fn connection_string(config: &tokio_postgres::Config) -> String {
         parts.push(format!("dbname={dbname}"));
     }
     parts.join(" ")
+}
+
+/// A PostgreSQL cluster of one test's own, for the faults that would disturb every other test
+/// on a shared server: stopping it, pausing its processes, killing its server. It holds one
+/// migrated database, [`PrivateCluster::DATABASE`]; it is stopped when dropped.
+pub struct PrivateCluster {
+    /// The folder it was started in, to start it there again.
+    requested_dir: PathBuf,
+    /// Where its files and socket are (the same folder, unless the server user cannot reach it).
+    data_dir: PathBuf,
+    cluster: Option<Cluster>,
+}
+
+impl PrivateCluster {
+    pub const DATABASE: &str = "orders";
+
+    /// Starts a cluster in a folder of its own, with [`PrivateCluster::DATABASE`] migrated.
+    pub async fn start() -> Self {
+        orders::telemetry::init_for_tests();
+        let requested_dir = cluster_dir();
+        let cluster = Cluster::start(&requested_dir, Durability::Throwaway)
+            .await
+            .expect("the private cluster starts");
+        let data_dir = cluster.socket_dir().to_owned();
+        let client = connect(&cluster.connection_config("postgres")).await;
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE {}",
+                quote_identifier(Self::DATABASE)
+            ))
+            .await
+            .expect("create the private cluster's database");
+        let pool = storage::connect_pool(cluster.connection_config(Self::DATABASE), 1);
+        storage::migrations::run(&pool)
+            .await
+            .expect("migrate the private cluster's database");
+        pool.close();
+        Self {
+            requested_dir,
+            data_dir,
+            cluster: Some(cluster),
+        }
+    }
+
+    /// Connection settings for [`PrivateCluster::DATABASE`].
+    pub fn config(&self) -> tokio_postgres::Config {
+        orders::embedded_postgres::connection_config(&self.data_dir, Self::DATABASE)
+    }
+
+    /// Stops the server (a fast shutdown) and waits until it has exited.
+    pub async fn stop(&mut self) {
+        let cluster = self.cluster.take().expect("the cluster is running");
+        cluster.stop().await.expect("the private cluster stops");
+    }
+
+    /// Starts the stopped server again, on the same folder and socket; returns once it
+    /// accepts connections.
+    pub async fn restart(&mut self) {
+        assert!(self.cluster.is_none(), "the cluster is stopped");
+        let cluster = Cluster::start(&self.requested_dir, Durability::Throwaway)
+            .await
+            .expect("the private cluster starts again");
+        assert_eq!(cluster.socket_dir(), self.data_dir, "the same socket");
+        self.cluster = Some(cluster);
+    }
+
+    /// The server's pid, as its lock file names it.
+    pub fn server_pid(&self) -> Pid {
+        let contents = std::fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            .expect("the server's lock file");
+        Pid::from_raw(
+            contents
+                .lines()
+                .next()
+                .and_then(|line| line.parse().ok())
+                .expect("a pid on the lock file's first line"),
+        )
+    }
+
+    /// Stops (SIGSTOP) the server and every process of its: a database that hangs, holding
+    /// its connections open and answering nothing. They go on when the guard is dropped.
+    pub fn pause(&self) -> Paused {
+        let server = self.server_pid();
+        // The server first, so that it starts no process that would be missed.
+        signal::kill(server, Signal::SIGSTOP).expect("stop the server");
+        let mut paused = Paused {
+            processes: vec![server],
+        };
+        // Each backend leads a process group of its own, so the server's group is not enough:
+        // its children are found by their parent pid.
+        for child in children_of(server) {
+            if signal::kill(child, Signal::SIGSTOP).is_ok() {
+                paused.processes.push(child);
+            }
+        }
+        paused
+    }
+}
+
+/// Processes stopped by [`PrivateCluster::pause`]; dropping this lets them go on, so a test
+/// that fails while they are stopped does not leave a hung server behind.
+#[must_use = "the processes go on when this is dropped"]
+pub struct Paused {
+    processes: Vec<Pid>,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for &process in &self.processes {
+            let _ = signal::kill(process, Signal::SIGCONT);
+        }
+    }
+}
+
+/// The pids of `parent`'s children, from `/proc/<pid>/stat`.
+fn children_of(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            // `pid (comm) state ppid ...`: the name may hold spaces and parentheses, so the
+            // fields are counted from the last `)`.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent.as_raw())
+        })
+        .map(Pid::from_raw)
+        .collect()
 }
