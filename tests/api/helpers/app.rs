@@ -66,6 +66,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppState)) -> TestApp {
     // fixtures may be as large, and locks held as long, as a test needs.
     let serving = storage::connect_serving_pool(
         database.config().clone(),
+        &storage::tls::DatabaseTls::Off,
         8,
         storage::SessionLimits::default(),
     );
@@ -186,6 +187,7 @@ impl TestApp {
         let pool = storage::connect_pool(database.config().clone(), 8);
         let serving = storage::connect_serving_pool(
             database.config().clone(),
+            &storage::tls::DatabaseTls::Off,
             8,
             storage::SessionLimits::default(),
         );
