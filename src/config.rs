@@ -136,8 +136,7 @@ impl DatabaseUrl {
                 TlsKey::SslRootCert => tls.root_cert = Some(PathBuf::from(value)),
             }
         }
-        let mut config: tokio_postgres::Config =
-            rest.parse().map_err(DatabaseUrlError::Invalid)?;
+        let mut config: tokio_postgres::Config = rest.parse().map_err(DatabaseUrlError::Invalid)?;
         // PostgreSQL has no TLS on Unix sockets, and libpq ignores sslmode for them.
         let only_sockets = config
             .get_hosts()
@@ -462,7 +461,10 @@ mod tests {
         ] {
             let error = DatabaseUrl::new(text).parse().unwrap_err();
             let message = crate::telemetry::error_chain(&error);
-            assert!(message.contains("sslmode \"allow\" is not one of"), "{message}");
+            assert!(
+                message.contains("sslmode \"allow\" is not one of"),
+                "{message}"
+            );
             assert!(!message.contains("s3cret"), "{message}");
         }
     }

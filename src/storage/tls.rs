@@ -271,14 +271,14 @@ impl HandshakeError {
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
         Self(match cause {
             Some(rustls::Error::InvalidCertificate(problem)) => match problem {
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => {
                     format!(
                         "the database's certificate does not match host {host} \
                          (sslmode=verify-full checks the name): {problem}"
                     )
                 }
-                CertificateError::UnknownIssuer
-                | CertificateError::BadSignature => {
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                     format!("the database's certificate is not signed by {}", roots())
                 }
                 other => format!("the database's certificate is refused: {other}"),

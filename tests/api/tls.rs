@@ -68,7 +68,10 @@ async fn start_tls_server() -> (TlsServer, Cluster) {
     let cluster = Cluster::start_with_settings(
         &run_dir.join("cluster"),
         Durability::Throwaway,
-        &[("listen_addresses", "127.0.0.1"), ("port", &port.to_string())],
+        &[
+            ("listen_addresses", "127.0.0.1"),
+            ("port", &port.to_string()),
+        ],
     )
     .await
     .expect("the TLS test cluster starts");
@@ -194,7 +197,10 @@ fn settings(database_url: &str) -> Settings {
 async fn session_is_encrypted(database: &Database) -> bool {
     let client = database.pool.get().await.unwrap();
     client
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap()
         .get(0)
@@ -300,7 +306,10 @@ async fn start_up_error(database_url: &str) -> String {
     let status = orders.exit().await;
     let log = orders.log_text();
     assert!(!status.success(), "started; log:\n{log}");
-    assert!(!log.contains(PASSWORD), "the log shows the password:\n{log}");
+    assert!(
+        !log.contains(PASSWORD),
+        "the log shows the password:\n{log}"
+    );
     log.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|event| event["level"] == "ERROR")
@@ -319,7 +328,14 @@ async fn verify_full_with_the_right_root_serves_requests_over_encrypted_sessions
     );
     let mut keys = Orders::spawn(
         &database_url,
-        &["keys", "create", "--name", "tls-test", "--scope", "orders:read"],
+        &[
+            "keys",
+            "create",
+            "--name",
+            "tls-test",
+            "--scope",
+            "orders:read",
+        ],
     );
     assert!(keys.exit().await.success(), "log:\n{}", keys.log_text());
     let secret = keys.stdout_text().lines().last().unwrap().trim().to_owned();
@@ -432,7 +448,10 @@ async fn require_and_verify_ca_with_a_root_check_the_signature_but_not_the_host(
             ),
         );
         let error = error_chain(&open_and_migrate(&wrong).await.err().unwrap());
-        assert!(error.contains("is not signed by a root in sslrootcert"), "{mode}: {error}");
+        assert!(
+            error.contains("is not signed by a root in sslrootcert"),
+            "{mode}: {error}"
+        );
     }
 }
 
