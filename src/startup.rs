@@ -13,7 +13,7 @@ use crate::{
     config::{DatabaseSettings, Settings},
     embedded_postgres::{self, Cluster, Durability, EmbeddedError},
     http,
-    storage::{self, migrations::MigrationError},
+    storage::{self, migrations::MigrationError, tls::DatabaseTls},
 };
 
 /// The database the application talks to, and the private cluster behind it, if any.
@@ -25,7 +25,9 @@ pub struct Database {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("DATABASE_URL is not a valid connection string")]
-    BadDatabaseUrl(#[source] tokio_postgres::Error),
+    BadDatabaseUrl(#[source] crate::config::DatabaseUrlError),
+    #[error("DATABASE_URL's TLS settings cannot be used")]
+    DatabaseTls(#[source] storage::tls::TlsSetupError),
     #[error("the private PostgreSQL cluster could not start")]
     Embedded(#[from] EmbeddedError),
     #[error("could not create the database on the private cluster")]
@@ -55,10 +57,12 @@ impl Database {
     pub async fn open(settings: &Settings) -> Result<Self, StartError> {
         match &settings.database {
             DatabaseSettings::External(url) => {
-                let config = url.parse().map_err(StartError::BadDatabaseUrl)?;
+                let (config, tls) = url.parse().map_err(StartError::BadDatabaseUrl)?;
+                let tls = DatabaseTls::new(&tls).map_err(StartError::DatabaseTls)?;
                 Ok(Self {
                     pool: storage::connect_serving_pool(
                         config,
+                        &tls,
                         settings.db_pool_size,
                         settings.session_limits,
                     ),
@@ -77,6 +81,7 @@ impl Database {
                 Ok(Self {
                     pool: storage::connect_serving_pool(
                         cluster.connection_config(EMBEDDED_DATABASE),
+                        &DatabaseTls::Off,
                         settings.db_pool_size,
                         settings.session_limits,
                     ),

@@ -135,18 +135,42 @@ impl Cluster {
     /// Starts the cluster in `data_dir`, creating it first if the folder holds none, and
     /// returns once the server accepts connections.
     pub async fn start(data_dir: &Path, durability: Durability) -> Result<Self, EmbeddedError> {
-        Self::start_with_stop_bounds(data_dir, durability, supervisor::StopBounds::DEFAULT).await
+        Self::start_with_stop_bounds(data_dir, durability, supervisor::StopBounds::DEFAULT, &[])
+            .await
     }
 
-    /// [`Cluster::start`], with each step of the eventual shutdown bounded by `stop_bounds`
-    /// (tests shorten them to see every step taken).
+    /// [`Cluster::start`] with more server settings, each passed as `-c name=value` after
+    /// ours, so they win: for tests that need a server on TCP (`listen_addresses`, `port`) or
+    /// with TLS (`ssl`, `ssl_cert_file`, `ssl_key_file`). A `port` moves the Unix socket too,
+    /// to `.s.PGSQL.<port>`: connect with that port.
+    pub async fn start_with_settings(
+        data_dir: &Path,
+        durability: Durability,
+        settings: &[(&str, &str)],
+    ) -> Result<Self, EmbeddedError> {
+        Self::start_with_stop_bounds(
+            data_dir,
+            durability,
+            supervisor::StopBounds::DEFAULT,
+            settings,
+        )
+        .await
+    }
+
+    /// [`Cluster::start_with_settings`], with each step of the eventual shutdown bounded by
+    /// `stop_bounds` (tests shorten them to see every step taken).
     async fn start_with_stop_bounds(
         data_dir: &Path,
         durability: Durability,
         stop_bounds: supervisor::StopBounds,
+        settings: &[(&str, &str)],
     ) -> Result<Self, EmbeddedError> {
+        let settings = settings
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
         let (supervisor, data_dir) =
-            supervisor::Supervisor::start(data_dir, durability, stop_bounds).await?;
+            supervisor::Supervisor::start(data_dir, durability, stop_bounds, settings).await?;
         Ok(Self {
             data_dir,
             supervisor,
@@ -272,7 +296,7 @@ mod tests {
             fast: Duration::from_millis(300),
             immediate: Duration::from_millis(300),
         };
-        let cluster = Cluster::start_with_stop_bounds(&dir.0, Durability::Throwaway, bounds)
+        let cluster = Cluster::start_with_stop_bounds(&dir.0, Durability::Throwaway, bounds, &[])
             .await
             .unwrap();
         let server = server_pid(&dir.0);

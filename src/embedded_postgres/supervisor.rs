@@ -68,6 +68,7 @@ impl Supervisor {
         data_dir: &Path,
         durability: Durability,
         stop_bounds: StopBounds,
+        settings: Vec<String>,
     ) -> Result<(Self, PathBuf), EmbeddedError> {
         let (ready_sender, ready) = tokio::sync::oneshot::channel();
         let (stop_requests, stop_request_receiver) = mpsc::channel();
@@ -79,6 +80,7 @@ impl Supervisor {
                     &data_dir,
                     durability,
                     stop_bounds,
+                    &settings,
                     ready_sender,
                     stop_request_receiver,
                 )
@@ -107,10 +109,11 @@ fn supervise(
     data_dir: &Path,
     durability: Durability,
     stop_bounds: StopBounds,
+    settings: &[String],
     ready: tokio::sync::oneshot::Sender<Result<PathBuf, EmbeddedError>>,
     stop_requests: mpsc::Receiver<StopReply>,
 ) {
-    let mut server = match Server::start(data_dir, durability, stop_bounds) {
+    let mut server = match Server::start(data_dir, durability, stop_bounds, settings) {
         Ok(server) => server,
         Err(error) => {
             let _ = ready.send(Err(error));
@@ -124,6 +127,7 @@ fn supervise(
             data_dir,
             durability,
             stop_bounds,
+            settings,
             &stop_requests,
         )
     } else {
@@ -163,6 +167,7 @@ fn keep_running(
     data_dir: &Path,
     durability: Durability,
     stop_bounds: StopBounds,
+    settings: &[String],
     stop_requests: &mpsc::Receiver<StopReply>,
 ) -> Option<StopReply> {
     loop {
@@ -197,7 +202,7 @@ fn keep_running(
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            match Server::start(data_dir, durability, stop_bounds) {
+            match Server::start(data_dir, durability, stop_bounds, settings) {
                 Ok(restarted) => {
                     tracing::info!("the private PostgreSQL server is running again");
                     *server = restarted;
@@ -223,11 +228,12 @@ struct Server {
 
 impl Server {
     /// Starts the server in `data_dir`, creating the cluster first if the folder holds none,
-    /// and blocks until it accepts connections.
+    /// and blocks until it accepts connections. `settings` (`name=value`) come after ours.
     fn start(
         data_dir: &Path,
         durability: Durability,
         stop_bounds: StopBounds,
+        settings: &[String],
     ) -> Result<Self, EmbeddedError> {
         let binaries = Binaries::find()?;
         let run_as = run_as()?;
@@ -266,6 +272,9 @@ impl Server {
                 "-c",
                 "full_page_writes=off",
             ]);
+        }
+        for setting in settings {
+            postgres.arg("-c").arg(setting);
         }
         // A process group of its own, so a Ctrl-C in the terminal reaches only us: the server
         // must keep serving while in-flight requests drain, and stop when we say.

@@ -12,6 +12,7 @@ pub mod migrations;
 pub mod orders;
 pub mod seed;
 pub mod services;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,7 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// statement pays a round trip for them.
 pub fn connect_serving_pool(
     mut config: tokio_postgres::Config,
+    tls: &tls::DatabaseTls,
     max_connections: usize,
     limits: SessionLimits,
 ) -> Pool {
@@ -88,6 +90,7 @@ pub fn connect_serving_pool(
     // told it timed out, whatever step it was at; these bound what runs outside it.
     build_pool(
         config,
+        tls,
         max_connections,
         limits.answer_bound() + ANSWER_MARGIN,
     )
@@ -96,22 +99,35 @@ pub fn connect_serving_pool(
 /// Opens a pool of connections to the configured database. Connections are made lazily, so
 /// this succeeds even when the database is down; requests then fail with
 /// [`StoreError::Unavailable`] until it is back. Its sessions have the server's own limits
-/// (none, by default): for administration and tests; serving uses [`connect_serving_pool`].
+/// (none, by default), and no TLS: for the private cluster's Unix socket, administration and
+/// tests; serving uses [`connect_serving_pool`].
 pub fn connect_pool(config: tokio_postgres::Config, max_connections: usize) -> Pool {
-    build_pool(config, max_connections, Duration::from_secs(5))
+    build_pool(
+        config,
+        &tls::DatabaseTls::Off,
+        max_connections,
+        Duration::from_secs(5),
+    )
 }
 
-/// A pool whose checkout, connecting and recycling each give up after `wait`.
-fn build_pool(config: tokio_postgres::Config, max_connections: usize, wait: Duration) -> Pool {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            // A broken connection shows itself on first use and is replaced; checking each one
-            // on checkout would cost a round trip per request.
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+/// A pool over `tls` whose checkout, connecting and recycling each give up after `wait`.
+fn build_pool(
+    config: tokio_postgres::Config,
+    tls: &tls::DatabaseTls,
+    max_connections: usize,
+    wait: Duration,
+) -> Pool {
+    let manager_config = ManagerConfig {
+        // A broken connection shows itself on first use and is replaced; checking each one
+        // on checkout would cost a round trip per request.
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        tls::DatabaseTls::Off => Manager::from_config(config, NoTls, manager_config),
+        tls::DatabaseTls::Rustls(connector) => {
+            Manager::from_config(config, connector.clone(), manager_config)
+        }
+    };
     Pool::builder(manager)
         .max_size(max_connections)
         .runtime(Runtime::Tokio1)
@@ -164,11 +180,13 @@ pub enum StoreError {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
         let Some(db_error) = error.as_db_error() else {
-            // No answer from the server: the connection is gone or could not be made. Anything
-            // else without a server answer (a type mismatch, say) is a bug, not an outage.
+            // No answer from the server: the connection is gone or could not be made (a TLS
+            // handshake that failed included). Anything else without a server answer (a type
+            // mismatch, say) is a bug, not an outage.
             let lost_connection = error.is_closed()
-                || std::error::Error::source(&error)
-                    .is_some_and(|cause| cause.is::<std::io::Error>());
+                || std::error::Error::source(&error).is_some_and(|cause| {
+                    cause.is::<std::io::Error>() || cause.is::<tls::HandshakeError>()
+                });
             return if lost_connection {
                 Self::Unavailable(Box::new(error))
             } else {

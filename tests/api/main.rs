@@ -21,4 +21,5 @@ mod scale;
 mod seed;
 mod services;
 mod three_hour_rule;
+mod tls;
 mod unambiguous;

@@ -15,8 +15,7 @@ use poem_openapi::{Object, payload::Json, types::Example};
 
 pub use self::codes::{
     ErrorCode, IDEMPOTENCY_RETRY_AFTER_SECONDS, MAX_BODY_BYTES, NO_ANSWER_DETAIL,
-    OVERLOADED_RETRY_AFTER_SECONDS,
-    RETRY_AFTER_SECONDS,
+    OVERLOADED_RETRY_AFTER_SECONDS, RETRY_AFTER_SECONDS,
 };
 use self::documentation::ProblemResponse;
 use super::input::FieldError;

@@ -66,6 +66,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppState)) -> TestApp {
     // fixtures may be as large, and locks held as long, as a test needs.
     let serving = storage::connect_serving_pool(
         database.config().clone(),
+        &storage::tls::DatabaseTls::Off,
         8,
         storage::SessionLimits::default(),
     );
@@ -82,7 +83,12 @@ pub async fn spawn_app_with_pool(
     let database = fresh_database().await;
     let pool = storage::connect_pool(database.config().clone(), 8);
     let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
-    let serving = storage::connect_serving_pool(database.config().clone(), size, limits);
+    let serving = storage::connect_serving_pool(
+        database.config().clone(),
+        &storage::tls::DatabaseTls::Off,
+        size,
+        limits,
+    );
     spawn_app_on(pool, serving, Some(database), secret, configure).await
 }
 
@@ -91,8 +97,12 @@ pub async fn spawn_app_with_pool(
 pub async fn spawn_app_on_cluster(cluster: &PrivateCluster) -> TestApp {
     let pool = storage::connect_pool(cluster.config(), 2);
     let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
-    let serving =
-        storage::connect_serving_pool(cluster.config(), 8, storage::SessionLimits::default());
+    let serving = storage::connect_serving_pool(
+        cluster.config(),
+        &storage::tls::DatabaseTls::Off,
+        8,
+        storage::SessionLimits::default(),
+    );
     spawn_app_on(pool, serving, None, secret, |_| {}).await
 }
 
@@ -210,6 +220,7 @@ impl TestApp {
         let pool = storage::connect_pool(database.config().clone(), 8);
         let serving = storage::connect_serving_pool(
             database.config().clone(),
+            &storage::tls::DatabaseTls::Off,
             8,
             storage::SessionLimits::default(),
         );
