@@ -20,7 +20,10 @@ use deadpool_postgres::Pool;
 
 pub use self::error::{AppError, Resource};
 use self::{access::KeyRing, idempotency::DEFAULT_RETENTION};
-use crate::storage::{self, StoreError};
+use crate::{
+    storage::{self, StoreError},
+    telemetry::metrics::Metrics,
+};
 
 /// What every operation runs against. Cheap to clone: it is handles all the way down.
 #[derive(Clone)]
@@ -32,6 +35,8 @@ pub struct AppState {
     pub key_refresh_interval: Duration,
     /// How long the first answer to an idempotent create is kept.
     pub idempotency_retention: Duration,
+    /// This instance's metrics, as `/metrics` shows them.
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -41,6 +46,7 @@ impl AppState {
             keys: KeyRing::default(),
             key_refresh_interval: access::KEY_REFRESH_INTERVAL,
             idempotency_retention: DEFAULT_RETENTION,
+            metrics: Metrics::new(),
         }
     }
 
@@ -59,6 +65,7 @@ impl AppState {
                 .spawn_refresher(self.pool.clone(), self.key_refresh_interval),
         );
         tasks.push(idempotency::spawn_purger(self));
+        tasks.push(self.metrics.spawn_upkeep());
         BackgroundWork(tasks)
     }
 }

@@ -5,7 +5,8 @@
 //! body size limit and the body's media type, puts conditional headers in the form handlers read,
 //! runs the request inside a tracing span, turns every error the framework raises (bad JSON,
 //! wrong content type, unknown route, wrong method) into the API's problem+json, adds
-//! `X-Request-Id` to every response, and logs each request once.
+//! `X-Request-Id` to every response, logs each request once, and records its duration under
+//! its route template (see [`crate::telemetry::metrics`]).
 
 use std::{sync::Arc, time::Instant};
 
@@ -20,7 +21,11 @@ use poem_openapi::{
 };
 use tracing::Instrument;
 
-use crate::{app::access::KeyRing, domain::Scope};
+use crate::{
+    app::access::KeyRing,
+    domain::Scope,
+    telemetry::metrics::{Metrics, UNMATCHED_ROUTE},
+};
 
 use super::{
     auth,
@@ -41,6 +46,8 @@ pub struct RouteTable(Vec<Route>);
 
 #[derive(Debug)]
 struct Route {
+    /// As the spec writes it (`/orders/{id}`): the route label of its requests' metrics.
+    path: String,
     template: Vec<String>,
     methods: Vec<Method>,
     protected: Vec<(Method, Scope)>,
@@ -67,6 +74,7 @@ impl RouteTable {
                 .collect();
             table.0.push(Route {
                 template: segments(&path.path),
+                path: path.path,
                 methods,
                 protected,
             });
@@ -77,6 +85,7 @@ impl RouteTable {
     /// Adds a path that no API key protects.
     pub fn add(&mut self, template: &str, methods: Vec<Method>) {
         self.0.push(Route {
+            path: template.to_owned(),
             template: segments(template),
             methods,
             protected: Vec::new(),
@@ -100,22 +109,6 @@ impl RouteTable {
         self.route(path).map(|route| route.methods.as_slice())
     }
 
-    /// The scope a request to a concrete path needs, if it goes to a protected operation
-    /// (HEAD is served by GET).
-    fn required_scope(&self, path: &str, method: &Method) -> Option<Scope> {
-        let method = if *method == Method::HEAD {
-            &Method::GET
-        } else {
-            method
-        };
-        let route = self.route(path)?;
-        route
-            .protected
-            .iter()
-            .find(|(protected, _)| protected == method)
-            .map(|(_, scope)| *scope)
-    }
-
     /// The `Allow` value for a concrete path: its methods, plus HEAD where GET is.
     fn allow(&self, path: &str) -> Option<String> {
         let methods = self.methods(path)?;
@@ -124,6 +117,22 @@ impl RouteTable {
             names.push("HEAD");
         }
         Some(names.join(", "))
+    }
+}
+
+impl Route {
+    /// The scope a request with `method` needs, if it goes to a protected operation (HEAD is
+    /// served by GET).
+    fn required_scope(&self, method: &Method) -> Option<Scope> {
+        let method = if *method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.protected
+            .iter()
+            .find(|(protected, _)| protected == method)
+            .map(|(_, scope)| *scope)
     }
 }
 
@@ -137,13 +146,15 @@ fn segments(path: &str) -> Vec<String> {
 pub struct Edge {
     routes: Arc<RouteTable>,
     keys: KeyRing,
+    metrics: Metrics,
 }
 
 impl Edge {
-    pub fn new(routes: RouteTable, keys: KeyRing) -> Self {
+    pub fn new(routes: RouteTable, keys: KeyRing, metrics: Metrics) -> Self {
         Self {
             routes: Arc::new(routes),
             keys,
+            metrics,
         }
     }
 }
@@ -156,6 +167,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
             inner,
             routes: self.routes.clone(),
             keys: self.keys.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -164,6 +176,7 @@ pub struct EdgeEndpoint<E> {
     inner: E,
     routes: Arc<RouteTable>,
     keys: KeyRing,
+    metrics: Metrics,
 }
 
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
@@ -171,6 +184,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
 
     async fn call(&self, mut request: Request) -> Result<Response> {
         let started = Instant::now();
+        let _active = self.metrics.request_started();
         let request_id = request_id(&request);
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -182,42 +196,43 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             %path,
             key = tracing::field::Empty
         );
+        // Matched once: it gives the scope to check and the route label of the metrics.
+        let route = self.routes.route(&path);
 
-        let mut response = REQUEST_ID
-            .scope(
-                request_id.clone(),
-                async {
-                    if let Some(scope) = self.routes.required_scope(&path, &method) {
-                        let caller = match auth::authenticate(&request, &self.keys) {
-                            Ok(caller) => caller,
-                            Err(error) => return error.into_response(),
-                        };
-                        span.record("key", &*caller.name);
-                        if let Err(error) = auth::permit(&caller, scope) {
-                            return error.into_response();
-                        }
-                        request.extensions_mut().insert(caller);
-                    }
-                    if let Err(error) = self.check_media_type(&request) {
-                        return error.into_response();
-                    }
-                    let body = match buffer_body(&mut request).await {
-                        Ok(body) => body,
+        let handled = REQUEST_ID.scope(
+            request_id.clone(),
+            async {
+                if let Some(scope) = route.and_then(|route| route.required_scope(&method)) {
+                    let caller = match auth::authenticate(&request, &self.keys) {
+                        Ok(caller) => caller,
                         Err(error) => return error.into_response(),
                     };
-                    if let Err(error) = self.check_unambiguous(&request, &body) {
+                    span.record("key", &*caller.name);
+                    if let Err(error) = auth::permit(&caller, scope) {
                         return error.into_response();
                     }
-                    normalise_conditional_headers(&mut request);
-                    match self.inner.call(request).await {
-                        Ok(response) => response.into_response(),
-                        Err(error) if error.is_from_response() => error.into_response(),
-                        Err(error) => self.to_api_error(&error, &path).into_response(),
-                    }
+                    request.extensions_mut().insert(caller);
                 }
-                .instrument(span.clone()),
-            )
-            .await;
+                if let Err(error) = self.check_media_type(&request) {
+                    return error.into_response();
+                }
+                let body = match buffer_body(&mut request).await {
+                    Ok(body) => body,
+                    Err(error) => return error.into_response(),
+                };
+                if let Err(error) = self.check_unambiguous(&request, &body) {
+                    return error.into_response();
+                }
+                normalise_conditional_headers(&mut request);
+                match self.inner.call(request).await {
+                    Ok(response) => response.into_response(),
+                    Err(error) if error.is_from_response() => error.into_response(),
+                    Err(error) => self.to_api_error(&error, &path).into_response(),
+                }
+            }
+            .instrument(span.clone()),
+        );
+        let mut response = self.metrics.scope(handled).await;
 
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -232,6 +247,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let status = response.status().as_u16();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         span.in_scope(|| tracing::info!(status, latency_ms, "request served"));
+        let route = route.map_or(UNMATCHED_ROUTE, |route| route.path.as_str());
+        self.metrics
+            .request_served(method.as_str(), route, status, started.elapsed());
         Ok(response)
     }
 }

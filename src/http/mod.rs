@@ -39,7 +39,7 @@ enum ApiTags {
     Orders,
     /// Services that orders book.
     Services,
-    /// Liveness and readiness probes.
+    /// Liveness and readiness probes, and metrics.
     Health,
 }
 
@@ -125,7 +125,7 @@ pub fn app(state: AppState) -> impl Endpoint {
         .data(state.clone())
         // Inside the edge, so a panic's answer gets the request id and the log line too.
         .with(CatchPanic::new().with_handler(answer_panic))
-        .with(Edge::new(routes, state.keys))
+        .with(Edge::new(routes, state.keys, state.metrics))
 }
 
 /// What a handler's panic is answered with: a 500 like any other fault, logged with the

@@ -307,9 +307,9 @@ async fn insert_once(
         client.batch_execute("SAVEPOINT order_insert").await?;
     }
     match client.query(&statement, &params).await {
-        Ok(rows) if rows.is_empty() => Err(StoreError::OrderTimeConflict {
-            conflicting_order_id: find_conflict(client, draft.scheduled_at, None).await?,
-        }),
+        Ok(rows) if rows.is_empty() => Err(StoreError::order_time_conflict(
+            find_conflict(client, draft.scheduled_at, None).await?,
+        )),
         Ok(rows) => single(fold_orders(&rows)),
         Err(error) => {
             if savepoint == Savepoint::Around {
@@ -525,9 +525,7 @@ async fn explain_write_error(
     let explained = match violated_constraint(&error) {
         Some(THREE_HOUR_RULE) => find_conflict(client, draft.scheduled_at, updating)
             .await
-            .map(|conflicting_order_id| StoreError::OrderTimeConflict {
-                conflicting_order_id,
-            }),
+            .map(StoreError::order_time_conflict),
         // A link names a service that does not exist (any more).
         Some(SERVICE_EXISTS) => super::services::find_missing(client, &draft.service_ids)
             .await

@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod listing;
+mod metrics;
 mod migrations;
 mod openapi;
 mod orders;

@@ -1,5 +1,9 @@
-//! Logging: JSON lines when the output is not a terminal (for log collectors), readable text
+//! Telemetry: logging, here, and the metrics of [`metrics`].
+//!
+//! Logs are JSON lines when the output is not a terminal (for log collectors), readable text
 //! when it is. `RUST_LOG` sets the level (default `info`).
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 
