@@ -250,6 +250,7 @@ pub(crate) async fn settle<T>(
 
 /// After a conditional write to `table` touched no row: was the row with `id` missing, or at
 /// another version?
+#[tracing::instrument(name = "why_not_written", skip_all, fields(table, id))]
 pub(crate) async fn why_not_written(
     client: &impl deadpool_postgres::GenericClient,
     table: &'static str,
@@ -323,6 +324,7 @@ fn retry_delay(attempt: u32) -> Duration {
 }
 
 /// Whether the database answers a trivial query: what `/readyz` reports.
+#[tracing::instrument(name = "ping", skip_all)]
 pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let statement = client.prepare_cached("SELECT 1").await?;

@@ -19,4 +19,5 @@ mod scale;
 mod seed;
 mod services;
 mod three_hour_rule;
+mod traces;
 mod unambiguous;
