@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
         Command::Keys(_) => "warn",
         _ => "info",
     };
-    telemetry::init(log_level);
+    let _telemetry = telemetry::init(log_level);
     match run(&command, Settings::from(cli.settings)).await {
         Ok(()) => ExitCode::SUCCESS,
         // A mistake in what was asked, as clap reports its own: said plainly, exit status 2.

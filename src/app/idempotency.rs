@@ -130,7 +130,10 @@ async fn attempt<C: TransactionalCreate>(
     // key sent at once after the answer would find the key still in use.
     let refusal = match claim {
         Claim::First => None,
-        Claim::Replay(answer) => Some(Ok(Answer::Replayed(answer))),
+        Claim::Replay(answer) => {
+            metrics::counter!(crate::telemetry::metrics::IDEMPOTENT_REPLAYS).increment(1);
+            Some(Ok(Answer::Replayed(answer)))
+        }
         Claim::OtherRequest => Some(Err(AppError::IdempotencyKeyReused)),
         Claim::InUse => Some(Err(AppError::IdempotencyKeyInUse)),
     };

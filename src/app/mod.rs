@@ -21,7 +21,10 @@ use deadpool_postgres::Pool;
 
 pub use self::error::{AppError, Resource};
 use self::{access::KeyRing, idempotency::DEFAULT_RETENTION};
-use crate::storage::{self, StoreError};
+use crate::{
+    storage::{self, StoreError},
+    telemetry::metrics::Metrics,
+};
 
 /// What every operation runs against. Cheap to clone: it is handles all the way down.
 #[derive(Clone)]
@@ -41,6 +44,8 @@ pub struct AppState {
     pub answer_bound: Duration,
     /// Readiness's own connection to the database, beside the pool.
     readiness: Arc<storage::Probe>,
+    /// This instance's metrics, as `/metrics` shows them.
+    pub metrics: Metrics,
 }
 
 /// The most requests an instance works on at once, unless configured otherwise: enough for
@@ -58,6 +63,7 @@ impl AppState {
             idempotency_retention: DEFAULT_RETENTION,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             answer_bound: storage::SessionLimits::default().answer_bound(),
+            metrics: Metrics::new(),
         }
     }
 
@@ -84,6 +90,7 @@ impl AppState {
                 .spawn_refresher(self.pool.clone(), self.key_refresh_interval),
         );
         tasks.push(idempotency::spawn_purger(self));
+        tasks.push(self.metrics.spawn_upkeep());
         BackgroundWork(tasks)
     }
 }

@@ -7,13 +7,17 @@
 //! security requirement into the spec. Which scope an operation needs is [`required_scope`],
 //! the one rule both the edge and the spec read.
 
-use poem::{Request, http::Method};
+use poem::{
+    Request,
+    http::{Method, header::AUTHORIZATION},
+};
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
 use super::problem::{ApiError, ErrorCode};
 use crate::{
     app::access::{AuthError, Caller, KeyRing},
     domain::Scope,
+    telemetry::metrics::AuthFailure,
 };
 
 // The caller of a protected operation, as the edge authenticated it. (A plain comment: the
@@ -59,6 +63,7 @@ pub fn authenticate(request: &Request, keys: &KeyRing) -> Result<Caller, ApiErro
     bearer_token(request)
         .ok_or(AuthError::Missing)
         .and_then(|token| keys.authenticate(token))
+        .inspect_err(|error| failure(request, *error).count())
         .map_err(|error| match error {
             // The key reloads log why; a line per refused request would add nothing.
             AuthError::KeysUnavailable => ApiError::new(ErrorCode::DatabaseUnavailable),
@@ -75,17 +80,28 @@ pub fn permit(caller: &Caller, scope: Scope) -> Result<(), ApiError> {
     if caller.may(scope) {
         Ok(())
     } else {
+        AuthFailure::Forbidden.count();
         Err(ApiError::forbidden(scope))
+    }
+}
+
+/// The metrics' reason for a refused credential: finer than the answer, which tells a caller
+/// only that no usable credential came.
+fn failure(request: &Request, error: AuthError) -> AuthFailure {
+    match error {
+        AuthError::Missing if request.headers().contains_key(AUTHORIZATION) => {
+            AuthFailure::Malformed
+        }
+        AuthError::Missing => AuthFailure::Missing,
+        AuthError::Invalid => AuthFailure::Unknown,
+        AuthError::KeysUnavailable => AuthFailure::KeysUnavailable,
     }
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case), if the
 /// request has exactly one such header.
 fn bearer_token(request: &Request) -> Option<&str> {
-    let mut values = request
-        .headers()
-        .get_all(poem::http::header::AUTHORIZATION)
-        .iter();
+    let mut values = request.headers().get_all(AUTHORIZATION).iter();
     let value = values.next()?.to_str().ok()?;
     if values.next().is_some() {
         return None;

@@ -6,7 +6,8 @@
 //! refuses what is over the instance's or the key's bounds (see [`super::overload`]),
 //! runs the request inside a tracing span, turns every error the framework raises (bad JSON,
 //! wrong content type, unknown route, wrong method) into the API's problem+json, adds
-//! `X-Request-Id` to every response, and logs each request once.
+//! `X-Request-Id` to every response, logs each request once, and records its duration under
+//! its route template (see [`crate::telemetry::metrics`]).
 
 use std::{sync::Arc, time::Instant};
 
@@ -21,7 +22,11 @@ use poem_openapi::{
 };
 use tracing::Instrument;
 
-use crate::{app::access::KeyRing, domain::Scope};
+use crate::{
+    app::access::KeyRing,
+    domain::Scope,
+    telemetry::metrics::{Metrics, UNMATCHED_ROUTE},
+};
 
 use super::{
     auth,
@@ -43,6 +48,8 @@ pub struct RouteTable(Vec<Route>);
 
 #[derive(Debug)]
 struct Route {
+    /// As the spec writes it (`/orders/{id}`): the route label of its requests' metrics.
+    path: String,
     template: Vec<String>,
     methods: Vec<Method>,
     protected: Vec<(Method, Scope)>,
@@ -69,6 +76,7 @@ impl RouteTable {
                 .collect();
             table.0.push(Route {
                 template: segments(&path.path),
+                path: path.path,
                 methods,
                 protected,
             });
@@ -79,6 +87,7 @@ impl RouteTable {
     /// Adds a path that no API key protects.
     pub fn add(&mut self, template: &str, methods: Vec<Method>) {
         self.0.push(Route {
+            path: template.to_owned(),
             template: segments(template),
             methods,
             protected: Vec::new(),
@@ -102,22 +111,6 @@ impl RouteTable {
         self.route(path).map(|route| route.methods.as_slice())
     }
 
-    /// The scope a request to a concrete path needs, if it goes to a protected operation
-    /// (HEAD is served by GET).
-    fn required_scope(&self, path: &str, method: &Method) -> Option<Scope> {
-        let method = if *method == Method::HEAD {
-            &Method::GET
-        } else {
-            method
-        };
-        let route = self.route(path)?;
-        route
-            .protected
-            .iter()
-            .find(|(protected, _)| protected == method)
-            .map(|(_, scope)| *scope)
-    }
-
     /// The `Allow` value for a concrete path: its methods, plus HEAD where GET is.
     fn allow(&self, path: &str) -> Option<String> {
         let methods = self.methods(path)?;
@@ -126,6 +119,22 @@ impl RouteTable {
             names.push("HEAD");
         }
         Some(names.join(", "))
+    }
+}
+
+impl Route {
+    /// The scope a request with `method` needs, if it goes to a protected operation (HEAD is
+    /// served by GET).
+    fn required_scope(&self, method: &Method) -> Option<Scope> {
+        let method = if *method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.protected
+            .iter()
+            .find(|(protected, _)| protected == method)
+            .map(|(_, scope)| *scope)
     }
 }
 
@@ -140,16 +149,18 @@ pub struct Edge {
     routes: Arc<RouteTable>,
     keys: KeyRing,
     in_flight: InFlightLimit,
+    metrics: Metrics,
 }
 
 impl Edge {
     /// The edge for `routes`, checking callers against `keys`, working on at most
-    /// `max_in_flight` requests at once.
-    pub fn new(routes: RouteTable, keys: KeyRing, max_in_flight: usize) -> Self {
+    /// `max_in_flight` requests at once, recording into `metrics`.
+    pub fn new(routes: RouteTable, keys: KeyRing, max_in_flight: usize, metrics: Metrics) -> Self {
         Self {
             routes: Arc::new(routes),
             keys,
             in_flight: InFlightLimit::new(max_in_flight),
+            metrics,
         }
     }
 }
@@ -163,6 +174,7 @@ impl<E: Endpoint> Middleware<E> for Edge {
             routes: self.routes.clone(),
             keys: self.keys.clone(),
             in_flight: self.in_flight.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -172,6 +184,7 @@ pub struct EdgeEndpoint<E> {
     routes: Arc<RouteTable>,
     keys: KeyRing,
     in_flight: InFlightLimit,
+    metrics: Metrics,
 }
 
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
@@ -179,6 +192,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
 
     async fn call(&self, mut request: Request) -> Result<Response> {
         let started = Instant::now();
+        let _active = self.metrics.request_started();
         let request_id = request_id(&request);
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
@@ -190,49 +204,50 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
             %path,
             key = tracing::field::Empty
         );
+        // Matched once: it gives the scope to check and the route label of the metrics.
+        let route = self.routes.route(&path);
 
-        let mut response = REQUEST_ID
-            .scope(
-                request_id.clone(),
-                async {
-                    // Held until the answer is produced, at the end of this block.
-                    let _place = match self.in_flight.admit(&path) {
-                        Ok(place) => place,
+        let handled = REQUEST_ID.scope(
+            request_id.clone(),
+            async {
+                // Held until the answer is produced, at the end of this block.
+                let _place = match self.in_flight.admit(&path) {
+                    Ok(place) => place,
+                    Err(error) => return error.into_response(),
+                };
+                if let Some(scope) = route.and_then(|route| route.required_scope(&method)) {
+                    let caller = match auth::authenticate(&request, &self.keys) {
+                        Ok(caller) => caller,
                         Err(error) => return error.into_response(),
                     };
-                    if let Some(scope) = self.routes.required_scope(&path, &method) {
-                        let caller = match auth::authenticate(&request, &self.keys) {
-                            Ok(caller) => caller,
-                            Err(error) => return error.into_response(),
-                        };
-                        span.record("key", &*caller.name);
-                        if let Err(error) = auth::permit(&caller, scope)
-                            .and_then(|()| overload::check_rate(&caller))
-                        {
-                            return error.into_response();
-                        }
-                        request.extensions_mut().insert(caller);
-                    }
-                    if let Err(error) = self.check_media_type(&request) {
+                    span.record("key", &*caller.name);
+                    if let Err(error) =
+                        auth::permit(&caller, scope).and_then(|()| overload::check_rate(&caller))
+                    {
                         return error.into_response();
                     }
-                    let body = match buffer_body(&mut request).await {
-                        Ok(body) => body,
-                        Err(error) => return error.into_response(),
-                    };
-                    if let Err(error) = self.check_unambiguous(&request, &body) {
-                        return error.into_response();
-                    }
-                    normalise_conditional_headers(&mut request);
-                    match self.inner.call(request).await {
-                        Ok(response) => response.into_response(),
-                        Err(error) if error.is_from_response() => error.into_response(),
-                        Err(error) => self.to_api_error(&error, &path).into_response(),
-                    }
+                    request.extensions_mut().insert(caller);
                 }
-                .instrument(span.clone()),
-            )
-            .await;
+                if let Err(error) = self.check_media_type(&request) {
+                    return error.into_response();
+                }
+                let body = match buffer_body(&mut request).await {
+                    Ok(body) => body,
+                    Err(error) => return error.into_response(),
+                };
+                if let Err(error) = self.check_unambiguous(&request, &body) {
+                    return error.into_response();
+                }
+                normalise_conditional_headers(&mut request);
+                match self.inner.call(request).await {
+                    Ok(response) => response.into_response(),
+                    Err(error) if error.is_from_response() => error.into_response(),
+                    Err(error) => self.to_api_error(&error, &path).into_response(),
+                }
+            }
+            .instrument(span.clone()),
+        );
+        let mut response = self.metrics.scope(handled).await;
 
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -247,6 +262,9 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let status = response.status().as_u16();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         span.in_scope(|| tracing::info!(status, latency_ms, "request served"));
+        let route = route.map_or(UNMATCHED_ROUTE, |route| route.path.as_str());
+        self.metrics
+            .request_served(method.as_str(), route, status, started.elapsed());
         Ok(response)
     }
 }

@@ -1,7 +1,11 @@
-//! `/healthz` and `/readyz`: for load balancers and orchestrators.
+//! `/healthz` and `/readyz`, for load balancers and orchestrators, and `/metrics`, for
+//! Prometheus.
 
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::{Json, PlainText},
+};
 
 use super::{
     ApiTags,
@@ -70,6 +74,13 @@ impl Healthy {
     }
 }
 
+#[derive(ApiResponse)]
+enum MetricsText {
+    /// The metrics in Prometheus' text exposition format (version 0.0.4).
+    #[oai(status = 200, content_type = "text/plain; version=0.0.4")]
+    Ok(PlainText<String>),
+}
+
 operation_codes! {
     ReadyErrors = [DatabaseUnavailable, DatabaseTimeout];
 }
@@ -111,5 +122,19 @@ impl HealthApi {
                 Err(ApiError::new(code).into())
             }
         }
+    }
+
+    /// Metrics
+    ///
+    /// This instance's metrics, for Prometheus to scrape: request durations by method, route
+    /// template and status (`http_server_request_duration_seconds`), requests in flight, the
+    /// database pool's connections, database errors by kind, 3-hour-rule conflicts, idempotent
+    /// replays and refused credentials by reason. Every label takes one of a fixed set of
+    /// values. Needs no API key, like the probes: it tells nothing of any order or caller.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics_view")]
+    async fn metrics_view(&self, state: Data<&AppState>) -> MetricsText {
+        // Read at the moment of the scrape, so the gauges are never stale.
+        state.metrics.set_pool_status(state.pool.status());
+        MetricsText::Ok(PlainText(state.metrics.render()))
     }
 }

@@ -42,7 +42,7 @@ enum ApiTags {
     Orders,
     /// Services that orders book.
     Services,
-    /// Liveness and readiness probes.
+    /// Liveness and readiness probes, and metrics.
     Health,
 }
 
@@ -128,7 +128,12 @@ pub fn app(state: AppState) -> impl Endpoint {
         .data(state.clone())
         // Inside the edge, so a panic's answer gets the request id and the log line too.
         .with(CatchPanic::new().with_handler(answer_panic))
-        .with(Edge::new(routes, state.keys, state.max_in_flight))
+        .with(Edge::new(
+            routes,
+            state.keys,
+            state.max_in_flight,
+            state.metrics,
+        ))
         // Outside the edge, so it compresses its answers too, problems included.
         .with(ResponseCompression)
 }

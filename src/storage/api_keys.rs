@@ -76,6 +76,7 @@ fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
 
 /// Adds a key, with its own rate limit or none. Refused with [`StoreError::KeyNameTaken`]
 /// when any key, revoked or not, has the name.
+#[tracing::instrument(name = "api_keys.insert", skip_all, fields(key_name = %name))]
 pub async fn insert(
     pool: &Pool,
     name: &KeyName,
@@ -111,6 +112,7 @@ pub async fn insert(
 /// Gives the unrevoked key `name` a new secret (the old one stops working). For the private
 /// cluster's `local` key, whose secret file was lost. [`StoreError::NotFound`] when there is
 /// no such unrevoked key.
+#[tracing::instrument(name = "api_keys.replace_secret", skip_all, fields(key_name = %name))]
 pub async fn replace_secret(
     pool: &Pool,
     name: &KeyName,
@@ -136,6 +138,7 @@ pub async fn replace_secret(
 }
 
 /// Every key, revoked ones included, by name.
+#[tracing::instrument(name = "api_keys.list", skip_all)]
 pub async fn list(pool: &Pool) -> Result<Vec<KeyRecord>, StoreError> {
     let client = pool.get().await?;
     let statement = client
@@ -166,6 +169,7 @@ pub enum Revoked {
 }
 
 /// Revokes the key `name`; [`StoreError::NotFound`] when no key has it.
+#[tracing::instrument(name = "api_keys.revoke", skip_all, fields(key_name = %name))]
 pub async fn revoke(pool: &Pool, name: &str) -> Result<Revoked, StoreError> {
     let client = pool.get().await?;
     let statement = client
@@ -188,6 +192,7 @@ pub async fn revoke(pool: &Pool, name: &str) -> Result<Revoked, StoreError> {
 }
 
 /// The keys that may be used: what the key cache loads.
+#[tracing::instrument(name = "api_keys.active", skip_all)]
 pub async fn active(pool: &Pool) -> Result<Vec<ActiveKey>, StoreError> {
     let client = pool.get().await?;
     let statement = client
@@ -211,6 +216,7 @@ pub async fn active(pool: &Pool) -> Result<Vec<ActiveKey>, StoreError> {
 }
 
 /// Records that the keys `ids` were used at the matching `used_at` (never moving a time back).
+#[tracing::instrument(name = "api_keys.record_use", skip_all, fields(keys = ids.len()))]
 pub async fn record_use(
     pool: &Pool,
     ids: &[i64],
@@ -229,6 +235,7 @@ pub async fn record_use(
 }
 
 /// Whether the unrevoked key `name` has the secret with this hash.
+#[tracing::instrument(name = "api_keys.has_secret", skip_all, fields(key_name = %name))]
 pub async fn has_secret(pool: &Pool, name: &str, hash: &[u8; 32]) -> Result<bool, StoreError> {
     let client = pool.get().await?;
     let statement = client
@@ -243,6 +250,7 @@ pub async fn has_secret(pool: &Pool, name: &str, hash: &[u8; 32]) -> Result<bool
 }
 
 /// Whether a key named `name` exists and is revoked: `None` when no key has the name.
+#[tracing::instrument(name = "api_keys.revoked", skip_all, fields(key_name = %name))]
 pub async fn revoked(pool: &Pool, name: &str) -> Result<Option<bool>, StoreError> {
     let client = pool.get().await?;
     let statement = client

@@ -42,6 +42,7 @@ pub enum Claim {
 /// Claims `key` of the API key `api_key_id` for the request with `fingerprint`, in the
 /// transaction `transaction` (see the module docs). A record older than `retention` counts as
 /// none: the purge may not have reached it yet.
+#[tracing::instrument(name = "idempotency.claim", skip_all, fields(api_key_id))]
 pub async fn claim(
     transaction: &Transaction<'_>,
     api_key_id: i64,
@@ -93,6 +94,7 @@ pub async fn claim(
 /// Replaces an expired record (older than `retention`) the purge has not reached yet; finding
 /// a live one is a fault ([`StoreError::NotFound`] stands for "not written"), since the claim
 /// saw none.
+#[tracing::instrument(name = "idempotency.record", skip_all, fields(api_key_id))]
 pub async fn record(
     transaction: &Transaction<'_>,
     api_key_id: i64,
@@ -137,6 +139,7 @@ pub async fn record(
 const PURGE_BATCH: i64 = 5_000;
 
 /// Deletes the records older than `retention`. Returns how many it deleted.
+#[tracing::instrument(name = "idempotency.purge_expired", skip_all)]
 pub async fn purge_expired(pool: &Pool, retention: Duration) -> Result<u64, StoreError> {
     let client = pool.get().await?;
     let statement = client

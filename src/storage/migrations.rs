@@ -26,6 +26,7 @@ impl From<tokio_postgres::Error> for MigrationError {
 
 /// Brings the schema up to date. Returns how many migrations were applied, so the first start
 /// against an empty database can be told apart from later ones.
+#[tracing::instrument(name = "migrations.run", skip_all)]
 pub async fn run(pool: &Pool) -> Result<usize, MigrationError> {
     let mut client = pool.get().await.map_err(StoreError::from)?;
     // A migration may rewrite a large table or wait for a lock as long as it must: the serving

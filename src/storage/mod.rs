@@ -179,6 +179,14 @@ pub enum StoreError {
 /// [`violated_constraint`]) and leaves the rest to this.
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
+        let classified = Self::classify(error);
+        classified.count_fault();
+        classified
+    }
+}
+
+impl StoreError {
+    fn classify(error: tokio_postgres::Error) -> Self {
         let Some(db_error) = error.as_db_error() else {
             // No answer from the server: the connection is gone or could not be made (a TLS
             // handshake that failed included). Anything else without a server answer (a type
@@ -230,13 +238,38 @@ fn is_unavailable(code: &SqlState) -> bool {
 
 impl From<PoolError> for StoreError {
     fn from(error: PoolError) -> Self {
-        match error {
-            PoolError::Backend(error) => error.into(),
+        let classified = match error {
+            // Counted by the conversion of the database's error.
+            PoolError::Backend(error) => return error.into(),
             // Every connection stayed busy: the database is slow or locked, not gone.
             PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
                 Self::TimedOut(Box::new(error))
             }
             other => Self::Unavailable(Box::new(other)),
+        };
+        classified.count_fault();
+        classified
+    }
+}
+
+impl StoreError {
+    /// Counts a fault of the database (not a refusal by its rules) in the metrics, by kind.
+    fn count_fault(&self) {
+        let kind = match self {
+            Self::TimedOut(_) => "timed_out",
+            Self::Unavailable(_) => "unavailable",
+            Self::Contention(_) => "contention",
+            Self::Database(_) => "other",
+            _ => return,
+        };
+        crate::telemetry::metrics::count_database_error(kind);
+    }
+
+    /// An order write refused by the 3-hour rule, counted in the metrics.
+    pub(crate) fn order_time_conflict(conflicting_order_id: Option<OrderId>) -> Self {
+        metrics::counter!(crate::telemetry::metrics::TIME_CONFLICTS).increment(1);
+        Self::OrderTimeConflict {
+            conflicting_order_id,
         }
     }
 }
@@ -275,6 +308,7 @@ pub(crate) async fn settle<T>(
 
 /// After a conditional write to `table` touched no row: was the row with `id` missing, or at
 /// another version?
+#[tracing::instrument(name = "why_not_written", skip_all, fields(table, id))]
 pub(crate) async fn why_not_written(
     client: &impl deadpool_postgres::GenericClient,
     table: &'static str,
@@ -452,6 +486,7 @@ impl Probe {
 }
 
 /// Whether the database answers a trivial query, on a connection from `pool`.
+#[tracing::instrument(name = "ping", skip_all)]
 pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let statement = client.prepare_cached("SELECT 1").await?;

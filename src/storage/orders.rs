@@ -175,6 +175,7 @@ fn at_revision(orders_param: usize) -> String {
     )
 }
 
+#[tracing::instrument(name = "orders.fetch", skip_all, fields(order_id = %id))]
 pub async fn fetch(pool: &Pool, id: OrderId) -> Result<OrderRecord, StoreError> {
     let client = pool.get().await?;
     let statement = client
@@ -194,6 +195,7 @@ pub async fn fetch(pool: &Pool, id: OrderId) -> Result<OrderRecord, StoreError> 
 /// Whether the order exists at one of `expected` revisions (any when `None`): Ok, or why not
 /// ([`StoreError::NotFound`] or [`StoreError::VersionMismatch`]). For reporting why a write
 /// cannot succeed; a write checks its precondition in its own statement.
+#[tracing::instrument(name = "orders.check_revision", skip_all, fields(order_id = %id))]
 pub async fn check_revision(
     client: &impl GenericClient,
     id: OrderId,
@@ -228,6 +230,7 @@ async fn run_at_revision(
 }
 
 /// The order, other than `except`, less than 3 hours from `scheduled_at`, if there is one.
+#[tracing::instrument(name = "orders.conflicting_order", skip_all, fields(%scheduled_at, except = ?except.map(OrderId::get)))]
 pub async fn conflicting_order(
     client: &impl GenericClient,
     scheduled_at: Timestamp,
@@ -238,6 +241,7 @@ pub async fn conflicting_order(
 
 /// Creates an order on behalf of the key `actor`, or reports why it cannot be: its time
 /// clashes with another order's, or one of its services does not exist.
+#[tracing::instrument(name = "orders.insert", skip_all, fields(scheduled_at = %draft.scheduled_at))]
 pub async fn insert(
     pool: &Pool,
     draft: &OrderDraft,
@@ -253,6 +257,7 @@ pub async fn insert(
 /// [`insert`], as one statement of the open `transaction`: a failure rolls back only what the
 /// insert did, so the transaction can go on. Not retried: a transient failure (see
 /// [`StoreError::is_transient`]) is the caller's to retry, with the whole transaction.
+#[tracing::instrument(name = "orders.insert", skip_all, fields(scheduled_at = %draft.scheduled_at))]
 pub async fn insert_in(
     transaction: &deadpool_postgres::Transaction<'_>,
     draft: &OrderDraft,
@@ -307,9 +312,9 @@ async fn insert_once(
         client.batch_execute("SAVEPOINT order_insert").await?;
     }
     match client.query(&statement, &params).await {
-        Ok(rows) if rows.is_empty() => Err(StoreError::OrderTimeConflict {
-            conflicting_order_id: find_conflict(client, draft.scheduled_at, None).await?,
-        }),
+        Ok(rows) if rows.is_empty() => Err(StoreError::order_time_conflict(
+            find_conflict(client, draft.scheduled_at, None).await?,
+        )),
         Ok(rows) => single(fold_orders(&rows)),
         Err(error) => {
             if savepoint == Savepoint::Around {
@@ -338,6 +343,7 @@ pub async fn replace(
 /// `replace_once`); the two-number form keeps it apart from the migrations' lock.
 const SLOT_LOCK_SPACE: i32 = 0x6f72_6473; // "ords"
 
+#[tracing::instrument(name = "orders.replace", skip_all, fields(order_id = %id, scheduled_at = %draft.scheduled_at))]
 async fn replace_once(
     pool: &Pool,
     id: OrderId,
@@ -453,6 +459,7 @@ async fn replace_once(
 
 /// Deletes an order, if it is at one of `expected` revisions (any when `None`). Its slot in
 /// the calendar is free again at once.
+#[tracing::instrument(name = "orders.delete", skip_all, fields(order_id = %id))]
 pub async fn delete(
     pool: &Pool,
     id: OrderId,
@@ -463,6 +470,7 @@ pub async fn delete(
 }
 
 /// One page of orders in (scheduled_at, id) order, starting after `after`.
+#[tracing::instrument(name = "orders.list", skip_all, fields(limit))]
 pub async fn list(
     pool: &Pool,
     filter: &OrderFilter,
@@ -525,9 +533,7 @@ async fn explain_write_error(
     let explained = match violated_constraint(&error) {
         Some(THREE_HOUR_RULE) => find_conflict(client, draft.scheduled_at, updating)
             .await
-            .map(|conflicting_order_id| StoreError::OrderTimeConflict {
-                conflicting_order_id,
-            }),
+            .map(StoreError::order_time_conflict),
         // A link names a service that does not exist (any more).
         Some(SERVICE_EXISTS) => super::services::find_missing(client, &draft.service_ids)
             .await
@@ -539,6 +545,7 @@ async fn explain_write_error(
 
 /// The order, other than `except`, whose 3-hour window overlaps the one at `scheduled_at`.
 /// Runs after the failed write, so the answer can be "none any more".
+#[tracing::instrument(name = "orders.find_conflict", skip_all, fields(%scheduled_at))]
 async fn find_conflict(
     client: &impl GenericClient,
     scheduled_at: Timestamp,

@@ -43,6 +43,7 @@ const ORDERS_SQL: &str = "
     )
     SELECT count(*) AS orders_added FROM added";
 
+#[tracing::instrument(name = "seed.load", skip_all)]
 pub async fn load(pool: &Pool) -> Result<SeedReport, StoreError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;

@@ -44,6 +44,7 @@ fn from_row(row: &Row) -> ServiceRecord {
     }
 }
 
+#[tracing::instrument(name = "services.fetch", skip_all, fields(service_id = %id))]
 pub async fn fetch(pool: &Pool, id: ServiceId) -> Result<ServiceRecord, StoreError> {
     let client = pool.get().await?;
     let statement = client
@@ -57,6 +58,7 @@ pub async fn fetch(pool: &Pool, id: ServiceId) -> Result<ServiceRecord, StoreErr
 
 /// Creates a service on behalf of the key `actor`, in a transaction or not: a taken name
 /// fails nothing, so a transaction goes on after it.
+#[tracing::instrument(name = "services.insert", skip_all)]
 pub async fn insert(
     client: &impl GenericClient,
     name: &ServiceName,
@@ -79,6 +81,7 @@ pub async fn insert(
 
 /// Renames a service on behalf of the key `actor`, if its version is one of
 /// `expected_versions` (any when `None`).
+#[tracing::instrument(name = "services.rename", skip_all, fields(service_id = %id))]
 pub async fn rename(
     pool: &Pool,
     id: ServiceId,
@@ -113,6 +116,7 @@ pub async fn rename(
 
 /// Deletes a service, if its version is one of `expected_versions` (any when `None`) and no
 /// order books it.
+#[tracing::instrument(name = "services.delete", skip_all, fields(service_id = %id))]
 pub async fn delete(
     pool: &Pool,
     id: ServiceId,
@@ -139,6 +143,7 @@ pub async fn delete(
 }
 
 /// One page of services in id order, starting after `after`.
+#[tracing::instrument(name = "services.list", skip_all, fields(limit, after = ?after.map(ServiceId::get)))]
 pub async fn list(
     pool: &Pool,
     after: Option<ServiceId>,
@@ -166,6 +171,7 @@ pub async fn list(
 }
 
 /// Which of `ids` name no service, in the order given.
+#[tracing::instrument(name = "services.find_missing", skip_all, fields(count = ids.len()))]
 pub async fn find_missing(
     client: &impl GenericClient,
     ids: &[ServiceId],

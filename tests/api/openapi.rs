@@ -51,6 +51,7 @@ async fn the_spec_names_every_operation_with_an_id_a_tag_and_a_summary() {
         [
             "health_live",
             "health_ready",
+            "metrics_view",
             "order_create",
             "order_delete",
             "order_list",
@@ -191,8 +192,10 @@ async fn media_types_are_plain_and_header_names_are_in_their_usual_case() {
                 .chain(&response_types)
                 .flat_map(|c| c.keys())
             {
+                // Text only for the metrics, in Prometheus' format.
                 assert!(
-                    ["application/json", "application/problem+json"].contains(&media_type.as_str()),
+                    ["application/json", "application/problem+json", "text/plain"]
+                        .contains(&media_type.as_str()),
                     "{operation_name} {status}: {media_type}"
                 );
             }

@@ -1,0 +1,341 @@
+//! Metrics for Prometheus: what `GET /metrics` shows, and where the series are recorded.
+//!
+//! Each application has a registry of its own ([`Metrics`], in its `AppState`), and its edge
+//! runs every request with that registry as the current one of the request's task. Code
+//! anywhere below (the application, storage, authentication) records where the event happens
+//! with the `metrics` macros, and the count lands in the registry of the app serving the
+//! request. In production a process serves one app, so this is just its registry; in the
+//! tests many apps share one process and each still reports only its own requests.
+//!
+//! Every label value is from a fixed set (a route template, never a raw path; a method
+//! name or `_OTHER`; a status code; a reason), so no client can create series at will.
+
+use std::{
+    future::Future,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use ::metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    describe_counter, describe_gauge, describe_histogram,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+/// The request duration histogram, named as OpenTelemetry's HTTP semantic conventions name
+/// `http.server.request.duration` in Prometheus.
+pub const REQUEST_DURATION: &str = "http_server_request_duration_seconds";
+pub const ACTIVE_REQUESTS: &str = "http_server_active_requests";
+/// Database errors by `kind`: `timed_out`, `unavailable`, `contention` or `other`.
+pub const DATABASE_ERRORS: &str = "db_errors_total";
+/// Writes refused by the 3-hour rule.
+pub const TIME_CONFLICTS: &str = "orders_time_conflicts_total";
+/// Creates answered with the first answer to the same `Idempotency-Key`.
+pub const IDEMPOTENT_REPLAYS: &str = "idempotent_replays_total";
+/// Refused credentials by `reason`: see [`AuthFailure`].
+pub const AUTH_FAILURES: &str = "auth_failures_total";
+
+/// The route label of a request to no route of the API: one value for every such path.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Upper bounds of the duration buckets, in seconds: requests take from about a millisecond
+/// (a read of one order) to the 5 s bound of a database wait, and a little past it.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Why a credential was refused, as the `reason` label of [`AUTH_FAILURES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    Missing,
+    /// An `Authorization` header that is not one `Bearer <token>`.
+    Malformed,
+    /// A token that is no current key's: unknown, revoked, or not a key at all.
+    Unknown,
+    /// A current key without the scope the operation needs.
+    Forbidden,
+    /// No credential could be checked: the keys could not be loaded.
+    KeysUnavailable,
+}
+
+impl AuthFailure {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown",
+            Self::Forbidden => "forbidden",
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// Counts one refusal for this reason.
+    pub fn count(self) {
+        ::metrics::counter!(AUTH_FAILURES, "reason" => self.label()).increment(1);
+    }
+}
+
+/// The counts of one database error, by kind.
+pub fn count_database_error(kind: &'static str) {
+    ::metrics::counter!(DATABASE_ERRORS, "kind" => kind).increment(1);
+}
+
+/// One application's registry. Cheap to clone: one shared registry.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+    active_requests: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+tokio::task_local! {
+    /// The registry of the app whose request this task is serving.
+    static CURRENT: Arc<PrometheusRecorder>;
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        install_dispatch();
+        let recorder = Arc::new(
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(REQUEST_DURATION.to_owned()),
+                    &DURATION_BUCKETS,
+                )
+                .expect("the bucket list is not empty")
+                .build_recorder(),
+        );
+        let handle = recorder.handle();
+        let active_requests = ::metrics::with_local_recorder(&*recorder, || {
+            describe();
+            ::metrics::gauge!(ACTIVE_REQUESTS)
+        });
+        Self {
+            recorder,
+            handle,
+            active_requests,
+        }
+    }
+
+    /// Runs `future` with this registry as the one the `metrics` macros record to.
+    pub async fn scope<F: Future>(&self, future: F) -> F::Output {
+        CURRENT.scope(self.recorder.clone(), future).await
+    }
+
+    /// Counts a request in flight until the returned guard is dropped, however the request
+    /// ends (answered, or abandoned by its client).
+    pub fn request_started(&self) -> ActiveRequest {
+        self.active_requests.increment(1.0);
+        ActiveRequest(self.active_requests.clone())
+    }
+
+    /// Records a served request's duration. `route` is a route template (or
+    /// [`UNMATCHED_ROUTE`]), never a raw path.
+    pub fn request_served(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let labels = [
+            (
+                "http_request_method",
+                SharedString::from(method_label(method)),
+            ),
+            ("http_route", SharedString::from(route.to_owned())),
+            (
+                "http_response_status_code",
+                SharedString::from(status.to_string()),
+            ),
+        ];
+        ::metrics::with_local_recorder(&*self.recorder, || {
+            ::metrics::histogram!(REQUEST_DURATION, &labels).record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Sets the gauges of a connection pool's state as it is now, for a scrape.
+    pub fn set_pool_status(&self, status: deadpool_postgres::Status) {
+        let gauges = [
+            ("db_pool_max_size", status.max_size),
+            ("db_pool_size", status.size),
+            ("db_pool_available", status.available),
+            ("db_pool_waiting", status.waiting),
+        ];
+        ::metrics::with_local_recorder(&*self.recorder, || {
+            for (name, value) in gauges {
+                ::metrics::gauge!(name).set(value as f64);
+            }
+        });
+    }
+
+    /// The registry in Prometheus' text format.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains recorded histogram samples into their buckets every few seconds, until the task
+    /// is aborted: without a scrape they would pile up in memory.
+    pub fn spawn_upkeep(&self) -> tokio::task::JoinHandle<()> {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(5));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    }
+}
+
+/// Keeps a request counted in [`ACTIVE_REQUESTS`] while it lives.
+pub struct ActiveRequest(Gauge);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The method label: the method's name when it is one of HTTP's, else `_OTHER`, as the
+/// OpenTelemetry conventions say, so invented methods cannot make series.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("_OTHER")
+}
+
+/// The help text of every series.
+fn describe() {
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of HTTP requests, by method, route template and status code."
+    );
+    describe_gauge!(ACTIVE_REQUESTS, "HTTP requests being served now.");
+    describe_gauge!(
+        "db_pool_max_size",
+        "Connections the database pool may open."
+    );
+    describe_gauge!("db_pool_size", "Connections the database pool holds now.");
+    describe_gauge!("db_pool_available", "Pooled connections idle now.");
+    describe_gauge!(
+        "db_pool_waiting",
+        "Requests waiting for a pooled connection now."
+    );
+    describe_counter!(
+        DATABASE_ERRORS,
+        "Database errors, by kind: timed_out, unavailable, contention, other."
+    );
+    describe_counter!(TIME_CONFLICTS, "Order writes refused by the 3-hour rule.");
+    describe_counter!(
+        IDEMPOTENT_REPLAYS,
+        "Creates answered with the first answer to their Idempotency-Key."
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "Refused credentials, by reason: missing, malformed, unknown, forbidden, keys_unavailable."
+    );
+}
+
+/// Installs, once per process, the global recorder that hands each event to the registry of
+/// the task's app; events outside any app's scope (start-up, commands) are dropped.
+fn install_dispatch() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        // Fails only if another recorder was installed first, which nothing here does.
+        let _ = ::metrics::set_global_recorder(Dispatch);
+    });
+}
+
+struct Dispatch;
+
+impl Dispatch {
+    fn current<T>(&self, record: impl FnOnce(&PrometheusRecorder) -> T) -> Option<T> {
+        CURRENT.try_with(|recorder| record(recorder)).ok()
+    }
+}
+
+impl Recorder for Dispatch {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.current(|recorder| recorder.describe_counter(key, unit, description));
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.current(|recorder| recorder.describe_gauge(key, unit, description));
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.current(|recorder| recorder.describe_histogram(key, unit, description));
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.current(|recorder| recorder.register_counter(key, metadata))
+            .unwrap_or_else(Counter::noop)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.current(|recorder| recorder.register_gauge(key, metadata))
+            .unwrap_or_else(Gauge::noop)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.current(|recorder| recorder.register_histogram(key, metadata))
+            .unwrap_or_else(Histogram::noop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_registry_counts_only_what_happens_in_its_scope() {
+        let (first, second) = (Metrics::new(), Metrics::new());
+        first.scope(async { AuthFailure::Missing.count() }).await;
+        second
+            .scope(async {
+                AuthFailure::Forbidden.count();
+                AuthFailure::Forbidden.count();
+            })
+            .await;
+        // Outside any scope: counted nowhere.
+        AuthFailure::Missing.count();
+
+        assert!(
+            first
+                .render()
+                .contains("auth_failures_total{reason=\"missing\"} 1\n"),
+            "{}",
+            first.render()
+        );
+        assert!(!first.render().contains("reason=\"forbidden\""));
+        assert!(
+            second
+                .render()
+                .contains("auth_failures_total{reason=\"forbidden\"} 2\n")
+        );
+        assert!(!second.render().contains("reason=\"missing\""));
+    }
+
+    #[test]
+    fn methods_outside_http_share_one_label() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("PROPFIND"), "_OTHER");
+        assert_eq!(method_label("get"), "_OTHER");
+    }
+}
