@@ -80,7 +80,9 @@ async fn run_with(
         let shutdown = shutdown_signal().map_err(StartError::Signals)?;
         let mut state = AppState::new(database.pool.clone());
         state.idempotency_retention = settings.idempotency_retention;
-        let app = Application::build(settings.bind, state).await?;
+        let app = Application::build(settings.bind, state)
+            .await?
+            .serve_settings(settings.serve);
         app.run_until(shutdown).await.map_err(StartError::Serve)?;
     }
     Ok(())

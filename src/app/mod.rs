@@ -14,7 +14,13 @@ pub mod keys;
 pub mod orders;
 pub mod services;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use deadpool_postgres::Pool;
 
@@ -32,6 +38,23 @@ pub struct AppState {
     pub key_refresh_interval: Duration,
     /// How long the first answer to an idempotent create is kept.
     pub idempotency_retention: Duration,
+    /// Set once shutdown begins: readiness then answers 503.
+    pub draining: Draining,
+}
+
+/// Whether the instance is shutting down, shared by the server (which sets it) and readiness
+/// (which reports it).
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl AppState {
@@ -41,6 +64,7 @@ impl AppState {
             keys: KeyRing::default(),
             key_refresh_interval: access::KEY_REFRESH_INTERVAL,
             idempotency_retention: DEFAULT_RETENTION,
+            draining: Draining::default(),
         }
     }
 

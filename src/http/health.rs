@@ -36,7 +36,7 @@ impl Healthy {
 }
 
 operation_codes! {
-    ReadyErrors = [DatabaseUnavailable, DatabaseTimeout];
+    ReadyErrors = [DatabaseUnavailable, DatabaseTimeout, ShuttingDown];
 }
 
 /// The probes. They hold no state: readiness is handed the [`AppState`] by poem.
@@ -55,12 +55,16 @@ impl HealthApi {
     /// Readiness
     ///
     /// The database answers; otherwise 503 with `Retry-After`: `DATABASE_UNAVAILABLE` when it
-    /// cannot be reached, `DATABASE_TIMEOUT` when it is there but does not answer in time.
+    /// cannot be reached, `DATABASE_TIMEOUT` when it is there but does not answer in time,
+    /// `SHUTTING_DOWN` from the moment the instance begins to shut down.
     #[oai(path = "/readyz", method = "get", operation_id = "health_ready")]
     async fn health_ready(
         &self,
         state: Data<&AppState>,
     ) -> Result<Healthy, OperationError<ReadyErrors>> {
+        if state.draining.is_draining() {
+            return Err(ApiError::new(ErrorCode::ShuttingDown).into());
+        }
         match app::ready(&state).await {
             Ok(()) => Ok(Healthy::ok()),
             Err(error) => {

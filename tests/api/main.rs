@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod concurrency;
 mod conditional;
+mod connections;
 mod errors;
 mod faults;
 mod health;
