@@ -603,7 +603,7 @@ async fn during_the_shutdown_delay_readyz_answers_503_shutting_down_and_the_rest
     // Assert
     assert!(turned_after < Duration::from_secs(1), "{turned_after:?}");
     assert_eq!(not_ready.status, 503, "{not_ready:?}");
-    assert_eq!(not_ready.header("content-type"), "application/problem+json; charset=utf-8");
+    assert_eq!(not_ready.header("content-type"), "application/problem+json");
     assert_eq!(not_ready.header("retry-after"), "5");
     let problem: Value = serde_json::from_str(&not_ready.body).unwrap();
     assert_eq!(problem["code"], "SHUTTING_DOWN", "{problem}");

@@ -139,7 +139,7 @@ error_codes! {
         "the database did not answer in time (a lock held too long, or every connection busy); nothing changed; retry after `Retry-After` seconds",
         concat!("the database did not answer in time; nothing was changed; retry in ", retry_after_seconds!(), " seconds"));
     ShuttingDown = (503, "SHUTTING_DOWN", "shutting-down", "Shutting down",
-        "this instance is shutting down (readiness only): send requests to another instance; retry after `Retry-After` seconds",
+        "`/readyz` only: this instance is shutting down and takes no new work, so a load balancer should send requests to another; retry after `Retry-After` seconds",
         concat!("this instance is shutting down and takes no new work; send requests to another instance, or retry in ", retry_after_seconds!(), " seconds"));
     Contended = (503, "CONTENDED", "contended", "Too much contention",
         "concurrent writes kept aborting this one, even after retries; nothing changed; retry after `Retry-After` seconds",
