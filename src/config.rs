@@ -117,6 +117,16 @@ pub struct SettingsArgs {
         value_parser = humantime::parse_duration
     )]
     pub idle_timeout: Duration,
+    /// How long a request may take, from the arrival of its head to the end of its answer
+    /// (its body included), before its connection is closed.
+    #[arg(
+        long,
+        env = "ORDERS_REQUEST_TIMEOUT",
+        global = true,
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    pub request_timeout: Duration,
     /// Most client connections open at once; past it, the one waiting longest for a request is
     /// closed. Default: the open-file limit less the pool, 64 and a tenth of the limit.
     #[arg(long, env = "ORDERS_MAX_CONNECTIONS", global = true)]
@@ -211,6 +221,7 @@ impl From<SettingsArgs> for Settings {
                 timeouts: crate::server::Timeouts {
                     header_read: args.header_read_timeout.max(Duration::from_millis(1)),
                     idle: args.idle_timeout.max(Duration::from_millis(1)),
+                    request: args.request_timeout.max(Duration::from_millis(1)),
                 },
                 max_connections: args.max_connections.map(|cap| cap.max(1)),
                 shutdown_delay: args.shutdown_delay,

@@ -204,6 +204,7 @@ impl Application {
             max_connections = cap,
             header_read_timeout_ms = self.serve.timeouts.header_read.as_millis() as u64,
             idle_timeout_ms = self.serve.timeouts.idle.as_millis() as u64,
+            request_timeout_ms = self.serve.timeouts.request.as_millis() as u64,
             "serving"
         );
         let draining = self.state.draining.clone();

@@ -5,6 +5,8 @@
 //! written) or *waiting* (for the first byte of its next request, or for the rest of a request
 //! head it has begun). Only busy connections are doing work for someone; a waiting one holds a
 //! descriptor and nothing more. So:
+//! - a busy connection is closed, answered or not, when its request has taken the request
+//!   timeout (a body sent a byte at a time must not hold a place for ever);
 //! - a waiting connection is closed when its time runs out: the idle timeout from the end of
 //!   its last answer, the header-read timeout from the first byte of a request head (and, on a
 //!   new connection, from its acceptance: it has had no answer to earn it the longer wait);
@@ -13,7 +15,7 @@
 //!   last answer (or its acceptance), and a byte of a request head does not restart it. A
 //!   client holding many connections open therefore loses its own oldest ones to a newcomer,
 //!   and cannot keep another client out. Only when every connection is busy does the accept
-//!   loop wait, and then only until one finishes its answer.
+//!   loop wait, and then only until one finishes its answer (at most the request timeout).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -39,6 +41,9 @@ use tokio::{
 pub struct Timeouts {
     pub header_read: Duration,
     pub idle: Duration,
+    /// How long a request may take from its head's arrival to the end of its answer: bounds a
+    /// body sent a byte at a time, which would otherwise keep a connection busy for ever.
+    pub request: Duration,
 }
 
 /// All open connections, and how many may be open at once.
@@ -214,7 +219,10 @@ enum Phase {
         /// Whether a byte of the next request head has arrived (or it is new).
         reading_head: bool,
     },
-    Busy,
+    Busy {
+        /// When the connection is closed, answered or not.
+        deadline: Instant,
+    },
 }
 
 /// What the serving task should do about its connection now.
@@ -259,8 +267,13 @@ impl Connection {
         let state = self.state();
         let closable = !state.unflushed;
         match state.phase {
-            Phase::Busy if state.close_requested => Next::FinishThenClose,
-            Phase::Busy => Next::Serve { deadline: None },
+            Phase::Busy { deadline } if deadline <= now => {
+                Next::CloseNow(Reason::TimedOut { reading_head: false })
+            }
+            Phase::Busy { .. } if state.close_requested => Next::FinishThenClose,
+            Phase::Busy { deadline } => Next::Serve {
+                deadline: Some(deadline),
+            },
             Phase::Waiting { .. } if !closable => Next::Serve { deadline: None },
             Phase::Waiting { .. } if state.close_requested => Next::CloseNow(Reason::Requested),
             Phase::Waiting {
@@ -279,9 +292,12 @@ impl Connection {
     pub fn begin_request(self: &Arc<Self>) -> BusyGuard {
         let since = {
             let mut state = self.state();
-            match std::mem::replace(&mut state.phase, Phase::Busy) {
+            let busy = Phase::Busy {
+                deadline: Instant::now() + self.connections.timeouts.request,
+            };
+            match std::mem::replace(&mut state.phase, busy) {
                 Phase::Waiting { since, .. } => Some(since),
-                Phase::Busy => None,
+                Phase::Busy { .. } => None,
             }
         };
         if let Some(since) = since {
@@ -294,7 +310,7 @@ impl Connection {
         let now = Instant::now();
         {
             let mut state = self.state();
-            if let Phase::Busy = state.phase {
+            if let Phase::Busy { .. } = state.phase {
                 state.phase = Phase::Waiting {
                     since: now,
                     deadline: now + self.connections.timeouts.idle,
@@ -342,7 +358,7 @@ impl Connection {
     pub fn closed(&self) {
         let since = match self.state().phase {
             Phase::Waiting { since, .. } => Some(since),
-            Phase::Busy => None,
+            Phase::Busy { .. } => None,
         };
         self.connections.remove(self.id, since);
     }

@@ -9,7 +9,8 @@
 //!   newcomer at the cap ([`connections`]);
 //! - each connection is closed when its next request head does not arrive whole within the
 //!   header-read timeout of its first byte, or no request begins within the idle timeout of
-//!   its last answer. hyper's own `header_read_timeout` is not used: it starts when the
+//!   its last answer, and a request is cut off when it takes longer than the request timeout
+//!   (its head to the end of its answer). hyper's own `header_read_timeout` is not used: it starts when the
 //!   connection becomes idle, so it would cap keep-alive at the header-read timeout;
 //! - an accept error (too many open files, out of memory) is logged, at most once every
 //!   [`ACCEPT_ERROR_LOG_INTERVAL`], and accepting resumes after [`ACCEPT_BACKOFF`];
@@ -77,6 +78,7 @@ impl Default for ServeSettings {
             timeouts: Timeouts {
                 header_read: Duration::from_secs(10),
                 idle: Duration::from_secs(60),
+                request: Duration::from_secs(30),
             },
             max_connections: None,
             shutdown_delay: Duration::ZERO,
@@ -257,7 +259,7 @@ async fn serve_connection(
             Next::CloseNow(reason) => {
                 match reason {
                     Reason::Requested => {}
-                    Reason::TimedOut { reading_head } => tracing::debug!(
+                    Reason::TimedOut { reading_head } => tracing::info!(
                         connection = connection.id,
                         %remote,
                         reading_head,

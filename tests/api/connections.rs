@@ -58,15 +58,28 @@ async fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Duration 
 /// A connection that sends a request head a byte every `every`, and never finishes it, until
 /// the server closes it. Returns how long the server kept it open.
 async fn trickle_header(address: SocketAddr, every: Duration, limit: Duration) -> Duration {
+    trickle_after(
+        address,
+        "GET /healthz HTTP/1.1\r\nhost: test\r\nx-slow: ".to_owned(),
+        every,
+        limit,
+    )
+    .await
+}
+
+/// A connection that sends `start`, then a byte every `every` until the server closes it.
+/// Returns how long the server kept it open.
+async fn trickle_after(
+    address: SocketAddr,
+    start: String,
+    every: Duration,
+    limit: Duration,
+) -> Duration {
     let stream = TcpStream::connect(address).await.unwrap();
     let started = Instant::now();
     let (mut reader, mut writer) = stream.into_split();
     let writing = tokio::spawn(async move {
-        if writer
-            .write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\nx-slow: ")
-            .await
-            .is_err()
-        {
+        if writer.write_all(start.as_bytes()).await.is_err() {
             return;
         }
         while writer.write_all(b"a").await.is_ok() {
@@ -98,6 +111,7 @@ async fn a_client_holding_connections_past_the_cap_does_not_keep_another_client_
             timeouts: Timeouts {
                 header_read: long,
                 idle: long,
+                request: long,
             },
             max_connections: Some(CAP),
             ..ServeSettings::default()
@@ -190,16 +204,21 @@ async fn a_client_holding_connections_past_the_cap_does_not_keep_another_client_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_and_trickling_connections_close_after_the_header_timeout_and_idle_ones_after_the_idle_timeout()
+async fn silent_and_trickling_connections_close_after_the_header_timeout_slow_bodies_after_the_request_timeout_and_idle_ones_after_the_idle_timeout()
  {
     // Arrange
     let header_read = Duration::from_secs(1);
     let idle = Duration::from_secs(3);
+    let request = Duration::from_secs(2);
     // A loaded machine may close late, never early.
     let margin = Duration::from_secs(3);
     let app = spawn_app_serving(
         ServeSettings {
-            timeouts: Timeouts { header_read, idle },
+            timeouts: Timeouts {
+                header_read,
+                idle,
+                request,
+            },
             ..ServeSettings::default()
         },
         |_| {},
@@ -214,6 +233,16 @@ async fn silent_and_trickling_connections_close_after_the_header_timeout_and_idl
     });
     let trickling = tokio::spawn(trickle_header(
         address,
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ));
+    let slow_body = tokio::spawn(trickle_after(
+        address,
+        format!(
+            "POST /services HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"name\": \"",
+            app.secret
+        ),
         Duration::from_millis(200),
         Duration::from_secs(30),
     ));
@@ -238,6 +267,7 @@ async fn silent_and_trickling_connections_close_after_the_header_timeout_and_idl
     let silent = silent.await.unwrap();
     let trickling = trickling.await.unwrap();
     let (response, keep_alive) = keep_alive.await.unwrap();
+    let slow_body = slow_body.await.unwrap();
 
     // Assert
     let near = |bound: Duration| bound - Duration::from_millis(100)..bound + margin;
@@ -245,6 +275,10 @@ async fn silent_and_trickling_connections_close_after_the_header_timeout_and_idl
     assert!(
         near(header_read).contains(&trickling),
         "trickling a byte every 200 ms: {trickling:?}"
+    );
+    assert!(
+        near(request).contains(&slow_body),
+        "a body sent a byte every 200 ms: {slow_body:?}"
     );
     assert!(response.starts_with("HTTP/1.1 200 "), "{response:?}");
     assert!(
