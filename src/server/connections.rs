@@ -446,11 +446,8 @@ pub struct BusyBody {
 }
 
 impl BusyBody {
-    pub fn new(inner: BoxBody<Bytes, io::Error>, guard: BusyGuard) -> Self {
-        Self {
-            inner,
-            guard: Some(guard),
-        }
+    pub fn new(inner: BoxBody<Bytes, io::Error>, guard: Option<BusyGuard>) -> Self {
+        Self { inner, guard }
     }
 }
 

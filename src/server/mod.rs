@@ -40,7 +40,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use poem::{
-    Endpoint, EndpointExt,
+    Endpoint, EndpointExt, IntoResponse,
     endpoint::{DynEndpoint, ToDynEndpoint},
     http::uri::Scheme,
     web::{LocalAddr, RemoteAddr},
@@ -49,7 +49,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use self::connections::{BusyBody, Connection, Connections, Next, Reason, Watched};
 pub use self::connections::Timeouts;
-use crate::app::Draining;
+use crate::{
+    app::Draining,
+    http::problem::{ApiError, ErrorCode},
+};
 
 type AnyEndpoint = dyn DynEndpoint<Output = poem::Response>;
 
@@ -230,9 +233,20 @@ async fn serve_connection(
                     RemoteAddr(remote.into()),
                     Scheme::HTTP,
                 ));
-                let response: hyper::Response<BoxBody<Bytes, io::Error>> =
-                    endpoint.get_response(request).await.into();
-                Ok::<_, Infallible>(response.map(|body| BusyBody::new(body, busy)))
+                // A task of its own: a request sent whole is handled whole, even if the client
+                // hangs up before its answer (a create must finish, or roll back, as one).
+                let handled = tokio::spawn(async move {
+                    let response: hyper::Response<BoxBody<Bytes, io::Error>> =
+                        endpoint.get_response(request).await.into();
+                    response.map(|body| BusyBody::new(body, Some(busy)))
+                });
+                let response = handled.await.unwrap_or_else(|error| {
+                    tracing::error!(%error, "a request's task failed");
+                    let response: hyper::Response<BoxBody<Bytes, io::Error>> =
+                        ApiError::new(ErrorCode::Internal).into_response().into();
+                    response.map(|body| BusyBody::new(body, None))
+                });
+                Ok::<_, Infallible>(response)
             }
         }
     });
@@ -240,6 +254,9 @@ async fn serve_connection(
     let served = http1::Builder::new()
         // Timed here instead (see the module docs).
         .header_read_timeout(None)
+        // A client may send its request whole and shut its side at once: answer it anyway
+        // (the request timeout still bounds it).
+        .half_close(true)
         .serve_connection(io, service);
     tokio::pin!(served);
     let _counted = Counted(Arc::clone(&connection));
