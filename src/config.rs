@@ -133,6 +133,57 @@ pub struct SettingsArgs {
         default_value_t = crate::app::DEFAULT_MAX_IN_FLIGHT
     )]
     pub max_in_flight: usize,
+    /// How long a client may take to send a request's head (line and headers), from its first
+    /// byte (on a new connection, from connecting); then the connection is closed.
+    #[arg(
+        long,
+        env = "ORDERS_HEADER_READ_TIMEOUT",
+        global = true,
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request, after its last answer.
+    #[arg(
+        long,
+        env = "ORDERS_IDLE_TIMEOUT",
+        global = true,
+        default_value = "60s",
+        value_parser = humantime::parse_duration
+    )]
+    pub idle_timeout: Duration,
+    /// How long a request may take, from the arrival of its head to the end of its answer
+    /// (its body included), before its connection is closed.
+    #[arg(
+        long,
+        env = "ORDERS_REQUEST_TIMEOUT",
+        global = true,
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    pub request_timeout: Duration,
+    /// Most client connections open at once; past it, the one waiting longest for a request is
+    /// closed. Default: the open-file limit less the pool, 64 and a tenth of the limit.
+    #[arg(long, env = "ORDERS_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+    /// On SIGTERM, how long to keep serving while /readyz answers 503, before the listener closes.
+    #[arg(
+        long,
+        env = "ORDERS_SHUTDOWN_DELAY",
+        global = true,
+        default_value = "0s",
+        value_parser = humantime::parse_duration
+    )]
+    pub shutdown_delay: Duration,
+    /// On SIGTERM, how long requests in progress may take to finish before they are cut off.
+    #[arg(
+        long,
+        env = "ORDERS_SHUTDOWN_TIMEOUT",
+        global = true,
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub shutdown_timeout: Duration,
 }
 
 /// Where the data lives.
@@ -394,6 +445,8 @@ pub struct Settings {
     /// The rate limit of keys without one of their own; none: they are not limited.
     pub rate_limit: Option<RateLimit>,
     pub max_in_flight: usize,
+    /// How the server bounds connections and shutdown.
+    pub serve: crate::server::ServeSettings,
 }
 
 impl From<SettingsArgs> for Settings {
@@ -423,6 +476,17 @@ impl From<SettingsArgs> for Settings {
                 .map(|per_second| RateLimit::new(per_second, args.rate_limit_burst)),
             // Zero would refuse everything but the probes.
             max_in_flight: args.max_in_flight.max(1),
+            // Zero timeouts would close every connection before its first request.
+            serve: crate::server::ServeSettings {
+                timeouts: crate::server::Timeouts {
+                    header_read: args.header_read_timeout.max(Duration::from_millis(1)),
+                    idle: args.idle_timeout.max(Duration::from_millis(1)),
+                    request: args.request_timeout.max(Duration::from_millis(1)),
+                },
+                max_connections: args.max_connections.map(|cap| cap.max(1)),
+                shutdown_delay: args.shutdown_delay,
+                shutdown_timeout: args.shutdown_timeout,
+            },
         }
     }
 }

@@ -9,6 +9,8 @@
 //!   storage and knows nothing of HTTP.
 //! - [`domain`] holds the types that can only carry valid values, and the rules that make them so.
 //! - [`storage`] talks SQL to PostgreSQL through a connection pool. It knows nothing of HTTP.
+//! - [`server`] accepts connections, bounds what each may hold, and drains on shutdown; it
+//!   hands requests to [`http`].
 //! - [`embedded_postgres`] runs a private PostgreSQL cluster when no `DATABASE_URL` is given.
 //! - [`config`], [`telemetry`] and [`startup`] turn settings into a running [`startup::Application`].
 
@@ -17,6 +19,7 @@ pub mod config;
 pub mod domain;
 pub mod embedded_postgres;
 pub mod http;
+pub mod server;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

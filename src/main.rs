@@ -85,7 +85,9 @@ async fn run_with(
         state.keys = KeyRing::with_default_rate(settings.rate_limit);
         state.max_in_flight = settings.max_in_flight;
         state.answer_bound = settings.session_limits.answer_bound();
-        let app = Application::build(settings.bind, state).await?;
+        let app = Application::build(settings.bind, state)
+            .await?
+            .serve_settings(settings.serve);
         app.run_until(shutdown).await.map_err(StartError::Serve)?;
     }
     Ok(())

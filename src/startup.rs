@@ -1,18 +1,16 @@
 //! Start-up: from [`Settings`] to a database and a listening [`Application`], and back down.
 
-use std::{future::Future, io, net::SocketAddr, time::Duration};
+use std::{future::Future, io, net::SocketAddr};
 
 use deadpool_postgres::Pool;
-use poem::{
-    Server,
-    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-};
+use tokio::net::TcpListener;
 
 use crate::{
     app::{AppState, BackgroundWork},
     config::{DatabaseSettings, Settings},
     embedded_postgres::{self, Cluster, Durability, EmbeddedError},
     http,
+    server::{self, ServeSettings, open_files},
     storage::{self, migrations::MigrationError, tls::DatabaseTls},
 };
 
@@ -157,59 +155,78 @@ async fn create_embedded_database(cluster: &Cluster) -> Result<(), StartError> {
 
 /// The HTTP server, bound and ready to run.
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: TcpListener,
     address: SocketAddr,
     state: AppState,
     background: BackgroundWork,
+    serve: ServeSettings,
 }
-
-/// How long in-flight requests may take to finish once shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Application {
     /// Binds the listening socket and loads the API keys. Bind to port 0 to get a free port;
-    /// [`Application::address`] tells which one.
+    /// [`Application::address`] tells which one. Serves with the default [`ServeSettings`]
+    /// unless given others with [`Application::serve_settings`].
     pub async fn build(bind: SocketAddr, state: AppState) -> Result<Self, StartError> {
-        let acceptor = TcpListener::bind(bind)
-            .into_acceptor()
+        let listener = TcpListener::bind(bind)
             .await
             .map_err(|error| StartError::Bind(bind, error))?;
-        let address = acceptor
-            .local_addr()
-            .first()
-            .and_then(|addr| addr.as_socket_addr().copied())
-            .unwrap_or(bind);
+        let address = listener.local_addr().unwrap_or(bind);
         let background = state.start_background_work().await;
         Ok(Self {
-            acceptor,
+            listener,
             address,
             state,
             background,
+            serve: ServeSettings::default(),
         })
+    }
+
+    pub fn serve_settings(mut self, serve: ServeSettings) -> Self {
+        self.serve = serve;
+        self
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
-    /// finish (up to a timeout).
+    /// Serves until `shutdown` completes, then drains: readiness answers 503 at once, the
+    /// listener closes (after the shutdown delay), idle connections close, and requests in
+    /// progress finish (up to the shutdown timeout). See [`server`].
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        tracing::info!(address = %self.address, "serving");
-        let served = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(http::app(self.state), shutdown, Some(DRAIN_TIMEOUT))
-            .await;
+        let open_file_limit = open_files::raise_soft_limit();
+        let cap = self.serve.max_connections.unwrap_or_else(|| {
+            open_files::default_connection_cap(open_file_limit, self.state.pool.status().max_size)
+        });
+        tracing::info!(
+            address = %self.address,
+            max_connections = cap,
+            header_read_timeout_ms = self.serve.timeouts.header_read.as_millis() as u64,
+            idle_timeout_ms = self.serve.timeouts.idle.as_millis() as u64,
+            request_timeout_ms = self.serve.timeouts.request.as_millis() as u64,
+            "serving"
+        );
+        let draining = self.state.draining.clone();
+        let served = server::serve(
+            self.listener,
+            http::app(self.state),
+            self.serve,
+            cap,
+            draining,
+            shutdown,
+        )
+        .await;
         drop(self.background);
         served
     }
 }
 
 /// Installs handlers for SIGINT and SIGTERM now, and returns a future that completes on
-/// either. Installed before serving starts, not when the future is first polled: poem polls it
-/// in turn with accepting connections, so it may first be polled only after the first requests
+/// either. Installed before serving starts, not when the future is first polled: the server
+/// polls it in turn with accepting connections, so it may first be polled only after the first requests
 /// have been answered, and a signal in that moment would meet no handler and kill the process
 /// without draining.
 pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
@@ -221,6 +238,6 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        tracing::info!("shutting down: draining in-flight requests");
+        tracing::info!("shutting down: signal received");
     })
 }

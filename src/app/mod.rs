@@ -15,7 +15,13 @@ pub mod orders;
 pub mod rate_limit;
 pub mod services;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use deadpool_postgres::Pool;
 
@@ -46,6 +52,23 @@ pub struct AppState {
     readiness: Arc<storage::Probe>,
     /// This instance's metrics, as `/metrics` shows them.
     pub metrics: Metrics,
+    /// Set once shutdown begins: readiness then answers 503.
+    pub draining: Draining,
+}
+
+/// Whether the instance is shutting down, shared by the server (which sets it) and readiness
+/// (which reports it).
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// The most requests an instance works on at once, unless configured otherwise: enough for
@@ -64,6 +87,7 @@ impl AppState {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             answer_bound: storage::SessionLimits::default().answer_bound(),
             metrics: Metrics::new(),
+            draining: Draining::default(),
         }
     }
 

@@ -82,7 +82,7 @@ enum MetricsText {
 }
 
 operation_codes! {
-    ReadyErrors = [DatabaseUnavailable, DatabaseTimeout];
+    ReadyErrors = [DatabaseUnavailable, DatabaseTimeout, ShuttingDown];
 }
 
 /// The probes. They hold no state: readiness is handed the [`AppState`] by poem.
@@ -104,12 +104,16 @@ impl HealthApi {
     /// pool's) and within 1 s; the body then also reports how full the serving pool is, so a
     /// busy instance is told apart from an unreachable database. Otherwise 503 with
     /// `Retry-After`: `DATABASE_UNAVAILABLE` when the database cannot be reached,
-    /// `DATABASE_TIMEOUT` when it is there but does not answer within 1 s.
+    /// `DATABASE_TIMEOUT` when it is there but does not answer within 1 s;
+    /// `SHUTTING_DOWN` from the moment the instance begins to shut down.
     #[oai(path = "/readyz", method = "get", operation_id = "health_ready")]
     async fn health_ready(
         &self,
         state: Data<&AppState>,
     ) -> Result<Healthy, OperationError<ReadyErrors>> {
+        if state.draining.is_draining() {
+            return Err(ApiError::new(ErrorCode::ShuttingDown).into());
+        }
         match app::ready(&state).await {
             Ok(pool) => Ok(Healthy::ok(Some(pool.into()))),
             Err(error) => {

@@ -1,6 +1,7 @@
 //! The binary as a user runs it: `orders` with no DATABASE_URL starts its own PostgreSQL,
-//! serves the sample data, on SIGTERM lets requests in flight finish and shuts everything down
-//! cleanly, and starts again after being killed outright.
+//! serves the sample data, on SIGTERM drains (readiness 503, new connections refused, idle ones
+//! closed, requests in flight finished) and shuts everything down cleanly, survives running out
+//! of file descriptors, and starts again after being killed outright.
 
 use std::{
     io::{Read, Write},
@@ -17,7 +18,9 @@ use nix::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{at, typed_client_with_key};
+use orders::domain::Scope;
+
+use crate::helpers::{TestDatabase, at, create_key, typed_client_with_key};
 
 #[test]
 fn openapi_prints_the_committed_spec() {
@@ -69,6 +72,16 @@ impl Server {
     }
 
     async fn spawn(data_dir: &Path, database_url: Option<&str>, env: &[(&str, &str)]) -> Self {
+        Self::spawn_with(data_dir, database_url, env, |_| {}).await
+    }
+
+    /// Like [`Server::spawn`], with the command changed by `configure` first (more settings).
+    async fn spawn_with(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let log = data_dir.with_extension("log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
         command.envs(env.iter().copied());
@@ -76,6 +89,7 @@ impl Server {
             Some(url) => command.env("DATABASE_URL", url),
             None => command.env_remove("DATABASE_URL"),
         };
+        configure(&mut command);
         let child = command
             .env("ORDERS_DATA_DIR", data_dir)
             // Port 0: the server binds a free port itself, so no other test can take it between
@@ -335,89 +349,393 @@ fn get_on_a_new_connection(address: SocketAddr, path: &str) -> Option<String> {
     (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
-#[tokio::test]
-async fn sigterm_lets_a_request_in_flight_finish_and_then_exits_cleanly() {
-    // Arrange: a create held in flight, its headers sent and its body only half.
-    let data_dir = data_dir();
-    let mut server = Server::start(&data_dir).await;
+/// Reads one response off `stream`, a keep-alive one: its head, then `content-length` bytes.
+fn read_one_response(stream: &mut TcpStream) -> RawResponse {
+    let head = read_head(stream);
+    let length: usize = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a content-length in {head:?}"));
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).unwrap();
+    RawResponse::parse(&[head.as_bytes(), &body].concat())
+}
+
+/// How long until the server closes `stream` (end of file or reset); fails after `limit`.
+fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buffer = [0; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("still open after {limit:?}")
+            }
+            Err(_) => return started.elapsed(),
+        }
+    }
+}
+
+/// What connecting to `address` comes to: refused is `Err(ConnectionRefused)`.
+fn connect(address: SocketAddr) -> std::io::Result<TcpStream> {
+    TcpStream::connect_timeout(&address, Duration::from_secs(2))
+}
+
+/// A database of the test's own, and a pool on it with no serving limits.
+struct OwnDatabase {
+    pool: deadpool_postgres::Pool,
+    // Dropped after the pool is.
+    _database: TestDatabase,
+}
+
+impl OwnDatabase {
+    /// Waits until a session on the database waits for a lock; fails after 10 s.
+    async fn wait_for_a_lock_waiter(&self) {
+        let started = Instant::now();
+        let client = self.pool.get().await.unwrap();
+        loop {
+            let waiting: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no request waits for the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A server on a fresh database of the test's own, so that no PostgreSQL stops with it and
+/// its exit times are its own; `configure` adds settings. Returns it with a key's secret.
+async fn server_on_a_database_of_its_own(
+    configure: impl FnOnce(&mut Command),
+) -> (Server, OwnDatabase) {
+    let database = crate::helpers::fresh_database().await;
+    let url = crate::helpers::connection_string(database.config());
+    let pool = orders::storage::connect_pool(database.config().clone(), 2);
+    let secret = create_key(&pool, "operator", &Scope::ALL).await;
+    let mut server = Server::spawn_with(&data_dir(), Some(&url), &[], configure).await;
+    server.secret = secret;
+    server.client = typed_client_with_key(&server.base(), &server.secret);
+    (
+        server,
+        OwnDatabase {
+            pool,
+            _database: database,
+        },
+    )
+}
+
+/// The `message` and fields of each JSON log line of `server` whose message starts with `start`.
+fn log_events(server: &Server, start: &str) -> Vec<Value> {
+    server
+        .log_text()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with(start))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_idle_and_half_sent_connections_at_once_refuses_new_ones_and_exits_once_the_request_in_flight_is_answered()
+ {
+    // Arrange: waits for locks longer than the test holds one, a drain bound far longer.
+    let (mut server, database) = server_on_a_database_of_its_own(|command| {
+        command
+            .env("ORDERS_DB_LOCK_TIMEOUT", "60s")
+            .env("ORDERS_DB_STATEMENT_TIMEOUT", "60s")
+            .env("ORDERS_SHUTDOWN_TIMEOUT", "30s");
+    })
+    .await;
+    let service = crate::helpers::http_client_with_key(&server.secret)
+        .post(format!("{}/services", server.base()))
+        .json(&json!({ "name": "Inspection" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(service.status(), StatusCode::CREATED);
+    let service_id = service.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut locker = database.pool.get().await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    // In flight: a create, sent whole, waiting for the lock.
     let body = json!({
         "datetime": "2023-01-01T00:00:00Z",
         "totalfee": 5,
-        "services": [{ "id": "123" }],
+        "services": [{ "id": service_id }],
     })
     .to_string();
-    let (first_half, second_half) = body.split_at(body.len() / 2);
     let mut in_flight = TcpStream::connect(server.address).unwrap();
-    // With `expect: 100-continue` the server says when the handler starts reading the body:
-    // from then on the request is in flight, with no guessing how long that takes.
-    let head = format!(
+    let request = format!(
         "POST /orders HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-         authorization: Bearer {}\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\
-         connection: close\r\n\r\n",
+         authorization: Bearer {}\r\ncontent-length: {}\r\n\r\n{body}",
         server.address,
         server.secret,
         body.len()
     );
-    in_flight.write_all(head.as_bytes()).unwrap();
-    let go_on = read_head(&mut in_flight);
-    assert!(go_on.starts_with("HTTP/1.1 100 "), "{go_on:?}");
-    in_flight.write_all(first_half.as_bytes()).unwrap();
+    in_flight.write_all(request.as_bytes()).unwrap();
+    database.wait_for_a_lock_waiter().await;
+    // Idle: a keep-alive connection after one answer.
+    let mut idle = TcpStream::connect(server.address).unwrap();
+    write!(
+        idle,
+        "GET /healthz HTTP/1.1\r\nhost: {}\r\n\r\n",
+        server.address
+    )
+    .unwrap();
+    assert_eq!(read_one_response(&mut idle).status, 200);
+    // Half sent: a request head cut short.
+    let mut half_sent = TcpStream::connect(server.address).unwrap();
+    write!(
+        half_sent,
+        "GET /healthz HTTP/1.1\r\nhost: {}\r\n",
+        server.address
+    )
+    .unwrap();
+    // Accepted and read by now, so it is closed as a connection, not refused as a newcomer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Act
     server.signal(Signal::SIGTERM);
     let signalled = Instant::now();
-    std::thread::sleep(Duration::from_millis(300));
-    let waited_for_the_request = server.is_running();
-    let newcomer = get_on_a_new_connection(server.address, "/healthz");
-    in_flight.write_all(second_half.as_bytes()).unwrap();
+    let idle_closed = time_until_closed(&mut idle, Duration::from_secs(10));
+    let half_sent_closed = time_until_closed(&mut half_sent, Duration::from_secs(10));
+    let newcomer = connect(server.address);
+    // The request stays in flight for a while after the signal: the server must wait for it.
+    tokio::time::sleep(Duration::from_secs(1).saturating_sub(signalled.elapsed())).await;
+    let running_with_a_request_in_flight = server.is_running();
+    lock.rollback().await.unwrap();
+    let released = Instant::now();
     let response = RawResponse::parse(&read_until_closed(&mut in_flight));
-    // Within the drain bound (startup.rs gives requests 10 s) from the signal: so it stopped
-    // because the request was done, not because the time for it ran out.
-    let exit = server.wait(Duration::from_secs(10).saturating_sub(signalled.elapsed()));
+    let exit = server.wait(Duration::from_secs(20));
+    let exited_after_release = released.elapsed();
 
     // Assert
     assert!(
-        waited_for_the_request,
-        "still running 300 ms after SIGTERM, with a request in flight"
+        idle_closed < Duration::from_secs(2),
+        "the idle connection was closed {idle_closed:?} after SIGTERM"
+    );
+    assert!(
+        half_sent_closed < Duration::from_secs(2),
+        "the half-sent request's connection was closed {:?} after SIGTERM",
+        idle_closed + half_sent_closed
     );
     assert_eq!(
-        newcomer, None,
-        "a connection made after SIGTERM is refused or not served"
+        newcomer.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a connection made after SIGTERM is refused: {newcomer:?}"
+    );
+    assert!(
+        running_with_a_request_in_flight,
+        "still running 1 s after SIGTERM, with a request in flight; log:\n{}",
+        server.log_text()
     );
     assert_eq!(response.status, 201, "{response:?}");
-    assert_eq!(
-        response.header("content-type"),
-        "application/json; charset=utf-8"
-    );
+    assert_eq!(response.header("connection"), "close");
     assert_eq!(
         response.header("content-length"),
         response.body.len().to_string(),
         "the whole body arrived"
     );
     let order: Value = serde_json::from_str(&response.body).unwrap();
-    let id = order["id"].as_str().expect("an order id").to_owned();
-    assert_eq!(response.header("location"), format!("/orders/{id}"));
     assert_eq!(order["datetime"], "2023-01-01T00:00:00.000Z");
-    assert_eq!(order["totalfee"], 5);
-    assert_eq!(
-        order["services"],
-        json!([{ "id": "123", "name": "Inspection" }])
-    );
+    assert_eq!(order["services"][0]["id"], json!(service_id));
+    // Far within the 30 s drain bound: it stopped because the request was done.
     assert!(
-        exit.success(),
-        "exits cleanly once the request is answered: {exit}; log:\n{}",
+        exited_after_release < Duration::from_secs(3),
+        "exited {exited_after_release:?} after the request could finish; log:\n{}",
         server.log_text()
     );
-    drop(server);
-    let restarted = Server::start(&data_dir).await;
-    let kept = restarted.client.order_view().id(&id).send().await;
-    assert_eq!(
-        kept.map(|order| order.status()).ok(),
-        Some(StatusCode::OK),
-        "the order answered with 201 was kept"
+    assert!(exit.success(), "{exit}; log:\n{}", server.log_text());
+    assert!(
+        log_events(&server, "shutting down: requests still in progress").is_empty(),
+        "nothing was cut off; log:\n{}",
+        server.log_text()
     );
-    drop(restarted);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    let stored: i64 = database
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "the order answered with 201 was kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_shutdown_delay_readyz_answers_503_shutting_down_and_the_rest_is_served_then_new_connections_are_refused()
+ {
+    // Arrange
+    let delay = Duration::from_secs(3);
+    let (mut server, _database) = server_on_a_database_of_its_own(|command| {
+        command.env("ORDERS_SHUTDOWN_DELAY", "3s");
+    })
+    .await;
+
+    // Act
+    server.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    let not_ready = loop {
+        let ready = get_on_a_new_connection(server.address, "/readyz").expect("an answer");
+        if !ready.starts_with("HTTP/1.1 200 ") || signalled.elapsed() > Duration::from_secs(2) {
+            break RawResponse::parse(ready.as_bytes());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let turned_after = signalled.elapsed();
+    let healthz = get_on_a_new_connection(server.address, "/healthz")
+        .map(|text| RawResponse::parse(text.as_bytes()));
+    let refused_after = loop {
+        match connect(server.address) {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                break signalled.elapsed();
+            }
+            _ => {}
+        }
+        assert!(
+            signalled.elapsed() < delay + Duration::from_secs(5),
+            "still accepting"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let exit = server.wait(Duration::from_secs(10));
+
+    // Assert
+    assert!(turned_after < Duration::from_secs(1), "{turned_after:?}");
+    assert_eq!(not_ready.status, 503, "{not_ready:?}");
+    assert_eq!(not_ready.header("content-type"), "application/problem+json");
+    assert_eq!(not_ready.header("retry-after"), "5");
+    let problem: Value = serde_json::from_str(&not_ready.body).unwrap();
+    assert_eq!(problem["code"], "SHUTTING_DOWN", "{problem}");
+    assert_eq!(problem["status"], 503);
+    assert_eq!(
+        healthz.map(|response| response.status),
+        Some(200),
+        "served during the delay"
+    );
+    assert!(
+        refused_after >= delay - Duration::from_millis(100),
+        "the listener closed {refused_after:?} after SIGTERM, before the {delay:?} delay"
+    );
+    assert!(exit.success(), "{exit}; log:\n{}", server.log_text());
+}
+
+/// CPU time (user and system) the process `pid` has used so far, from `/proc/<pid>/stat`.
+fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime: fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_open_file_limit_the_accept_loop_backs_off_logs_and_recovers_without_spinning() {
+    // Arrange: a server whose open-file limit (soft and hard) is 64, with a cap set far past it,
+    // so connections alone run it out of descriptors.
+    const LIMIT: u64 = 64;
+    let (server, _database) = server_on_a_database_of_its_own(|command| {
+        command
+            .env("ORDERS_MAX_CONNECTIONS", "1000")
+            .env("ORDERS_DB_POOL_SIZE", "2");
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    LIMIT,
+                    LIMIT,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+    })
+    .await;
+    let pid = server.child.id();
+
+    // Act: more connections than it has descriptors, held.
+    let held: Vec<TcpStream> = (0..2 * LIMIT)
+        .map(|_| TcpStream::connect(server.address).unwrap())
+        .collect();
+    // Time for it to accept what it can and meet the limit.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = cpu_time_of(pid);
+    let hold = Duration::from_secs(3);
+    tokio::time::sleep(hold).await;
+    let cpu = cpu_time_of(pid) - cpu_before;
+    let errors = log_events(&server, "could not accept a connection");
+    drop(held);
+    let recovered = Instant::now();
+    let healthz = loop {
+        if let Some(answer) = get_on_a_new_connection(server.address, "/healthz") {
+            break RawResponse::parse(answer.as_bytes());
+        }
+        assert!(
+            recovered.elapsed() < Duration::from_secs(10),
+            "not answering after the connections were closed; log:\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Assert: a spinning loop would take a whole core for the whole hold.
+    assert!(
+        cpu < Duration::from_millis(500),
+        "{cpu:?} of CPU in {hold:?}"
+    );
+    assert!(
+        !errors.is_empty()
+            && errors.iter().all(|event| {
+                event["error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains("os error 24"))
+            }),
+        "the accept errors are logged, as too many open files: {errors:?}; log:\n{}",
+        server.log_text()
+    );
+    // One line per 10 s at most, however many errors: the first, and perhaps one more.
+    assert!(errors.len() <= 2, "{errors:?}");
+    assert_eq!(healthz.status, 200, "{healthz:?}");
 }
 
 /// A folder only root may enter, like a clone in root's home (mode 700). Removed when dropped,

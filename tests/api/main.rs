@@ -6,6 +6,7 @@ mod cli;
 mod compression;
 mod concurrency;
 mod conditional;
+mod connections;
 mod errors;
 mod faults;
 mod health;

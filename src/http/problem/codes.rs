@@ -159,6 +159,9 @@ error_codes! {
     DatabaseTimeout = (503, "DATABASE_TIMEOUT", "database-timeout", "Database timeout",
         "the database did not answer in time (a lock held too long, every connection busy, or a database that answers nothing); retry after `Retry-After` seconds. Nothing changed when the database itself cancelled the work; when it gave no answer at all, a write may still be carried out once it resumes, and the `detail` says so",
         concat!("the database did not answer in time; nothing was changed; retry in ", retry_after_seconds!(), " seconds"));
+    ShuttingDown = (503, "SHUTTING_DOWN", "shutting-down", "Shutting down",
+        "`/readyz` only: this instance is shutting down and takes no new work, so a load balancer should send requests to another; retry after `Retry-After` seconds",
+        concat!("this instance is shutting down and takes no new work; send requests to another instance, or retry in ", retry_after_seconds!(), " seconds"));
     Contended = (503, "CONTENDED", "contended", "Too much contention",
         "concurrent writes kept aborting this one, even after retries; nothing changed; retry after `Retry-After` seconds",
         concat!("concurrent writes to the same records kept aborting this one; nothing was changed; retry in ", retry_after_seconds!(), " seconds"));

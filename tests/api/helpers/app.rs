@@ -10,6 +10,7 @@ use deadpool_postgres::Pool;
 use orders::{
     app::{AppState, access::KeyRing, keys},
     domain::{KeyName, Scope},
+    server::ServeSettings,
     startup::Application,
     storage,
 };
@@ -59,6 +60,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app against a fresh database, with settings changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut AppState)) -> TestApp {
+    spawn_app_serving(ServeSettings::default(), configure).await
+}
+
+/// Starts the app against a fresh database, with connection bounds `serve` and settings changed
+/// by `configure`.
+pub async fn spawn_app_serving(
+    serve: ServeSettings,
+    configure: impl FnOnce(&mut AppState),
+) -> TestApp {
     let database = fresh_database().await;
     let pool = storage::connect_pool(database.config().clone(), 8);
     let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
@@ -70,7 +80,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut AppState)) -> TestApp {
         8,
         storage::SessionLimits::default(),
     );
-    spawn_app_on(pool, serving, Some(database), secret, configure).await
+    spawn_app_on(pool, serving, Some(database), secret, serve, configure).await
 }
 
 /// Starts the app against a fresh database, with a serving pool of `size` connections whose
@@ -89,7 +99,15 @@ pub async fn spawn_app_with_pool(
         size,
         limits,
     );
-    spawn_app_on(pool, serving, Some(database), secret, configure).await
+    spawn_app_on(
+        pool,
+        serving,
+        Some(database),
+        secret,
+        ServeSettings::default(),
+        configure,
+    )
+    .await
 }
 
 /// Starts the app against a cluster of the test's own, with the serving settings it has in
@@ -103,7 +121,15 @@ pub async fn spawn_app_on_cluster(cluster: &PrivateCluster) -> TestApp {
         8,
         storage::SessionLimits::default(),
     );
-    spawn_app_on(pool, serving, None, secret, |_| {}).await
+    spawn_app_on(
+        pool,
+        serving,
+        None,
+        secret,
+        ServeSettings::default(),
+        |_| {},
+    )
+    .await
 }
 
 /// Creates a key named `name` with `scopes` in the database behind `pool`; returns its secret.
@@ -142,7 +168,15 @@ pub async fn spawn_app_without_database() -> TestApp {
     // No key can be made or loaded: requests that need one are refused before any is checked.
     let secret = orders::app::access::IssuedSecret::generate().secret;
     let pool = storage::connect_pool(config, 2);
-    spawn_app_on(pool.clone(), pool, None, secret, |_| {}).await
+    spawn_app_on(
+        pool.clone(),
+        pool,
+        None,
+        secret,
+        ServeSettings::default(),
+        |_| {},
+    )
+    .await
 }
 
 async fn spawn_app_on(
@@ -150,6 +184,7 @@ async fn spawn_app_on(
     serving: Pool,
     database: Option<TestDatabase>,
     secret: String,
+    serve: ServeSettings,
     configure: impl FnOnce(&mut AppState),
 ) -> TestApp {
     let mut state = AppState::new(serving);
@@ -158,7 +193,8 @@ async fn spawn_app_on(
     let keys = state.keys.clone();
     let app = Application::build("127.0.0.1:0".parse().unwrap(), state)
         .await
-        .expect("bind a free port");
+        .expect("bind a free port")
+        .serve_settings(serve);
     let address = format!("http://{}", app.address());
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
@@ -224,7 +260,15 @@ impl TestApp {
             8,
             storage::SessionLimits::default(),
         );
-        spawn_app_on(pool, serving, None, self.secret.clone(), configure).await
+        spawn_app_on(
+            pool,
+            serving,
+            None,
+            self.secret.clone(),
+            ServeSettings::default(),
+            configure,
+        )
+        .await
     }
 
     /// Creates a key with `scopes`, waits until this app accepts it, and returns its secret.

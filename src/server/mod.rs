@@ -1,0 +1,315 @@
+//! The HTTP server under the API: it accepts connections, serves each with hyper's HTTP/1.1
+//! and hands requests to the poem endpoint, and on shutdown drains.
+//!
+//! poem's own server is not used: it ignores accept errors (at the open-file limit it spins),
+//! has no header-read timeout, and its idle timeout counts from the last byte read, so a
+//! client sending a byte every few seconds keeps a connection forever. Here:
+//! - the soft open-file limit is raised to the hard limit at start ([`open_files`]), and the
+//!   connections open at once are capped below it, the longest-waiting one giving way to a
+//!   newcomer at the cap ([`connections`]);
+//! - each connection is closed when its next request head does not arrive whole within the
+//!   header-read timeout of its first byte, or no request begins within the idle timeout of
+//!   its last answer, and a request is cut off when it takes longer than the request timeout
+//!   (its head to the end of its answer). hyper's own `header_read_timeout` is not used: it starts when the
+//!   connection becomes idle, so it would cap keep-alive at the header-read timeout;
+//! - an accept error (too many open files, out of memory) is logged, at most once every
+//!   [`ACCEPT_ERROR_LOG_INTERVAL`], and accepting resumes after [`ACCEPT_BACKOFF`];
+//! - on shutdown the instance says it is draining at once (readiness answers 503
+//!   `SHUTTING_DOWN`), keeps serving for the shutdown delay (0 by default), then closes the
+//!   listener so new connections are refused, closes every connection that has no request in
+//!   progress, lets the requests in progress finish, each on a connection then closed, and
+//!   returns as soon as the last is done, or when the shutdown timeout runs out.
+//!
+//! Only HTTP/1.1 is served: every client of this internal API speaks it, and HTTP/2 without TLS
+//! would need its own bounds for streams and frames.
+
+pub mod connections;
+pub mod open_files;
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use poem::{
+    Endpoint, EndpointExt, IntoResponse,
+    endpoint::{DynEndpoint, ToDynEndpoint},
+    http::uri::Scheme,
+    web::{LocalAddr, RemoteAddr},
+};
+use tokio::net::{TcpListener, TcpStream};
+
+pub use self::connections::Timeouts;
+use self::connections::{BusyBody, Connection, Connections, Next, Reason, Watched};
+use crate::{
+    app::Draining,
+    http::problem::{ApiError, ErrorCode},
+};
+
+type AnyEndpoint = dyn DynEndpoint<Output = poem::Response>;
+
+/// How long accepting pauses after an accept error that is not about one connection.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// At most one log line per this long about accept errors, saying how many there were.
+pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How the server bounds its connections and its shutdown.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeSettings {
+    pub timeouts: Timeouts,
+    /// Most connections open at once; `None`: derived from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// How long, after the shutdown signal, the instance goes on serving while readiness
+    /// answers 503, for load balancers to notice before the listener closes.
+    pub shutdown_delay: Duration,
+    /// How long requests in progress may take to finish once draining begins.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            timeouts: Timeouts {
+                header_read: Duration::from_secs(10),
+                idle: Duration::from_secs(60),
+                request: Duration::from_secs(30),
+            },
+            max_connections: None,
+            shutdown_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `endpoint` on `listener` until `shutdown` completes, then drains (see the module
+/// docs). `cap` is the most connections open at once.
+pub async fn serve(
+    listener: TcpListener,
+    endpoint: impl Endpoint + 'static,
+    settings: ServeSettings,
+    cap: usize,
+    draining: Draining,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let endpoint: Arc<AnyEndpoint> = Arc::new(ToDynEndpoint(endpoint.map_to_response()));
+    let local = listener.local_addr()?;
+    let connections = Connections::new(cap, settings.timeouts);
+    let stop = async {
+        shutdown.await;
+        draining.begin();
+        tracing::info!(
+            delay_ms = settings.shutdown_delay.as_millis() as u64,
+            "shutting down: readiness now answers 503; the listener closes after the delay"
+        );
+        tokio::time::sleep(settings.shutdown_delay).await;
+    };
+    tokio::pin!(stop);
+    let mut accept_errors = AcceptErrors::default();
+    loop {
+        let accepted = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                accept_errors.note(&error);
+                if !is_about_one_connection(&error) {
+                    tokio::select! {
+                        () = &mut stop => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+                continue;
+            }
+        };
+        tokio::select! {
+            () = &mut stop => break,
+            () = connections.make_room() => {}
+        }
+        let connection = connections.open();
+        let task = tokio::spawn(serve_connection(
+            socket,
+            local,
+            remote,
+            Arc::clone(&endpoint),
+            Arc::clone(&connection),
+        ));
+        connection.set_abort_handle(task.abort_handle());
+    }
+
+    drop(listener);
+    let open = connections.count();
+    tracing::info!(
+        open_connections = open,
+        "shutting down: the listener is closed; closing idle connections and finishing requests in progress"
+    );
+    let started = Instant::now();
+    connections.close_all();
+    if tokio::time::timeout(settings.shutdown_timeout, connections.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open_connections = connections.count(),
+            timeout_ms = settings.shutdown_timeout.as_millis() as u64,
+            "shutting down: requests still in progress after the shutdown timeout; closing them"
+        );
+        connections.abort_all();
+    }
+    tracing::info!(
+        drain_ms = started.elapsed().as_millis() as u64,
+        "shutting down: every connection is closed"
+    );
+    Ok(())
+}
+
+/// Errors that concern only the connection being accepted: the next accept may well succeed.
+fn is_about_one_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Accept errors, logged at most once per [`ACCEPT_ERROR_LOG_INTERVAL`] with how many came
+/// since the last line.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn note(&mut self, error: &io::Error) {
+        self.unlogged += 1;
+        if self
+            .last_logged
+            .is_some_and(|at| at.elapsed() < ACCEPT_ERROR_LOG_INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            %error,
+            errors = self.unlogged,
+            backoff_ms = ACCEPT_BACKOFF.as_millis() as u64,
+            "could not accept a connection; accepting again shortly"
+        );
+        self.last_logged = Some(Instant::now());
+        self.unlogged = 0;
+    }
+}
+
+/// Serves one connection until the client closes it, it times out, or it is asked to close.
+async fn serve_connection(
+    socket: TcpStream,
+    local: SocketAddr,
+    remote: SocketAddr,
+    endpoint: Arc<AnyEndpoint>,
+    connection: Arc<Connection>,
+) {
+    // Answers are small and written at once; waiting to fill a packet only adds latency.
+    let _ = socket.set_nodelay(true);
+    let service = service_fn({
+        let connection = Arc::clone(&connection);
+        move |request: hyper::Request<hyper::body::Incoming>| {
+            let busy = connection.begin_request();
+            let endpoint = Arc::clone(&endpoint);
+            async move {
+                let request = poem::Request::from((
+                    request,
+                    LocalAddr(local.into()),
+                    RemoteAddr(remote.into()),
+                    Scheme::HTTP,
+                ));
+                // A task of its own: a request sent whole is handled whole, even if the client
+                // hangs up before its answer (a create must finish, or roll back, as one).
+                let handled = tokio::spawn(async move {
+                    let response: hyper::Response<BoxBody<Bytes, io::Error>> =
+                        endpoint.get_response(request).await.into();
+                    response.map(|body| BusyBody::new(body, Some(busy)))
+                });
+                let response = handled.await.unwrap_or_else(|error| {
+                    tracing::error!(%error, "a request's task failed");
+                    let response: hyper::Response<BoxBody<Bytes, io::Error>> =
+                        ApiError::new(ErrorCode::Internal).into_response().into();
+                    response.map(|body| BusyBody::new(body, None))
+                });
+                Ok::<_, Infallible>(response)
+            }
+        }
+    });
+    let io = TokioIo::new(Watched::new(socket, Arc::clone(&connection)));
+    let served = http1::Builder::new()
+        // Timed here instead (see the module docs).
+        .header_read_timeout(None)
+        // A client may send its request whole and shut its side at once: answer it anyway
+        // (the request timeout still bounds it).
+        .half_close(true)
+        .serve_connection(io, service);
+    tokio::pin!(served);
+    let _counted = Counted(Arc::clone(&connection));
+    let mut finishing = false;
+    loop {
+        let woken = connection.woken();
+        let deadline = match connection.next(tokio::time::Instant::now()) {
+            Next::Serve { deadline } => deadline,
+            Next::FinishThenClose => {
+                if !finishing {
+                    // Answers what is in progress, with `connection: close`, then ends.
+                    served.as_mut().graceful_shutdown();
+                    finishing = true;
+                }
+                None
+            }
+            Next::CloseNow(reason) => {
+                match reason {
+                    Reason::Requested => {}
+                    Reason::TimedOut { reading_head } => tracing::info!(
+                        connection = connection.id,
+                        %remote,
+                        reading_head,
+                        "closing a connection that timed out"
+                    ),
+                }
+                break;
+            }
+        };
+        let timer = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(connection = connection.id, %remote, %error, "connection ended with an error");
+                }
+                break;
+            }
+            () = woken => {}
+            () = timer => {}
+        }
+    }
+}
+
+/// Takes a connection off the count when its task ends, however it ends.
+struct Counted(Arc<Connection>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}

@@ -1,0 +1,295 @@
+//! Connections a hostile or careless client holds: past the cap, silent, or sending their
+//! request heads a byte at a time. They are closed after their bounds, and another client is
+//! answered quickly all the while, with little CPU spent on them.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use orders::server::{ServeSettings, Timeouts};
+use reqwest::StatusCode;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::helpers::{TestApp, http_client_with_key, spawn_app_serving};
+
+fn socket_address(app: &TestApp) -> SocketAddr {
+    app.address
+        .strip_prefix("http://")
+        .and_then(|address| address.parse().ok())
+        .expect("the app's address is http://host:port")
+}
+
+/// CPU time (user and system) this process has used so far: the server runs in it.
+fn cpu_time() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    let time = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    time(usage.user_time()) + time(usage.system_time())
+}
+
+/// Whether the server has closed `stream` (end of file, or reset), looking for at most `wait`.
+async fn is_closed(stream: &mut TcpStream, wait: Duration) -> bool {
+    let mut buffer = [0; 1024];
+    loop {
+        match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A response (not expected here); keep reading.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Reads until the server closes `stream` and returns how long that took; fails after `limit`.
+async fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    assert!(
+        is_closed(stream, limit).await,
+        "the connection is still open after {limit:?}"
+    );
+    started.elapsed()
+}
+
+/// A connection that sends a request head a byte every `every`, and never finishes it, until
+/// the server closes it. Returns how long the server kept it open.
+async fn trickle_header(address: SocketAddr, every: Duration, limit: Duration) -> Duration {
+    trickle_after(
+        address,
+        "GET /healthz HTTP/1.1\r\nhost: test\r\nx-slow: ".to_owned(),
+        every,
+        limit,
+    )
+    .await
+}
+
+/// A connection that sends `start`, then a byte every `every` until the server closes it.
+/// Returns how long the server kept it open.
+async fn trickle_after(
+    address: SocketAddr,
+    start: String,
+    every: Duration,
+    limit: Duration,
+) -> Duration {
+    let stream = TcpStream::connect(address).await.unwrap();
+    let started = Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move {
+        if writer.write_all(start.as_bytes()).await.is_err() {
+            return;
+        }
+        while writer.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(every).await;
+        }
+    });
+    let mut buffer = [0; 1024];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    writing.abort();
+    assert!(
+        closed.is_ok(),
+        "a trickling connection is open after {limit:?}"
+    );
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_connections_past_the_cap_does_not_keep_another_client_out() {
+    // Arrange: a small cap, and bounds far longer than the test, so that only the cap acts.
+    const CAP: usize = 16;
+    let long = Duration::from_secs(60);
+    let app = spawn_app_serving(
+        ServeSettings {
+            timeouts: Timeouts {
+                header_read: long,
+                idle: long,
+                request: long,
+            },
+            max_connections: Some(CAP),
+            ..ServeSettings::default()
+        },
+        |_| {},
+    )
+    .await;
+    let address = socket_address(&app);
+    let cpu_before = cpu_time();
+    let hold_started = Instant::now();
+
+    // Act: the hostile client fills the cap with silent connections, opens half as many again
+    // that trickle header bytes, and goes on opening silent ones while another client works.
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        held.push(TcpStream::connect(address).await.unwrap());
+    }
+    let tricklers: Vec<_> = (0..CAP / 2)
+        .map(|_| {
+            tokio::spawn(trickle_header(
+                address,
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+            ))
+        })
+        .collect();
+    let mut answer_times = Vec::new();
+    while hold_started.elapsed() < Duration::from_secs(4) {
+        held.push(TcpStream::connect(address).await.unwrap());
+        // A new client each time: a new connection, which must find room.
+        let client = http_client_with_key(&app.secret);
+        for path in ["/healthz", "/services"] {
+            let sent = Instant::now();
+            let response = client.get(format!("{}{path}", app.address)).send().await;
+            let status = response.map(|response| response.status()).ok();
+            answer_times.push((path, status, sent.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let hold = hold_started.elapsed();
+    let cpu = cpu_time() - cpu_before;
+    // As many again: every connection opened before them, trickling or not, must give way.
+    for _ in 0..CAP {
+        held.push(TcpStream::connect(address).await.unwrap());
+    }
+
+    // Assert
+    for (path, status, took) in &answer_times {
+        assert_eq!(
+            *status,
+            Some(StatusCode::OK),
+            "GET {path}: {answer_times:?}"
+        );
+        assert!(
+            *took < Duration::from_millis(900),
+            "GET {path} took {took:?}: {answer_times:?}"
+        );
+    }
+    for (index, stream) in held.iter_mut().take(CAP).enumerate() {
+        assert!(
+            is_closed(stream, Duration::from_secs(5)).await,
+            "the first silent connections gave way to newer ones; #{index} did not"
+        );
+    }
+    // The server may take a moment to accept the last ones, and close older ones for them.
+    let counting = Instant::now();
+    let still_open = loop {
+        let mut still_open = 0;
+        for stream in &mut held {
+            if !is_closed(stream, Duration::from_millis(5)).await {
+                still_open += 1;
+            }
+        }
+        if still_open <= CAP || counting.elapsed() > Duration::from_secs(5) {
+            break still_open;
+        }
+    };
+    assert!(
+        still_open <= CAP,
+        "{still_open} of the {} silent connections are still open; the cap is {CAP}",
+        held.len()
+    );
+    // The trickling ones are older than the other client's: they gave way too, although they
+    // keep sending.
+    for trickler in tricklers {
+        let kept = trickler.await.unwrap();
+        assert!(kept < Duration::from_secs(30), "{kept:?}");
+    }
+    // A busy loop would take a whole core for the whole hold.
+    assert!(
+        cpu < hold / 3,
+        "the process used {cpu:?} of CPU time in {hold:?} of holding"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_trickling_connections_close_after_the_header_timeout_slow_bodies_after_the_request_timeout_and_idle_ones_after_the_idle_timeout()
+ {
+    // Arrange
+    let header_read = Duration::from_secs(1);
+    let idle = Duration::from_secs(3);
+    let request = Duration::from_secs(2);
+    // A loaded machine may close late, never early.
+    let margin = Duration::from_secs(3);
+    let app = spawn_app_serving(
+        ServeSettings {
+            timeouts: Timeouts {
+                header_read,
+                idle,
+                request,
+            },
+            ..ServeSettings::default()
+        },
+        |_| {},
+    )
+    .await;
+    let address = socket_address(&app);
+
+    // Act
+    let silent = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        time_until_closed(&mut stream, Duration::from_secs(30)).await
+    });
+    let trickling = tokio::spawn(trickle_header(
+        address,
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ));
+    let slow_body = tokio::spawn(trickle_after(
+        address,
+        format!(
+            "POST /services HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"name\": \"",
+            app.secret
+        ),
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ));
+    let keep_alive = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        let mut buffer = [0; 1024];
+        // The whole answer: the status body is `{"status":"ok"}`.
+        while !response.ends_with(b"}") {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert_ne!(read, 0, "closed before answering: {response:?}");
+            response.extend_from_slice(&buffer[..read]);
+        }
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let kept = time_until_closed(&mut stream, Duration::from_secs(30)).await;
+        (response, kept)
+    });
+    let silent = silent.await.unwrap();
+    let trickling = trickling.await.unwrap();
+    let (response, keep_alive) = keep_alive.await.unwrap();
+    let slow_body = slow_body.await.unwrap();
+
+    // Assert
+    let near = |bound: Duration| bound - Duration::from_millis(100)..bound + margin;
+    assert!(near(header_read).contains(&silent), "silent: {silent:?}");
+    assert!(
+        near(header_read).contains(&trickling),
+        "trickling a byte every 200 ms: {trickling:?}"
+    );
+    assert!(
+        near(request).contains(&slow_body),
+        "a body sent a byte every 200 ms: {slow_body:?}"
+    );
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response:?}");
+    assert!(
+        near(idle).contains(&keep_alive),
+        "idle after an answer: {keep_alive:?}"
+    );
+}
