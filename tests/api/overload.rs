@@ -229,36 +229,6 @@ async fn requests_without_a_valid_key_are_refused_before_any_limit_and_take_no_t
     assert_rate_limited(limited, TEST_KEY_NAME, limit(1, 1)).await;
 }
 
-/// Waits until `count` sessions on the app's database wait for a lock, while `still_pending`
-/// says the requests that should be waiting have not been answered; fails after 10 s.
-async fn wait_for_lock_waiters(app: &TestApp, count: i64, still_pending: impl Fn() -> bool) {
-    let observer = app.pool.get().await.unwrap();
-    let started = Instant::now();
-    loop {
-        let waiting: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting >= count {
-            return;
-        }
-        assert!(
-            still_pending(),
-            "a held request was answered before it waited"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{count} lock waiters not seen in 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn past_the_cap_on_requests_in_flight_a_request_gets_a_prompt_503_and_the_probes_are_served()
 {
@@ -280,7 +250,10 @@ async fn past_the_cap_on_requests_in_flight_a_request_gets_a_prompt_503_and_the_
             tokio::spawn(async move { http.post(url).json(&body).send().await.unwrap() })
         })
         .collect();
-    wait_for_lock_waiters(&app, 2, || held.iter().all(|create| !create.is_finished())).await;
+    app.wait_for_lock_waiters("two held creates", 2, || {
+        held.iter().all(|create| !create.is_finished())
+    })
+    .await;
 
     let started = Instant::now();
     let refused = app.get("/services").await;

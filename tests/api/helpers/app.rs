@@ -219,6 +219,16 @@ impl TestApp {
     /// test has reached the lock the test holds. `still_pending` is asked on every look, so
     /// the request cannot finish unseen; fails after 10 s, saying `what` was awaited.
     pub async fn wait_for_a_lock_waiter(&self, what: &str, still_pending: impl Fn() -> bool) {
+        self.wait_for_lock_waiters(what, 1, still_pending).await;
+    }
+
+    /// Like [`TestApp::wait_for_a_lock_waiter`], for `count` sessions waiting at once.
+    pub async fn wait_for_lock_waiters(
+        &self,
+        what: &str,
+        count: i64,
+        still_pending: impl Fn() -> bool,
+    ) {
         // On a connection of its own: inside a transaction of the test's, PostgreSQL would
         // show the same snapshot of pg_stat_activity every time.
         let observer = self.pool.get().await.unwrap();
@@ -233,13 +243,13 @@ impl TestApp {
                 .await
                 .unwrap()
                 .get(0);
-            if waiting > 0 {
+            if waiting >= count {
                 return;
             }
             assert!(still_pending(), "{what}: it finished without waiting");
             assert!(
                 started.elapsed() < Duration::from_secs(10),
-                "{what}: not seen waiting for the lock in 10 s"
+                "{what}: {count} lock waiters not seen in 10 s"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
