@@ -95,7 +95,7 @@ pub struct SettingsArgs {
         env = "ORDERS_DB_STATEMENT_TIMEOUT",
         global = true,
         default_value = "4s",
-        value_parser = humantime::parse_duration
+        value_parser = parse_timeout
     )]
     pub db_statement_timeout: Duration,
     /// How long one SQL statement may wait for a lock before the database cancels it.
@@ -104,7 +104,7 @@ pub struct SettingsArgs {
         env = "ORDERS_DB_LOCK_TIMEOUT",
         global = true,
         default_value = "2s",
-        value_parser = humantime::parse_duration
+        value_parser = parse_timeout
     )]
     pub db_lock_timeout: Duration,
     /// How long the first answer to a create with an Idempotency-Key is kept (e.g. 24h, 90m).
@@ -140,7 +140,7 @@ pub struct SettingsArgs {
         env = "ORDERS_HEADER_READ_TIMEOUT",
         global = true,
         default_value = "10s",
-        value_parser = humantime::parse_duration
+        value_parser = parse_timeout
     )]
     pub header_read_timeout: Duration,
     /// How long a connection may stay open with no request, after its last answer.
@@ -149,7 +149,7 @@ pub struct SettingsArgs {
         env = "ORDERS_IDLE_TIMEOUT",
         global = true,
         default_value = "60s",
-        value_parser = humantime::parse_duration
+        value_parser = parse_timeout
     )]
     pub idle_timeout: Duration,
     /// How long a request may take, from the arrival of its head to the end of its answer
@@ -159,7 +159,7 @@ pub struct SettingsArgs {
         env = "ORDERS_REQUEST_TIMEOUT",
         global = true,
         default_value = "30s",
-        value_parser = humantime::parse_duration
+        value_parser = parse_timeout
     )]
     pub request_timeout: Duration,
     /// Most client connections open at once; past it, the one waiting longest for a request is
@@ -172,7 +172,7 @@ pub struct SettingsArgs {
         env = "ORDERS_SHUTDOWN_DELAY",
         global = true,
         default_value = "0s",
-        value_parser = humantime::parse_duration
+        value_parser = parse_timeout
     )]
     pub shutdown_delay: Duration,
     /// On SIGTERM, how long requests in progress may take to finish before they are cut off.
@@ -181,7 +181,7 @@ pub struct SettingsArgs {
         env = "ORDERS_SHUTDOWN_TIMEOUT",
         global = true,
         default_value = "10s",
-        value_parser = humantime::parse_duration
+        value_parser = parse_timeout
     )]
     pub shutdown_timeout: Duration,
 }
@@ -223,11 +223,17 @@ impl DatabaseUrl {
             }
         }
         let mut config: tokio_postgres::Config = rest.parse().map_err(DatabaseUrlError::Invalid)?;
-        // PostgreSQL has no TLS on Unix sockets, and libpq ignores sslmode for them.
-        let only_sockets = config
-            .get_hosts()
-            .iter()
-            .all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)));
+        // PostgreSQL has no TLS on Unix sockets, and libpq ignores sslmode for them. A
+        // connection string of only `hostaddr`s names no host at all, and goes over TCP.
+        let only_sockets = config.get_hostaddrs().is_empty()
+            && !config.get_hosts().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)));
+        if tls.mode == SslMode::VerifyFull && config.get_hosts().is_empty() {
+            return Err(DatabaseUrlError::NoHostToVerify);
+        }
         config.ssl_mode(match tls.mode {
             _ if only_sockets => tokio_postgres::config::SslMode::Disable,
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
@@ -243,6 +249,20 @@ impl DatabaseUrl {
     }
 }
 
+/// The longest any timeout may be set to: a day is far beyond any sensible bound, well
+/// inside what PostgreSQL takes for `statement_timeout` (`i32::MAX` ms, about 24 days), and
+/// far from where adding it to a clock could overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A timeout as humantime writes it (`500ms`, `10s`, `2m`), at most [`MAX_TIMEOUT`].
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if timeout > MAX_TIMEOUT {
+        return Err("must be at most 24h".to_owned());
+    }
+    Ok(timeout)
+}
+
 /// Why `DATABASE_URL` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseUrlError {
@@ -251,6 +271,11 @@ pub enum DatabaseUrlError {
          (libpq's allow, which tries without TLS first, is not supported)"
     )]
     SslMode(String),
+    #[error(
+        "sslmode=verify-full checks that the database's certificate names the host, so \
+         DATABASE_URL needs a host name, not only hostaddr"
+    )]
+    NoHostToVerify,
     #[error(transparent)]
     Invalid(tokio_postgres::Error),
 }
@@ -551,6 +576,34 @@ mod tests {
         let (config, tls) = parse("host=db.example sslmode=require sslmode=disable");
         assert_eq!(tls.mode, SslMode::Disable);
         assert_eq!(config.get_ssl_mode(), WireMode::Disable);
+    }
+
+    #[test]
+    fn a_connection_string_of_only_hostaddrs_goes_over_tcp_with_the_tls_it_asks_for() {
+        let (config, tls) = parse("hostaddr=10.0.0.5 sslmode=require dbname=orders");
+        assert_eq!(tls.mode, SslMode::Require);
+        assert_eq!(config.get_ssl_mode(), WireMode::Require);
+        let error = DatabaseUrl::new("hostaddr=10.0.0.5 sslmode=verify-full sslrootcert=/x")
+            .parse()
+            .unwrap_err();
+        assert!(matches!(error, DatabaseUrlError::NoHostToVerify), "{error}");
+    }
+
+    #[test]
+    fn timeouts_past_a_day_are_refused_before_they_can_overflow_a_clock() {
+        for flag in [
+            "--db-statement-timeout",
+            "--db-lock-timeout",
+            "--header-read-timeout",
+            "--idle-timeout",
+            "--request-timeout",
+            "--shutdown-delay",
+            "--shutdown-timeout",
+        ] {
+            assert!(settings(&[flag, "24h"]).is_ok(), "{flag}");
+            assert!(settings(&[flag, "25h"]).is_err(), "{flag}");
+            assert!(settings(&[flag, "1000000000years"]).is_err(), "{flag}");
+        }
     }
 
     #[test]

@@ -290,15 +290,14 @@ impl KeyRing {
         let reloads = every(interval, move || {
             let (ring, pool) = (ring.clone(), reload_pool.clone());
             async move {
-                match tokio::time::timeout(KEY_QUERY_TIMEOUT, ring.refresh(&pool)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::warn!(
+                // Bounded like any request's work: a connection cut off is not used again.
+                if let Err(error) =
+                    storage::within(&pool, KEY_QUERY_TIMEOUT, ring.refresh(&pool)).await
+                {
+                    tracing::warn!(
                         error = %crate::telemetry::error_chain(&error),
                         "could not reload the API keys; keeping those loaded before"
-                    ),
-                    Err(_) => tracing::warn!(
-                        "reloading the API keys timed out; keeping those loaded before"
-                    ),
+                    );
                 }
             }
         });
@@ -307,13 +306,13 @@ impl KeyRing {
         let uses = every((interval * 4).min(USE_RECORD_INTERVAL), move || {
             let (ring, pool) = (ring.clone(), pool.clone());
             async move {
-                match tokio::time::timeout(KEY_QUERY_TIMEOUT, ring.record_uses(&pool)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::warn!(
+                if let Err(error) =
+                    storage::within(&pool, KEY_QUERY_TIMEOUT, ring.record_uses(&pool)).await
+                {
+                    tracing::warn!(
                         error = %crate::telemetry::error_chain(&error),
                         "could not record when API keys were last used"
-                    ),
-                    Err(_) => tracing::warn!("recording when API keys were last used timed out"),
+                    );
                 }
             }
         });

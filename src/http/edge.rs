@@ -210,11 +210,6 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let handled = REQUEST_ID.scope(
             request_id.clone(),
             async {
-                // Held until the answer is produced, at the end of this block.
-                let _place = match self.in_flight.admit(&path) {
-                    Ok(place) => place,
-                    Err(error) => return error.into_response(),
-                };
                 if let Some(scope) = route.and_then(|route| route.required_scope(&method)) {
                     let caller = match auth::authenticate(&request, &self.keys) {
                         Ok(caller) => caller,
@@ -238,6 +233,13 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 if let Err(error) = self.check_unambiguous(&request, &body) {
                     return error.into_response();
                 }
+                // Taken once the body is in, so a client trickling bodies holds no place
+                // (its connection is bounded by the request timeout instead); held until the
+                // answer is produced, at the end of this block.
+                let _place = match self.in_flight.admit(&path) {
+                    Ok(place) => place,
+                    Err(error) => return error.into_response(),
+                };
                 normalise_conditional_headers(&mut request);
                 match self.inner.call(request).await {
                     Ok(response) => response.into_response(),

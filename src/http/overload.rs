@@ -1,8 +1,10 @@
 //! The bounds that keep an instance answering when it is asked for more than it can do: a cap
 //! on the requests it works on at once, and each API key's rate limit.
 //!
-//! Both refuse at once, before the body is read, rather than queue: a queue without a bound
-//! only turns overload into timeouts for everyone. Past the cap a request gets 503
+//! Both refuse at once rather than queue: a queue without a bound only turns overload into
+//! timeouts for everyone. The rate limit is checked before the body is read; a place under
+//! the cap is taken once it has been read (at most 64 KiB), so that clients trickling bodies
+//! cannot hold every place. Past the cap a request gets 503
 //! `OVERLOADED`; a key over its limit (see [`crate::app::rate_limit`]) gets 429
 //! `RATE_LIMITED`; both say in `Retry-After` when to come back. The probes and the metrics are
 //! outside the cap, so a load balancer and a scraper still see a busy instance as it is. A

@@ -42,7 +42,7 @@ pub enum Claim {
 /// Claims `key` of the API key `api_key_id` for the request with `fingerprint`, in the
 /// transaction `transaction` (see the module docs). A record older than `retention` counts as
 /// none: the purge may not have reached it yet.
-#[tracing::instrument(name = "idempotency.claim", skip_all, fields(api_key_id))]
+#[tracing::instrument(name = "idempotency.claim", skip_all, fields(api_key_id = api_key_id))]
 pub async fn claim(
     transaction: &Transaction<'_>,
     api_key_id: i64,
@@ -94,7 +94,7 @@ pub async fn claim(
 /// Replaces an expired record (older than `retention`) the purge has not reached yet; finding
 /// a live one is a fault ([`StoreError::NotFound`] stands for "not written"), since the claim
 /// saw none.
-#[tracing::instrument(name = "idempotency.record", skip_all, fields(api_key_id))]
+#[tracing::instrument(name = "idempotency.record", skip_all, fields(api_key_id = api_key_id))]
 pub async fn record(
     transaction: &Transaction<'_>,
     api_key_id: i64,

@@ -265,6 +265,14 @@ impl StoreError {
         crate::telemetry::metrics::count_database_error(kind);
     }
 
+    /// No answer from the database within our own `bound` (see [`within`]), counted in the
+    /// metrics like a timeout the server reported.
+    pub(crate) fn no_answer(bound: Duration) -> Self {
+        let error = Self::TimedOut(Box::new(NoAnswer(bound)));
+        error.count_fault();
+        error
+    }
+
     /// An order write refused by the 3-hour rule, counted in the metrics.
     pub(crate) fn order_time_conflict(conflicting_order_id: Option<OrderId>) -> Self {
         metrics::counter!(crate::telemetry::metrics::TIME_CONFLICTS).increment(1);
@@ -308,7 +316,7 @@ pub(crate) async fn settle<T>(
 
 /// After a conditional write to `table` touched no row: was the row with `id` missing, or at
 /// another version?
-#[tracing::instrument(name = "why_not_written", skip_all, fields(table, id))]
+#[tracing::instrument(name = "why_not_written", skip_all, fields(table = table, id = id))]
 pub(crate) async fn why_not_written(
     client: &impl deadpool_postgres::GenericClient,
     table: &'static str,
@@ -411,7 +419,7 @@ where
                 connections_closed = closed.removed.len(),
                 "the database did not answer in time: cut off"
             );
-            Err(StoreError::TimedOut(Box::new(NoAnswer(bound))).into())
+            Err(StoreError::no_answer(bound).into())
         }
     }
 }
@@ -449,7 +457,15 @@ pub fn pool_status(pool: &Pool) -> PoolStatus {
 /// connection is kept between checks and replaced when it breaks or a check is cut off.
 pub struct Probe {
     pool: Pool,
-    connection: tokio::sync::Mutex<Option<deadpool_postgres::ClientWrapper>>,
+    connection: tokio::sync::Mutex<ProbeConnection>,
+}
+
+/// Readiness's connection, and whether its last check was answered: one that was not (it
+/// failed, or was cut off mid-query) is replaced at the next check, never asked again.
+#[derive(Default)]
+struct ProbeConnection {
+    client: Option<deadpool_postgres::ClientWrapper>,
+    answered: bool,
 }
 
 impl Probe {
@@ -457,7 +473,7 @@ impl Probe {
     pub fn new(pool: Pool) -> Self {
         Self {
             pool,
-            connection: tokio::sync::Mutex::new(None),
+            connection: tokio::sync::Mutex::new(ProbeConnection::default()),
         }
     }
 
@@ -468,20 +484,25 @@ impl Probe {
         use deadpool::managed::Manager as _;
         let check = async {
             let mut slot = self.connection.lock().await;
-            // Taken out while in use: if the check is cut off, the connection goes with it.
-            let client = match slot.take() {
-                Some(client) if !client.is_closed() => client,
-                _ => self.pool.manager().create().await?,
-            };
-            let answered = client.simple_query("SELECT 1").await;
-            if answered.is_ok() {
-                *slot = Some(client);
+            let usable = slot.answered && slot.client.as_ref().is_some_and(|c| !c.is_closed());
+            if !usable && let Some(mut old) = slot.client.take() {
+                // The manager keeps a handle on each client it made; one it is not told about
+                // would stay listed for ever.
+                self.pool.manager().detach(&mut old);
             }
-            answered.map(drop).map_err(StoreError::from)
+            let client = match &slot.client {
+                Some(client) => client,
+                None => slot.client.insert(self.pool.manager().create().await?),
+            };
+            let answered = client.simple_query("SELECT 1").await.map(drop);
+            // Cut off before this line, `answered` stays false: the next check replaces it.
+            slot.answered = answered.is_ok();
+            answered.map_err(StoreError::from)
         };
-        tokio::time::timeout(bound, check)
-            .await
-            .unwrap_or_else(|_| Err(StoreError::TimedOut(Box::new(NoAnswer(bound)))))
+        match tokio::time::timeout(bound, check).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::no_answer(bound)),
+        }
     }
 }
 

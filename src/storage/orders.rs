@@ -470,7 +470,7 @@ pub async fn delete(
 }
 
 /// One page of orders in (scheduled_at, id) order, starting after `after`.
-#[tracing::instrument(name = "orders.list", skip_all, fields(limit))]
+#[tracing::instrument(name = "orders.list", skip_all, fields(limit = limit))]
 pub async fn list(
     pool: &Pool,
     filter: &OrderFilter,

@@ -143,7 +143,7 @@ pub async fn delete(
 }
 
 /// One page of services in id order, starting after `after`.
-#[tracing::instrument(name = "services.list", skip_all, fields(limit, after = ?after.map(ServiceId::get)))]
+#[tracing::instrument(name = "services.list", skip_all, fields(limit = limit, after = ?after.map(ServiceId::get)))]
 pub async fn list(
     pool: &Pool,
     after: Option<ServiceId>,
