@@ -57,6 +57,7 @@ async fn a_table_locked_past_the_bound_is_a_prompt_503_and_everything_else_is_se
         app.get("/healthz"),
     );
     let waited = started.elapsed();
+    eprintln!("table locked: every request answered within {waited:?}");
 
     // Not starved: what does not touch orders is answered as usual.
     assert_eq!(service_read.status(), StatusCode::OK);
@@ -193,6 +194,10 @@ async fn a_hung_database_is_a_503_within_the_bound_and_everything_works_again_wh
     .await;
     let ((create, create_took), (read, read_took), (list, list_took), (ready, ready_took), live) =
         answers.expect("every request is answered while the database hangs");
+    eprintln!(
+        "hung database: create {create_took:?}, read {read_took:?}, list {list_took:?}, \
+         readyz {ready_took:?}"
+    );
 
     assert_eq!(
         live.status(),
@@ -228,10 +233,11 @@ async fn a_hung_database_is_a_503_within_the_bound_and_everything_works_again_wh
     // be replaced.
     drop(paused);
     let bound = Duration::from_secs(5);
-    until_answered("read", StatusCode::OK, bound, async || {
+    let recovered = until_answered("read", StatusCode::OK, bound, async || {
         app.get(&order_path).await
     })
     .await;
+    eprintln!("resumed: reads answered again after {recovered:?}");
     until_answered("create", StatusCode::CREATED, bound, async || {
         app.post_json("/orders", &order_at_slot(2, &service)).await
     })
@@ -369,6 +375,17 @@ async fn a_database_stopped_and_restarted_under_load_is_503_while_down_and_serve
             .iter()
             .any(|outcome| outcome.at < stopping && outcome.status == StatusCode::CREATED),
         "served before the stop"
+    );
+    let first_success_after_restart = outcomes
+        .iter()
+        .filter(|outcome| outcome.at > restarting && outcome.status.is_success())
+        .map(|outcome| outcome.at - restarted.min(outcome.at))
+        .min();
+    eprintln!(
+        "stopped and restarted: {} answers, {} of them 503 while down, none 500; \
+         first success {first_success_after_restart:?} after the restart returned",
+        outcomes.len(),
+        down.len()
     );
     // Served again within a few seconds of the restart, with no restart of the service.
     let recovery = Duration::from_secs(3);
