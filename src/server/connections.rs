@@ -14,8 +14,13 @@
 //!   make room, however busily it trickles header bytes: its wait counts from the end of its
 //!   last answer (or its acceptance), and a byte of a request head does not restart it. A
 //!   client holding many connections open therefore loses its own oldest ones to a newcomer,
-//!   and cannot keep another client out. Only when every connection is busy does the accept
-//!   loop wait, and then only until one finishes its answer (at most the request timeout).
+//!   and cannot keep another client out. The newcomer is let in once that connection has
+//!   closed (at once: it has nothing in progress), so the cap holds. Only when every
+//!   connection is busy does the accept loop wait longer, and then only until one finishes its
+//!   answer (at most the request timeout);
+//! - an answer counts as finished when hyper has written it all to the socket, not when it has
+//!   taken the body: a client that reads nothing of a large answer stays busy, and is closed
+//!   at the request timeout.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -44,6 +49,19 @@ pub struct Timeouts {
     /// How long a request may take from its head's arrival to the end of its answer: bounds a
     /// body sent a byte at a time, which would otherwise keep a connection busy for ever.
     pub request: Duration,
+}
+
+/// Where a timeout too long to reach ends: far enough never to matter, near enough for the
+/// clock to hold (tokio's own "never" is as far).
+const FAR_AWAY: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// The instant `timeout` after `now`; a timeout longer than [`FAR_AWAY`] (however large a
+/// value was configured) ends there instead of overflowing the clock.
+fn after(now: Instant, timeout: Duration) -> Instant {
+    match now.checked_add(timeout) {
+        Some(at) if timeout <= FAR_AWAY => at,
+        _ => now + FAR_AWAY,
+    }
 }
 
 /// All open connections, and how many may be open at once.
@@ -89,33 +107,47 @@ impl Connections {
     }
 
     /// Waits until one more connection may be opened: at once below the cap; at the cap, after
-    /// asking the connection that has waited longest to close; with every connection busy,
-    /// until one is not.
+    /// asking the connection that has waited longest to close, until it has; with every
+    /// connection busy, until one is not.
     pub async fn make_room(&self) {
         let mut said = false;
+        let mut asked = None;
         loop {
             let changed = self.changed.notified();
-            {
-                let registry = self.registry();
+            let victim = {
+                let mut registry = self.registry();
                 if registry.open.len() < self.cap {
                     return;
                 }
-                // The victim's descriptor is freed a moment later, when its task sees the
-                // request; the cap is below the open-file limit by more than that.
-                if let Some((since, id)) = registry.waiting.keys().next().copied() {
-                    let victim = registry.open.get(&id).cloned();
-                    drop(registry);
-                    if let Some(victim) = victim {
-                        tracing::debug!(
-                            connection = id,
-                            waited_ms = since.elapsed().as_millis() as u64,
-                            "at the connection cap: closing the connection that has waited longest"
-                        );
-                        victim.request_close();
+                loop {
+                    let Some((since, id)) = registry.waiting.keys().next().copied() else {
+                        break None;
+                    };
+                    match registry.open.get(&id) {
+                        Some(victim) => break Some((since, Arc::clone(victim))),
+                        // Not open: nothing to close. Never left behind by a closing
+                        // connection, but a stale entry must not stop the search.
+                        None => {
+                            registry.waiting.remove(&(since, id));
+                        }
                     }
-                    self.registry().waiting.remove(&(since, id));
-                    return;
                 }
+            };
+            // The entry stays until the victim's task ends and `Connection::closed` takes it
+            // off: only then is its place free, and until then it is asked again (a request
+            // that began meanwhile takes it off the waiting ones, and the next is asked).
+            if let Some((since, victim)) = victim {
+                if asked != Some(victim.id) {
+                    tracing::debug!(
+                        connection = victim.id,
+                        waited_ms = since.elapsed().as_millis() as u64,
+                        "at the connection cap: closing the connection that has waited longest"
+                    );
+                    asked = Some(victim.id);
+                }
+                victim.request_close();
+                changed.await;
+                continue;
             }
             if !said {
                 tracing::warn!(
@@ -140,11 +172,13 @@ impl Connections {
             state: Mutex::new(State {
                 phase: Phase::Waiting {
                     since: now,
-                    deadline: now + self.timeouts.header_read,
+                    deadline: after(now, self.timeouts.header_read),
                     reading_head: true,
                 },
                 unflushed: false,
+                answered: false,
                 close_requested: false,
+                closed: false,
             }),
             wake: Notify::new(),
             abort: Mutex::new(None),
@@ -213,7 +247,14 @@ struct State {
     /// Bytes written that the socket has not yet been flushed of: closing now could lose the
     /// end of an answer.
     unflushed: bool,
+    /// The busy request's answer has been handed to hyper whole: once hyper has written it
+    /// all, the connection is waiting. Until then the request timeout still holds, so a
+    /// client that never reads its answer cannot hold the connection.
+    answered: bool,
     close_requested: bool,
+    /// The connection's task has ended: a request finishing afterwards must not register it
+    /// as waiting again.
+    closed: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -236,8 +277,8 @@ enum Phase {
 pub enum Next {
     /// Keep serving; look again at `deadline`, if any, or when woken.
     Serve { deadline: Option<Instant> },
-    /// Let the answer in progress finish, then close.
-    FinishThenClose,
+    /// Let the answer in progress finish, then close; close anyway at `deadline`.
+    FinishThenClose { deadline: Instant },
     /// Close at once: nothing is in progress that closing would lose.
     CloseNow(Reason),
 }
@@ -279,17 +320,20 @@ impl Connection {
             Phase::Busy { deadline } if deadline <= now => Next::CloseNow(Reason::TimedOut {
                 reading_head: false,
             }),
-            Phase::Busy { .. } if state.close_requested => Next::FinishThenClose,
+            Phase::Busy { deadline } if state.close_requested => Next::FinishThenClose { deadline },
             Phase::Busy { deadline } => Next::Serve {
                 deadline: Some(deadline),
             },
-            Phase::Waiting { .. } if !closable => Next::Serve { deadline: None },
-            Phase::Waiting { .. } if state.close_requested => Next::CloseNow(Reason::Requested),
             Phase::Waiting {
                 deadline,
                 reading_head,
                 ..
             } if deadline <= now => Next::CloseNow(Reason::TimedOut { reading_head }),
+            // Bytes hyper wrote of its own (an answer to a malformed head) go out first, but
+            // no longer than the connection may wait.
+            Phase::Waiting { .. } if state.close_requested && closable => {
+                Next::CloseNow(Reason::Requested)
+            }
             Phase::Waiting { deadline, .. } => Next::Serve {
                 deadline: Some(deadline),
             },
@@ -297,12 +341,14 @@ impl Connection {
     }
 
     /// A request head has arrived whole and its handler starts: the connection is busy until
-    /// the returned guard is dropped (when the answer's body has been handed over whole).
+    /// the returned guard is dropped (when the answer's body has been handed over whole) and
+    /// hyper has then written out all it holds.
     pub fn begin_request(self: &Arc<Self>) -> BusyGuard {
         let since = {
             let mut state = self.state();
+            state.answered = false;
             let busy = Phase::Busy {
-                deadline: Instant::now() + self.connections.timeouts.request,
+                deadline: after(Instant::now(), self.connections.timeouts.request),
             };
             match std::mem::replace(&mut state.phase, busy) {
                 Phase::Waiting { since, .. } => Some(since),
@@ -315,27 +361,36 @@ impl Connection {
                 .waiting
                 .remove(&(since, self.id));
         }
+        // The serving task is timing the wait for this head: it must time the request now.
+        self.wake.notify_one();
         BusyGuard(Some(Arc::clone(self)))
     }
 
+    /// The answer's body has been handed over whole (or dropped): the connection waits once
+    /// hyper has flushed what it holds of it, which it does right after taking the body's end.
     fn end_request(&self) {
-        let now = Instant::now();
-        {
-            let mut state = self.state();
-            if let Phase::Busy { .. } = state.phase {
-                state.phase = Phase::Waiting {
-                    since: now,
-                    deadline: now + self.connections.timeouts.idle,
-                    reading_head: false,
-                };
-            } else {
-                return;
-            }
+        let mut state = self.state();
+        if !state.closed && matches!(state.phase, Phase::Busy { .. }) {
+            state.answered = true;
         }
-        self.connections
-            .registry()
-            .waiting
-            .insert((now, self.id), ());
+    }
+
+    /// Everything written has reached the kernel: an answered request is over.
+    fn answer_written(&self, mut state: MutexGuard<'_, State>) {
+        let now = Instant::now();
+        state.answered = false;
+        state.phase = Phase::Waiting {
+            since: now,
+            deadline: after(now, self.connections.timeouts.idle),
+            reading_head: false,
+        };
+        drop(state);
+        // `closed` may run between the two locks; it takes the connection off `open` first.
+        let mut registry = self.connections.registry();
+        if registry.open.contains_key(&self.id) {
+            registry.waiting.insert((now, self.id), ());
+        }
+        drop(registry);
         self.connections.changed.notify_one();
         self.wake.notify_one();
     }
@@ -350,7 +405,7 @@ impl Connection {
         } = &mut state.phase
         {
             *reading_head = true;
-            *deadline = Instant::now() + self.connections.timeouts.header_read;
+            *deadline = after(Instant::now(), self.connections.timeouts.header_read);
             drop(state);
             self.wake.notify_one();
         }
@@ -362,7 +417,10 @@ impl Connection {
 
     fn flushed(&self) {
         let mut state = self.state();
-        if state.unflushed {
+        if state.answered && !state.closed && matches!(state.phase, Phase::Busy { .. }) {
+            state.unflushed = false;
+            self.answer_written(state);
+        } else if state.unflushed {
             state.unflushed = false;
             drop(state);
             self.wake.notify_one();
@@ -371,9 +429,13 @@ impl Connection {
 
     /// The connection's task has ended: it no longer counts.
     pub fn closed(&self) {
-        let since = match self.state().phase {
-            Phase::Waiting { since, .. } => Some(since),
-            Phase::Busy { .. } => None,
+        let since = {
+            let mut state = self.state();
+            state.closed = true;
+            match state.phase {
+                Phase::Waiting { since, .. } => Some(since),
+                Phase::Busy { .. } => None,
+            }
         };
         self.connections.remove(self.id, since);
     }
@@ -454,7 +516,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// An answer's body that keeps its connection busy until it has been read whole (or dropped).
+/// An answer's body that keeps its connection busy until it has been read whole (or dropped)
+/// and written out.
 pub struct BusyBody {
     inner: BoxBody<Bytes, io::Error>,
     guard: Option<BusyGuard>,

@@ -265,13 +265,15 @@ async fn serve_connection(
         let woken = connection.woken();
         let deadline = match connection.next(tokio::time::Instant::now()) {
             Next::Serve { deadline } => deadline,
-            Next::FinishThenClose => {
+            Next::FinishThenClose { deadline } => {
                 if !finishing {
                     // Answers what is in progress, with `connection: close`, then ends.
                     served.as_mut().graceful_shutdown();
                     finishing = true;
                 }
-                None
+                // The request timeout still holds: a request that began just as the close
+                // was asked for may be sending its body a byte at a time.
+                Some(deadline)
             }
             Next::CloseNow(reason) => {
                 match reason {

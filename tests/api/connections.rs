@@ -7,14 +7,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use orders::server::{ServeSettings, Timeouts};
+use orders::{
+    app::AppState,
+    domain::Scope,
+    server::{ServeSettings, Timeouts},
+    startup::Application,
+    storage,
+};
 use reqwest::StatusCode;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 
-use crate::helpers::{TestApp, http_client_with_key, spawn_app_serving};
+use crate::helpers::{
+    TestApp, create_key, fresh_database, http_client_with_key, spawn_app_serving,
+};
 
 fn socket_address(app: &TestApp) -> SocketAddr {
     app.address
@@ -292,4 +300,193 @@ async fn silent_and_trickling_connections_close_after_the_header_timeout_slow_bo
         near(idle).contains(&keep_alive),
         "idle after an answer: {keep_alive:?}"
     );
+}
+
+/// A request to create a service whose body never ends: sent a byte at a time after its head.
+fn slow_create(secret: &str) -> String {
+    format!(
+        "POST /services HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {secret}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"name\": \""
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_off_mid_request_leaves_no_place_behind_at_the_cap() {
+    // Arrange: room for two; only the request timeout is short.
+    const CAP: usize = 2;
+    let long = Duration::from_secs(60);
+    let app = spawn_app_serving(
+        ServeSettings {
+            timeouts: Timeouts {
+                header_read: long,
+                idle: long,
+                request: Duration::from_secs(1),
+            },
+            max_connections: Some(CAP),
+            ..ServeSettings::default()
+        },
+        |_| {},
+    )
+    .await;
+    let address = socket_address(&app);
+
+    // Act: a request cut off by the request timeout; its handler finishes after its
+    // connection has gone. Then the cap is filled, and one more connection arrives.
+    trickle_after(
+        address,
+        slow_create(&app.secret),
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut first = TcpStream::connect(address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = TcpStream::connect(address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(address).await.unwrap();
+
+    // Assert: the newcomer takes the place of the one that waited longest; the gone
+    // connection holds none.
+    assert!(
+        is_closed(&mut first, Duration::from_secs(5)).await,
+        "at the cap, the connection that waited longest stays open beside a newer one"
+    );
+    assert!(!is_closed(&mut second, Duration::from_millis(500)).await);
+    assert!(!is_closed(&mut third, Duration::from_millis(500)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answer_is_closed_after_the_request_timeout() {
+    // Arrange
+    let long = Duration::from_secs(60);
+    let request = Duration::from_secs(2);
+    let app = spawn_app_serving(
+        ServeSettings {
+            timeouts: Timeouts {
+                header_read: long,
+                idle: long,
+                request,
+            },
+            ..ServeSettings::default()
+        },
+        |_| {},
+    )
+    .await;
+    let address = socket_address(&app);
+    // A small window; the kernel still takes a few megabytes from the server, so the docs
+    // page (well over one) is asked for several times, for most of the answers to stay in the
+    // server's hands.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+
+    // Act: ask for the docs page, pipelined, and read nothing for longer than the request
+    // timeout.
+    stream
+        .write_all(&b"GET /docs HTTP/1.1\r\nhost: test\r\n\r\n".repeat(8))
+        .await
+        .unwrap();
+    tokio::time::sleep(request + Duration::from_secs(3)).await;
+
+    // Assert: the server has closed it. Reading now lets an open connection finish its
+    // answer and then wait for the next request (the idle timeout is a minute), so only a
+    // connection already closed reaches its end here.
+    let mut page = 0;
+    let mut buffer = vec![0; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => page += read,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "a client reading nothing of its answer kept its connection past the request \
+         timeout; it read {page} bytes afterwards"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_too_long_to_reach_never_run_out() {
+    // Arrange
+    let app = spawn_app_serving(
+        ServeSettings {
+            timeouts: Timeouts {
+                header_read: Duration::MAX,
+                idle: Duration::MAX,
+                request: Duration::MAX,
+            },
+            ..ServeSettings::default()
+        },
+        |_| {},
+    )
+    .await;
+
+    // Act: two requests, the second on the connection kept alive after the first.
+    let client = http_client_with_key(&app.secret);
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let response = client.get(format!("{}/healthz", app.address)).send().await;
+        statuses.push(response.map(|response| response.status()).ok());
+    }
+
+    // Assert
+    assert_eq!(statuses, [Some(StatusCode::OK); 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_progress_at_shutdown_is_still_cut_off_by_the_request_timeout() {
+    // Arrange: an app of the test's own, to shut it down; the shutdown timeout is far longer
+    // than the request timeout.
+    let request = Duration::from_secs(2);
+    let database = fresh_database().await;
+    let pool = storage::connect_pool(database.config().clone(), 2);
+    let secret = create_key(&pool, "tester", &Scope::ALL).await;
+    let long = Duration::from_secs(60);
+    let app = Application::build("127.0.0.1:0".parse().unwrap(), AppState::new(pool.clone()))
+        .await
+        .unwrap()
+        .serve_settings(ServeSettings {
+            timeouts: Timeouts {
+                header_read: long,
+                idle: long,
+                request,
+            },
+            shutdown_timeout: long,
+            ..ServeSettings::default()
+        });
+    let address = app.address();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    // Act: a body sent a byte at a time; the shutdown begins while it is read.
+    let slow_body = tokio::spawn(trickle_after(
+        address,
+        slow_create(&secret),
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send(()).unwrap();
+    let kept = slow_body.await.unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(10), running).await;
+
+    // Assert: closed by the request timeout (a loaded machine may close late, never early),
+    // not held until the shutdown timeout; and the drain then ends.
+    assert!(
+        (request - Duration::from_millis(100)..request + Duration::from_secs(3)).contains(&kept),
+        "a body sent a byte every 200 ms during the shutdown: {kept:?}"
+    );
+    assert!(
+        drained.is_ok(),
+        "the drain did not end after the last request"
+    );
+    pool.close();
+    drop(database);
 }
