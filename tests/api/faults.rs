@@ -33,11 +33,7 @@ async fn a_table_locked_past_the_bound_is_a_prompt_503_and_everything_else_is_se
         .await;
 
     // What a migration or a VACUUM FULL holds: no read or write of orders gets past it.
-    let mut holder = app.pool.get().await.unwrap();
-    let lock = holder.transaction().await.unwrap();
-    lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", &[])
-        .await
-        .unwrap();
+    let lock = app.lock_table("orders").await;
 
     let body = serde_json::json!({
         "datetime": "2023-06-01T10:00:00Z",
@@ -84,7 +80,7 @@ async fn a_table_locked_past_the_bound_is_a_prompt_503_and_everything_else_is_se
     );
 
     // Released: everything works again at once, and the refused create left nothing.
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(
         app.all_orders().await.len(),
         1,
@@ -98,11 +94,7 @@ async fn a_table_locked_past_the_bound_is_a_prompt_503_and_everything_else_is_se
 #[tokio::test]
 async fn a_503_for_a_timeout_says_when_to_retry() {
     let app = spawn_app().await;
-    let mut holder = app.pool.get().await.unwrap();
-    let lock = holder.transaction().await.unwrap();
-    lock.execute("LOCK TABLE services IN ACCESS EXCLUSIVE MODE", &[])
-        .await
-        .unwrap();
+    let lock = app.lock_table("services").await;
 
     let refused = app.get("/services").await;
 
@@ -116,7 +108,7 @@ async fn a_503_for_a_timeout_says_when_to_retry() {
         "{retry_after}"
     );
     assert_problem(refused, StatusCode::SERVICE_UNAVAILABLE, "DATABASE_TIMEOUT").await;
-    lock.rollback().await.unwrap();
+    lock.release().await;
 }
 
 /// As long as a request to a database that answers nothing may take: the service's own bound,
@@ -421,11 +413,7 @@ async fn readyz_reports_a_saturated_pool_as_busy_not_as_an_unreachable_database(
     })
     .await;
     let service = app.create_service("Inspection").await;
-    let mut holder = app.pool.get().await.unwrap();
-    let lock = holder.transaction().await.unwrap();
-    lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", &[])
-        .await
-        .unwrap();
+    let lock = app.lock_table("orders").await;
 
     // The pool's one connection waits on the lock, and another request waits for it.
     let first = tokio::spawn({
@@ -462,7 +450,7 @@ async fn readyz_reports_a_saturated_pool_as_busy_not_as_an_unreachable_database(
             "pool": { "max_size": 1, "size": 1, "available": 0, "waiting": 1 },
         })
     );
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(first.await.unwrap(), StatusCode::CREATED);
     assert_eq!(second.await.unwrap(), StatusCode::OK);
 }

@@ -530,11 +530,7 @@ async fn a_key_whose_first_request_is_under_way_is_in_use() {
     let body = order("2022-11-01T12:00:00Z", json!(100), &[&service]);
 
     // Holds every insert into orders until this transaction ends.
-    let mut holder = app.pool.get().await.unwrap();
-    let lock = holder.transaction().await.unwrap();
-    lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", &[])
-        .await
-        .unwrap();
+    let lock = app.lock_table("orders").await;
     let first = {
         let (client, url, body) = (app.http.clone(), app.url("/orders"), body.clone());
         tokio::spawn(async move {
@@ -569,8 +565,7 @@ async fn a_key_whose_first_request_is_under_way_is_in_use() {
     );
     assert!(!first.is_finished(), "the first is still held");
 
-    lock.rollback().await.unwrap();
-    drop(holder);
+    lock.release().await;
     let first = first.await.unwrap();
     created_id(&first);
     assert!(!first.replayed());

@@ -331,11 +331,7 @@ async fn requests_waiting_on_a_lock_are_in_flight_and_a_lock_timeout_is_counted(
     let order = app
         .create_order("2023-05-01T10:00:00Z", 1.0, &[&service])
         .await;
-    let mut holder = app.pool.get().await.unwrap();
-    let lock = holder.transaction().await.unwrap();
-    lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", &[])
-        .await
-        .unwrap();
+    let lock = app.lock_table("orders").await;
 
     let path = format!("/orders/{}", order.id);
     let read = tokio::spawn({
@@ -347,7 +343,7 @@ async fn requests_waiting_on_a_lock_are_in_flight_and_a_lock_timeout_is_counted(
         .await;
     let during = scrape(&app).await;
     let status = read.await.unwrap();
-    lock.rollback().await.unwrap();
+    lock.release().await;
     let after = scrape(&app).await;
 
     // The held read and the scrape itself.

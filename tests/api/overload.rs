@@ -236,11 +236,7 @@ async fn past_the_cap_on_requests_in_flight_a_request_gets_a_prompt_503_and_the_
     let service = app.create_service("Inspection").await;
 
     // Two creates held in flight: they wait on a lock the test holds.
-    let mut holder = app.pool.get().await.unwrap();
-    let lock = holder.transaction().await.unwrap();
-    lock.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", &[])
-        .await
-        .unwrap();
+    let lock = app.lock_table("orders").await;
     let held: Vec<_> = ["2023-06-01T10:00:00Z", "2023-06-02T10:00:00Z"]
         .into_iter()
         .map(|datetime| {
@@ -282,7 +278,7 @@ async fn past_the_cap_on_requests_in_flight_a_request_gets_a_prompt_503_and_the_
     );
 
     // Released: the held creates are answered, and their places are free again.
-    lock.rollback().await.unwrap();
+    lock.release().await;
     for create in held {
         let create = create.await.unwrap();
         let status = create.status();

@@ -215,6 +215,19 @@ impl TestApp {
         &self.client
     }
 
+    /// Holds `table` in `ACCESS EXCLUSIVE` mode, as a migration or a `VACUUM FULL` would, from a
+    /// session of the test's own, until [`TableLock::release`].
+    pub async fn lock_table(&self, table: &str) -> TableLock {
+        let session = self.pool.get().await.unwrap();
+        session
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+            ))
+            .await
+            .unwrap();
+        TableLock(Some(session))
+    }
+
     /// Waits until a session on this app's database is waiting for a lock: the request under
     /// test has reached the lock the test holds. `still_pending` is asked on every look, so
     /// the request cannot finish unseen; fails after 10 s, saying `what` was awaited.
@@ -472,4 +485,25 @@ pub fn order_body(datetime: &str, totalfee: Value, services: &[&str]) -> Value {
         "totalfee": totalfee,
         "services": services.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
     })
+}
+
+/// A table lock held by a test (see [`TestApp::lock_table`]).
+pub struct TableLock(Option<deadpool_postgres::Object>);
+
+impl TableLock {
+    /// Ends the locking transaction; its session goes back to the pool.
+    pub async fn release(mut self) {
+        let session = self.0.take().expect("released once");
+        session.batch_execute("ROLLBACK").await.unwrap();
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        // Not released (the test failed first): the session is closed, never handed out
+        // again inside its transaction, and the lock ends with it.
+        if let Some(session) = self.0.take() {
+            drop(deadpool_postgres::Object::take(session));
+        }
+    }
 }
