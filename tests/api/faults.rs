@@ -221,6 +221,19 @@ async fn a_hung_database_is_a_503_within_the_bound_and_everything_works_again_wh
         );
     }
 
+    // Our own cut-offs are counted like the timeouts the server reports.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let timed_out: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("db_errors_total{kind=\"timed_out\"} "))
+        .unwrap_or_else(|| panic!("no timed_out count in {metrics}"))
+        .parse()
+        .unwrap();
+    assert!(
+        timed_out >= 3.0,
+        "{timed_out} cut-offs counted for 3 requests"
+    );
+
     // Resumed: the service follows by itself, within the time its cut-off connections take to
     // be replaced.
     drop(paused);
