@@ -138,7 +138,9 @@ impl HealthApi {
     #[oai(path = "/metrics", method = "get", operation_id = "metrics_view")]
     async fn metrics_view(&self, state: Data<&AppState>) -> MetricsText {
         // Read at the moment of the scrape, so the gauges are never stale.
-        state.metrics.set_pool_status(state.pool.status());
+        state
+            .metrics
+            .set_pool_status(storage::pool_status(&state.pool));
         MetricsText::Ok(PlainText(state.metrics.render()))
     }
 }

@@ -164,7 +164,7 @@ impl Metrics {
     }
 
     /// Sets the gauges of a connection pool's state as it is now, for a scrape.
-    pub fn set_pool_status(&self, status: deadpool_postgres::Status) {
+    pub fn set_pool_status(&self, status: crate::storage::PoolStatus) {
         let gauges = [
             ("db_pool_max_size", status.max_size),
             ("db_pool_size", status.size),

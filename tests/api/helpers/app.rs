@@ -69,18 +69,7 @@ pub async fn spawn_app_serving(
     serve: ServeSettings,
     configure: impl FnOnce(&mut AppState),
 ) -> TestApp {
-    let database = fresh_database().await;
-    let pool = storage::connect_pool(database.config().clone(), 8);
-    let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
-    // The app's own pool has the serving limits; the test's (`TestApp::pool`) has none, so
-    // fixtures may be as large, and locks held as long, as a test needs.
-    let serving = storage::connect_serving_pool(
-        database.config().clone(),
-        &storage::tls::DatabaseTls::Off,
-        8,
-        storage::SessionLimits::default(),
-    );
-    spawn_app_on(pool, serving, Some(database), secret, serve, configure).await
+    spawn_app_fresh(8, storage::SessionLimits::default(), serve, configure).await
 }
 
 /// Starts the app against a fresh database, with a serving pool of `size` connections whose
@@ -90,24 +79,31 @@ pub async fn spawn_app_with_pool(
     limits: storage::SessionLimits,
     configure: impl FnOnce(&mut AppState),
 ) -> TestApp {
+    spawn_app_fresh(size, limits, ServeSettings::default(), configure).await
+}
+
+async fn spawn_app_fresh(
+    size: usize,
+    limits: storage::SessionLimits,
+    serve: ServeSettings,
+    configure: impl FnOnce(&mut AppState),
+) -> TestApp {
     let database = fresh_database().await;
     let pool = storage::connect_pool(database.config().clone(), 8);
     let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
-    let serving = storage::connect_serving_pool(
-        database.config().clone(),
-        &storage::tls::DatabaseTls::Off,
-        size,
-        limits,
-    );
-    spawn_app_on(
-        pool,
-        serving,
-        Some(database),
-        secret,
-        ServeSettings::default(),
-        configure,
-    )
-    .await
+    // The app's own pool has the serving limits; the test's (`TestApp::pool`) has none, so
+    // fixtures may be as large, and locks held as long, as a test needs.
+    let serving = serving_pool(database.config().clone(), size, limits);
+    spawn_app_on(pool, serving, Some(database), secret, serve, configure).await
+}
+
+/// A pool as the service serves from, without TLS (the test databases are local).
+fn serving_pool(
+    config: tokio_postgres::Config,
+    size: usize,
+    limits: storage::SessionLimits,
+) -> Pool {
+    storage::connect_serving_pool(config, &storage::tls::DatabaseTls::Off, size, limits)
 }
 
 /// Starts the app against a cluster of the test's own, with the serving settings it has in
@@ -115,12 +111,7 @@ pub async fn spawn_app_with_pool(
 pub async fn spawn_app_on_cluster(cluster: &PrivateCluster) -> TestApp {
     let pool = storage::connect_pool(cluster.config(), 2);
     let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
-    let serving = storage::connect_serving_pool(
-        cluster.config(),
-        &storage::tls::DatabaseTls::Off,
-        8,
-        storage::SessionLimits::default(),
-    );
+    let serving = serving_pool(cluster.config(), 8, storage::SessionLimits::default());
     spawn_app_on(
         pool,
         serving,
@@ -277,9 +268,8 @@ impl TestApp {
             .as_ref()
             .expect("an app with a database of its own");
         let pool = storage::connect_pool(database.config().clone(), 8);
-        let serving = storage::connect_serving_pool(
+        let serving = serving_pool(
             database.config().clone(),
-            &storage::tls::DatabaseTls::Off,
             8,
             storage::SessionLimits::default(),
         );
