@@ -452,6 +452,9 @@ impl Drop for BusyGuard {
     }
 }
 
+/// The most a connection's socket is read at once (see `Watched::poll_read`).
+pub const READ_CHUNK: usize = 64 * 1024;
+
 /// A connection's socket, telling the connection when bytes arrive and when written bytes
 /// have all been handed to the kernel.
 pub struct Watched<S> {
@@ -471,9 +474,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        // hyper checks its limit on a request head's size between reads, so a head that
+        // arrived whole in one large read could pass however large it is. Reading at most
+        // `READ_CHUNK` at a time keeps the limit within that of what it says.
+        let room = buf.remaining().min(READ_CHUNK);
+        let mut chunk = ReadBuf::new(buf.initialize_unfilled_to(room));
+        let polled = Pin::new(&mut self.inner).poll_read(cx, &mut chunk);
+        let read = chunk.filled().len();
+        if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
+            buf.advance(read);
             self.connection.bytes_read();
         }
         polled
