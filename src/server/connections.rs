@@ -453,7 +453,7 @@ impl Drop for BusyGuard {
 }
 
 /// The most a connection's socket is read at once (see `Watched::poll_read`).
-pub const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// A connection's socket, telling the connection when bytes arrive and when written bytes
 /// have all been handed to the kernel.
@@ -474,9 +474,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // hyper checks its limit on a request head's size between reads, so a head that
-        // arrived whole in one large read could pass however large it is. Reading at most
-        // `READ_CHUNK` at a time keeps the limit within that of what it says.
+        // hyper checks its limit on a request head's size only between reads, so a head that
+        // arrived whole in one large read would pass however large it is. Read at most
+        // `READ_CHUNK` at a time, and no head more than that over the limit gets through.
+        // (Zeroing the chunk first keeps this safe code; hyper reads 8 KiB or so at a time,
+        // so that costs little.)
         let room = buf.remaining().min(READ_CHUNK);
         let mut chunk = ReadBuf::new(buf.initialize_unfilled_to(room));
         let polled = Pin::new(&mut self.inner).poll_read(cx, &mut chunk);
