@@ -9,6 +9,7 @@
 
 pub mod access;
 mod error;
+pub mod events;
 pub mod idempotency;
 pub mod keys;
 pub mod orders;

@@ -148,8 +148,10 @@ pub async fn replace(
         .await
 }
 
+/// Deletes an order on behalf of `caller`.
 pub async fn delete(
     state: &AppState,
+    caller: &Caller,
     id: &str,
     precondition: Precondition<OrderRevision>,
 ) -> Result<(), AppError> {
@@ -157,7 +159,7 @@ pub async fn delete(
         .bounded(async {
             let order =
                 OrderId::parse(id).ok_or_else(|| precondition.missing(Resource::Order, id))?;
-            storage::orders::delete(&state.pool, order, precondition.revisions())
+            storage::orders::delete(&state.pool, order, precondition.revisions(), &caller.name)
                 .await
                 .map_err(precondition.on(Resource::Order, id))
         })

@@ -100,8 +100,10 @@ pub async fn rename(
         .await
 }
 
+/// Deletes a service on behalf of `caller`.
 pub async fn delete(
     state: &AppState,
+    caller: &Caller,
     id: &str,
     precondition: Precondition<i64>,
 ) -> Result<(), AppError> {
@@ -109,7 +111,7 @@ pub async fn delete(
         .bounded(async {
             let service =
                 ServiceId::parse(id).ok_or_else(|| precondition.missing(Resource::Service, id))?;
-            storage::services::delete(&state.pool, service, precondition.revisions())
+            storage::services::delete(&state.pool, service, precondition.revisions(), &caller.name)
                 .await
                 .map_err(precondition.on(Resource::Service, id))
         })

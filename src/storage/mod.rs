@@ -7,6 +7,7 @@
 //! can act on. It knows nothing of HTTP.
 
 pub mod api_keys;
+pub mod events;
 pub mod idempotency;
 pub mod migrations;
 pub mod orders;
@@ -171,6 +172,9 @@ pub enum StoreError {
     Contention(#[source] tokio_postgres::Error),
     #[error("database error")]
     Database(#[source] tokio_postgres::Error),
+    /// An event whose stored document this build cannot read: a fault, never the caller's.
+    #[error("event {0} cannot be read")]
+    CorruptEvent(i64),
 }
 
 /// Classifies a database error by what can be done about it: wait for the database, run the
@@ -280,6 +284,21 @@ impl StoreError {
             conflicting_order_id,
         }
     }
+}
+
+/// A condition for the WHERE clause of a statement that changes the record whose id is `$1`:
+/// it takes the advisory lock (`space`, that id) for the rest of the transaction, once, before
+/// the statement writes anything. Writes of one record then get their transaction ids (which
+/// order the change feed, see [`events`]) one after the other, in the order they commit: a
+/// transaction id is handed out at a statement's first write, which for a row another writer
+/// holds comes before the wait for it, so without the lock the writer that waits can hold the
+/// smaller id and still commit second. The lock itself hands out no id, and a statement that
+/// waited for it still sees the row as the writer before it left it (read committed re-reads a
+/// row that changed under it). Ids past the key's range share keys: such writes take turns.
+pub(crate) fn holding_record_lock(space: i32) -> String {
+    format!(
+        "(SELECT true FROM (SELECT pg_advisory_xact_lock({space}, ($1::bigint % 2147483647)::int)) AS locked)"
+    )
 }
 
 /// What a write transaction's statements came to, once it is committed or rolled back.

@@ -16,7 +16,9 @@ use rust_decimal::Decimal;
 use tokio_postgres::{Row, types::ToSql};
 
 use super::{
-    Page, Settled, StoreError, retry_transient, settle, violated_constraint, why_not_written,
+    Page, Settled, StoreError,
+    events::{EventType, STORED_LINKS, order_document},
+    holding_record_lock, retry_transient, settle, violated_constraint, why_not_written,
 };
 use crate::domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp};
 
@@ -294,10 +296,15 @@ async fn insert_once(
                  SELECT o.id, requested.service_id, requested.position
                  FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
                  RETURNING service_id, position
+             ), event AS (
+                 INSERT INTO events (type, actor, subject_id, data)
+                 SELECT '{created}', $4, o.id, {document} FROM o
              )
              SELECT {ORDER_COLUMNS}
              FROM o, os JOIN services s ON s.id = os.service_id
-             ORDER BY os.position"
+             ORDER BY os.position",
+            created = EventType::OrderCreated.as_str(),
+            document = order_document("os"),
         ))
         .await?;
     let service_ids = raw_ids(&draft.service_ids);
@@ -343,6 +350,10 @@ pub async fn replace(
 /// `replace_once`); the two-number form keeps it apart from the migrations' lock.
 const SLOT_LOCK_SPACE: i32 = 0x6f72_6473; // "ords"
 
+/// The key space of the advisory locks that serialise the writes of one order (see
+/// [`holding_record_lock`]).
+const ORDER_LOCK_SPACE: i32 = 0x6f72_6472; // "ordr"
+
 #[tracing::instrument(name = "orders.replace", skip_all, fields(order_id = %id, scheduled_at = %draft.scheduled_at))]
 async fn replace_once(
     pool: &Pool,
@@ -354,8 +365,17 @@ async fn replace_once(
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let written = async {
-        // Locks are taken in one order (services by id, then slots, then the order row), so
-        // that replaces never wait on each other in a cycle. First the services this order
+        // First the order itself (see `holding_record_lock`): before any statement of this
+        // transaction writes, and so before it has an id.
+        let lock_order = transaction
+            .prepare_cached(&format!(
+                "SELECT 1 WHERE {}",
+                holding_record_lock(ORDER_LOCK_SPACE)
+            ))
+            .await?;
+        transaction.query(&lock_order, &[&id.get()]).await?;
+        // Locks are taken in one order (the order, services by id, then slots, then the order
+        // row), so that replaces never wait on each other in a cycle. Next the services this order
         // will book, as their foreign key checks would later anyway: a delete of one of them
         // then waits for this replace, or this replace for it, before either writes.
         let lock_services = transaction
@@ -447,6 +467,17 @@ async fn replace_once(
             .iter()
             .map(booked_service)
             .collect();
+        let record_event = transaction
+            .prepare_cached(&format!(
+                "INSERT INTO events (type, actor, subject_id, data)
+                 SELECT '{updated}', $2, o.id, {document} FROM orders o WHERE o.id = $1",
+                updated = EventType::OrderUpdated.as_str(),
+                document = order_document(STORED_LINKS),
+            ))
+            .await?;
+        transaction
+            .execute(&record_event, &[&id.get(), &actor])
+            .await?;
         Ok(Some(order_from_row(&row, services)))
     }
     .await;
@@ -464,9 +495,38 @@ pub async fn delete(
     pool: &Pool,
     id: OrderId,
     expected: Option<&[OrderRevision]>,
+    actor: &str,
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
-    run_at_revision(&client, "DELETE FROM orders", id, expected).await
+    // The event shows the order as it was: the statement's snapshot still holds its links,
+    // which the foreign key's cascade removes only after it.
+    let statement = client
+        .prepare_cached(&format!(
+            "WITH o AS (
+                 DELETE FROM orders WHERE id = $1 AND {condition} AND {locked}
+                 RETURNING {ORDER_ROW}
+             ), event AS (
+                 INSERT INTO events (type, actor, subject_id, data)
+                 SELECT '{deleted}', $4, o.id, {document} FROM o
+             )
+             SELECT 1 FROM o",
+            condition = at_revision(2),
+            locked = holding_record_lock(ORDER_LOCK_SPACE),
+            deleted = EventType::OrderDeleted.as_str(),
+            document = order_document(STORED_LINKS),
+        ))
+        .await?;
+    let (expected_orders, expected_services) = revision_arrays(expected);
+    let deleted = client
+        .query(
+            &statement,
+            &[&id.get(), &expected_orders, &expected_services, &actor],
+        )
+        .await?;
+    if deleted.is_empty() {
+        return Err(why_not_written(&client, "orders", id.get()).await?);
+    }
+    Ok(())
 }
 
 /// One page of orders in (scheduled_at, id) order, starting after `after`.

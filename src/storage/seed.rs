@@ -6,7 +6,10 @@
 
 use deadpool_postgres::Pool;
 
-use super::StoreError;
+use super::{
+    StoreError,
+    events::{EventType, SERVICE_DOCUMENT, STORED_LINKS, order_document},
+};
 
 /// What one run of [`load`] added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,24 @@ const ORDERS_SQL: &str = "
     )
     SELECT count(*) AS orders_added FROM added";
 
+/// The events of what [`load`] added: the sample rows this transaction wrote (their `xmin`
+/// is its id). The feed shows the sample data like any other change.
+fn events_sql() -> String {
+    format!(
+        "INSERT INTO events (type, actor, subject_id, data)
+         SELECT '{service_created}', 'seed', s.id, {SERVICE_DOCUMENT}
+         FROM services s
+         WHERE s.id IN (123, 789, 456) AND s.xmin = pg_current_xact_id()::xid
+         UNION ALL
+         SELECT '{order_created}', 'seed', o.id, {order_document}
+         FROM orders o
+         WHERE o.id IN (223, 224, 225) AND o.xmin = pg_current_xact_id()::xid",
+        service_created = EventType::ServiceCreated.as_str(),
+        order_created = EventType::OrderCreated.as_str(),
+        order_document = order_document(STORED_LINKS),
+    )
+}
+
 #[tracing::instrument(name = "seed.load", skip_all)]
 pub async fn load(pool: &Pool) -> Result<SeedReport, StoreError> {
     let mut client = pool.get().await?;
@@ -52,6 +73,9 @@ pub async fn load(pool: &Pool) -> Result<SeedReport, StoreError> {
         .query_one(ORDERS_SQL, &[])
         .await?
         .get::<_, i64>("orders_added");
+    if services_added + u64::try_from(orders_added).unwrap_or_default() > 0 {
+        transaction.execute(&events_sql(), &[]).await?;
+    }
     transaction.commit().await?;
     Ok(SeedReport {
         services_added,

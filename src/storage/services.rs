@@ -7,7 +7,13 @@
 use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::Row;
 
-use super::{Page, StoreError, orders::SERVICE_EXISTS, violated_constraint, why_not_written};
+use super::{
+    Page, StoreError,
+    events::{EventType, SERVICE_DOCUMENT},
+    holding_record_lock,
+    orders::SERVICE_EXISTS,
+    violated_constraint, why_not_written,
+};
 use crate::domain::{ServiceId, ServiceName, Timestamp};
 
 /// A service as stored.
@@ -29,6 +35,10 @@ const SERVICE_COLUMNS: &str = "id, name, version, created_at, updated_at, create
 
 /// The unique index that keeps names distinct, ignoring case.
 const NAME_UNIQUE: &str = "services_name_unique_ci";
+
+/// The key space of the advisory locks that serialise the writes of one service (see
+/// [`holding_record_lock`]).
+const SERVICE_LOCK_SPACE: i32 = 0x7376_6373; // "svcs"
 
 fn from_row(row: &Row) -> ServiceRecord {
     let stored =
@@ -66,9 +76,16 @@ pub async fn insert(
 ) -> Result<ServiceRecord, StoreError> {
     let statement = client
         .prepare_cached(&format!(
-            "INSERT INTO services (name, created_by, updated_by) VALUES ($1, $2, $2)
-             ON CONFLICT (name COLLATE case_insensitive) DO NOTHING
-             RETURNING {SERVICE_COLUMNS}"
+            "WITH s AS (
+                 INSERT INTO services (name, created_by, updated_by) VALUES ($1, $2, $2)
+                 ON CONFLICT (name COLLATE case_insensitive) DO NOTHING
+                 RETURNING {SERVICE_COLUMNS}
+             ), event AS (
+                 INSERT INTO events (type, actor, subject_id, data)
+                 SELECT '{created}', $2, s.id, {SERVICE_DOCUMENT} FROM s
+             )
+             SELECT {SERVICE_COLUMNS} FROM s",
+            created = EventType::ServiceCreated.as_str(),
         ))
         .await?;
     let row = client
@@ -92,10 +109,18 @@ pub async fn rename(
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
-            "UPDATE services
-             SET name = $2, version = version + 1, updated_at = now(), updated_by = $4
-             WHERE id = $1 AND ($3::bigint[] IS NULL OR version = ANY ($3))
-             RETURNING {SERVICE_COLUMNS}"
+            "WITH s AS (
+                 UPDATE services
+                 SET name = $2, version = version + 1, updated_at = now(), updated_by = $4
+                 WHERE id = $1 AND ($3::bigint[] IS NULL OR version = ANY ($3)) AND {locked}
+                 RETURNING {SERVICE_COLUMNS}
+             ), event AS (
+                 INSERT INTO events (type, actor, subject_id, data)
+                 SELECT '{updated}', $4, s.id, {SERVICE_DOCUMENT} FROM s
+             )
+             SELECT {SERVICE_COLUMNS} FROM s",
+            locked = holding_record_lock(SERVICE_LOCK_SPACE),
+            updated = EventType::ServiceUpdated.as_str(),
         ))
         .await?;
     match client
@@ -121,18 +146,29 @@ pub async fn delete(
     pool: &Pool,
     id: ServiceId,
     expected_versions: Option<&[i64]>,
+    actor: &str,
 ) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let statement = client
-        .prepare_cached(
-            "DELETE FROM services WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY ($2))",
-        )
+        .prepare_cached(&format!(
+            "WITH s AS (
+                 DELETE FROM services
+                 WHERE id = $1 AND ($2::bigint[] IS NULL OR version = ANY ($2)) AND {locked}
+                 RETURNING {SERVICE_COLUMNS}
+             ), event AS (
+                 INSERT INTO events (type, actor, subject_id, data)
+                 SELECT '{deleted}', $3, s.id, {SERVICE_DOCUMENT} FROM s
+             )
+             SELECT 1 FROM s",
+            locked = holding_record_lock(SERVICE_LOCK_SPACE),
+            deleted = EventType::ServiceDeleted.as_str(),
+        ))
         .await?;
     match client
-        .execute(&statement, &[&id.get(), &expected_versions])
+        .query(&statement, &[&id.get(), &expected_versions, &actor])
         .await
     {
-        Ok(0) => Err(why_not_written(&client, "services", id.get()).await?),
+        Ok(rows) if rows.is_empty() => Err(why_not_written(&client, "services", id.get()).await?),
         Ok(_) => Ok(()),
         // On a delete, the links' foreign key fails because an order still books the service.
         Err(error) if violated_constraint(&error) == Some(SERVICE_EXISTS) => {

@@ -1,0 +1,318 @@
+//! The change feed's table: events written by the statements that make the changes, and the
+//! read that hands them out in an order no later commit can break.
+//!
+//! Each write of an order or a service records its event in the same statement (a CTE beside
+//! the write), so the event commits or rolls back with the change and costs no extra round
+//! trip. The event's `data` is the record as storage reads it, as a JSON document built by
+//! the SQL in this module; the HTTP layer shows it exactly as `GET` shows the record.
+//!
+//! Ordering: an event's id is handed out before its transaction commits, so a reader that
+//! took "everything up to id n" could miss an id below n committed later. The feed therefore
+//! orders by (transaction id, event id) and hands out only events of transactions older than
+//! the oldest transaction still running: every transaction with a smaller id has ended by
+//! then, so nothing can later appear behind a cursor. Writes of one record get transaction
+//! ids in the order they commit (see `super::orders::replace` for the one write that needs a
+//! lock for it), so a record's events come in the order its changes took effect.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde::Deserialize;
+
+use super::{
+    StoreError,
+    orders::{BookedService, OrderRecord, OrderRevision},
+    services::ServiceRecord,
+};
+use crate::domain::{Money, OrderId, ServiceId, Timestamp};
+
+/// The JSON document of the service row aliased `s`, as events keep it.
+pub(super) const SERVICE_DOCUMENT: &str = "jsonb_build_object(
+    'id', s.id, 'name', s.name, 'version', s.version, 'created_at', s.created_at,
+    'updated_at', s.updated_at, 'created_by', s.created_by, 'updated_by', s.updated_by)";
+
+/// The JSON document of the order row aliased `o`, booking the services that `links` (a
+/// relation of `service_id, position` rows, which may refer to `o`) lists.
+pub(super) fn order_document(links: &str) -> String {
+    format!(
+        "jsonb_build_object(
+             'id', o.id, 'scheduled_at', o.scheduled_at, 'total_fee', o.total_fee::text,
+             'version', o.version, 'created_at', o.created_at, 'updated_at', o.updated_at,
+             'created_by', o.created_by, 'updated_by', o.updated_by,
+             'services', (
+                 SELECT coalesce(jsonb_agg(jsonb_build_object(
+                            'id', s.id, 'name', s.name, 'version', s.version)
+                        ORDER BY l.position), '[]'::jsonb)
+                 FROM {links} AS l JOIN services s ON s.id = l.service_id))"
+    )
+}
+
+/// The links of the order row aliased `o`, as they are stored, for [`order_document`].
+pub(super) const STORED_LINKS: &str =
+    "(SELECT service_id, position FROM order_services WHERE order_id = o.id)";
+
+/// What changed, as the feed names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    OrderCreated,
+    OrderUpdated,
+    OrderDeleted,
+    ServiceCreated,
+    ServiceUpdated,
+    ServiceDeleted,
+}
+
+impl EventType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OrderCreated => "order.created",
+            Self::OrderUpdated => "order.updated",
+            Self::OrderDeleted => "order.deleted",
+            Self::ServiceCreated => "service.created",
+            Self::ServiceUpdated => "service.updated",
+            Self::ServiceDeleted => "service.deleted",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            Self::OrderCreated,
+            Self::OrderUpdated,
+            Self::OrderDeleted,
+            Self::ServiceCreated,
+            Self::ServiceUpdated,
+            Self::ServiceDeleted,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// A place in the feed: just after the event at (`tx`, `id`). `(0, 0)` is its very start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedPosition {
+    pub tx: i64,
+    pub id: i64,
+}
+
+impl FeedPosition {
+    pub const START: Self = Self { tx: 0, id: 0 };
+}
+
+/// The record an event carries: after the change, or just before it for a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventSubject {
+    Order(OrderRecord),
+    Service(ServiceRecord),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub position: FeedPosition,
+    pub kind: EventType,
+    pub occurred_at: Timestamp,
+    /// The name of the API key that made the change.
+    pub actor: String,
+    pub subject: EventSubject,
+}
+
+/// One page of the feed, and the position to read on from.
+#[derive(Debug)]
+pub struct FeedPage {
+    pub events: Vec<EventRecord>,
+    /// After the last event of the page, or where the read started when it has none.
+    pub next: FeedPosition,
+}
+
+/// Where a read of the feed starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedStart {
+    /// At the oldest event kept.
+    Oldest,
+    /// After the newest event a reader can be given now: only what comes next.
+    Now,
+    /// After a position the feed handed out.
+    After(FeedPosition),
+}
+
+/// The events a reader may be given now, after `start`, at most `limit` of them; `None` when
+/// `start` is a position that is neither the feed's start nor an event's.
+#[tracing::instrument(name = "events.read", skip_all, fields(limit = limit))]
+pub async fn read(
+    pool: &Pool,
+    start: FeedStart,
+    limit: usize,
+) -> Result<Option<FeedPage>, StoreError> {
+    let client = pool.get().await?;
+    // Below `visible_below`, every transaction has ended: its events are all here, or never
+    // will be. One statement, so the check of the cursor and the page agree.
+    let statement = client
+        .prepare_cached(
+            "WITH bound AS (
+                 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS visible_below
+             ), head AS (
+                 SELECT e.tx, e.id FROM events e, bound
+                 WHERE e.tx < bound.visible_below
+                 ORDER BY e.tx DESC, e.id DESC
+                 LIMIT 1
+             ), start AS (
+                 SELECT CASE WHEN $1 THEN coalesce((SELECT tx FROM head), 0) ELSE $2 END AS tx,
+                        CASE WHEN $1 THEN coalesce((SELECT id FROM head), 0) ELSE $3 END AS id
+             )
+             SELECT start.tx AS start_tx, start.id AS start_id,
+                    (start.tx = 0 AND start.id = 0) OR EXISTS (
+                        SELECT 1 FROM events WHERE tx = start.tx AND id = start.id
+                    ) AS start_is_known,
+                    page.tx, page.id, page.type, page.occurred_at, page.actor, page.data
+             FROM start LEFT JOIN LATERAL (
+                 SELECT e.tx, e.id, e.type, e.occurred_at, e.actor, e.data::text AS data
+                 FROM events e, bound
+                 WHERE (e.tx, e.id) > (start.tx, start.id) AND e.tx < bound.visible_below
+                 ORDER BY e.tx, e.id
+                 LIMIT $4
+             ) AS page ON true
+             ORDER BY page.tx, page.id",
+        )
+        .await?;
+    let (now, after) = match start {
+        FeedStart::Oldest => (false, FeedPosition::START),
+        FeedStart::Now => (true, FeedPosition::START),
+        FeedStart::After(position) => (false, position),
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(&statement, &[&now, &after.tx, &after.id, &limit])
+        .await?;
+    let first = rows.first().expect("the start row is always there");
+    if !first.get::<_, bool>("start_is_known") {
+        return Ok(None);
+    }
+    let mut next = FeedPosition {
+        tx: first.get("start_tx"),
+        id: first.get("start_id"),
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(tx) = row.get::<_, Option<i64>>("tx") else {
+            break; // The page is empty: the one row is the start's alone.
+        };
+        let position = FeedPosition {
+            tx,
+            id: row.get("id"),
+        };
+        let event = event_from_row(row, position)?;
+        next = position;
+        events.push(event);
+    }
+    Ok(Some(FeedPage { events, next }))
+}
+
+fn event_from_row(
+    row: &tokio_postgres::Row,
+    position: FeedPosition,
+) -> Result<EventRecord, StoreError> {
+    let kind_text: String = row.get("type");
+    let kind = EventType::parse(&kind_text).ok_or(StoreError::CorruptEvent(position.id))?;
+    let data: String = row.get("data");
+    let subject = match kind {
+        EventType::OrderCreated | EventType::OrderUpdated | EventType::OrderDeleted => {
+            serde_json::from_str::<OrderDocument>(&data)
+                .ok()
+                .and_then(OrderDocument::into_record)
+                .map(EventSubject::Order)
+        }
+        EventType::ServiceCreated | EventType::ServiceUpdated | EventType::ServiceDeleted => {
+            serde_json::from_str::<ServiceDocument>(&data)
+                .ok()
+                .and_then(ServiceDocument::into_record)
+                .map(EventSubject::Service)
+        }
+    }
+    .ok_or(StoreError::CorruptEvent(position.id))?;
+    Ok(EventRecord {
+        position,
+        kind,
+        occurred_at: timestamp(row.get("occurred_at"))
+            .ok_or(StoreError::CorruptEvent(position.id))?,
+        actor: row.get("actor"),
+        subject,
+    })
+}
+
+fn timestamp(instant: DateTime<Utc>) -> Option<Timestamp> {
+    Timestamp::from_utc(instant).ok()
+}
+
+/// [`order_document`] as read back.
+#[derive(Deserialize)]
+struct OrderDocument {
+    id: i64,
+    scheduled_at: DateTime<Utc>,
+    total_fee: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    created_by: String,
+    updated_by: String,
+    services: Vec<BookedServiceDocument>,
+}
+
+#[derive(Deserialize)]
+struct BookedServiceDocument {
+    id: i64,
+    name: String,
+    version: i64,
+}
+
+impl OrderDocument {
+    fn into_record(self) -> Option<OrderRecord> {
+        let services: Vec<BookedService> = self
+            .services
+            .into_iter()
+            .map(|service| BookedService {
+                id: ServiceId::from_db(service.id),
+                name: service.name,
+                version: service.version,
+            })
+            .collect();
+        Some(OrderRecord {
+            id: OrderId::from_db(self.id),
+            scheduled_at: timestamp(self.scheduled_at)?,
+            total_fee: Money::parse(&self.total_fee).ok()?,
+            revision: OrderRevision {
+                order: self.version,
+                services: services.iter().map(|service| service.version).sum(),
+            },
+            services,
+            created_at: timestamp(self.created_at)?,
+            updated_at: timestamp(self.updated_at)?,
+            created_by: self.created_by,
+            updated_by: self.updated_by,
+        })
+    }
+}
+
+/// [`SERVICE_DOCUMENT`] as read back.
+#[derive(Deserialize)]
+struct ServiceDocument {
+    id: i64,
+    name: String,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    created_by: String,
+    updated_by: String,
+}
+
+impl ServiceDocument {
+    fn into_record(self) -> Option<ServiceRecord> {
+        Some(ServiceRecord {
+            id: ServiceId::from_db(self.id),
+            name: self.name,
+            version: self.version,
+            created_at: timestamp(self.created_at)?,
+            updated_at: timestamp(self.updated_at)?,
+            created_by: self.created_by,
+            updated_by: self.updated_by,
+        })
+    }
+}
