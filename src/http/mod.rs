@@ -10,6 +10,7 @@ mod auth;
 mod compression;
 mod conditional;
 pub mod edge;
+mod events;
 mod health;
 mod idempotency;
 mod input;
@@ -29,6 +30,7 @@ use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, ServerObject, Tags};
 use self::{
     compression::ResponseCompression,
     edge::{Edge, RouteTable},
+    events::EventsApi,
     health::HealthApi,
     orders::OrdersApi,
     services::ServicesApi,
@@ -42,11 +44,13 @@ enum ApiTags {
     Orders,
     /// Services that orders book.
     Services,
+    /// The change feed: every committed change of an order or a service, in commit order.
+    Events,
     /// Liveness and readiness probes, and metrics.
     Health,
 }
 
-type Api = (OrdersApi, ServicesApi, HealthApi);
+type Api = (OrdersApi, ServicesApi, EventsApi, HealthApi);
 
 const DESCRIPTION: &str = "The one place where other systems create, change and read orders.\n\n\
 Every error is `application/problem+json` with a stable `code`; every response carries \
@@ -56,7 +60,7 @@ delete safely, or in `If-None-Match` to revalidate.";
 /// The OpenAPI service: the operations and their spec.
 pub fn api_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
-        (OrdersApi, ServicesApi, HealthApi),
+        (OrdersApi, ServicesApi, EventsApi, HealthApi),
         "Orders service",
         env!("CARGO_PKG_VERSION"),
     )

@@ -436,7 +436,7 @@ impl OrdersApi {
     #[oai(path = "/orders/:id", method = "delete", operation_id = "order_delete")]
     async fn order_delete(
         &self,
-        _caller: ApiKey,
+        caller: ApiKey,
         state: Data<&AppState>,
         /// The order's id.
         id: Path<String>,
@@ -445,7 +445,13 @@ impl OrdersApi {
         #[oai(name = "If-Match", validator(min_length = 1))]
         if_match: Header<Option<String>>,
     ) -> Result<OrderDeleted, OperationError<DeleteErrors>> {
-        app::orders::delete(&state, &id, self::if_match(if_match.0.as_deref())).await?;
+        app::orders::delete(
+            &state,
+            &caller.0,
+            &id,
+            self::if_match(if_match.0.as_deref()),
+        )
+        .await?;
         Ok(OrderDeleted::NoContent)
     }
 }

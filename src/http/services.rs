@@ -359,7 +359,7 @@ impl ServicesApi {
     )]
     async fn service_delete(
         &self,
-        _caller: ApiKey,
+        caller: ApiKey,
         state: Data<&AppState>,
         /// The service's id.
         id: Path<String>,
@@ -368,7 +368,13 @@ impl ServicesApi {
         #[oai(name = "If-Match", validator(min_length = 1))]
         if_match: Header<Option<String>>,
     ) -> Result<ServiceDeleted, OperationError<DeleteErrors>> {
-        app::services::delete(&state, &id, self::if_match(if_match.0.as_deref())).await?;
+        app::services::delete(
+            &state,
+            &caller.0,
+            &id,
+            self::if_match(if_match.0.as_deref()),
+        )
+        .await?;
         Ok(ServiceDeleted::NoContent)
     }
 }

@@ -8,6 +8,7 @@ mod concurrency;
 mod conditional;
 mod connections;
 mod errors;
+mod events;
 mod faults;
 mod health;
 mod helpers;

@@ -230,6 +230,9 @@ pub fn example_error(code: ErrorCode, operation_id: &str) -> ApiError {
         ErrorCode::InvalidParameter if operation_id.ends_with("_create") => {
             crate::http::idempotency::invalid_idempotency_key()
         }
+        ErrorCode::InvalidParameter if operation_id == "event_list" => {
+            ApiError::with_detail(code, "limit: must be at least 1")
+        }
         ErrorCode::InvalidParameter if operation_id.ends_with("_list") => {
             ApiError::with_detail(code, "page_size: must be at least 1")
         }
