@@ -9,6 +9,7 @@
 
 pub mod access;
 mod error;
+pub mod free_slots;
 pub mod idempotency;
 pub mod keys;
 pub mod orders;

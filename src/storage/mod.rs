@@ -7,6 +7,7 @@
 //! can act on. It knows nothing of HTTP.
 
 pub mod api_keys;
+pub mod free_slots;
 pub mod idempotency;
 pub mod migrations;
 pub mod orders;
