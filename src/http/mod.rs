@@ -10,6 +10,7 @@ mod auth;
 mod compression;
 mod conditional;
 pub mod edge;
+mod free_slots;
 mod health;
 mod idempotency;
 mod input;
@@ -29,6 +30,7 @@ use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, ServerObject, Tags};
 use self::{
     compression::ResponseCompression,
     edge::{Edge, RouteTable},
+    free_slots::FreeSlotsApi,
     health::HealthApi,
     orders::OrdersApi,
     services::ServicesApi,
@@ -46,7 +48,7 @@ enum ApiTags {
     Health,
 }
 
-type Api = (OrdersApi, ServicesApi, HealthApi);
+type Api = (OrdersApi, FreeSlotsApi, ServicesApi, HealthApi);
 
 const DESCRIPTION: &str = "The one place where other systems create, change and read orders.\n\n\
 Every error is `application/problem+json` with a stable `code`; every response carries \
@@ -56,7 +58,7 @@ delete safely, or in `If-None-Match` to revalidate.";
 /// The OpenAPI service: the operations and their spec.
 pub fn api_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
-        (OrdersApi, ServicesApi, HealthApi),
+        (OrdersApi, FreeSlotsApi, ServicesApi, HealthApi),
         "Orders service",
         env!("CARGO_PKG_VERSION"),
     )
