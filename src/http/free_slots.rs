@@ -19,6 +19,7 @@ use crate::{
 
 /// A stretch of time at which a new order could be scheduled, both ends included.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "FreeSlot")]
 pub struct FreeSlotView {
     /// The first free instant.
     pub start: Timestamp,
