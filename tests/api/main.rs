@@ -9,6 +9,7 @@ mod conditional;
 mod connections;
 mod errors;
 mod faults;
+mod free_slots;
 mod health;
 mod helpers;
 mod idempotency;
