@@ -10,6 +10,7 @@
 pub mod access;
 mod error;
 pub mod events;
+pub mod free_slots;
 pub mod idempotency;
 pub mod keys;
 pub mod orders;

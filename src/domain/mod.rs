@@ -4,6 +4,7 @@
 //! type as proof and never re-checks. Nothing here knows about HTTP or SQL.
 
 mod access;
+mod free_slots;
 mod ids;
 mod money;
 mod order;
@@ -14,6 +15,7 @@ pub use access::{
     KeyName, KeyNameError, LOCAL_KEY_NAME, MAX_RATE_PER_SECOND, RateLimit, SEED_ACTOR, Scope,
     UnknownScope,
 };
+pub use free_slots::{FreeSlot, MAX_WINDOW_DAYS, ORDER_CLEARANCE, SlotWindow, SlotWindowError};
 pub use ids::{OrderId, ServiceId};
 pub use money::{Money, MoneyError};
 pub use order::{MAX_SERVICES_PER_ORDER, OrderDraft, OrderDraftError};

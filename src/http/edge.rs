@@ -373,6 +373,11 @@ fn parameter_problem(reason: &str) -> String {
     if reason.starts_with("failed to parse \"integer_") {
         return "must be an integer".to_owned();
     }
+    // poem-openapi's words for a required parameter that is absent: `Type "<name>" expects an
+    // input value.`
+    if reason.starts_with("Type \"") && reason.ends_with("\" expects an input value.") {
+        return "is required".to_owned();
+    }
     // The only length rule on a parameter is `If-Match`'s `minLength: 1`.
     if reason.ends_with("verification failed. minLength(1)") {
         return EMPTY_IF_MATCH.to_owned();
@@ -504,6 +509,10 @@ mod tests {
         assert_eq!(
             parameter_problem("failed to parse \"integer_int64\": invalid digit found in string"),
             "must be an integer"
+        );
+        assert_eq!(
+            parameter_problem("Type \"Timestamp\" expects an input value."),
+            "is required"
         );
         assert_eq!(
             parameter_problem("failed to parse \"string\": verification failed. minLength(1)"),

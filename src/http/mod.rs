@@ -11,6 +11,7 @@ mod compression;
 mod conditional;
 pub mod edge;
 mod events;
+mod free_slots;
 mod health;
 mod idempotency;
 mod input;
@@ -31,6 +32,7 @@ use self::{
     compression::ResponseCompression,
     edge::{Edge, RouteTable},
     events::EventsApi,
+    free_slots::FreeSlotsApi,
     health::HealthApi,
     orders::OrdersApi,
     services::ServicesApi,
@@ -50,7 +52,7 @@ enum ApiTags {
     Health,
 }
 
-type Api = (OrdersApi, ServicesApi, EventsApi, HealthApi);
+type Api = (OrdersApi, FreeSlotsApi, ServicesApi, EventsApi, HealthApi);
 
 const DESCRIPTION: &str = "The one place where other systems create, change and read orders.\n\n\
 Every error is `application/problem+json` with a stable `code`; every response carries \
@@ -60,7 +62,7 @@ delete safely, or in `If-None-Match` to revalidate.";
 /// The OpenAPI service: the operations and their spec.
 pub fn api_service() -> OpenApiService<Api, ()> {
     OpenApiService::new(
-        (OrdersApi, ServicesApi, EventsApi, HealthApi),
+        (OrdersApi, FreeSlotsApi, ServicesApi, EventsApi, HealthApi),
         "Orders service",
         env!("CARGO_PKG_VERSION"),
     )

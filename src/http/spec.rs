@@ -417,8 +417,8 @@ mod tests {
             }
         }
         assert_eq!(
-            protected, 10,
-            "every order and service operation is protected"
+            protected, 11,
+            "every order, free-slots and service operation is protected"
         );
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod api_keys;
 pub mod events;
+pub mod free_slots;
 pub mod idempotency;
 pub mod migrations;
 pub mod orders;

@@ -10,6 +10,7 @@ mod connections;
 mod errors;
 mod events;
 mod faults;
+mod free_slots;
 mod health;
 mod helpers;
 mod idempotency;

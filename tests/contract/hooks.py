@@ -19,7 +19,9 @@ matches the schema, so the case is still positive and every check treats it as b
 matched).
 
 A positive list of orders whose `from` is later than its `to` gets the two swapped: the
-service refuses a reversed range with 400, which no schema can express.
+service refuses a reversed range with 400, which no schema can express. A positive request for
+free slots gets the same, and its `to` brought to at most 31 days after `from`, the longest
+window the service answers for.
 
 Left as generated:
 - negative cases: what they test is the invalid input, and a rewrite could make it valid;
@@ -148,13 +150,45 @@ def _order_range_in_order(case):
         case.query = {**query, "from": query["to"], "to": query["from"]}
 
 
+# The longest window GET /free-slots answers for.
+MAX_FREE_SLOTS_WINDOW = datetime.timedelta(days=31)
+
+
+def _free_slots_window_in_bounds(case):
+    """A positive `GET /free-slots` gets a window the service answers for: `from` not later
+    than `to`, and at most 31 days between them.
+
+    Both are required, so neither can be dropped: a pair this parser cannot compare gets
+    `to` equal to `from`, a window of one instant.
+    """
+    query = case.query
+    if not isinstance(query, dict) or "from" not in query or "to" not in query:
+        return
+    start, end = _instant(query["from"]), _instant(query["to"])
+    if start is None or end is None or start.tzinfo is None or end.tzinfo is None:
+        case.query = {**query, "to": query["from"]}
+        return
+    if start > end:
+        query = {**query, "from": query["to"], "to": query["from"]}
+        start, end = end, start
+    if end - start > MAX_FREE_SLOTS_WINDOW:
+        # Earlier than `end`, so within the years both the parser and the service take.
+        query = {**query, "to": (start + MAX_FREE_SLOTS_WINDOW).isoformat()}
+    case.query = query
+
+
+# The operations whose positive queries get a range in order, and how.
+RANGE_FIXES = {"GET /orders": _order_range_in_order, "GET /free-slots": _free_slots_window_in_bounds}
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     if case.meta is None:
         return
-    if case.operation.label == "GET /orders":
+    fix_range = RANGE_FIXES.get(case.operation.label)
+    if fix_range is not None:
         if case.meta.generation.mode.value == "positive" and _component_modes(case).get("query") == "positive":
-            _order_range_in_order(case)
+            fix_range(case)
         return
     if case.operation.label not in ORDER_WRITES:
         return
