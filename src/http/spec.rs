@@ -417,7 +417,7 @@ mod tests {
             }
         }
         assert_eq!(
-            protected, 11,
+            protected, 12,
             "every order, free-slots and service operation is protected"
         );
     }

@@ -49,6 +49,7 @@ async fn the_spec_names_every_operation_with_an_id_a_tag_and_a_summary() {
     assert_eq!(
         operation_ids,
         [
+            "event_list",
             "free_slots_list",
             "health_live",
             "health_ready",

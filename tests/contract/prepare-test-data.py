@@ -8,6 +8,7 @@ the key `local`, which has every scope), as `Authorization: Bearer <secret>`.
 
 - `order-page-tokens.dict`, `service-page-tokens.dict`: a `next_page_token` of each list, as this
   server issues it (page tokens are opaque, so none can be generated; see schemathesis.toml).
+- `event-cursors.dict`: a `next_cursor` of the change feed, and `now`, likewise.
 - `service-ids.txt`: the ids of services that exist, one a line: the sample services and
   FIXTURE_SERVICES more created here. An order books 1 to 50 distinct existing services, and the
   spec cannot say which ids exist, so hooks.py puts these ids into generated orders; with fewer
@@ -51,6 +52,10 @@ def main() -> None:
         token = call("GET", f"{base_url}/{resource}s?page_size=1")["next_page_token"]
         # A libFuzzer dictionary entry: one quoted string per line.
         (report_dir / f"{resource}-page-tokens.dict").write_text(json.dumps(token) + "\n")
+
+    # Cursors of the change feed as this server issues them, and `now`.
+    cursor = call("GET", f"{base_url}/events?limit=1")["next_cursor"]
+    (report_dir / "event-cursors.dict").write_text(json.dumps(cursor) + "\n" + json.dumps("now") + "\n")
 
     ids = []
     page = call("GET", f"{base_url}/services?page_size=1000")
