@@ -32,11 +32,13 @@ use crate::{
 /// What an event is about.
 #[derive(Debug, Clone, Object)]
 pub struct Subject {
+    /// Whether the event is about an order or a service.
     pub kind: SubjectKind,
     /// The order's or the service's id.
     pub id: String,
 }
 
+/// The kind of record an event is about.
 #[derive(Debug, Clone, Copy, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum SubjectKind {
@@ -62,22 +64,37 @@ pub struct ServiceSnapshot {
     pub etag: String,
 }
 
-/// The fields every event has, then `data`: one struct per event type, so that each type has
-/// its own schema under the discriminator.
+/// The fields every event has, then `data`: one struct per event type, each with a `type` of
+/// one value, so that each type has its own schema and generators tell them apart by `type`
+/// (the published spec adds the discriminator, see [`super::spec`]).
 macro_rules! event_types {
-    ($($(#[$doc:meta])* $name:ident => $data:ty;)+) => {
+    ($($(#[$doc:meta])* $name:ident($type_name:ident = $type_value:literal) => $data:ty;)+) => {
         $(
             $(#[$doc])*
             #[derive(Debug, Clone, Object)]
             pub struct $name {
                 /// Opaque and unique; pass it as `after` to read on from just after this event.
                 pub id: String,
+                /// What happened.
+                #[oai(rename = "type")]
+                pub kind: $type_name,
                 /// When the change was made (UTC, milliseconds).
                 pub occurred_at: Timestamp,
                 /// The name of the API key that made the change.
                 pub actor: String,
+                /// The record the change was made to.
                 pub subject: Subject,
+                /// The record as `GET` showed it after the change (before it, for a delete),
+                /// with its `etag`.
                 pub data: $data,
+            }
+
+            /// The `type` of this kind of event: its one value.
+            #[derive(Debug, Clone, Copy, Default, Enum)]
+            pub enum $type_name {
+                #[default]
+                #[oai(rename = $type_value)]
+                Only,
             }
         )+
     };
@@ -85,35 +102,29 @@ macro_rules! event_types {
 
 event_types! {
     /// An order was created; `data` is the new order.
-    OrderCreatedEvent => OrderSnapshot;
+    OrderCreatedEvent(OrderCreatedType = "order.created") => OrderSnapshot;
     /// An order was replaced; `data` is the order after the change.
-    OrderUpdatedEvent => OrderSnapshot;
+    OrderUpdatedEvent(OrderUpdatedType = "order.updated") => OrderSnapshot;
     /// An order was deleted; `data` is the order just before it.
-    OrderDeletedEvent => OrderSnapshot;
+    OrderDeletedEvent(OrderDeletedType = "order.deleted") => OrderSnapshot;
     /// A service was created; `data` is the new service.
-    ServiceCreatedEvent => ServiceSnapshot;
+    ServiceCreatedEvent(ServiceCreatedType = "service.created") => ServiceSnapshot;
     /// A service was renamed; `data` is the service after the change. The orders that book it
     /// show its new name from now on, without events of their own.
-    ServiceUpdatedEvent => ServiceSnapshot;
+    ServiceUpdatedEvent(ServiceUpdatedType = "service.updated") => ServiceSnapshot;
     /// A service was deleted; `data` is the service just before it.
-    ServiceDeletedEvent => ServiceSnapshot;
+    ServiceDeletedEvent(ServiceDeletedType = "service.deleted") => ServiceSnapshot;
 }
 
 /// One committed change, told apart by `type`.
 #[derive(Debug, Clone, Union)]
-#[oai(discriminator_name = "type")]
+#[oai(one_of)]
 pub enum Event {
-    #[oai(mapping = "order.created")]
     OrderCreated(OrderCreatedEvent),
-    #[oai(mapping = "order.updated")]
     OrderUpdated(OrderUpdatedEvent),
-    #[oai(mapping = "order.deleted")]
     OrderDeleted(OrderDeletedEvent),
-    #[oai(mapping = "service.created")]
     ServiceCreated(ServiceCreatedEvent),
-    #[oai(mapping = "service.updated")]
     ServiceUpdated(ServiceUpdatedEvent),
-    #[oai(mapping = "service.deleted")]
     ServiceDeleted(ServiceDeletedEvent),
 }
 
@@ -178,11 +189,33 @@ impl EventsApi {
     }
 }
 
+/// Builds an `Event::$variant` (a `$name`) from the fields every event has (`$common`: its id,
+/// time and actor) and its subject and data.
+macro_rules! event_of {
+    ($variant:ident($name:ident), $common:expr, $subject:expr, $data:expr) => {{
+        let (id, occurred_at, actor) = $common;
+        Event::$variant($name {
+            id,
+            kind: Default::default(),
+            occurred_at,
+            actor,
+            subject: $subject,
+            data: $data,
+        })
+    }};
+}
+
 impl From<EventRecord> for Event {
     fn from(event: EventRecord) -> Self {
-        let id = encode_cursor(event.position);
-        let (occurred_at, actor) = (event.occurred_at, event.actor);
-        match event.subject {
+        let EventRecord {
+            position,
+            kind,
+            occurred_at,
+            actor,
+            subject,
+        } = event;
+        let common = (encode_cursor(position), occurred_at, actor);
+        match subject {
             EventSubject::Order(order) => {
                 let subject = Subject {
                     kind: SubjectKind::Order,
@@ -192,21 +225,14 @@ impl From<EventRecord> for Event {
                     etag: etag(&order.revision),
                     order: Order::from(order),
                 };
-                macro_rules! order_event {
-                    ($variant:ident, $name:ident) => {
-                        Self::$variant($name {
-                            id,
-                            occurred_at,
-                            actor,
-                            subject,
-                            data,
-                        })
-                    };
-                }
-                match event.kind {
-                    EventType::OrderUpdated => order_event!(OrderUpdated, OrderUpdatedEvent),
-                    EventType::OrderDeleted => order_event!(OrderDeleted, OrderDeletedEvent),
-                    _ => order_event!(OrderCreated, OrderCreatedEvent),
+                match kind {
+                    EventType::OrderUpdated => {
+                        event_of!(OrderUpdated(OrderUpdatedEvent), common, subject, data)
+                    }
+                    EventType::OrderDeleted => {
+                        event_of!(OrderDeleted(OrderDeletedEvent), common, subject, data)
+                    }
+                    _ => event_of!(OrderCreated(OrderCreatedEvent), common, subject, data),
                 }
             }
             EventSubject::Service(service) => {
@@ -218,25 +244,14 @@ impl From<EventRecord> for Event {
                     etag: etag(&service.version),
                     service: Service::from(service),
                 };
-                macro_rules! service_event {
-                    ($variant:ident, $name:ident) => {
-                        Self::$variant($name {
-                            id,
-                            occurred_at,
-                            actor,
-                            subject,
-                            data,
-                        })
-                    };
-                }
-                match event.kind {
+                match kind {
                     EventType::ServiceUpdated => {
-                        service_event!(ServiceUpdated, ServiceUpdatedEvent)
+                        event_of!(ServiceUpdated(ServiceUpdatedEvent), common, subject, data)
                     }
                     EventType::ServiceDeleted => {
-                        service_event!(ServiceDeleted, ServiceDeletedEvent)
+                        event_of!(ServiceDeleted(ServiceDeletedEvent), common, subject, data)
                     }
-                    _ => service_event!(ServiceCreated, ServiceCreatedEvent),
+                    _ => event_of!(ServiceCreated(ServiceCreatedEvent), common, subject, data),
                 }
             }
         }

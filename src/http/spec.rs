@@ -17,7 +17,10 @@
 //!   OAuth2), in its description and as `x-required-scopes`, from [`super::auth::required_scope`],
 //!   the rule the server enforces; each public one says `security: []`, so that no reader
 //!   takes it for one whose requirement was forgotten;
-//! - responses that a create with an `Idempotency-Key` can replay say `Idempotent-Replayed`.
+//! - responses that a create with an `Idempotency-Key` can replay say `Idempotent-Replayed`;
+//! - a `oneOf` whose every member has a `type` of one value (the change feed's events) gets a
+//!   `discriminator` on `type` mapping each value to its schema, which poem-openapi writes only
+//!   in a form (each member wrapped in an `allOf`) that generators decode poorly.
 //!
 //! Nothing here changes what the server does; it only says it better.
 
@@ -32,6 +35,7 @@ use super::{
 /// Finishes the spec as poem-openapi wrote it; see the module docs.
 pub fn finish(spec: &mut Value) {
     close_request_schemas(spec);
+    add_discriminators(spec);
     let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
@@ -87,6 +91,53 @@ fn close_request_schemas(spec: &mut Value) {
         schema["additionalProperties"] = Value::Bool(false);
         collect_schema_refs(schema, &mut pending);
         closed.push(name);
+    }
+}
+
+/// Adds a `discriminator` on `type` to each component schema that is a `oneOf` of schemas whose
+/// `type` property has a single value; see the module docs.
+fn add_discriminators(spec: &mut Value) {
+    let Some(schemas) = spec
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let resolve = |node: &Value| -> Option<Value> {
+        let name = node
+            .get("$ref")?
+            .as_str()?
+            .strip_prefix("#/components/schemas/")?;
+        schemas.get(name).cloned()
+    };
+    let mut discriminators = Vec::new();
+    for (name, schema) in schemas.iter() {
+        let Some(members) = schema.get("oneOf").and_then(Value::as_array) else {
+            continue;
+        };
+        let mapping: Option<Map<String, Value>> = members
+            .iter()
+            .map(|member| {
+                let reference = member.get("$ref")?.clone();
+                let type_property = resolve(member)?.pointer("/properties/type")?.clone();
+                // A described reference is written as `allOf: [{$ref}]`.
+                let type_property = type_property
+                    .pointer("/allOf/0")
+                    .cloned()
+                    .unwrap_or(type_property);
+                let type_schema = resolve(&type_property).unwrap_or(type_property);
+                match type_schema.get("enum")?.as_array()?.as_slice() {
+                    [Value::String(value)] => Some((value.clone(), reference)),
+                    _ => None,
+                }
+            })
+            .collect();
+        if let Some(mapping) = mapping {
+            discriminators.push((name.clone(), mapping));
+        }
+    }
+    for (name, mapping) in discriminators {
+        schemas[&name]["discriminator"] = json!({ "propertyName": "type", "mapping": mapping });
     }
 }
 

@@ -569,3 +569,47 @@ async fn tail(
         }
     }
 }
+
+#[tokio::test]
+async fn the_generated_client_tails_the_feed_and_tells_the_event_types_apart() {
+    // Arrange
+    let app = spawn_app().await;
+    let client = app.client();
+    let head = client.event_list().after("now").send().await.unwrap();
+    let mut cursor = head.into_inner().next_cursor;
+    let service = app.create_service("Tailed").await;
+    let order = app
+        .create_order("2031-08-01T08:00:00.000Z", 10.0, &[&service])
+        .await;
+
+    // Act: tail until both events came, as a consumer would.
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events.len() < 2 && Instant::now() < deadline {
+        let page = client
+            .event_list()
+            .after(cursor.as_str())
+            .limit(1u64)
+            .send()
+            .await
+            .unwrap()
+            .into_inner();
+        cursor = page.next_cursor;
+        events.extend(page.events);
+    }
+
+    // Assert: each event decodes as its own type, with its record.
+    assert_eq!(events.len(), 2, "{events:#?}");
+    use orders_client::types::Event;
+    let Event::ServiceCreatedEvent(created_service) = &events[0] else {
+        panic!("a service.created event: {:#?}", events[0]);
+    };
+    assert_eq!(created_service.data.id, service);
+    assert_eq!(created_service.data.name, "Tailed");
+    let Event::OrderCreatedEvent(created_order) = &events[1] else {
+        panic!("an order.created event: {:#?}", events[1]);
+    };
+    assert_eq!(created_order.data.id, order.id);
+    assert_eq!(created_order.subject.id, order.id);
+    assert_eq!(created_order.data.services[0].name, "Tailed");
+}
