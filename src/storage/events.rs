@@ -11,8 +11,9 @@
 //! orders by (transaction id, event id) and hands out only events of transactions older than
 //! the oldest transaction still running: every transaction with a smaller id has ended by
 //! then, so nothing can later appear behind a cursor. Writes of one record get transaction
-//! ids in the order they commit (see `super::orders::replace` for the one write that needs a
-//! lock for it), so a record's events come in the order its changes took effect.
+//! ids in the order they commit (each write of an existing record takes a lock on it first,
+//! see `super::holding_record_lock`), so a record's events come in the order its changes took
+//! effect.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;

@@ -181,7 +181,9 @@ async fn writes_that_fail_leave_no_event() {
         .create_order("2031-06-01T08:00:00.000Z", 10.0, &[&service])
         .await
         .id;
-    let start = head(&app).await;
+    // After the two creates' events: `after=now` could be before them, as long as a transaction
+    // elsewhere in the cluster that began before them is still open.
+    let (_, start) = read_events(&app, None, 2, 100).await;
 
     // Act: a clash with the 3-hour rule, an unknown service, a stale If-Match, a duplicate
     // name, and a delete of a service in use.

@@ -446,16 +446,7 @@ const CALENDAR_ORDERS: i64 = 200_000;
 #[tokio::test]
 async fn on_two_hundred_thousand_orders_the_window_is_read_on_the_index() {
     let app = spawn_app().await;
-    let client = app.pool.get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
-             SELECT timestamptz '2000-01-01 00:00Z' + n * interval '3 hours', 1, 'bulk', 'bulk'
-             FROM generate_series(1, $1::bigint) AS n",
-            &[&CALENDAR_ORDERS],
-        )
-        .await
-        .unwrap();
+    let client = app.insert_bulk_orders(CALENDAR_ORDERS).await;
     client.execute("ANALYZE orders", &[]).await.unwrap();
     let from = at("2030-01-01T00:00:00Z");
     let to = from + Duration::days(31);

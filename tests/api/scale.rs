@@ -20,16 +20,7 @@ async fn renaming_a_service_booked_by_a_hundred_thousand_orders_writes_one_row()
     let booked = app.create_service("Booked everywhere").await;
     let unused = app.create_service("Booked nowhere").await;
     let booked_id: i64 = booked.parse().unwrap();
-    let client = app.pool.get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
-             SELECT timestamptz '2000-01-01 00:00Z' + n * interval '3 hours', 1, 'bulk', 'bulk'
-             FROM generate_series(1, $1::bigint) AS n",
-            &[&BOOKINGS],
-        )
-        .await
-        .unwrap();
+    let client = app.insert_bulk_orders(BOOKINGS).await;
     client
         .execute(
             "INSERT INTO order_services (order_id, service_id, position)

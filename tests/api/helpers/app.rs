@@ -206,6 +206,23 @@ impl TestApp {
         &self.client
     }
 
+    /// Inserts `count` orders 3 hours apart from 2000-01-01 on, created by `bulk` and booking
+    /// nothing, straight into the database: a large calendar in one statement, for tests of
+    /// scale. Returns the session, for the test's own statements on them.
+    pub async fn insert_bulk_orders(&self, count: i64) -> deadpool_postgres::Object {
+        let client = self.pool.get().await.unwrap();
+        client
+            .execute(
+                "INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
+                 SELECT timestamptz '2000-01-01 00:00Z' + n * interval '3 hours', 1, 'bulk', 'bulk'
+                 FROM generate_series(1, $1::bigint) AS n",
+                &[&count],
+            )
+            .await
+            .unwrap();
+        client
+    }
+
     /// Holds `table` in `ACCESS EXCLUSIVE` mode, as a migration or a `VACUUM FULL` would, from a
     /// session of the test's own, until [`TableLock::release`].
     pub async fn lock_table(&self, table: &str) -> TableLock {
