@@ -425,15 +425,33 @@ impl PrivateCluster {
 
     /// The server's pid, as its lock file names it.
     pub fn server_pid(&self) -> Pid {
-        let contents = std::fs::read_to_string(self.data_dir.join("postmaster.pid"))
-            .expect("the server's lock file");
-        Pid::from_raw(
-            contents
-                .lines()
-                .next()
-                .and_then(|line| line.parse().ok())
-                .expect("a pid on the lock file's first line"),
-        )
+        self.lock_file_pid()
+            .expect("the server's lock file, naming its pid on the first line")
+    }
+
+    /// The pid the lock file names, if it can be read: a starting server replaces the file a
+    /// killed one left, so for a moment it may be missing or not yet written.
+    fn lock_file_pid(&self) -> Option<Pid> {
+        let contents = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        let pid = contents.lines().next()?.parse().ok()?;
+        Some(Pid::from_raw(pid))
+    }
+
+    /// Waits, at most `bound`, until a server other than `killed` has started (it writes its
+    /// lock file early in its start-up) and returns its pid.
+    pub async fn server_other_than(&self, killed: Pid, bound: Duration) -> Pid {
+        let started = Instant::now();
+        loop {
+            match self.lock_file_pid() {
+                Some(pid) if pid != killed => return pid,
+                _ => {}
+            }
+            assert!(
+                started.elapsed() < bound,
+                "no new server started within {bound:?} after {killed} was killed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Stops (SIGSTOP) the server and every process of its: a database that hangs, holding
