@@ -116,6 +116,16 @@ pub struct SettingsArgs {
         value_parser = humantime::parse_duration
     )]
     pub idempotency_retention: Duration,
+    /// How long the change feed keeps events before they are purged (e.g. 7d, 36h); a cursor
+    /// older than that is answered 410 CURSOR_EXPIRED.
+    #[arg(
+        long,
+        env = "ORDERS_EVENT_RETENTION",
+        global = true,
+        default_value = "7d",
+        value_parser = humantime::parse_duration
+    )]
+    pub event_retention: Duration,
     /// The rate limit of every API key that has none of its own, in requests a second on each
     /// instance (429 RATE_LIMITED past it). Unset: such keys are not limited.
     #[arg(long, env = "ORDERS_RATE_LIMIT", global = true, value_parser = parse_rate)]
@@ -158,7 +168,7 @@ pub struct SettingsArgs {
         long,
         env = "ORDERS_REQUEST_TIMEOUT",
         global = true,
-        default_value = "30s",
+        default_value = "45s",
         value_parser = parse_timeout
     )]
     pub request_timeout: Duration,
@@ -467,6 +477,7 @@ pub struct Settings {
     /// What each serving session of the database may take.
     pub session_limits: crate::storage::SessionLimits,
     pub idempotency_retention: Duration,
+    pub event_retention: Duration,
     /// The rate limit of keys without one of their own; none: they are not limited.
     pub rate_limit: Option<RateLimit>,
     pub max_in_flight: usize,
@@ -496,6 +507,8 @@ impl From<SettingsArgs> for Settings {
             },
             // Zero would make every replay impossible; a second is the least that means anything.
             idempotency_retention: args.idempotency_retention.max(Duration::from_secs(1)),
+            // Likewise: a consumer needs at least a moment to read what it was told of.
+            event_retention: args.event_retention.max(Duration::from_secs(1)),
             rate_limit: args
                 .rate_limit
                 .map(|per_second| RateLimit::new(per_second, args.rate_limit_burst)),

@@ -80,8 +80,9 @@ async fn run_with(
             provide_local_key(&database.pool, data_dir).await?;
         }
         let shutdown = shutdown_signal().map_err(StartError::Signals)?;
-        let mut state = AppState::new(database.pool.clone());
+        let mut state = AppState::new(database.pool.clone(), database.connector.clone());
         state.idempotency_retention = settings.idempotency_retention;
+        state.event_retention = settings.event_retention;
         state.keys = KeyRing::with_default_rate(settings.rate_limit);
         state.max_in_flight = settings.max_in_flight;
         state.answer_bound = settings.session_limits.answer_bound();

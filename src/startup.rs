@@ -17,6 +17,8 @@ use crate::{
 /// The database the application talks to, and the private cluster behind it, if any.
 pub struct Database {
     pub pool: Pool,
+    /// Opens sessions beside the pool, connecting as it does.
+    pub connector: storage::Connector,
     cluster: Option<Cluster>,
 }
 
@@ -58,6 +60,11 @@ impl Database {
                 let (config, tls) = url.parse().map_err(StartError::BadDatabaseUrl)?;
                 let tls = DatabaseTls::new(&tls).map_err(StartError::DatabaseTls)?;
                 Ok(Self {
+                    connector: storage::Connector::serving(
+                        config.clone(),
+                        &tls,
+                        settings.session_limits,
+                    ),
                     pool: storage::connect_serving_pool(
                         config,
                         &tls,
@@ -77,6 +84,11 @@ impl Database {
                     return Err(error);
                 }
                 Ok(Self {
+                    connector: storage::Connector::serving(
+                        cluster.connection_config(EMBEDDED_DATABASE),
+                        &DatabaseTls::Off,
+                        settings.session_limits,
+                    ),
                     pool: storage::connect_serving_pool(
                         cluster.connection_config(EMBEDDED_DATABASE),
                         &DatabaseTls::Off,
@@ -97,10 +109,11 @@ impl Database {
             let cluster_dir = data_dir.join("postgres");
             if embedded_postgres::has_socket(&cluster_dir) {
                 let config = embedded_postgres::connection_config(&cluster_dir, EMBEDDED_DATABASE);
-                let pool = storage::connect_pool(config, 1);
+                let pool = storage::connect_pool(config.clone(), 1);
                 if storage::ping(&pool).await.is_ok() {
                     return Ok(Self {
                         pool,
+                        connector: storage::Connector::plain(config),
                         cluster: None,
                     });
                 }
@@ -166,23 +179,26 @@ impl Application {
     /// Binds the listening socket and loads the API keys. Bind to port 0 to get a free port;
     /// [`Application::address`] tells which one. Serves with the default [`ServeSettings`]
     /// unless given others with [`Application::serve_settings`].
-    pub async fn build(bind: SocketAddr, state: AppState) -> Result<Self, StartError> {
+    pub async fn build(bind: SocketAddr, mut state: AppState) -> Result<Self, StartError> {
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|error| StartError::Bind(bind, error))?;
         let address = listener.local_addr().unwrap_or(bind);
+        let serve = ServeSettings::default();
+        state.fit_feed_wait_into(serve.timeouts.request);
         let background = state.start_background_work().await;
         Ok(Self {
             listener,
             address,
             state,
             background,
-            serve: ServeSettings::default(),
+            serve,
         })
     }
 
     pub fn serve_settings(mut self, serve: ServeSettings) -> Self {
         self.serve = serve;
+        self.state.fit_feed_wait_into(serve.timeouts.request);
         self
     }
 

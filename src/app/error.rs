@@ -50,6 +50,12 @@ pub enum AppError {
     IdempotencyKeyReused,
     #[error("a request with the same Idempotency-Key is being processed")]
     IdempotencyKeyInUse,
+    /// A change feed cursor that is neither the feed's start nor an event's position.
+    #[error("the cursor is not one the change feed issued")]
+    UnknownCursor,
+    /// A change feed cursor before the oldest event kept.
+    #[error("the events after the cursor are purged")]
+    CursorExpired,
     #[error("the database cannot be reached")]
     Unavailable(#[source] Cause),
     #[error("the database did not answer in time")]

@@ -1,20 +1,226 @@
 //! Reading the change feed (see [`crate::storage::events`] for how it is written and why its
-//! order holds).
+//! order holds), waiting for what comes next (long polling), and purging what is past the
+//! retention period.
+//!
+//! Waiting readers hold no database connection. Each instance keeps one session of its own
+//! that `LISTEN`s for the wake-up a committed write of events sends, and after each wake-up
+//! reads the feed's head (the newest event readers may be given) and publishes it in a
+//! [`FeedWatch`]. A waiting reader sleeps on that watch and reads the feed, through the pool,
+//! only once the head has moved past its position. The notification only wakes: what a reader
+//! is given is always read from the table, so a notification lost (the session broke, say)
+//! costs latency, never an event. Events held back behind an older transaction still running
+//! bring no notification when that transaction ends, so while there are any, the head is read
+//! again every [`HELD_BACK_RECHECK`].
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{mpsc, watch};
 
 use super::{AppError, AppState};
-use crate::storage;
 pub use crate::storage::events::{
     EventRecord, EventSubject, EventType, FeedPage, FeedPosition, FeedStart,
 };
+use crate::storage::{self, Connector, events::StartRefused};
 
-/// The events a caller may be given now after `start`, at most `limit`; `None` when `start`
-/// is no position the feed ever handed out.
-pub async fn read(
+/// The longest a reader may ask to wait for events.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How long events are kept, unless configured otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How often the head is read while committed events wait behind an older transaction: well
+/// inside the 100 ms in which a waiting reader should learn of an event.
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(20);
+
+/// How often the head is read when nothing has woken the watcher: a safety net only.
+const QUIET_RECHECK: Duration = Duration::from_secs(5);
+
+/// The first and the longest pause before the watcher tries its session again.
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(250);
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// The events a caller may be given now after `start`, at most `limit`.
+pub async fn read(state: &AppState, start: FeedStart, limit: usize) -> Result<FeedPage, AppError> {
+    let read = state
+        .bounded(async { Ok(storage::events::read(&state.pool, start, limit).await?) })
+        .await?;
+    read.map_err(|refused| match refused {
+        StartRefused::NeverIssued => AppError::UnknownCursor,
+        StartRefused::Purged => AppError::CursorExpired,
+    })
+}
+
+/// [`read`], but when there is nothing to give yet, waits up to `wait` for events to arrive
+/// and reads again. Answers with an empty page when `wait` passes, or at once when the
+/// instance begins shutting down (the caller asks again, of an instance still serving).
+pub async fn read_waiting(
     state: &AppState,
     start: FeedStart,
     limit: usize,
-) -> Result<Option<FeedPage>, AppError> {
-    state
-        .bounded(async { Ok(storage::events::read(&state.pool, start, limit).await?) })
+    wait: Duration,
+) -> Result<FeedPage, AppError> {
+    let deadline = tokio::time::Instant::now() + wait.min(state.longest_feed_wait);
+    // Before the first read, so a head published between it and the wait is not missed.
+    let mut heads = state.feed.subscribe();
+    let page = read(state, start, limit).await?;
+    if !page.events.is_empty() || wait.is_zero() {
+        return Ok(page);
+    }
+    let position = page.next;
+    let mut draining = state.draining.subscribe();
+    let _counted = crate::telemetry::metrics::feed_reader_waits();
+    loop {
+        tokio::select! {
+            changed = heads.changed() => if changed.is_err() {
+                break; // The watcher is gone: the instance is stopping.
+            },
+            () = tokio::time::sleep_until(deadline) => break,
+            _ = draining.wait_for(|&draining| draining) => break,
+        }
+        if *heads.borrow_and_update() <= position {
+            continue;
+        }
+        let page = read(state, FeedStart::After(position), limit).await?;
+        if !page.events.is_empty() {
+            return Ok(page);
+        }
+    }
+    Ok(FeedPage {
+        events: Vec::new(),
+        next: position,
+    })
+}
+
+/// The newest position of the feed readers may be given, as this instance last read it, for
+/// waiting readers to sleep on. Cheap to clone.
+#[derive(Clone)]
+pub struct FeedWatch(Arc<watch::Sender<FeedPosition>>);
+
+impl Default for FeedWatch {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(FeedPosition::START)))
+    }
+}
+
+impl FeedWatch {
+    fn subscribe(&self) -> watch::Receiver<FeedPosition> {
+        self.0.subscribe()
+    }
+
+    /// Moves the head forward (never back), waking the readers that wait.
+    fn publish(&self, head: FeedPosition) {
+        self.0.send_if_modified(|current| {
+            let moved = head > *current;
+            if moved {
+                *current = head;
+            }
+            moved
+        });
+    }
+}
+
+/// Keeps [`AppState::feed`] current from the wake-ups of `connector`'s database, until
+/// aborted; a session that breaks (or cannot be opened) is opened again, with back-off.
+pub fn spawn_watcher(state: &AppState, connector: Connector) -> tokio::task::JoinHandle<()> {
+    let feed = state.feed.clone();
+    let bound = state.answer_bound;
+    tokio::spawn(async move {
+        let mut delay = FIRST_RECONNECT_DELAY;
+        loop {
+            match watch_one_session(&feed, &connector, bound).await {
+                // It worked for a while: the next break is a new fault.
+                Ok(()) => delay = FIRST_RECONNECT_DELAY,
+                Err(error) => tracing::warn!(
+                    error = %crate::telemetry::error_chain(&error),
+                    retry_in = ?delay,
+                    "the change feed's wake-up session failed; waiting readers wake at their deadline until it is back"
+                ),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+        }
+    })
+}
+
+/// Opens a session, listens, and publishes the head after every wake-up until the session
+/// ends. `Ok` when it ended after working; `Err` when it could not start or a read failed.
+async fn watch_one_session(
+    feed: &FeedWatch,
+    connector: &Connector,
+    bound: Duration,
+) -> Result<(), storage::StoreError> {
+    let (sender, mut wake_ups) = mpsc::unbounded_channel();
+    let client = answered_within(bound, connector.connect_notified(sender)).await?;
+    let listen = format!("LISTEN {}", storage::events::WAKE_UP_CHANNEL);
+    answered_within(bound, async { Ok(client.batch_execute(&listen).await?) }).await?;
+    loop {
+        // Read after listening, so an event committed before the session began is seen too.
+        let head = answered_within(bound, storage::events::head(&client)).await?;
+        feed.publish(head.position);
+        let recheck = if head.held_back {
+            HELD_BACK_RECHECK
+        } else {
+            QUIET_RECHECK
+        };
+        tokio::select! {
+            woken = wake_ups.recv() => {
+                if woken.is_none() {
+                    return Ok(()); // The session ended; the caller opens another.
+                }
+                // One read of the head answers every wake-up that came meanwhile.
+                while wake_ups.try_recv().is_ok() {}
+            }
+            () = tokio::time::sleep(recheck) => {}
+        }
+    }
+}
+
+/// `work`, or [`storage::StoreError::TimedOut`] when it takes longer than `bound`.
+async fn answered_within<T>(
+    bound: Duration,
+    work: impl Future<Output = Result<T, storage::StoreError>>,
+) -> Result<T, storage::StoreError> {
+    tokio::time::timeout(bound, work)
         .await
+        .unwrap_or_else(|_| Err(storage::StoreError::no_answer(bound)))
+}
+
+/// Purges events older than [`AppState::event_retention`] in the background, until aborted.
+pub fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let pool = state.pool.clone();
+    let retention = state.event_retention;
+    let bound = state.answer_bound;
+    // Often enough that an event outlives its retention by at most a small part of it.
+    let interval = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            // A batch at a time, each bounded on its own: a backlog (retention shortened, or
+            // purging long stopped) is worked off however long it takes.
+            let mut purged = 0;
+            let outcome = loop {
+                let batch = storage::events::purge_expired_batch(&pool, retention);
+                match storage::within(&pool, bound, batch).await {
+                    Ok(deleted) => {
+                        purged += deleted;
+                        if deleted < storage::events::PURGE_BATCH {
+                            break Ok(());
+                        }
+                    }
+                    Err(error) => break Err(error),
+                }
+            };
+            if purged > 0 {
+                tracing::info!(purged, "purged events past their retention");
+            }
+            if let Err(error) = outcome {
+                tracing::warn!(
+                    error = %crate::telemetry::error_chain(&error),
+                    "could not purge events past their retention"
+                );
+            }
+        }
+    })
 }

@@ -17,13 +17,7 @@ pub mod orders;
 pub mod rate_limit;
 pub mod services;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 
@@ -54,22 +48,43 @@ pub struct AppState {
     readiness: Arc<storage::Probe>,
     /// This instance's metrics, as `/metrics` shows them.
     pub metrics: Metrics,
-    /// Set once shutdown begins: readiness then answers 503.
+    /// Set once shutdown begins: readiness then answers 503, and waiting feed readers are
+    /// answered.
     pub draining: Draining,
+    /// Opens the sessions of this instance's own beside the pool (see [`events`]).
+    pub connector: storage::Connector,
+    /// The change feed's head, for readers waiting on it.
+    pub feed: events::FeedWatch,
+    /// How long events are kept before they are purged.
+    pub event_retention: Duration,
+    /// The longest a feed reader is held waiting: [`events::MAX_WAIT`], unless the request
+    /// timeout leaves less room (see [`AppState::fit_feed_wait_into`]).
+    pub longest_feed_wait: Duration,
 }
 
-/// Whether the instance is shutting down, shared by the server (which sets it) and readiness
-/// (which reports it).
-#[derive(Debug, Clone, Default)]
-pub struct Draining(Arc<AtomicBool>);
+/// Whether the instance is shutting down, shared by the server (which sets it), readiness
+/// (which reports it) and the requests that wait (which then stop waiting).
+#[derive(Debug, Clone)]
+pub struct Draining(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Draining {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
 
 impl Draining {
     pub fn begin(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.send_replace(true);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        *self.0.borrow()
+    }
+
+    /// For waiting until draining begins (`wait_for(|&draining| draining)`).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
     }
 }
 
@@ -79,7 +94,8 @@ impl Draining {
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 impl AppState {
-    pub fn new(pool: Pool) -> Self {
+    /// The state of an instance serving from `pool`, whose own sessions `connector` opens.
+    pub fn new(pool: Pool, connector: storage::Connector) -> Self {
         Self {
             readiness: Arc::new(storage::Probe::new(pool.clone())),
             pool,
@@ -90,7 +106,19 @@ impl AppState {
             answer_bound: storage::SessionLimits::default().answer_bound(),
             metrics: Metrics::new(),
             draining: Draining::default(),
+            connector,
+            feed: events::FeedWatch::default(),
+            event_retention: events::DEFAULT_RETENTION,
+            longest_feed_wait: events::MAX_WAIT,
         }
+    }
+
+    /// Shortens [`AppState::longest_feed_wait`] so that a waiting feed read (a read before the
+    /// wait and one after it, each within [`AppState::answer_bound`]) is answered before
+    /// `request_timeout` cuts its connection off.
+    pub fn fit_feed_wait_into(&mut self, request_timeout: Duration) {
+        let reads = 2 * self.answer_bound + FEED_WAIT_MARGIN;
+        self.longest_feed_wait = events::MAX_WAIT.min(request_timeout.saturating_sub(reads));
     }
 
     /// Runs one operation's database work, cut off after [`AppState::answer_bound`].
@@ -101,9 +129,10 @@ impl AppState {
         storage::within(&self.pool, self.answer_bound, work).await
     }
 
-    /// Loads the keys, then keeps them current and purges expired idempotency records in the
-    /// background, until the returned tasks are aborted. A first load that fails is logged and
-    /// left to the background task: until it succeeds, protected operations answer 503.
+    /// Loads the keys, then keeps them current, purges expired idempotency records and events
+    /// and follows the change feed's head in the background, until the returned tasks are
+    /// aborted. A first load that fails is logged and left to the background task: until it
+    /// succeeds, protected operations answer 503.
     pub async fn start_background_work(&self) -> BackgroundWork {
         if let Err(error) = self.keys.refresh(&self.pool).await {
             tracing::warn!(
@@ -116,10 +145,15 @@ impl AppState {
                 .spawn_refresher(self.pool.clone(), self.key_refresh_interval),
         );
         tasks.push(idempotency::spawn_purger(self));
+        tasks.push(events::spawn_watcher(self, self.connector.clone()));
+        tasks.push(events::spawn_purger(self));
         tasks.push(self.metrics.spawn_upkeep());
         BackgroundWork(tasks)
     }
 }
+
+/// Time left, beside a waiting feed read's two reads, for the answer to be written.
+const FEED_WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 /// The tasks that keep an instance's caches and tables tidy; they stop when this is dropped.
 pub struct BackgroundWork(Vec<tokio::task::JoinHandle<()>>);
@@ -185,4 +219,25 @@ pub const READY_BOUND: Duration = Duration::from_secs(1);
 pub async fn ready(state: &AppState) -> Result<storage::PoolStatus, AppError> {
     state.readiness.check(READY_BOUND).await?;
     Ok(storage::pool_status(&state.pool))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_wait_fits_inside_the_request_timeout_with_its_two_reads() {
+        let pool = storage::connect_pool(tokio_postgres::Config::new(), 1);
+        let mut state = AppState::new(
+            pool.clone(),
+            storage::Connector::plain(tokio_postgres::Config::new()),
+        );
+        // The default answer bound is 5 s: two reads and a second's margin take 11 s.
+        state.fit_feed_wait_into(Duration::from_secs(45));
+        assert_eq!(state.longest_feed_wait, events::MAX_WAIT);
+        state.fit_feed_wait_into(Duration::from_secs(20));
+        assert_eq!(state.longest_feed_wait, Duration::from_secs(9));
+        state.fit_feed_wait_into(Duration::from_secs(5));
+        assert_eq!(state.longest_feed_wait, Duration::ZERO);
+    }
 }

@@ -236,7 +236,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 // Taken once the body is in, so a client trickling bodies holds no place
                 // (its connection is bounded by the request timeout instead); held until the
                 // answer is produced, at the end of this block.
-                let _place = match self.in_flight.admit(&path) {
+                let _place = match self.in_flight.admit(&path, request.uri().query()) {
                     Ok(place) => place,
                     Err(error) => return error.into_response(),
                 };

@@ -5,6 +5,8 @@
 //! before it, for a delete), with its `etag`. The feed's cursor is opaque: the URL-safe base64
 //! of the position after an event, prefixed with a version.
 
+use std::time::Duration;
+
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Union, param::Query, payload::Json};
@@ -24,7 +26,7 @@ use super::{
 use crate::{
     app::{
         self, AppState,
-        events::{EventRecord, EventSubject, EventType, FeedPosition, FeedStart},
+        events::{EventRecord, EventSubject, EventType, FeedPosition, FeedStart, MAX_WAIT},
     },
     domain::Timestamp,
 };
@@ -146,8 +148,8 @@ enum EventsRead {
 
 operation_codes! {
     ReadErrors = [
-        Unauthenticated, Forbidden, RateLimited, InvalidParameter, Internal, DatabaseUnavailable,
-        DatabaseTimeout, Overloaded,
+        Unauthenticated, Forbidden, RateLimited, InvalidParameter, CursorExpired, Internal,
+        DatabaseUnavailable, DatabaseTimeout, Overloaded,
     ];
 }
 
@@ -161,8 +163,12 @@ impl EventsApi {
     /// Every committed change of an order or a service, once, in commit order: a change
     /// appears only once every change committed before it has, so a cursor never skips one.
     /// Start without `after` (the oldest event kept) or with `after=now` (only what comes
-    /// next), then pass each answer's `next_cursor` as `after`. A renamed service is one
-    /// `service.updated` event: apply its new name to the copies of the orders that book it.
+    /// next), then pass each answer's `next_cursor` as `after`; with `wait`, an answer with
+    /// no events comes only when that time is up, so a consumer can ask again at once. A
+    /// renamed service is one `service.updated` event: apply its new name to the copies of the
+    /// orders that book it. Events are kept for a retention period (7 days by default): a
+    /// cursor from before it is 410 `CURSOR_EXPIRED`, and the consumer re-reads the current
+    /// state and resumes with `after=now`.
     #[oai(path = "/events", method = "get", operation_id = "event_list")]
     async fn event_list(
         &self,
@@ -172,6 +178,10 @@ impl EventsApi {
         after: Query<Option<String>>,
         /// How many events at most: 1 to 1000 (larger values are capped at 1000). Default 100.
         limit: Query<Option<PageSize>>,
+        /// Seconds to wait, when there is no event yet, for one to arrive: 0 to 30. Default 0
+        /// (answer at once). The answer comes as soon as an event does (within about 100 ms),
+        /// else with no events and the same cursor when the time is up.
+        wait: Query<Option<WaitSeconds>>,
     ) -> Result<EventsRead, OperationError<ReadErrors>> {
         let start = match after.0.as_deref() {
             None => FeedStart::Oldest,
@@ -179,9 +189,10 @@ impl EventsApi {
             Some(cursor) => FeedStart::After(decode_cursor(cursor)?),
         };
         let limit = pagination::page_size(limit.0);
-        let page = app::events::read(&state, start, limit)
-            .await?
-            .ok_or_else(unknown_cursor)?;
+        let wait = wait.0.map_or(Duration::ZERO, |WaitSeconds(seconds)| {
+            Duration::from_secs(seconds.into())
+        });
+        let page = app::events::read_waiting(&state, start, limit, wait).await?;
         Ok(EventsRead::Ok(Json(EventPage {
             events: page.events.into_iter().map(Event::from).collect(),
             next_cursor: encode_cursor(page.next),
@@ -278,7 +289,22 @@ fn decode_cursor(cursor: &str) -> Result<FeedPosition, ApiError> {
     }
 }
 
-fn unknown_cursor() -> ApiError {
+/// How long a reader asks to wait for events, in whole seconds: 0 to [`MAX_WAIT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitSeconds(pub u8);
+
+impl WaitSeconds {
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        const REFUSAL: &str = "must be a whole number of seconds from 0 to 30";
+        const _: () = assert!(MAX_WAIT.as_secs() == 30, "the refusal names the maximum");
+        match text.parse::<u8>() {
+            Ok(seconds) if u64::from(seconds) <= MAX_WAIT.as_secs() => Ok(Self(seconds)),
+            _ => Err(REFUSAL),
+        }
+    }
+}
+
+pub fn unknown_cursor() -> ApiError {
     ApiError::with_detail(
         ErrorCode::InvalidParameter,
         "after: is not a cursor this API issued; pass `next_cursor` from a previous answer \
@@ -290,6 +316,15 @@ fn unknown_cursor() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_are_whole_seconds_up_to_thirty() {
+        assert_eq!(WaitSeconds::parse("0"), Ok(WaitSeconds(0)));
+        assert_eq!(WaitSeconds::parse("30"), Ok(WaitSeconds(30)));
+        for refused in ["31", "-1", "1.5", "", "256", "ten"] {
+            assert!(WaitSeconds::parse(refused).is_err(), "{refused:?}");
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_foreign_tokens_are_refused() {

@@ -3,7 +3,7 @@
 //! `Money` is a JSON number read from its exact decimal text (serde_json keeps that text
 //! with its `arbitrary_precision` feature), so no amount ever passes through binary floating
 //! point. `Timestamp` is an RFC 3339 string, always written in UTC with milliseconds. `PageSize`
-//! is an integer of at least 1.
+//! is an integer of at least 1; `WaitSeconds`, one from 0 to 30.
 
 use std::borrow::Cow;
 
@@ -13,7 +13,11 @@ use poem_openapi::{
 };
 use serde_json::{Number, Value};
 
-use super::pagination::{DEFAULT_PAGE_SIZE, PageSize};
+use super::{
+    events::WaitSeconds,
+    pagination::{DEFAULT_PAGE_SIZE, PageSize},
+};
+use crate::app::events::MAX_WAIT;
 use crate::domain::{Money, MoneyError, Timestamp};
 
 /// Reads a money amount from a JSON value, refusing anything but a number.
@@ -112,6 +116,23 @@ impl_scalar_type!(
 impl ParseFromParameter for PageSize {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
         PageSize::parse(value).map_err(ParseError::custom)
+    }
+}
+
+impl_scalar_type!(
+    WaitSeconds,
+    "WaitSeconds",
+    MetaSchema {
+        minimum: Some(0.0),
+        maximum: Some(MAX_WAIT.as_secs() as f64),
+        default: Some(Value::from(0)),
+        ..MetaSchema::new_with_format("integer", "int32")
+    }
+);
+
+impl ParseFromParameter for WaitSeconds {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        WaitSeconds::parse(value).map_err(ParseError::custom)
     }
 }
 

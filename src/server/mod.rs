@@ -81,7 +81,7 @@ impl Default for ServeSettings {
             timeouts: Timeouts {
                 header_read: Duration::from_secs(10),
                 idle: Duration::from_secs(60),
-                request: Duration::from_secs(30),
+                request: Duration::from_secs(45),
             },
             max_connections: None,
             shutdown_delay: Duration::ZERO,

@@ -135,17 +135,25 @@ pub enum FeedStart {
     After(FeedPosition),
 }
 
-/// The events a reader may be given now, after `start`, at most `limit` of them; `None` when
-/// `start` is a position that is neither the feed's start nor an event's.
+/// Why a read cannot start where it was asked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartRefused {
+    /// The position is neither the feed's start, nor its horizon, nor an event's.
+    NeverIssued,
+    /// The position is before the horizon: the events after it are purged.
+    Purged,
+}
+
+/// The events a reader may be given now, after `start`, at most `limit` of them.
 #[tracing::instrument(name = "events.read", skip_all, fields(limit = limit))]
 pub async fn read(
     pool: &Pool,
     start: FeedStart,
     limit: usize,
-) -> Result<Option<FeedPage>, StoreError> {
+) -> Result<Result<FeedPage, StartRefused>, StoreError> {
     let client = pool.get().await?;
     // Below `visible_below`, every transaction has ended: its events are all here, or never
-    // will be. One statement, so the check of the cursor and the page agree.
+    // will be. One statement, so the check of the cursor, the horizon and the page agree.
     let statement = client
         .prepare_cached(
             "WITH bound AS (
@@ -156,11 +164,18 @@ pub async fn read(
                  ORDER BY e.tx DESC, e.id DESC
                  LIMIT 1
              ), start AS (
-                 SELECT CASE WHEN $1 THEN coalesce((SELECT tx FROM head), 0) ELSE $2 END AS tx,
-                        CASE WHEN $1 THEN coalesce((SELECT id FROM head), 0) ELSE $3 END AS id
+                 SELECT CASE $1 WHEN 'oldest' THEN h.tx
+                                WHEN 'now' THEN coalesce((SELECT tx FROM head), h.tx)
+                                ELSE $2 END AS tx,
+                        CASE $1 WHEN 'oldest' THEN h.id
+                                WHEN 'now' THEN coalesce((SELECT id FROM head), h.id)
+                                ELSE $3 END AS id,
+                        h.tx AS horizon_tx, h.id AS horizon_id
+                 FROM event_horizon h
              )
              SELECT start.tx AS start_tx, start.id AS start_id,
-                    (start.tx = 0 AND start.id = 0) OR EXISTS (
+                    (start.tx, start.id) < (start.horizon_tx, start.horizon_id) AS start_is_purged,
+                    (start.tx, start.id) = (start.horizon_tx, start.horizon_id) OR EXISTS (
                         SELECT 1 FROM events WHERE tx = start.tx AND id = start.id
                     ) AS start_is_known,
                     page.tx, page.id, page.type, page.occurred_at, page.actor, page.data
@@ -168,24 +183,28 @@ pub async fn read(
                  SELECT e.tx, e.id, e.type, e.occurred_at, e.actor, e.data::text AS data
                  FROM events e, bound
                  WHERE (e.tx, e.id) > (start.tx, start.id) AND e.tx < bound.visible_below
+                   AND (start.tx, start.id) >= (start.horizon_tx, start.horizon_id)
                  ORDER BY e.tx, e.id
                  LIMIT $4
              ) AS page ON true
              ORDER BY page.tx, page.id",
         )
         .await?;
-    let (now, after) = match start {
-        FeedStart::Oldest => (false, FeedPosition::START),
-        FeedStart::Now => (true, FeedPosition::START),
-        FeedStart::After(position) => (false, position),
+    let (mode, after) = match start {
+        FeedStart::Oldest => ("oldest", FeedPosition::START),
+        FeedStart::Now => ("now", FeedPosition::START),
+        FeedStart::After(position) => ("after", position),
     };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = client
-        .query(&statement, &[&now, &after.tx, &after.id, &limit])
+        .query(&statement, &[&mode, &after.tx, &after.id, &limit])
         .await?;
     let first = rows.first().expect("the start row is always there");
+    if first.get::<_, bool>("start_is_purged") {
+        return Ok(Err(StartRefused::Purged));
+    }
     if !first.get::<_, bool>("start_is_known") {
-        return Ok(None);
+        return Ok(Err(StartRefused::NeverIssued));
     }
     let mut next = FeedPosition {
         tx: first.get("start_tx"),
@@ -204,7 +223,110 @@ pub async fn read(
         next = position;
         events.push(event);
     }
-    Ok(Some(FeedPage { events, next }))
+    Ok(Ok(FeedPage { events, next }))
+}
+
+/// Where the feed ends for readers now, and whether events that have committed wait behind
+/// an older transaction still running (they become readable when it ends, which may bring no
+/// notification: it need not have written events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedHead {
+    pub position: FeedPosition,
+    pub held_back: bool,
+}
+
+/// The feed's head, asked on `client` (the session that listens for wake-ups).
+pub async fn head(client: &tokio_postgres::Client) -> Result<FeedHead, StoreError> {
+    let row = client
+        .query_one(
+            "WITH bound AS (
+                 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS visible_below
+             )
+             SELECT coalesce(head.tx, h.tx) AS tx, coalesce(head.id, h.id) AS id,
+                    EXISTS (
+                        SELECT 1 FROM events e, bound WHERE e.tx >= bound.visible_below
+                    ) AS held_back
+             FROM event_horizon h LEFT JOIN LATERAL (
+                 SELECT e.tx, e.id FROM events e, bound
+                 WHERE e.tx < bound.visible_below
+                 ORDER BY e.tx DESC, e.id DESC
+                 LIMIT 1
+             ) AS head ON true",
+            &[],
+        )
+        .await?;
+    Ok(FeedHead {
+        position: FeedPosition {
+            tx: row.get("tx"),
+            id: row.get("id"),
+        },
+        held_back: row.get("held_back"),
+    })
+}
+
+/// The channel on which a committed write of events sends its wake-up (see migration V6).
+pub const WAKE_UP_CHANNEL: &str = "orders_events";
+
+/// How many events one purge deletes at most, so each transaction stays short.
+pub const PURGE_BATCH: u64 = 5_000;
+
+/// Deletes up to [`PURGE_BATCH`] of the events older than `retention` that begin the feed,
+/// oldest first in feed order, and moves the horizon to the last one deleted, in the same
+/// statement. Stops at the first event too young to purge, so everything after the horizon is
+/// kept. Returns how many it deleted. Instances may purge at the same time: each batch locks
+/// the horizon first, and one that finds it locked leaves the purge to the instance holding it.
+#[tracing::instrument(name = "events.purge_expired_batch", skip_all)]
+pub async fn purge_expired_batch(
+    pool: &Pool,
+    retention: std::time::Duration,
+) -> Result<u64, StoreError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let lock = transaction
+        .prepare_cached("SELECT 1 FROM event_horizon FOR UPDATE SKIP LOCKED")
+        .await?;
+    if transaction.query_opt(&lock, &[]).await?.is_none() {
+        return Ok(0);
+    }
+    // Only events every reader can see: one of a transaction still running, or held back
+    // behind one, may yet be unread, and its transaction id is at least `visible_below`, so
+    // it comes after the new horizon.
+    let purge = transaction
+        .prepare_cached(
+            "WITH bound AS (
+                 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS visible_below
+             ), candidates AS (
+                 SELECT e.tx, e.id, e.occurred_at <= now() - $1 * interval '1 second' AS expired
+                 FROM events e, bound
+                 WHERE e.tx < bound.visible_below
+                 ORDER BY e.tx, e.id
+                 LIMIT $2
+             ), first_kept AS (
+                 SELECT tx, id FROM candidates WHERE NOT expired ORDER BY tx, id LIMIT 1
+             ), doomed AS (
+                 SELECT c.tx, c.id FROM candidates c
+                 WHERE NOT EXISTS (
+                     SELECT 1 FROM first_kept k WHERE (c.tx, c.id) >= (k.tx, k.id)
+                 )
+             ), gone AS (
+                 DELETE FROM events e USING doomed d
+                 WHERE e.tx = d.tx AND e.id = d.id
+                 RETURNING e.tx, e.id
+             ), last_gone AS (
+                 SELECT tx, id FROM gone ORDER BY tx DESC, id DESC LIMIT 1
+             )
+             UPDATE event_horizon h SET tx = l.tx, id = l.id
+             FROM last_gone l
+             RETURNING (SELECT count(*) FROM gone) AS deleted",
+        )
+        .await?;
+    let batch = i64::try_from(PURGE_BATCH).expect("the batch size fits");
+    let deleted = transaction
+        .query_opt(&purge, &[&retention.as_secs_f64(), &batch])
+        .await?
+        .map_or(0, |row| row.get::<_, i64>("deleted"));
+    transaction.commit().await?;
+    Ok(u64::try_from(deleted).unwrap_or(0))
 }
 
 fn event_from_row(

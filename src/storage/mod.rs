@@ -70,11 +70,26 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// [`connect_pool`] for serving: each session gets `limits`, set when it connects, so no
 /// statement pays a round trip for them.
 pub fn connect_serving_pool(
-    mut config: tokio_postgres::Config,
+    config: tokio_postgres::Config,
     tls: &tls::DatabaseTls,
     max_connections: usize,
     limits: SessionLimits,
 ) -> Pool {
+    // Longer than the answer bound, so that an operation cut off by it (see [`within`]) is
+    // told it timed out, whatever step it was at; these bound what runs outside it.
+    build_pool(
+        serving_config(config, limits),
+        tls,
+        max_connections,
+        limits.answer_bound() + ANSWER_MARGIN,
+    )
+}
+
+/// `config` with the settings every serving session has: `limits`, and TCP keepalives.
+fn serving_config(
+    mut config: tokio_postgres::Config,
+    limits: SessionLimits,
+) -> tokio_postgres::Config {
     let mut options = config.get_options().unwrap_or_default().to_owned();
     // After any the connection string sets: the last setting of a parameter wins.
     options.push_str(&format!(
@@ -83,19 +98,97 @@ pub fn connect_serving_pool(
         limits.lock_timeout.as_millis()
     ));
     config.options(options.trim_start());
+    // So an operator tells the service's sessions apart in `pg_stat_activity`.
+    if config.get_application_name().is_none() {
+        config.application_name("orders");
+    }
     config
         .keepalives(true)
         .keepalives_idle(KEEPALIVE_IDLE)
         .keepalives_interval(KEEPALIVE_INTERVAL)
         .keepalives_retries(KEEPALIVE_RETRIES);
-    // Longer than the answer bound, so that an operation cut off by it (see [`within`]) is
-    // told it timed out, whatever step it was at; these bound what runs outside it.
-    build_pool(
-        config,
-        tls,
-        max_connections,
-        limits.answer_bound() + ANSWER_MARGIN,
-    )
+    config
+}
+
+/// Opens sessions of their own, beside the pool, for work a pooled connection cannot do: a
+/// session that `LISTEN`s must be read from all the time, for the notifications the server
+/// sends it unasked, which a pooled connection drops. Cheap to clone.
+#[derive(Clone)]
+pub struct Connector {
+    config: tokio_postgres::Config,
+    tls: tls::DatabaseTls,
+}
+
+impl Connector {
+    /// Connects as a serving pool made of the same arguments does (see
+    /// [`connect_serving_pool`]).
+    pub fn serving(
+        config: tokio_postgres::Config,
+        tls: &tls::DatabaseTls,
+        limits: SessionLimits,
+    ) -> Self {
+        Self {
+            config: serving_config(config, limits),
+            tls: tls.clone(),
+        }
+    }
+
+    /// Connects as [`connect_pool`] does: no TLS, the server's own limits.
+    pub fn plain(config: tokio_postgres::Config) -> Self {
+        Self {
+            config,
+            tls: tls::DatabaseTls::Off,
+        }
+    }
+
+    /// A new session, whose notifications are sent to `notifications` as they arrive. The
+    /// sender is dropped when the session ends (closed by the server, broken, or the client
+    /// dropped), so the receiver learns of it.
+    pub async fn connect_notified(
+        &self,
+        notifications: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
+    ) -> Result<tokio_postgres::Client, StoreError> {
+        let client = match &self.tls {
+            tls::DatabaseTls::Off => drive_notified(&self.config, NoTls, notifications).await?,
+            tls::DatabaseTls::Rustls(connector) => {
+                drive_notified(&self.config, connector.clone(), notifications).await?
+            }
+        };
+        Ok(client)
+    }
+}
+
+/// Connects with `tls` and spawns the task that reads the session, passing its notifications
+/// on until it ends.
+async fn drive_notified<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    notifications: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, mut connection) = config.connect(tls).await?;
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(notification))) => {
+                    if notifications.send(notification).is_err() {
+                        return; // Nobody listens any more.
+                    }
+                }
+                // Notices (warnings the server sends) carry nothing to act on here.
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "a listening database session broke");
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    Ok(client)
 }
 
 /// Opens a pool of connections to the configured database. Connections are made lazily, so

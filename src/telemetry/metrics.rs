@@ -37,6 +37,9 @@ pub const IDEMPOTENT_REPLAYS: &str = "idempotent_replays_total";
 /// Refused credentials by `reason`: see [`AuthFailure`].
 pub const AUTH_FAILURES: &str = "auth_failures_total";
 
+/// Change feed reads waiting for events now (long polls).
+pub const FEED_WAITING_READERS: &str = "orders_feed_waiting_readers";
+
 /// The route label of a request to no route of the API: one value for every such path.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -207,6 +210,23 @@ impl Drop for ActiveRequest {
     }
 }
 
+/// Counts a change feed reader in [`FEED_WAITING_READERS`] until the returned guard is
+/// dropped (its wait ended, or its client went away). In the registry of the request's app.
+pub fn feed_reader_waits() -> WaitingReader {
+    let gauge = ::metrics::gauge!(FEED_WAITING_READERS);
+    gauge.increment(1.0);
+    WaitingReader(gauge)
+}
+
+/// Keeps a reader counted in [`FEED_WAITING_READERS`] while it lives.
+pub struct WaitingReader(Gauge);
+
+impl Drop for WaitingReader {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// The method label: the method's name when it is one of HTTP's, else `_OTHER`, as the
 /// OpenTelemetry conventions say, so invented methods cannot make series.
 fn method_label(method: &str) -> &'static str {
@@ -227,6 +247,10 @@ fn describe() {
         "Duration of HTTP requests, by method, route template and status code."
     );
     describe_gauge!(ACTIVE_REQUESTS, "HTTP requests being served now.");
+    describe_gauge!(
+        FEED_WAITING_READERS,
+        "Change feed reads waiting for events now (wait > 0)."
+    );
     describe_gauge!(
         "db_pool_max_size",
         "Connections the database pool may open."

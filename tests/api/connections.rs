@@ -447,7 +447,11 @@ async fn a_request_in_progress_at_shutdown_is_still_cut_off_by_the_request_timeo
     let pool = storage::connect_pool(database.config().clone(), 2);
     let secret = create_key(&pool, "tester", &Scope::ALL).await;
     let long = Duration::from_secs(60);
-    let app = Application::build("127.0.0.1:0".parse().unwrap(), AppState::new(pool.clone()))
+    let state = AppState::new(
+        pool.clone(),
+        storage::Connector::plain(database.config().clone()),
+    );
+    let app = Application::build("127.0.0.1:0".parse().unwrap(), state)
         .await
         .unwrap()
         .serve_settings(ServeSettings {

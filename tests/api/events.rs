@@ -18,7 +18,7 @@ use crate::helpers::{
 /// have come, page by page of `limit`; returns them and the last cursor. Waits for events of
 /// writes still committing, up to a deadline: the feed hands out an event only once every
 /// transaction older than its own has ended, anywhere in the cluster.
-async fn read_events(
+pub async fn read_events(
     app: &TestApp,
     cursor: Option<&str>,
     count: usize,
@@ -48,7 +48,7 @@ async fn read_events(
     }
 }
 
-async fn feed_page(app: &TestApp, after: Option<&str>, limit: usize) -> Value {
+pub async fn feed_page(app: &TestApp, after: Option<&str>, limit: usize) -> Value {
     let path = match after {
         Some(after) => format!("/events?after={after}&limit={limit}"),
         None => format!("/events?limit={limit}"),
@@ -59,7 +59,7 @@ async fn feed_page(app: &TestApp, after: Option<&str>, limit: usize) -> Value {
 }
 
 /// The cursor at the feed's head now: what a consumer that wants only new events starts from.
-async fn head(app: &TestApp) -> String {
+pub async fn head(app: &TestApp) -> String {
     let page = feed_page(app, Some("now"), 100).await;
     assert_eq!(page["events"], json!([]), "after=now gives no events");
     page["next_cursor"].as_str().unwrap().to_owned()

@@ -132,6 +132,9 @@ error_codes! {
     IdempotencyKeyInUse = (409, "IDEMPOTENCY_KEY_IN_USE", "idempotency-key-in-use", "Idempotency key in use",
         "a request with the same `Idempotency-Key` is still being processed; retry after `Retry-After` seconds to get its answer",
         "a request with this Idempotency-Key is still being processed; nothing was changed by this one; retry shortly to get its answer");
+    CursorExpired = (410, "CURSOR_EXPIRED", "cursor-expired", "Cursor expired",
+        "the change feed's cursor points before the oldest event kept (events are purged after the retention period); re-read the current state, then read on with `after=now`",
+        "after: the events after this cursor are no longer kept; re-read the current state (GET /orders and GET /services), then read on with after=now");
     PreconditionFailed = (412, "PRECONDITION_FAILED", "precondition-failed", "Precondition failed",
         "`If-Match` matches no current `ETag` (for `*`: the resource does not exist); nothing changed",
         "If-Match does not match the current ETag; fetch the resource again and retry with its ETag");

@@ -66,6 +66,9 @@ pub enum ProblemResponse {
         #[oai(header = "Retry-After")]
         Option<u32>,
     ),
+    /// What was asked for is no longer kept.
+    #[oai(status = 410, content_type = "application/problem+json")]
+    Gone(Json<Problem>),
     /// The resource changed since the caller read it; nothing was changed.
     #[oai(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(Json<Problem>),
@@ -111,6 +114,7 @@ impl ProblemResponse {
             404 => Self::NotFound(problem),
             405 => Self::MethodNotAllowed(problem, allow),
             409 => Self::Conflict(problem, retry_after),
+            410 => Self::Gone(problem),
             412 => Self::PreconditionFailed(problem),
             413 => Self::PayloadTooLarge(problem),
             415 => Self::UnsupportedMediaType(problem),

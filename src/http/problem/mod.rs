@@ -246,6 +246,8 @@ impl From<AppError> for ApiError {
             AppError::IdempotencyKeyInUse => Self::idempotency_key_in_use(),
             AppError::ServiceInUse => Self::new(ErrorCode::ServiceInUse),
             AppError::PreconditionFailed => Self::new(ErrorCode::PreconditionFailed),
+            AppError::UnknownCursor => crate::http::events::unknown_cursor(),
+            AppError::CursorExpired => Self::new(ErrorCode::CursorExpired),
             AppError::Unavailable(cause) => {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "database unavailable");
                 Self::new(ErrorCode::DatabaseUnavailable)
@@ -340,6 +342,8 @@ mod tests {
             AppError::ServiceNameTaken,
             AppError::ServiceInUse,
             AppError::PreconditionFailed,
+            AppError::UnknownCursor,
+            AppError::CursorExpired,
             AppError::IdempotencyKeyReused,
             AppError::IdempotencyKeyInUse,
             AppError::Unavailable("down".into()),

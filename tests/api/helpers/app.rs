@@ -97,13 +97,19 @@ async fn spawn_app_fresh(
     spawn_app_on(pool, serving, Some(database), secret, serve, configure).await
 }
 
-/// A pool as the service serves from, without TLS (the test databases are local).
+/// A pool as the service serves from, without TLS (the test databases are local), and the
+/// connector of its sessions beside the pool.
 fn serving_pool(
     config: tokio_postgres::Config,
     size: usize,
     limits: storage::SessionLimits,
-) -> Pool {
-    storage::connect_serving_pool(config, &storage::tls::DatabaseTls::Off, size, limits)
+) -> (Pool, storage::Connector) {
+    let tls = storage::tls::DatabaseTls::Off;
+    let connector = storage::Connector::serving(config.clone(), &tls, limits);
+    (
+        storage::connect_serving_pool(config, &tls, size, limits),
+        connector,
+    )
 }
 
 /// Starts the app against a cluster of the test's own, with the serving settings it has in
@@ -158,10 +164,11 @@ pub async fn spawn_app_without_database() -> TestApp {
         .dbname("orders");
     // No key can be made or loaded: requests that need one are refused before any is checked.
     let secret = orders::app::access::IssuedSecret::generate().secret;
+    let connector = storage::Connector::plain(config.clone());
     let pool = storage::connect_pool(config, 2);
     spawn_app_on(
         pool.clone(),
-        pool,
+        (pool, connector),
         None,
         secret,
         ServeSettings::default(),
@@ -172,13 +179,13 @@ pub async fn spawn_app_without_database() -> TestApp {
 
 async fn spawn_app_on(
     pool: Pool,
-    serving: Pool,
+    (serving, connector): (Pool, storage::Connector),
     database: Option<TestDatabase>,
     secret: String,
     serve: ServeSettings,
     configure: impl FnOnce(&mut AppState),
 ) -> TestApp {
-    let mut state = AppState::new(serving);
+    let mut state = AppState::new(serving, connector);
     state.key_refresh_interval = TEST_KEY_REFRESH;
     configure(&mut state);
     let keys = state.keys.clone();

@@ -1,0 +1,267 @@
+//! Reading the change feed with `wait`: held until an event arrives or the time is up, woken
+//! promptly, and cheap to hold by the thousand.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{
+    events::{feed_page, head},
+    helpers::{
+        TestApp, assert_problem, create_key, fresh_database, http_client_with_key, spawn_app,
+        spawn_app_with_pool,
+    },
+};
+use orders::{app::AppState, domain::Scope, startup::Application, storage};
+
+/// GETs `/events?after={after}&wait={wait}`: its status, body and how long it took.
+async fn wait_for_events(app: &TestApp, after: &str, wait: u32) -> (StatusCode, Value, Duration) {
+    let started = Instant::now();
+    let response = app.get(&format!("/events?after={after}&wait={wait}")).await;
+    let status = response.status();
+    let body = response.json().await.unwrap();
+    (status, body, started.elapsed())
+}
+
+/// The types and subject ids of a page's events.
+fn kinds_and_subjects(page: &Value) -> Vec<(String, String)> {
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            (
+                event["type"].as_str().unwrap().to_owned(),
+                event["subject"]["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_wait_with_nothing_to_give_ends_when_its_time_is_up_with_the_same_cursor() {
+    let app = spawn_app().await;
+    let cursor = head(&app).await;
+
+    let (status, page, took) = wait_for_events(&app, &cursor, 1).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, json!({ "events": [], "next_cursor": cursor }));
+    assert!(took >= Duration::from_secs(1), "answered after {took:?}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+}
+
+#[tokio::test]
+async fn a_wait_with_events_to_give_answers_at_once() {
+    let app = spawn_app().await;
+    let cursor = head(&app).await;
+    let service = app.create_service("Inspection").await;
+    // Once the event can be read at all (the feed holds it back while any older transaction
+    // of the cluster runs), a wait does not hold it.
+    let (events, _) = crate::events::read_events(&app, Some(&cursor), 1, 10).await;
+    assert_eq!(events.len(), 1);
+
+    let (status, page, took) = wait_for_events(&app, &cursor, 30).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        kinds_and_subjects(&page),
+        [("service.created".to_owned(), service)]
+    );
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+}
+
+#[tokio::test]
+async fn a_waiting_reader_gets_a_new_event_within_100_ms_of_its_commit() {
+    let app = spawn_app().await;
+    let mut latencies = Vec::new();
+    for round in 0..5 {
+        let cursor = head(&app).await;
+        let waiting = tokio::spawn({
+            let (http, url) = (
+                app.http.clone(),
+                app.url(&format!("/events?after={cursor}&wait=20")),
+            );
+            async move {
+                let response = http.get(url).send().await.unwrap();
+                let answered = Instant::now();
+                let status = response.status();
+                (status, response.json::<Value>().await.unwrap(), answered)
+            }
+        });
+        // Long enough for the reader's first read to be over: it is waiting.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let service = app.create_service(&format!("Wash {round}")).await;
+        let committed = Instant::now();
+
+        let (status, page, answered) = waiting.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            kinds_and_subjects(&page),
+            [("service.created".to_owned(), service)]
+        );
+        latencies.push(answered.saturating_duration_since(committed));
+    }
+    latencies.sort();
+    println!("from a create's answer to the waiting reader's: {latencies:?}");
+    // The median, so one round slowed by the shared machine does not decide; without the
+    // wake-up, each would take the whole wait (20 s).
+    assert!(
+        latencies[2] < Duration::from_millis(100),
+        "woken after {latencies:?}"
+    );
+}
+
+#[tokio::test]
+async fn waits_outside_zero_to_thirty_seconds_are_refused() {
+    let app = spawn_app().await;
+    for wait in ["31", "-1", "1.5", "x", "", "300"] {
+        let response = app.get(&format!("/events?after=now&wait={wait}")).await;
+        let problem = assert_problem(response, StatusCode::BAD_REQUEST, "INVALID_PARAMETER").await;
+        assert!(
+            problem["detail"].as_str().unwrap().starts_with("wait: "),
+            "{wait:?}: {problem}"
+        );
+    }
+    let response = app.get("/events?after=now&wait=0").await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_waiting_readers_hold_no_connections_and_all_get_the_next_event() {
+    // Arrange: an instance with two connections and the default cap of 256 requests at once.
+    const READERS: usize = 1000;
+    let app = spawn_app_with_pool(2, storage::SessionLimits::default(), |_| {}).await;
+    let cursor = head(&app).await;
+    // HTTP/1.1: each request waiting at once is on a connection of its own, as separate
+    // consumers' would be.
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let client = app.http.clone();
+            let url = app.url(&format!("/events?after={cursor}&wait=30"));
+            tokio::spawn(async move {
+                let response = client.get(url).send().await.unwrap();
+                let status = response.status();
+                (status, response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    // All of them have made their first read once the feed's read count stops growing.
+    let sessions = wait_until_readers_wait(&app, READERS).await;
+
+    // The instance's sessions: its pool and the one that listens for wake-ups.
+    assert!(
+        sessions <= 2 + 1,
+        "{sessions} sessions of the service while {READERS} readers wait"
+    );
+    let service = app.create_service("Inspection").await;
+    let committed = Instant::now();
+    let answers = join_all(readers).await;
+    println!(
+        "{READERS} waiting readers all answered {:?} after the create's answer",
+        committed.elapsed()
+    );
+    for answer in answers {
+        let (status, page) = answer.unwrap();
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            kinds_and_subjects(&page),
+            [("service.created".to_owned(), service.clone())]
+        );
+    }
+    assert_eq!(
+        feed_page(&app, None, 10).await["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Waits until `readers` feed reads are waiting, as the instance's metrics count them, and
+/// the service's sessions are idle; returns how many sessions it then holds.
+async fn wait_until_readers_wait(app: &TestApp, readers: usize) -> i64 {
+    let client = app.pool.get().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting = waiting_readers(app).await;
+        let row = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE state = 'active')
+                 FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'orders'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (sessions, active): (i64, i64) = (row.get(0), row.get(1));
+        if waiting >= readers as f64 && active == 0 {
+            return sessions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {waiting} of {readers} readers are waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The instance's gauge of feed reads waiting now.
+async fn waiting_readers(app: &TestApp) -> f64 {
+    let response = app.anonymous.get(app.url("/metrics")).send().await.unwrap();
+    let text = response.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("orders_feed_waiting_readers "))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_answers_waiting_readers_at_once_and_the_drain_ends() {
+    // Arrange: an app of the test's own, to shut it down, with a reader waiting 30 s.
+    let database = fresh_database().await;
+    let pool = storage::connect_pool(database.config().clone(), 2);
+    let secret = create_key(&pool, "tester", &Scope::ALL).await;
+    let state = AppState::new(
+        pool.clone(),
+        storage::Connector::plain(database.config().clone()),
+    );
+    let app = Application::build("127.0.0.1:0".parse().unwrap(), state)
+        .await
+        .unwrap();
+    let url = format!("http://{}/events?after=now&wait=30", app.address());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let waiting = tokio::spawn(async move {
+        let response = http_client_with_key(&secret).get(url).send().await.unwrap();
+        let status = response.status();
+        (
+            status,
+            response.json::<Value>().await.unwrap(),
+            Instant::now(),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Act
+    let stopping = Instant::now();
+    stop.send(()).unwrap();
+    let (status, page, answered) = waiting.await.unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(10), running).await;
+
+    // Assert: an ordinary empty answer, long before the wait's end, and the drain is over.
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["events"], json!([]));
+    let took = answered.saturating_duration_since(stopping);
+    assert!(
+        took < Duration::from_secs(2),
+        "answered {took:?} after the shutdown began"
+    );
+    assert!(drained.is_ok(), "the drain did not end");
+    pool.close();
+    drop(database);
+}
