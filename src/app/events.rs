@@ -6,15 +6,20 @@
 //! that `LISTEN`s for the wake-up a committed write of events sends, and after each wake-up
 //! reads the feed's head (the newest event readers may be given) and publishes it in a
 //! [`FeedWatch`]. A waiting reader sleeps on that watch and reads the feed, through the pool,
-//! only once the head has moved past its position. The notification only wakes: what a reader
+//! only once the head has moved past its position; readers woken together at the same
+//! position share that read. The notification only wakes: what a reader
 //! is given is always read from the table, so a notification lost (the session broke, say)
 //! costs latency, never an event. Events held back behind an older transaction still running
 //! bring no notification when that transaction ends, so while there are any, the head is read
 //! again every [`HELD_BACK_RECHECK`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OnceCell, mpsc, watch};
 
 use super::{AppError, AppState};
 pub use crate::storage::events::{
@@ -77,10 +82,11 @@ pub async fn read_waiting(
             () = tokio::time::sleep_until(deadline) => break,
             _ = draining.wait_for(|&draining| draining) => break,
         }
-        if *heads.borrow_and_update() <= position {
+        let head = *heads.borrow_and_update();
+        if head <= position {
             continue;
         }
-        let page = read(state, FeedStart::After(position), limit).await?;
+        let page = state.feed.read_woken(state, position, limit, head).await?;
         if !page.events.is_empty() {
             return Ok(page);
         }
@@ -92,24 +98,81 @@ pub async fn read_waiting(
 }
 
 /// The newest position of the feed readers may be given, as this instance last read it, for
-/// waiting readers to sleep on. Cheap to clone.
+/// waiting readers to sleep on; and the reads that readers woken together share. Cheap to
+/// clone.
 #[derive(Clone)]
-pub struct FeedWatch(Arc<watch::Sender<FeedPosition>>);
+pub struct FeedWatch {
+    head: Arc<watch::Sender<FeedPosition>>,
+    shared_reads: Arc<Mutex<HashMap<WokenRead, Weak<SharedRead>>>>,
+}
+
+/// A read by readers woken by the same head, from the same position, for as many events: one
+/// of them reads and the others take its page. Keyed by the head too, so a reader woken later
+/// never takes a page read before its wake-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct WokenRead {
+    after: FeedPosition,
+    limit: usize,
+    head: FeedPosition,
+}
+
+/// The page of a [`WokenRead`], once read; `None` when the read failed, and each reader then
+/// reads for itself, to answer with its own error.
+type SharedRead = OnceCell<Option<FeedPage>>;
 
 impl Default for FeedWatch {
     fn default() -> Self {
-        Self(Arc::new(watch::Sender::new(FeedPosition::START)))
+        Self {
+            head: Arc::new(watch::Sender::new(FeedPosition::START)),
+            shared_reads: Arc::default(),
+        }
     }
 }
 
 impl FeedWatch {
     fn subscribe(&self) -> watch::Receiver<FeedPosition> {
-        self.0.subscribe()
+        self.head.subscribe()
+    }
+
+    /// The read of a reader woken by `head`: one database read for all the readers woken by
+    /// it at the same position (a thousand consumers tailing the feed are all at the head), so
+    /// that a wake-up costs the pool one query, not one per reader.
+    async fn read_woken(
+        &self,
+        state: &AppState,
+        after: FeedPosition,
+        limit: usize,
+        head: FeedPosition,
+    ) -> Result<FeedPage, AppError> {
+        let shared = self.shared_read(WokenRead { after, limit, head });
+        let page = shared
+            .get_or_init(|| async { read(state, FeedStart::After(after), limit).await.ok() })
+            .await;
+        match page {
+            Some(page) => Ok(page.clone()),
+            None => read(state, FeedStart::After(after), limit).await,
+        }
+    }
+
+    /// The shared read for `key`: the one in progress or done, while a reader still holds it;
+    /// else a new one. Reads no reader holds any more are forgotten here.
+    fn shared_read(&self, key: WokenRead) -> Arc<SharedRead> {
+        let mut reads = self
+            .shared_reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(shared) = reads.get(&key).and_then(Weak::upgrade) {
+            return shared;
+        }
+        reads.retain(|_, shared| shared.strong_count() > 0);
+        let shared = Arc::new(SharedRead::new());
+        reads.insert(key, Arc::downgrade(&shared));
+        shared
     }
 
     /// Moves the head forward (never back), waking the readers that wait.
     fn publish(&self, head: FeedPosition) {
-        self.0.send_if_modified(|current| {
+        self.head.send_if_modified(|current| {
             let moved = head > *current;
             if moved {
                 *current = head;

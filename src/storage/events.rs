@@ -14,6 +14,11 @@
 //! ids in the order they commit (each write of an existing record takes a lock on it first,
 //! see `super::holding_record_lock`), so a record's events come in the order its changes took
 //! effect.
+//!
+//! Retention: events past the retention period are deleted from the start of the feed, a
+//! prefix at a time, by the statement that also moves the `event_horizon` row to the last one
+//! deleted. A position before the horizon is therefore one whose next events are gone, and a
+//! read from it is refused ([`StartRefused::Purged`]) rather than answered with a gap.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -89,7 +94,7 @@ impl EventType {
 }
 
 /// A place in the feed: just after the event at (`tx`, `id`). `(0, 0)` is its very start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FeedPosition {
     pub tx: i64,
     pub id: i64,
@@ -117,7 +122,7 @@ pub struct EventRecord {
 }
 
 /// One page of the feed, and the position to read on from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FeedPage {
     pub events: Vec<EventRecord>,
     /// After the last event of the page, or where the read started when it has none.
