@@ -250,40 +250,11 @@ async fn answered_within<T>(
 
 /// Purges events older than [`AppState::event_retention`] in the background, until aborted.
 pub fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
-    let pool = state.pool.clone();
-    let retention = state.event_retention;
-    let bound = state.answer_bound;
-    // Often enough that an event outlives its retention by at most a small part of it.
-    let interval = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            // A batch at a time, each bounded on its own: a backlog (retention shortened, or
-            // purging long stopped) is worked off however long it takes.
-            let mut purged = 0;
-            let outcome = loop {
-                let batch = storage::events::purge_expired_batch(&pool, retention);
-                match storage::within(&pool, bound, batch).await {
-                    Ok(deleted) => {
-                        purged += deleted;
-                        if deleted < storage::events::PURGE_BATCH {
-                            break Ok(());
-                        }
-                    }
-                    Err(error) => break Err(error),
-                }
-            };
-            if purged > 0 {
-                tracing::info!(purged, "purged events past their retention");
-            }
-            if let Err(error) = outcome {
-                tracing::warn!(
-                    error = %crate::telemetry::error_chain(&error),
-                    "could not purge events past their retention"
-                );
-            }
-        }
-    })
+    super::spawn_purger(
+        state,
+        state.event_retention,
+        storage::events::PURGE_BATCH,
+        "events past their retention",
+        |pool, retention| async move { storage::events::purge_expired_batch(&pool, retention).await },
+    )
 }

@@ -172,26 +172,13 @@ async fn attempt<C: TransactionalCreate>(
 /// Deletes the answers older than the retention, every so often, until the returned task is
 /// aborted.
 pub fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
-    let pool = state.pool.clone();
-    let retention = state.idempotency_retention;
-    let bound = state.answer_bound;
-    // Often enough that an answer outlives its retention by at most a small part of it.
-    let interval = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            match storage::within(&pool, bound, records::purge_expired(&pool, retention)).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "purged expired idempotency records"),
-                Err(error) => tracing::warn!(
-                    error = %crate::telemetry::error_chain(&error),
-                    "could not purge expired idempotency records"
-                ),
-            }
-        }
-    })
+    super::spawn_purger(
+        state,
+        state.idempotency_retention,
+        records::PURGE_BATCH,
+        "expired idempotency records",
+        |pool, retention| async move { records::purge_expired_batch(&pool, retention).await },
+    )
 }
 
 #[cfg(test)]

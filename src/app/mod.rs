@@ -152,6 +152,51 @@ impl AppState {
     }
 }
 
+/// Deletes what is older than `retention` every so often, until the returned task is aborted:
+/// `purge_batch` deletes up to `batch` rows and says how many, and is called again while
+/// batches come back full. Each batch is bounded on its own, so a backlog (a retention
+/// shortened, a purge long stopped) is worked off however long it takes, and a batch cut off
+/// leaves the next tick to go on. `what` names the rows in the log.
+fn spawn_purger<Batch>(
+    state: &AppState,
+    retention: Duration,
+    batch: u64,
+    what: &'static str,
+    purge_batch: impl Fn(Pool, Duration) -> Batch + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    Batch: Future<Output = Result<u64, StoreError>> + Send + 'static,
+{
+    let pool = state.pool.clone();
+    let bound = state.answer_bound;
+    // Often enough that a row outlives its retention by at most a small part of it.
+    let interval = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let mut purged = 0;
+            let outcome = loop {
+                match storage::within(&pool, bound, purge_batch(pool.clone(), retention)).await {
+                    Ok(deleted) if deleted < batch => break Ok(purged + deleted),
+                    Ok(deleted) => purged += deleted,
+                    Err(error) => break Err((purged, error)),
+                }
+            };
+            match outcome {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "purged {what}"),
+                Err((purged, error)) => tracing::warn!(
+                    purged,
+                    error = %crate::telemetry::error_chain(&error),
+                    "could not purge all {what}"
+                ),
+            }
+        }
+    })
+}
+
 /// Time left, beside a waiting feed read's two reads, for the answer to be written.
 const FEED_WAIT_MARGIN: Duration = Duration::from_secs(1);
 

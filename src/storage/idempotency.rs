@@ -136,11 +136,12 @@ pub async fn record(
 
 /// How many expired records one purge statement deletes: small batches keep each statement
 /// short, however many expired at once.
-const PURGE_BATCH: i64 = 5_000;
+pub const PURGE_BATCH: u64 = 5_000;
 
-/// Deletes the records older than `retention`. Returns how many it deleted.
-#[tracing::instrument(name = "idempotency.purge_expired", skip_all)]
-pub async fn purge_expired(pool: &Pool, retention: Duration) -> Result<u64, StoreError> {
+/// Deletes up to [`PURGE_BATCH`] of the records older than `retention`. Returns how many it
+/// deleted.
+#[tracing::instrument(name = "idempotency.purge_expired_batch", skip_all)]
+pub async fn purge_expired_batch(pool: &Pool, retention: Duration) -> Result<u64, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
@@ -154,14 +155,8 @@ pub async fn purge_expired(pool: &Pool, retention: Duration) -> Result<u64, Stor
              )",
         )
         .await?;
-    let mut purged = 0;
-    loop {
-        let deleted = client
-            .execute(&statement, &[&retention.as_secs_f64(), &PURGE_BATCH])
-            .await?;
-        purged += deleted;
-        if deleted < PURGE_BATCH as u64 {
-            return Ok(purged);
-        }
-    }
+    let batch = i64::try_from(PURGE_BATCH).expect("the batch size fits");
+    Ok(client
+        .execute(&statement, &[&retention.as_secs_f64(), &batch])
+        .await?)
 }
