@@ -91,9 +91,12 @@ fn serving_config(
     limits: SessionLimits,
 ) -> tokio_postgres::Config {
     let mut options = config.get_options().unwrap_or_default().to_owned();
-    // After any the connection string sets: the last setting of a parameter wins.
+    // After any the connection string sets: the last setting of a parameter wins. No JIT:
+    // every statement here reads or writes a few rows by index, where compiling takes far
+    // longer (100 ms and more) than running, and a misestimated plan would pay that on every
+    // execution.
     options.push_str(&format!(
-        " -c statement_timeout={} -c lock_timeout={}",
+        " -c statement_timeout={} -c lock_timeout={} -c jit=off",
         limits.statement_timeout.as_millis(),
         limits.lock_timeout.as_millis()
     ));

@@ -615,3 +615,74 @@ async fn the_generated_client_tails_the_feed_and_tells_the_event_types_apart() {
     assert_eq!(created_order.subject.id, order.id);
     assert_eq!(created_order.data.services[0].name, "Tailed");
 }
+
+/// How many events the scale test's feed holds.
+const MANY_EVENTS: i64 = 200_000;
+
+#[tokio::test]
+async fn on_two_hundred_thousand_events_a_page_reads_a_few_blocks_on_the_index() {
+    // Arrange: one real event, copied into a feed of 200,000 events of one old transaction.
+    let app = spawn_app().await;
+    app.create_service("Inspection").await;
+    let (events, _) = read_events(&app, None, 1, 10).await;
+    let client = app.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO events (tx, type, actor, subject_id, data)
+             SELECT e.tx, e.type, e.actor, e.subject_id, e.data
+             FROM events e, generate_series(2, $1::bigint)",
+            &[&MANY_EVENTS],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("ANALYZE events").await.unwrap();
+    let middle: i64 = client
+        .query_one(
+            "SELECT id FROM events ORDER BY id OFFSET $1 LIMIT 1",
+            &[&(MANY_EVENTS / 2)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let tx: i64 = client
+        .query_one("SELECT tx FROM events LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // Act and assert: from the oldest, after a cursor in the middle, and at the head, a page of
+    // 100 touches a few dozen blocks, not the table, and is cheap enough never to be compiled.
+    client
+        .batch_execute(&format!(
+            "PREPARE read_page (text, bigint, bigint, bigint) AS {}",
+            storage::events::READ_PAGE
+        ))
+        .await
+        .unwrap();
+    for (mode, after_id) in [("oldest", 0), ("after", middle), ("now", 0)] {
+        let after_tx = if mode == "after" { tx } else { 0 };
+        let explain = format!(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE read_page('{mode}', {after_tx}, {after_id}, 100)"
+        );
+        let plan: Value = client
+            .simple_query(&explain)
+            .await
+            .unwrap()
+            .iter()
+            .find_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    Some(serde_json::from_str(row.get(0).unwrap()).unwrap())
+                }
+                _ => None,
+            })
+            .expect("a plan");
+        let top = &plan[0];
+        let blocks = top["Plan"]["Shared Hit Blocks"].as_i64().unwrap()
+            + top["Plan"]["Shared Read Blocks"].as_i64().unwrap();
+        assert!(blocks < 100, "{mode}: {blocks} blocks: {plan:#}");
+        assert!(top.get("JIT").is_none(), "{mode}: compiled: {plan:#}");
+    }
+    let page = feed_page(&app, None, 100).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 100);
+    assert_eq!(page["events"][0], events[0]);
+}
