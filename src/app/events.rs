@@ -7,11 +7,11 @@
 //! reads the feed's head (the newest event readers may be given) and publishes it in a
 //! [`FeedWatch`]. A waiting reader sleeps on that watch and reads the feed, through the pool,
 //! only once the head has moved past its position; readers woken together at the same
-//! position share that read. The notification only wakes: what a reader
-//! is given is always read from the table, so a notification lost (the session broke, say)
-//! costs latency, never an event. Events held back behind an older transaction still running
-//! bring no notification when that transaction ends, so while there are any, the head is read
-//! again every [`HELD_BACK_RECHECK`].
+//! position share that read. The notification only wakes: what a reader is given is always
+//! read from the table, so a notification lost (the session broke, say) costs latency, never
+//! an event. Events held back behind an older transaction still running bring no notification
+//! when that transaction ends, so while there are any, the head is read again every
+//! [`HELD_BACK_RECHECK`].
 
 use std::{
     collections::HashMap,
@@ -77,7 +77,7 @@ pub async fn read_waiting(
     loop {
         tokio::select! {
             changed = heads.changed() => if changed.is_err() {
-                break; // The watcher is gone: the instance is stopping.
+                break; // The head's sender is gone with the state: nothing more will come.
             },
             () = tokio::time::sleep_until(deadline) => break,
             _ = draining.wait_for(|&draining| draining) => break,
