@@ -233,46 +233,39 @@ pub async fn read(
     Ok(Ok(FeedPage { events, next }))
 }
 
-/// Where the feed ends for readers now, and whether events that have committed wait behind
-/// an older transaction still running (they become readable when it ends, which may bring no
-/// notification: it need not have written events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FeedHead {
-    pub position: FeedPosition,
-    pub held_back: bool,
-}
+/// The question "where does the feed end for readers now?", prepared on one session (the
+/// watcher's own): its answer is the newest event readers may be given, or the horizon when
+/// there is none.
+pub struct HeadQuery(tokio_postgres::Statement);
 
-/// The feed's head, asked on `client` (the session that listens for wake-ups).
-pub async fn head(client: &tokio_postgres::Client) -> Result<FeedHead, StoreError> {
-    let row = client
-        .query_one(
-            "WITH bound AS (
-                 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS visible_below
-             )
-             SELECT coalesce(head.tx, h.tx) AS tx, coalesce(head.id, h.id) AS id,
-                    EXISTS (
-                        SELECT 1 FROM events e, bound WHERE e.tx >= bound.visible_below
-                    ) AS held_back
-             FROM (SELECT tx, id FROM event_horizon LIMIT 1) AS h LEFT JOIN LATERAL (
-                 SELECT e.tx, e.id FROM events e, bound
-                 WHERE e.tx < bound.visible_below
-                 ORDER BY e.tx DESC, e.id DESC
-                 LIMIT 1
-             ) AS head ON true",
-            &[],
-        )
-        .await?;
-    Ok(FeedHead {
-        position: FeedPosition {
+impl HeadQuery {
+    pub async fn prepare(client: &tokio_postgres::Client) -> Result<Self, StoreError> {
+        let statement = client
+            .prepare(
+                "WITH bound AS (
+                     SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS visible_below
+                 )
+                 SELECT coalesce(head.tx, h.tx) AS tx, coalesce(head.id, h.id) AS id
+                 FROM (SELECT tx, id FROM event_horizon LIMIT 1) AS h LEFT JOIN LATERAL (
+                     SELECT e.tx, e.id FROM events e, bound
+                     WHERE e.tx < bound.visible_below
+                     ORDER BY e.tx DESC, e.id DESC
+                     LIMIT 1
+                 ) AS head ON true",
+            )
+            .await?;
+        Ok(Self(statement))
+    }
+
+    /// Asks it on `client`, the session it was prepared on.
+    pub async fn ask(&self, client: &tokio_postgres::Client) -> Result<FeedPosition, StoreError> {
+        let row = client.query_one(&self.0, &[]).await?;
+        Ok(FeedPosition {
             tx: row.get("tx"),
             id: row.get("id"),
-        },
-        held_back: row.get("held_back"),
-    })
+        })
+    }
 }
-
-/// The channel on which a committed write of events sends its wake-up (see migration V6).
-pub const WAKE_UP_CHANNEL: &str = "orders_events";
 
 /// How many events one purge deletes at most, so each transaction stays short.
 pub const PURGE_BATCH: u64 = 5_000;

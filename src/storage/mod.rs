@@ -113,9 +113,9 @@ fn serving_config(
     config
 }
 
-/// Opens sessions of their own, beside the pool, for work a pooled connection cannot do: a
-/// session that `LISTEN`s must be read from all the time, for the notifications the server
-/// sends it unasked, which a pooled connection drops. Cheap to clone.
+/// Opens sessions of their own, beside the pool, for work that must not wait behind requests
+/// for a pooled connection (the change feed's watcher, see `crate::app::events`). Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Connector {
     config: tokio_postgres::Config,
@@ -144,51 +144,30 @@ impl Connector {
         }
     }
 
-    /// A new session, whose notifications are sent to `notifications` as they arrive. The
-    /// sender is dropped when the session ends (closed by the server, broken, or the client
-    /// dropped), so the receiver learns of it.
-    pub async fn connect_notified(
-        &self,
-        notifications: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
-    ) -> Result<tokio_postgres::Client, StoreError> {
+    /// A new session. The task that drives it ends when the client is dropped, or when the
+    /// session breaks (the client's next query then fails).
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, StoreError> {
         let client = match &self.tls {
-            tls::DatabaseTls::Off => drive_notified(&self.config, NoTls, notifications).await?,
-            tls::DatabaseTls::Rustls(connector) => {
-                drive_notified(&self.config, connector.clone(), notifications).await?
-            }
+            tls::DatabaseTls::Off => drive(&self.config, NoTls).await?,
+            tls::DatabaseTls::Rustls(connector) => drive(&self.config, connector.clone()).await?,
         };
         Ok(client)
     }
 }
 
-/// Connects with `tls` and spawns the task that reads the session, passing its notifications
-/// on until it ends.
-async fn drive_notified<T>(
+/// Connects with `tls` and spawns the task that drives the session.
+async fn drive<T>(
     config: &tokio_postgres::Config,
     tls: T,
-    notifications: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error>
 where
     T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
     T::Stream: Send + 'static,
 {
-    let (client, mut connection) = config.connect(tls).await?;
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(notification))) => {
-                    if notifications.send(notification).is_err() {
-                        return; // Nobody listens any more.
-                    }
-                }
-                // Notices (warnings the server sends) carry nothing to act on here.
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "a listening database session broke");
-                    return;
-                }
-                None => return,
-            }
+        if let Err(error) = connection.await {
+            tracing::warn!(error = %crate::telemetry::error_chain(&error), "a database session of its own broke");
         }
     });
     Ok(client)

@@ -9,19 +9,3 @@ CREATE TABLE event_horizon (
 );
 
 INSERT INTO event_horizon (tx, id) VALUES (0, 0);
-
--- A wake-up for readers waiting on the feed (long polling): sent when a transaction that
--- wrote events commits, and never the source of what they read, which is the table. One
--- notification per statement, and PostgreSQL folds a transaction's equal notifications into
--- one.
-CREATE FUNCTION events_notify_written() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('orders_events', '');
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER events_written
-AFTER INSERT ON events
-FOR EACH STATEMENT EXECUTE FUNCTION events_notify_written();
