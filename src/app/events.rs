@@ -105,7 +105,16 @@ pub struct FeedWatch {
     head: Arc<watch::Sender<FeedPosition>>,
     /// Told when a reader subscribes, so that a watcher with no one to watch for can sleep.
     reader_arrived: Arc<Notify>,
-    shared_reads: Arc<Mutex<HashMap<WokenRead, Weak<SharedRead>>>>,
+    shared_reads: Arc<Mutex<SharedReads>>,
+}
+
+/// The shared reads some reader still holds, and how many there were after the last sweep of
+/// those none holds any more: sweeping again only once their number has doubled keeps the
+/// cost of sweeping proportional to the reads, however many readers are woken at once.
+#[derive(Default)]
+struct SharedReads {
+    reads: HashMap<WokenRead, Weak<SharedRead>>,
+    after_last_sweep: usize,
 }
 
 /// A read by readers woken by the same head, from the same position, for as many events: one
@@ -118,9 +127,27 @@ struct WokenRead {
     head: FeedPosition,
 }
 
-/// The page of a [`WokenRead`], once read; `None` when the read failed, and each reader then
-/// reads for itself, to answer with its own error.
-type SharedRead = OnceCell<Option<FeedPage>>;
+/// The outcome of a [`WokenRead`], once read. A failure is shared too: when the database is
+/// slow or gone, a thousand readers retrying for themselves would only add to its load.
+type SharedRead = OnceCell<Result<FeedPage, Arc<AppError>>>;
+
+/// A shared read's failure, as the cause of each of its readers' errors.
+#[derive(Debug, thiserror::Error)]
+#[error("a read shared by readers woken together failed: {0}")]
+struct SharedFailure(Arc<AppError>);
+
+/// The error a reader of a failed shared read answers with: the same kind as the read's own.
+fn failure_of_shared_read(error: &Arc<AppError>) -> AppError {
+    let cause = || Box::new(SharedFailure(Arc::clone(error)));
+    match **error {
+        AppError::UnknownCursor => AppError::UnknownCursor,
+        AppError::CursorExpired => AppError::CursorExpired,
+        AppError::Unavailable(_) => AppError::Unavailable(cause()),
+        AppError::TimedOut(_) => AppError::TimedOut(cause()),
+        AppError::Contended(_) => AppError::Contended(cause()),
+        _ => AppError::Internal(cause()),
+    }
+}
 
 impl Default for FeedWatch {
     fn default() -> Self {
@@ -162,26 +189,37 @@ impl FeedWatch {
         head: FeedPosition,
     ) -> Result<FeedPage, AppError> {
         let shared = self.shared_read(WokenRead { after, limit, head });
-        let page = shared
-            .get_or_init(|| async { read(state, FeedStart::After(after), limit).await.ok() })
+        let outcome = shared
+            .get_or_init(|| async {
+                read(state, FeedStart::After(after), limit)
+                    .await
+                    .map_err(Arc::new)
+            })
             .await;
-        match page {
-            Some(page) => Ok(page.clone()),
-            None => read(state, FeedStart::After(after), limit).await,
+        match outcome {
+            Ok(page) => Ok(page.clone()),
+            Err(error) => Err(failure_of_shared_read(error)),
         }
     }
 
     /// The shared read for `key`: the one in progress or done, while a reader still holds it;
     /// else a new one. Reads no reader holds any more are forgotten here.
     fn shared_read(&self, key: WokenRead) -> Arc<SharedRead> {
-        let mut reads = self
+        let mut shared_reads = self
             .shared_reads
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let SharedReads {
+            reads,
+            after_last_sweep,
+        } = &mut *shared_reads;
         if let Some(shared) = reads.get(&key).and_then(Weak::upgrade) {
             return shared;
         }
-        reads.retain(|_, shared| shared.strong_count() > 0);
+        if reads.len() >= 2 * (*after_last_sweep).max(16) {
+            reads.retain(|_, shared| shared.strong_count() > 0);
+            *after_last_sweep = reads.len();
+        }
         let shared = Arc::new(SharedRead::new());
         reads.insert(key, Arc::downgrade(&shared));
         shared
@@ -274,4 +312,61 @@ pub fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
         "events past their retention",
         |pool, retention| async move { storage::events::purge_expired_batch(&pool, retention).await },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reader_of_a_failed_shared_read_gets_an_error_of_its_kind() {
+        let shared = |error| failure_of_shared_read(&Arc::new(error));
+        assert!(matches!(
+            shared(AppError::CursorExpired),
+            AppError::CursorExpired
+        ));
+        assert!(matches!(
+            shared(AppError::UnknownCursor),
+            AppError::UnknownCursor
+        ));
+        assert!(matches!(
+            shared(AppError::TimedOut("slow".into())),
+            AppError::TimedOut(_)
+        ));
+        assert!(matches!(
+            shared(AppError::Unavailable("down".into())),
+            AppError::Unavailable(_)
+        ));
+        assert!(matches!(
+            shared(AppError::Internal("bug".into())),
+            AppError::Internal(_)
+        ));
+    }
+
+    #[test]
+    fn shared_reads_no_reader_holds_are_swept_once_they_have_doubled() {
+        let feed = FeedWatch::default();
+        let key = |id| WokenRead {
+            after: FeedPosition { tx: 1, id },
+            limit: 100,
+            head: FeedPosition { tx: 2, id: 0 },
+        };
+        let held = feed.shared_read(key(0));
+        assert!(
+            Arc::ptr_eq(&held, &feed.shared_read(key(0))),
+            "one read per key"
+        );
+        for id in 1..100 {
+            drop(feed.shared_read(key(id)));
+        }
+        let left = feed.shared_reads.lock().unwrap().reads.len();
+        assert!(
+            left < 64,
+            "{left} reads kept, most of them held by no reader"
+        );
+        assert!(
+            Arc::ptr_eq(&held, &feed.shared_read(key(0))),
+            "a held read is kept"
+        );
+    }
 }
