@@ -58,11 +58,13 @@ pub async fn read(state: &AppState, start: FeedStart, limit: usize) -> Result<Fe
 /// [`read`], but when there is nothing to give yet, waits up to `wait` for events to arrive
 /// and reads again. Answers with an empty page when `wait` passes, or at once when the
 /// instance begins shutting down (the caller asks again, of an instance still serving).
+/// `before_waiting` runs once, if it comes to waiting: to give up what the caller holds.
 pub async fn read_waiting(
     state: &AppState,
     start: FeedStart,
     limit: usize,
     wait: Duration,
+    before_waiting: impl FnOnce(),
 ) -> Result<FeedPage, AppError> {
     let deadline = tokio::time::Instant::now() + wait.min(state.longest_feed_wait);
     // Before the first read, so a head published between it and the wait is not missed.
@@ -74,6 +76,7 @@ pub async fn read_waiting(
     let position = page.next;
     let mut draining = state.draining.subscribe();
     let _counted = crate::telemetry::metrics::feed_reader_waits();
+    before_waiting();
     loop {
         tokio::select! {
             changed = heads.changed() => if changed.is_err() {

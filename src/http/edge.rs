@@ -235,11 +235,13 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 }
                 // Taken once the body is in, so a client trickling bodies holds no place
                 // (its connection is bounded by the request timeout instead); held until the
-                // answer is produced, at the end of this block.
-                let _place = match self.in_flight.admit(&path, request.uri().query()) {
+                // answer is produced, at the end of this block, unless the handler gives it up
+                // through the clone in the request's extensions.
+                let place = match self.in_flight.admit(&path) {
                     Ok(place) => place,
                     Err(error) => return error.into_response(),
                 };
+                request.extensions_mut().insert(place.clone());
                 normalise_conditional_headers(&mut request);
                 match self.inner.call(request).await {
                     Ok(response) => response.into_response(),

@@ -16,6 +16,7 @@ use super::{
     auth::ApiKey,
     conditional::etag,
     orders::Order,
+    overload::Place,
     pagination::{self, PageSize},
     problem::{
         ApiError, ErrorCode,
@@ -174,6 +175,7 @@ impl EventsApi {
         &self,
         _caller: ApiKey,
         state: Data<&AppState>,
+        request: &poem::Request,
         /// `next_cursor` from a previous answer (or an event's `id`), or `now`. Opaque.
         after: Query<Option<String>>,
         /// How many events at most: 1 to 1000 (larger values are capped at 1000). Default 100.
@@ -192,7 +194,14 @@ impl EventsApi {
         let wait = wait.0.map_or(Duration::ZERO, |WaitSeconds(seconds)| {
             Duration::from_secs(seconds.into())
         });
-        let page = app::events::read_waiting(&state, start, limit, wait).await?;
+        // A wait holds nothing: its place under the in-flight cap goes while it sleeps.
+        let place = request
+            .extensions()
+            .get::<Place>()
+            .cloned()
+            .unwrap_or_default();
+        let page =
+            app::events::read_waiting(&state, start, limit, wait, || place.give_up()).await?;
         Ok(EventsRead::Ok(Json(EventPage {
             events: page.events.into_iter().map(Event::from).collect(),
             next_cursor: encode_cursor(page.next),

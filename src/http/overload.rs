@@ -7,12 +7,14 @@
 //! cannot hold every place. Past the cap a request gets 503
 //! `OVERLOADED`; a key over its limit (see [`crate::app::rate_limit`]) gets 429
 //! `RATE_LIMITED`; both say in `Retry-After` when to come back. The probes and the metrics are
-//! outside the cap, so a load balancer and a scraper still see a busy instance as it is, and
-//! so are reads of the change feed that wait for events (see `is_long_poll`). A
+//! outside the cap, so a load balancer and a scraper still see a busy instance as it is. A read
+//! of the change feed that waits for events gives its place up while it sleeps (see
+//! [`Place::give_up`]): else a few hundred consumers waiting for news would keep out every
+//! other request. A
 //! request without a valid key is refused by authentication before any limit is looked at:
 //! the rate limit is per key, and a caller without one has no bucket to take from.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -28,8 +30,19 @@ pub struct InFlightLimit {
     places: Arc<Semaphore>,
 }
 
-/// A request's place under the cap, given back when dropped; none for an exempt path.
-pub type Place = Option<OwnedSemaphorePermit>;
+/// A request's place under the cap (none for an exempt path), given back when the last clone
+/// is dropped, or earlier with [`Place::give_up`]. The edge holds one until the answer is
+/// produced; the request's extensions carry another, for the handler.
+#[derive(Debug, Clone, Default)]
+pub struct Place(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Place {
+    /// Gives the place back now, for a handler about to wait for something other than the
+    /// database (a change feed read waiting for events), which holds nothing meanwhile.
+    pub fn give_up(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+}
 
 impl InFlightLimit {
     /// Room for `max` requests at once (at least one).
@@ -39,33 +52,17 @@ impl InFlightLimit {
         }
     }
 
-    /// A place for a request to `path` with `query`, to hold until its answer is produced:
-    /// else the 503 to answer with, at once.
-    pub fn admit(&self, path: &str, query: Option<&str>) -> Result<Place, ApiError> {
-        if EXEMPT_PATHS.contains(&path) || is_long_poll(path, query) {
-            return Ok(None);
+    /// A place for a request to `path`, to hold until its answer is produced: else the 503 to
+    /// answer with, at once.
+    pub fn admit(&self, path: &str) -> Result<Place, ApiError> {
+        if EXEMPT_PATHS.contains(&path) {
+            return Ok(Place::default());
         }
         match self.places.clone().try_acquire_owned() {
-            Ok(place) => Ok(Some(place)),
+            Ok(place) => Ok(Place(Arc::new(Mutex::new(Some(place))))),
             Err(_) => Err(ApiError::overloaded()),
         }
     }
-}
-
-/// Whether the request is a read of the change feed that may wait for events (`wait` other
-/// than 0). Such a read spends nearly all its time asleep, holding no database connection
-/// (see [`crate::app::events`]), so it takes no place: else a few hundred consumers waiting
-/// for news would keep out every other request. Its reads still wait for the pool like any
-/// other, so the database is no more loaded for it. One with a malformed `wait` is refused
-/// at once anyway.
-fn is_long_poll(path: &str, query: Option<&str>) -> bool {
-    path == "/events"
-        && query.is_some_and(|query| {
-            query
-                .split('&')
-                .filter_map(|pair| pair.strip_prefix("wait="))
-                .any(|seconds| !seconds.trim_start_matches('0').is_empty())
-        })
 }
 
 /// Takes one request's token from the caller's bucket: else the 429 to answer with.
@@ -82,40 +79,33 @@ mod tests {
     #[test]
     fn past_the_cap_requests_are_refused_but_probes_are_not() {
         let limit = InFlightLimit::new(1);
-        let held = limit.admit("/orders", None).unwrap();
-        assert!(held.is_some());
+        let held = limit.admit("/orders").unwrap();
         assert_eq!(
-            limit.admit("/services", None).unwrap_err().code(),
+            limit.admit("/services").unwrap_err().code(),
             crate::http::problem::ErrorCode::Overloaded
         );
         for probe in EXEMPT_PATHS {
-            assert!(limit.admit(probe, None).unwrap().is_none(), "{probe}");
+            limit.admit(probe).unwrap();
         }
         drop(held);
-        assert!(limit.admit("/orders", None).unwrap().is_some());
+        limit.admit("/orders").unwrap();
     }
 
     #[test]
-    fn feed_reads_that_wait_take_no_place_and_the_others_do() {
+    fn a_place_given_up_lets_another_request_in_and_is_given_back_once() {
         let limit = InFlightLimit::new(1);
-        let _held = limit.admit("/orders", None).unwrap();
-        for waiting in ["wait=30", "after=now&wait=5", "wait=010"] {
-            assert!(
-                limit.admit("/events", Some(waiting)).unwrap().is_none(),
-                "{waiting}"
-            );
-        }
-        for not_waiting in [
-            None,
-            Some("wait=0"),
-            Some("wait=00&limit=5"),
-            Some("await=5"),
-        ] {
-            assert!(
-                limit.admit("/events", not_waiting).is_err(),
-                "{not_waiting:?}"
-            );
-        }
-        assert!(limit.admit("/orders", Some("wait=5")).is_err());
+        let place = limit.admit("/events").unwrap();
+        let the_handlers = place.clone();
+        assert!(limit.admit("/orders").is_err());
+        the_handlers.give_up();
+        let next = limit.admit("/orders").unwrap();
+        drop(place);
+        drop(the_handlers);
+        assert!(
+            limit.admit("/orders").is_err(),
+            "the place was given back twice"
+        );
+        drop(next);
+        limit.admit("/orders").unwrap();
     }
 }

@@ -137,9 +137,12 @@ async fn a_thousand_waiting_readers_hold_no_connections_and_all_get_the_next_eve
     let app = spawn_app_with_pool(2, storage::SessionLimits::default(), |_| {}).await;
     let cursor = head(&app).await;
     // HTTP/1.1: each request waiting at once is on a connection of its own, as separate
-    // consumers' would be.
-    let readers: Vec<_> = (0..READERS)
-        .map(|_| {
+    // consumers' would be. They arrive a hundred at a time, as consumers come and go: a
+    // thousand arriving in the same instant would find the cap of 256 requests at once taken by
+    // those still at their first read.
+    let mut readers = Vec::new();
+    for batch in 1..=READERS / 100 {
+        readers.extend((0..100).map(|_| {
             let client = app.http.clone();
             let url = app.url(&format!("/events?after={cursor}&wait=30"));
             tokio::spawn(async move {
@@ -147,12 +150,12 @@ async fn a_thousand_waiting_readers_hold_no_connections_and_all_get_the_next_eve
                 let status = response.status();
                 (status, response.json::<Value>().await.unwrap())
             })
-        })
-        .collect();
-    // All of them have made their first read once the feed's read count stops growing.
+        }));
+        wait_until_readers_wait(&app, batch * 100).await;
+    }
     let sessions = wait_until_readers_wait(&app, READERS).await;
 
-    // The instance's sessions: its pool and the one that listens for wake-ups.
+    // The instance's sessions: its pool and its watcher's.
     assert!(
         sessions <= 2 + 1,
         "{sessions} sessions of the service while {READERS} readers wait"
@@ -179,6 +182,34 @@ async fn a_thousand_waiting_readers_hold_no_connections_and_all_get_the_next_eve
             .len(),
         1
     );
+}
+
+#[tokio::test]
+async fn waiting_readers_leave_their_places_under_the_cap_to_other_requests() {
+    // Arrange: room for 2 requests at once, and 10 readers waiting.
+    let app = spawn_app_with_pool(2, storage::SessionLimits::default(), |state| {
+        state.max_in_flight = 2;
+    })
+    .await;
+    let cursor = head(&app).await;
+    let mut readers = Vec::new();
+    for waiting in 1..=10 {
+        let (client, url) = (
+            app.http.clone(),
+            app.url(&format!("/events?after={cursor}&wait=30")),
+        );
+        readers.push(tokio::spawn(async move {
+            client.get(url).send().await.unwrap().status()
+        }));
+        wait_until_readers_wait(&app, waiting).await;
+    }
+
+    // Act and assert: other requests are served, and a write's event ends every wait.
+    assert_eq!(app.get("/services").await.status(), StatusCode::OK);
+    app.create_service("Inspection").await;
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), StatusCode::OK);
+    }
 }
 
 /// Waits until `readers` feed reads are waiting, as the instance's metrics count them, and
