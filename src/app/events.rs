@@ -56,8 +56,8 @@ pub async fn read(state: &AppState, start: FeedStart, limit: usize) -> Result<Fe
 }
 
 /// [`read`], but when there is nothing to give yet, waits up to `wait` for events to arrive
-/// and reads again. Answers with an empty page when `wait` passes, or at once when the
-/// instance begins shutting down (the caller asks again, of an instance still serving).
+/// and reads again. Answers with an empty page when `wait` passes, or when the instance's
+/// listener closes as it shuts down (the caller asks again, of an instance still serving).
 /// `before_waiting` runs once, if it comes to waiting: to give up what the caller holds.
 pub async fn read_waiting(
     state: &AppState,
@@ -74,7 +74,8 @@ pub async fn read_waiting(
         return Ok(page);
     }
     let position = page.next;
-    let mut draining = state.draining.subscribe();
+    let listener_closed = state.draining.until_listener_closed();
+    tokio::pin!(listener_closed);
     let _counted = crate::telemetry::metrics::feed_reader_waits();
     before_waiting();
     loop {
@@ -83,7 +84,7 @@ pub async fn read_waiting(
                 break; // The head's sender is gone with the state: nothing more will come.
             },
             () = tokio::time::sleep_until(deadline) => break,
-            _ = draining.wait_for(|&draining| draining) => break,
+            () = &mut listener_closed => break,
         }
         let head = *heads.borrow_and_update();
         if head <= position {

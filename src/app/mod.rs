@@ -62,29 +62,52 @@ pub struct AppState {
     pub longest_feed_wait: Duration,
 }
 
-/// Whether the instance is shutting down, shared by the server (which sets it), readiness
-/// (which reports it) and the requests that wait (which then stop waiting).
+/// Whether the instance is shutting down, shared by the server (which moves it on), readiness
+/// (which reports it) and the requests that wait (which stop waiting once the listener has
+/// closed).
 #[derive(Debug, Clone)]
-pub struct Draining(Arc<tokio::sync::watch::Sender<bool>>);
+pub struct Draining(Arc<tokio::sync::watch::Sender<ShutdownPhase>>);
+
+/// How far shutting down has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ShutdownPhase {
+    Serving,
+    /// Readiness answers 503, so load balancers move away; new requests are still served.
+    Draining,
+    /// The listener is closed: no request can come that is not already here.
+    ListenerClosed,
+}
 
 impl Default for Draining {
     fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::Sender::new(false)))
+        Self(Arc::new(tokio::sync::watch::Sender::new(
+            ShutdownPhase::Serving,
+        )))
     }
 }
 
 impl Draining {
     pub fn begin(&self) {
-        self.0.send_replace(true);
+        self.0.send_replace(ShutdownPhase::Draining);
+    }
+
+    pub fn listener_closed(&self) {
+        self.0.send_replace(ShutdownPhase::ListenerClosed);
     }
 
     pub fn is_draining(&self) -> bool {
-        *self.0.borrow()
+        *self.0.borrow() != ShutdownPhase::Serving
     }
 
-    /// For waiting until draining begins (`wait_for(|&draining| draining)`).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.0.subscribe()
+    /// Returns once the listener has closed. A request that waits for news stops waiting then,
+    /// not when draining begins: until the listener closes, its client would only ask this
+    /// instance again, at once, in a loop.
+    pub async fn until_listener_closed(&self) {
+        let mut phase = self.0.subscribe();
+        // The sender lives as long as `self`, so this only ends by the phase.
+        let _ = phase
+            .wait_for(|&phase| phase == ShutdownPhase::ListenerClosed)
+            .await;
     }
 }
 

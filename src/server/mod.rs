@@ -148,6 +148,7 @@ pub async fn serve(
     }
 
     drop(listener);
+    draining.listener_closed();
     let open = connections.count();
     tracing::info!(
         open_connections = open,
