@@ -275,8 +275,9 @@ async fn watch_one_session(
     bound: Duration,
 ) -> (storage::StoreError, bool) {
     let session = async {
-        let client = answered_within(bound, connector.connect()).await?;
-        let head = answered_within(bound, storage::events::HeadQuery::prepare(&client)).await?;
+        let client = storage::answered_within(bound, connector.connect()).await?;
+        let head =
+            storage::answered_within(bound, storage::events::HeadQuery::prepare(&client)).await?;
         Ok::<_, storage::StoreError>((client, head))
     };
     let (client, head) = match session.await {
@@ -289,22 +290,12 @@ async fn watch_one_session(
     loop {
         feed.until_readers().await;
         ticks.tick().await;
-        match answered_within(bound, head.ask(&client)).await {
+        match storage::answered_within(bound, head.ask(&client)).await {
             Ok(position) => feed.publish(position),
             Err(error) => return (error, worked),
         }
         worked = true;
     }
-}
-
-/// `work`, or [`storage::StoreError::TimedOut`] when it takes longer than `bound`.
-async fn answered_within<T>(
-    bound: Duration,
-    work: impl Future<Output = Result<T, storage::StoreError>>,
-) -> Result<T, storage::StoreError> {
-    tokio::time::timeout(bound, work)
-        .await
-        .unwrap_or_else(|_| Err(storage::StoreError::no_answer(bound)))
 }
 
 /// Purges events older than [`AppState::event_retention`] in the background, until aborted.

@@ -594,11 +594,19 @@ impl Probe {
             slot.answered = answered.is_ok();
             answered.map_err(StoreError::from)
         };
-        match tokio::time::timeout(bound, check).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(StoreError::no_answer(bound)),
-        }
+        answered_within(bound, check).await
     }
+}
+
+/// `work`, or [`StoreError::TimedOut`] when the database has not answered it within `bound`:
+/// for work on a session of its own, beside the pool (see [`within`] for the pool's).
+pub async fn answered_within<T>(
+    bound: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(bound, work)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::no_answer(bound)))
 }
 
 /// Whether the database answers a trivial query, on a connection from `pool`.

@@ -142,9 +142,8 @@ impl Metrics {
 
     /// Counts a request in flight until the returned guard is dropped, however the request
     /// ends (answered, or abandoned by its client).
-    pub fn request_started(&self) -> ActiveRequest {
-        self.active_requests.increment(1.0);
-        ActiveRequest(self.active_requests.clone())
+    pub fn request_started(&self) -> CountedWhileAlive {
+        CountedWhileAlive::start(self.active_requests.clone())
     }
 
     /// Records a served request's duration. `route` is a route template (or
@@ -201,10 +200,18 @@ impl Metrics {
     }
 }
 
-/// Keeps a request counted in [`ACTIVE_REQUESTS`] while it lives.
-pub struct ActiveRequest(Gauge);
+/// Counts one in a gauge while it lives: a request in [`ACTIVE_REQUESTS`], a waiting reader
+/// in [`FEED_WAITING_READERS`].
+pub struct CountedWhileAlive(Gauge);
 
-impl Drop for ActiveRequest {
+impl CountedWhileAlive {
+    fn start(gauge: Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for CountedWhileAlive {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
@@ -212,19 +219,8 @@ impl Drop for ActiveRequest {
 
 /// Counts a change feed reader in [`FEED_WAITING_READERS`] until the returned guard is
 /// dropped (its wait ended, or its client went away). In the registry of the request's app.
-pub fn feed_reader_waits() -> WaitingReader {
-    let gauge = ::metrics::gauge!(FEED_WAITING_READERS);
-    gauge.increment(1.0);
-    WaitingReader(gauge)
-}
-
-/// Keeps a reader counted in [`FEED_WAITING_READERS`] while it lives.
-pub struct WaitingReader(Gauge);
-
-impl Drop for WaitingReader {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
+pub fn feed_reader_waits() -> CountedWhileAlive {
+    CountedWhileAlive::start(::metrics::gauge!(FEED_WAITING_READERS))
 }
 
 /// The method label: the method's name when it is one of HTTP's, else `_OTHER`, as the
