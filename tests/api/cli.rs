@@ -738,6 +738,165 @@ async fn at_the_open_file_limit_the_accept_loop_backs_off_logs_and_recovers_with
     assert_eq!(healthz.status, 200, "{healthz:?}");
 }
 
+#[tokio::test]
+async fn at_start_the_soft_open_file_limit_is_raised_to_the_hard_one_and_the_connection_cap_follows_it()
+ {
+    // Arrange: a soft limit far below the hard one, as many systems start services with.
+    const SOFT: u64 = 256;
+    const HARD: u64 = 2048;
+    let (server, _database) = server_on_a_database_of_its_own(|command| {
+        command.env("ORDERS_DB_POOL_SIZE", "4");
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    SOFT,
+                    HARD,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+    })
+    .await;
+
+    // Act
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let serving = log_events(&server, "serving");
+
+    // Assert: the limit in force is the hard one, and the cap was derived from it.
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3..5],
+        [HARD.to_string(), HARD.to_string()],
+        "{limits}"
+    );
+    assert_eq!(
+        serving[0]["max_connections"],
+        json!(orders::server::open_files::default_connection_cap(
+            Some(HARD),
+            4
+        )),
+        "{serving:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_handler_is_logged_with_its_message_and_the_connection_serves_on() {
+    // Arrange: an order whose time no answer can hold (year 10000), written around the API.
+    let (mut server, database) = server_on_a_database_of_its_own(|_| {}).await;
+    database
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO services (id, name, created_by, updated_by)
+                 OVERRIDING SYSTEM VALUE VALUES (77, 'Inspection', 'bulk', 'bulk');
+             INSERT INTO orders (id, scheduled_at, total_fee, created_by, updated_by)
+                 OVERRIDING SYSTEM VALUE VALUES (5000, '10000-01-01T00:00:00Z', 1, 'bulk', 'bulk');
+             INSERT INTO order_services (order_id, service_id, position) VALUES (5000, 77, 1);",
+        )
+        .await
+        .unwrap();
+    let mut connection = TcpStream::connect(server.address).unwrap();
+    let request = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\nx-request-id: panic-log-test\r\n\r\n",
+            server.address, server.secret
+        )
+    };
+
+    // Act: the panicking request, then another on the same connection.
+    connection
+        .write_all(request("/orders/5000").as_bytes())
+        .unwrap();
+    let panicked = read_one_response(&mut connection);
+    connection
+        .write_all(request("/services/77").as_bytes())
+        .unwrap();
+    let after = read_one_response(&mut connection);
+
+    // Assert
+    assert_eq!(panicked.status, 500, "{panicked:?}");
+    let problem: Value = serde_json::from_str(&panicked.body).unwrap();
+    assert_eq!(problem["code"], "INTERNAL");
+    assert_eq!(problem["request_id"], "panic-log-test");
+    assert_eq!(
+        after.status, 200,
+        "the same connection serves on: {after:?}"
+    );
+    let logged = log_events(&server, "a handler panicked");
+    assert!(
+        logged.len() == 1
+            && logged[0]["panic"]
+                .as_str()
+                .is_some_and(|message| message.contains("stored timestamps are within range"))
+            && logged[0]["span"]["request_id"] == "panic-log-test",
+        "the panic is logged once, with its message and the request's id: {logged:?}; log:\n{}",
+        server.log_text()
+    );
+    assert!(server.is_running(), "the process runs on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_shutdown_timeout_a_request_still_in_progress_is_cut_off_and_the_process_exits() {
+    // Arrange: a read that waits for a lock far longer than the 2 s drain bound.
+    let (mut server, database) = server_on_a_database_of_its_own(|command| {
+        command
+            .env("ORDERS_DB_LOCK_TIMEOUT", "60s")
+            .env("ORDERS_DB_STATEMENT_TIMEOUT", "60s")
+            .env("ORDERS_SHUTDOWN_TIMEOUT", "2s");
+    })
+    .await;
+    let mut locker = database.pool.get().await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut in_flight = TcpStream::connect(server.address).unwrap();
+    write!(
+        in_flight,
+        "GET /orders HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\r\n",
+        server.address, server.secret,
+    )
+    .unwrap();
+    database.wait_for_a_lock_waiter().await;
+
+    // Act
+    server.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    let exit = server.wait(Duration::from_secs(10));
+    let exited_after = signalled.elapsed();
+    let answer = read_until_closed(&mut in_flight);
+    lock.rollback().await.unwrap();
+
+    // Assert: it waited for the bound, not for the request, then closed the connection.
+    assert!(
+        exited_after >= Duration::from_secs(2) && exited_after < Duration::from_secs(5),
+        "exited {exited_after:?} after SIGTERM; log:\n{}",
+        server.log_text()
+    );
+    assert!(exit.success(), "{exit}; log:\n{}", server.log_text());
+    assert!(
+        answer.is_empty(),
+        "the cut-off request got no answer: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(
+        log_events(&server, "shutting down: requests still in progress").len(),
+        1,
+        "the cut-off is logged; log:\n{}",
+        server.log_text()
+    );
+}
+
 /// A folder only root may enter, like a clone in root's home (mode 700). Removed when dropped,
 /// with the cluster kept elsewhere for it.
 struct ClosedFolder(PathBuf);

@@ -111,6 +111,59 @@ async fn a_503_for_a_timeout_says_when_to_retry() {
     lock.release().await;
 }
 
+#[tokio::test]
+async fn a_statement_that_outlasts_the_statement_timeout_is_cancelled_by_the_database_and_answered_503()
+ {
+    // A lock wait far longer than the statement timeout: only the statement timeout can end
+    // the statements below, and the service's own bound (statement timeout + 1 s) comes later.
+    let limits = SessionLimits {
+        statement_timeout: Duration::from_secs(1),
+        lock_timeout: Duration::from_secs(60),
+    };
+    let app = spawn_app_with_pool(8, limits, |state| {
+        state.answer_bound = limits.answer_bound();
+    })
+    .await;
+    let service = app.create_service("Inspection").await;
+    let order = app
+        .create_order("2023-05-01T10:00:00Z", 1.0, &[&service])
+        .await;
+    let lock = app.lock_table("orders").await;
+
+    let order_path = format!("/orders/{}", order.id);
+    let body = order_at_slot(1, &service);
+    let (create, read) = tokio::join!(
+        timed(app.post_json("/orders", &body)),
+        timed(app.get(&order_path))
+    );
+    lock.release().await;
+
+    for (what, (response, took)) in [("create", create), ("read", read)] {
+        eprintln!("statement timeout: the {what} was answered after {took:?}");
+        assert!(
+            took >= limits.statement_timeout && took < limits.answer_bound(),
+            "the {what} took {took:?}: not ended by the 1 s statement timeout"
+        );
+        let problem = assert_problem(
+            response,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DATABASE_TIMEOUT",
+        )
+        .await;
+        // Said only of statements the database itself cancelled: one cut off by the service's
+        // own bound may still be carried out.
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was changed"),
+            "{problem}"
+        );
+    }
+    assert_eq!(app.all_orders().await.len(), 1, "the create wrote nothing");
+    assert_eq!(app.get(&order_path).await.status(), StatusCode::OK);
+}
+
 /// As long as a request to a database that answers nothing may take: the service's own bound,
 /// and time for the answer on a busy machine.
 fn no_answer_bound() -> Duration {

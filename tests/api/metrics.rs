@@ -357,3 +357,60 @@ async fn requests_waiting_on_a_lock_are_in_flight_and_a_lock_timeout_is_counted(
     );
     assert_eq!(served(&after, "GET", "/orders/{id}", "503"), 1.0);
 }
+
+#[tokio::test]
+async fn the_pool_gauges_show_connections_in_use_and_requests_waiting_for_one() {
+    // A pool of 2 and lock waits longer than the test: three creates behind a table lock hold
+    // both connections, and the third waits for one.
+    let limits = orders::storage::SessionLimits {
+        statement_timeout: std::time::Duration::from_secs(30),
+        lock_timeout: std::time::Duration::from_secs(30),
+    };
+    // No key reloads while it runs: they would take a pooled connection of their own.
+    let app = crate::helpers::spawn_app_with_pool(2, limits, |state| {
+        state.key_refresh_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let service = app.create_service("Inspection").await;
+    let lock = app.lock_table("orders").await;
+
+    let creates: Vec<_> = (0..3)
+        .map(|slot| {
+            let http = app.http.clone();
+            let url = app.url("/orders");
+            let body = crate::helpers::order_body(
+                &format!("2031-01-0{}T10:00:00Z", slot + 1),
+                json!(1),
+                &[&service],
+            );
+            tokio::spawn(async move { http.post(url).json(&body).send().await.unwrap().status() })
+        })
+        .collect();
+    app.wait_for_lock_waiters("two creates", 2, || {
+        creates.iter().all(|create| !create.is_finished())
+    })
+    .await;
+    // The third is waiting for a connection once the pool says so; give it a moment to ask.
+    let started = std::time::Instant::now();
+    let during = loop {
+        let during = scrape(&app).await;
+        if value(&during, "db_pool_waiting", &[]) >= 1.0
+            || started.elapsed() > std::time::Duration::from_secs(5)
+        {
+            break during;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    lock.release().await;
+    for create in creates {
+        assert_eq!(create.await.unwrap(), StatusCode::CREATED);
+    }
+    let after = scrape(&app).await;
+
+    assert_eq!(value(&during, "db_pool_max_size", &[]), 2.0, "{during:?}");
+    assert_eq!(value(&during, "db_pool_size", &[]), 2.0, "{during:?}");
+    assert_eq!(value(&during, "db_pool_available", &[]), 0.0, "{during:?}");
+    assert_eq!(value(&during, "db_pool_waiting", &[]), 1.0, "{during:?}");
+    assert_eq!(value(&after, "db_pool_available", &[]), 2.0, "{after:?}");
+    assert_eq!(value(&after, "db_pool_waiting", &[]), 0.0, "{after:?}");
+}
