@@ -11,8 +11,9 @@
 //! name or `_OTHER`; a status code; a reason), so no client can create series at will.
 
 use std::{
+    collections::HashMap,
     future::Future,
-    sync::{Arc, OnceLock},
+    sync::{Arc, OnceLock, RwLock},
     time::Duration,
 };
 
@@ -92,7 +93,14 @@ pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     active_requests: Gauge,
+    durations: Arc<RwLock<DurationSeries>>,
 }
+
+/// The request duration histograms made so far, by route label and then by method and status:
+/// found by reference, so a request whose series exists allocates nothing to record itself
+/// (building the labelled key and looking it up in the registry cost more than the rest of
+/// the recording). Bounded as the labels are: routes × methods × statuses.
+type DurationSeries = HashMap<String, Vec<(&'static str, u16, Histogram)>>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -132,6 +140,7 @@ impl Metrics {
             recorder,
             handle,
             active_requests,
+            durations: Arc::default(),
         }
     }
 
@@ -149,20 +158,41 @@ impl Metrics {
     /// Records a served request's duration. `route` is a route template (or
     /// [`UNMATCHED_ROUTE`]), never a raw path.
     pub fn request_served(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let labels = [
-            (
-                "http_request_method",
-                SharedString::from(method_label(method)),
-            ),
-            ("http_route", SharedString::from(route.to_owned())),
-            (
-                "http_response_status_code",
-                SharedString::from(status.to_string()),
-            ),
-        ];
-        ::metrics::with_local_recorder(&*self.recorder, || {
-            ::metrics::histogram!(REQUEST_DURATION, &labels).record(elapsed.as_secs_f64());
+        let method = method_label(method);
+        let seconds = elapsed.as_secs_f64();
+        let series = |known: &DurationSeries| {
+            known.get(route).and_then(|by_answer| {
+                by_answer
+                    .iter()
+                    .find(|(m, s, _)| *m == method && *s == status)
+                    .map(|(_, _, histogram)| histogram.clone())
+            })
+        };
+        let known = series(&self.durations.read().unwrap_or_else(|e| e.into_inner()));
+        let histogram = known.unwrap_or_else(|| {
+            let mut durations = self.durations.write().unwrap_or_else(|e| e.into_inner());
+            // Another request may have made it since the look above.
+            series(&durations).unwrap_or_else(|| {
+                let labels = [
+                    ("http_request_method", SharedString::from(method)),
+                    ("http_route", SharedString::from(route.to_owned())),
+                    (
+                        "http_response_status_code",
+                        SharedString::from(status.to_string()),
+                    ),
+                ];
+                let histogram = ::metrics::with_local_recorder(&*self.recorder, || {
+                    ::metrics::histogram!(REQUEST_DURATION, &labels)
+                });
+                durations.entry(route.to_owned()).or_default().push((
+                    method,
+                    status,
+                    histogram.clone(),
+                ));
+                histogram
+            })
         });
+        histogram.record(seconds);
     }
 
     /// Sets the gauges of a connection pool's state as it is now, for a scrape.
