@@ -4,6 +4,7 @@
 //! Logs are JSON lines when the output is not a terminal (for log collectors), readable text
 //! when it is. `RUST_LOG` sets the level (default `info`).
 
+mod json_log;
 pub mod metrics;
 mod otlp;
 
@@ -29,10 +30,8 @@ pub fn init(default_level: &str) -> Telemetry {
     let log: Box<dyn Layer<Registry> + Send + Sync> = if std::io::stderr().is_terminal() {
         log.boxed()
     } else {
-        log.json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+        log.event_format(json_log::JsonLines)
+            .fmt_fields(json_log::JsonMembers)
             .boxed()
     };
     let (export, exporter, export_error) = match otlp::layer() {
