@@ -56,6 +56,14 @@ impl Timestamp {
 /// that took a tenth of a feed read's CPU.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.rfc3339();
+        f.write_str(std::str::from_utf8(&text).expect("digits and separators are ASCII"))
+    }
+}
+
+impl Timestamp {
+    /// The API's form of the instant (see `Display`), as ASCII bytes.
+    pub fn rfc3339(&self) -> [u8; 24] {
         use chrono::{Datelike, Timelike};
         let mut text = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut value: u32| {
@@ -73,7 +81,7 @@ impl fmt::Display for Timestamp {
         put(17, 2, instant.second());
         // Below a second: no leap second reaches here (`parse` refuses them, the database has none).
         put(20, 3, (instant.nanosecond() / 1_000_000).min(999));
-        f.write_str(std::str::from_utf8(&text).expect("digits and separators are ASCII"))
+        text
     }
 }
 

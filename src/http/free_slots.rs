@@ -1,11 +1,12 @@
 //! `/free-slots`: when a new order could be scheduled, within a window of time.
 
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json, types::Example};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, types::Example};
 
 use super::{
     ApiTags,
     auth::ApiKey,
+    json_body::{JsonBody, JsonWriter},
     problem::{
         ApiError, ErrorCode,
         documentation::{OperationError, operation_codes},
@@ -45,6 +46,20 @@ impl From<FreeSlot> for FreeSlotView {
     }
 }
 
+/// Writes `slots` as a [`FreeSlotList`].
+pub(super) fn write_free_slots(json: &mut JsonWriter, slots: &[FreeSlot]) {
+    json.begin_object();
+    json.key("free_slots").begin_array();
+    for slot in slots {
+        json.begin_object();
+        json.key("start").timestamp(slot.start);
+        json.key("end").timestamp(slot.end);
+        json.end_object();
+    }
+    json.end_array();
+    json.end_object();
+}
+
 /// The example window: the day of the sample orders.
 fn example_from() -> Timestamp {
     Timestamp::parse("2022-11-01T00:00:00.000Z").expect("valid example")
@@ -79,7 +94,7 @@ impl Example for FreeSlotList {
 enum FreeSlotsListed {
     /// The free slots of the window.
     #[oai(status = 200)]
-    Ok(Json<FreeSlotList>),
+    Ok(JsonBody<FreeSlotList>),
 }
 
 operation_codes! {
@@ -121,8 +136,8 @@ impl FreeSlotsApi {
             )
         })?;
         let slots = app::free_slots::list(&state, window).await?;
-        Ok(FreeSlotsListed::Ok(Json(FreeSlotList {
-            free_slots: slots.into_iter().map(FreeSlotView::from).collect(),
+        Ok(FreeSlotsListed::Ok(JsonBody::write(|json| {
+            write_free_slots(json, &slots)
         })))
     }
 }

@@ -8,10 +8,12 @@ use poem::{
 use poem_openapi::{
     ApiResponse,
     registry::{MetaResponses, Registry},
-    types::ToJSON,
 };
 
-use super::problem::{ApiError, ErrorCode, REQUEST_ID};
+use super::{
+    json_body::{JSON_MEDIA_TYPE, JsonWriter},
+    problem::{ApiError, ErrorCode, REQUEST_ID},
+};
 use crate::app::{
     AppError,
     idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY_CHARS, StoredAnswer},
@@ -140,8 +142,8 @@ impl<R: IntoResponse> IntoResponse for Replayable<R> {
 
 /// A record a create makes, as its 201 shows it: the body, `Location` and `ETag`.
 pub trait Created: Clone {
-    /// The record as the API shows it.
-    type Body: ToJSON + From<Self>;
+    /// Writes the record as the API shows it.
+    fn write_json(&self, json: &mut JsonWriter);
 
     fn location(&self) -> String;
     fn etag(&self) -> String;
@@ -152,7 +154,7 @@ pub trait Created: Clone {
 pub fn render_create<R: Created>(outcome: &Result<R, AppError>) -> StoredAnswer {
     match outcome {
         Ok(record) => created_answer(
-            &R::Body::from(record.clone()),
+            JsonWriter::text_of(|json| record.write_json(json)),
             record.location(),
             record.etag(),
         ),
@@ -161,12 +163,12 @@ pub fn render_create<R: Created>(outcome: &Result<R, AppError>) -> StoredAnswer 
 }
 
 /// How a created record's answer is kept: 201 with its JSON, `Location` and `ETag`.
-fn created_answer(body: &impl ToJSON, location: String, etag: String) -> StoredAnswer {
+fn created_answer(body: Vec<u8>, location: String, etag: String) -> StoredAnswer {
     StoredAnswer {
         status: 201,
-        // What poem writes for a JSON body, so a replay is byte for byte the first answer.
-        content_type: "application/json; charset=utf-8".to_owned(),
-        body: json_bytes(body),
+        // What a fresh answer says, so a replay is byte for byte the first answer.
+        content_type: JSON_MEDIA_TYPE.to_owned(),
+        body,
         location: Some(location),
         etag: Some(etag),
     }
@@ -181,14 +183,10 @@ fn refused_answer(error: &AppError) -> StoredAnswer {
     StoredAnswer {
         status: error.code().status(),
         content_type: "application/problem+json".to_owned(),
-        body: json_bytes(&error.to_problem(request_id)),
+        body: JsonWriter::text_of(|json| error.to_problem(request_id).write_json(json)),
         location: None,
         etag: None,
     }
-}
-
-fn json_bytes(body: &impl ToJSON) -> Vec<u8> {
-    serde_json::to_vec(&body.to_json()).expect("a JSON value always serialises")
 }
 
 #[cfg(test)]

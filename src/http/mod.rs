@@ -15,6 +15,7 @@ mod free_slots;
 mod health;
 mod idempotency;
 mod input;
+mod json_body;
 mod orders;
 mod overload;
 mod pagination;

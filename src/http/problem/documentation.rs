@@ -15,7 +15,6 @@ use std::{
 use poem::{IntoResponse, Response};
 use poem_openapi::{
     ApiResponse,
-    payload::Json,
     registry::{MetaResponses, Registry},
 };
 
@@ -23,7 +22,7 @@ use super::{ApiError, ErrorCode, Problem, RETRY_AFTER_SECONDS};
 use crate::{
     app::Resource,
     domain::{MoneyError, OrderId, ServiceNameError},
-    http::{edge::EMPTY_IF_MATCH, input::FieldError},
+    http::{edge::EMPTY_IF_MATCH, input::FieldError, json_body::JsonBody},
 };
 
 /// The request id in example problem bodies.
@@ -35,25 +34,25 @@ pub const EXAMPLE_REQUEST_ID: &str = "2f1c0a57-6b1e-4d0c-9a55-0d6f3c1f5a10";
 pub enum ProblemResponse {
     /// The request is malformed; nothing was changed.
     #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
+    BadRequest(JsonBody<Problem>),
     /// No current API key was sent; nothing was changed.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(
-        Json<Problem>,
+        JsonBody<Problem>,
         /// How to authenticate: `Bearer`.
         #[oai(header = "WWW-Authenticate")]
         String,
     ),
     /// The API key may not do this; nothing was changed.
     #[oai(status = 403, content_type = "application/problem+json")]
-    Forbidden(Json<Problem>),
+    Forbidden(JsonBody<Problem>),
     /// No such resource.
     #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
+    NotFound(JsonBody<Problem>),
     /// The path does not accept this method.
     #[oai(status = 405, content_type = "application/problem+json")]
     MethodNotAllowed(
-        Json<Problem>,
+        JsonBody<Problem>,
         /// The methods the path accepts.
         #[oai(header = "Allow")]
         String,
@@ -61,41 +60,41 @@ pub enum ProblemResponse {
     /// The request conflicts with the current state; nothing was changed.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(
-        Json<Problem>,
+        JsonBody<Problem>,
         /// With `IDEMPOTENCY_KEY_IN_USE`: seconds to wait before retrying.
         #[oai(header = "Retry-After")]
         Option<u32>,
     ),
     /// What was asked for is no longer kept.
     #[oai(status = 410, content_type = "application/problem+json")]
-    Gone(Json<Problem>),
+    Gone(JsonBody<Problem>),
     /// The resource changed since the caller read it; nothing was changed.
     #[oai(status = 412, content_type = "application/problem+json")]
-    PreconditionFailed(Json<Problem>),
+    PreconditionFailed(JsonBody<Problem>),
     /// The body is too large; nothing was changed.
     #[oai(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(Json<Problem>),
+    PayloadTooLarge(JsonBody<Problem>),
     /// The body is not JSON by its declared media type; nothing was changed.
     #[oai(status = 415, content_type = "application/problem+json")]
-    UnsupportedMediaType(Json<Problem>),
+    UnsupportedMediaType(JsonBody<Problem>),
     /// The body is well-formed but refers to what does not exist; nothing was changed.
     #[oai(status = 422, content_type = "application/problem+json")]
-    UnprocessableEntity(Json<Problem>),
+    UnprocessableEntity(JsonBody<Problem>),
     /// The API key sent more requests than its rate limit allows; nothing was changed.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(
-        Json<Problem>,
+        JsonBody<Problem>,
         /// Seconds to wait before retrying: until the key may send again.
         #[oai(header = "Retry-After")]
         u32,
     ),
     /// A fault on the server's side.
     #[oai(status = 500, content_type = "application/problem+json")]
-    InternalServerError(Json<Problem>),
+    InternalServerError(JsonBody<Problem>),
     /// The service cannot complete the request now; nothing was changed. Retry later.
     #[oai(status = 503, content_type = "application/problem+json")]
     ServiceUnavailable(
-        Json<Problem>,
+        JsonBody<Problem>,
         /// Seconds to wait before retrying.
         #[oai(header = "Retry-After")]
         u32,
@@ -106,8 +105,10 @@ impl ProblemResponse {
     /// The response that carries `problem`, chosen by its status (which the code table set).
     /// `allow` is the `Allow` header of a 405; `retry_after`, the `Retry-After` of a 409 or a
     /// 429, or of a 503 whose wait is not the usual one.
-    pub fn for_status(problem: Json<Problem>, allow: String, retry_after: Option<u32>) -> Self {
-        match problem.0.status {
+    pub fn for_status(problem: &Problem, allow: String, retry_after: Option<u32>) -> Self {
+        let status = problem.status;
+        let problem = JsonBody::write(|json| problem.write_json(json));
+        match status {
             400 => Self::BadRequest(problem),
             401 => Self::Unauthorized(problem, "Bearer".to_owned()),
             403 => Self::Forbidden(problem),

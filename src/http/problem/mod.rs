@@ -11,14 +11,14 @@ pub mod codes;
 pub mod documentation;
 
 use poem::{IntoResponse, Response};
-use poem_openapi::{Object, payload::Json, types::Example};
+use poem_openapi::{Object, types::Example};
 
 pub use self::codes::{
     ErrorCode, IDEMPOTENCY_RETRY_AFTER_SECONDS, MAX_BODY_BYTES, NO_ANSWER_DETAIL,
     OVERLOADED_RETRY_AFTER_SECONDS, RETRY_AFTER_SECONDS,
 };
 use self::documentation::ProblemResponse;
-use super::input::FieldError;
+use super::{input::FieldError, json_body::JsonWriter};
 use crate::{
     app::{AppError, Resource, rate_limit::RateLimited},
     domain::{OrderId, Scope},
@@ -53,6 +53,28 @@ pub struct Problem {
     /// With `UNKNOWN_SERVICE`: the service ids that name no service.
     #[oai(skip_serializing_if_is_none)]
     pub unknown_service_ids: Option<Vec<String>>,
+}
+
+impl Problem {
+    /// Writes the problem as its JSON body, members in the schema's order.
+    pub fn write_json(&self, json: &mut JsonWriter) {
+        json.begin_object();
+        json.key("type").string(&self.problem_type);
+        json.key("title").string(&self.title);
+        json.key("status").number(self.status);
+        json.key("detail").string(&self.detail);
+        json.key("code").string(&self.code);
+        json.key("request_id").string(&self.request_id);
+        json.optional_string("conflicting_order_id", self.conflicting_order_id.as_deref());
+        if let Some(ids) = &self.unknown_service_ids {
+            json.key("unknown_service_ids").begin_array();
+            for id in ids {
+                json.string(id);
+            }
+            json.end_array();
+        }
+        json.end_object();
+    }
 }
 
 impl Example for Problem {
@@ -208,8 +230,8 @@ impl IntoResponse for ApiError {
         let request_id = REQUEST_ID
             .try_with(Clone::clone)
             .unwrap_or_else(|_| "unknown".to_owned());
-        let problem = Json(self.to_problem(request_id));
-        ProblemResponse::for_status(problem, self.allow.unwrap_or_default(), self.retry_after)
+        let problem = self.to_problem(request_id);
+        ProblemResponse::for_status(&problem, self.allow.unwrap_or_default(), self.retry_after)
             .into_response()
     }
 }
