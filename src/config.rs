@@ -89,6 +89,15 @@ pub struct SettingsArgs {
     /// Most database connections to hold open.
     #[arg(long, env = "ORDERS_DB_POOL_SIZE", global = true, default_value_t = 8)]
     pub db_pool_size: usize,
+    /// Database connections that small reads share, sending their queries down them together;
+    /// 0: every read takes a pooled connection.
+    #[arg(
+        long,
+        env = "ORDERS_DB_SHARED_CONNECTIONS",
+        global = true,
+        default_value_t = crate::app::DEFAULT_SHARED_CONNECTIONS
+    )]
+    pub db_shared_connections: usize,
     /// How long one SQL statement may run before the database cancels it (503 DATABASE_TIMEOUT).
     #[arg(
         long,
@@ -474,6 +483,7 @@ pub struct Settings {
     pub bind: SocketAddr,
     pub database: DatabaseSettings,
     pub db_pool_size: usize,
+    pub db_shared_connections: usize,
     /// What each serving session of the database may take.
     pub session_limits: crate::storage::SessionLimits,
     pub idempotency_retention: Duration,
@@ -499,6 +509,7 @@ impl From<SettingsArgs> for Settings {
             bind: args.bind,
             database,
             db_pool_size: args.db_pool_size.max(1),
+            db_shared_connections: args.db_shared_connections,
             // PostgreSQL reads 0 as "no limit", which these settings exist to prevent; a
             // millisecond is the least it can state.
             session_limits: crate::storage::SessionLimits {

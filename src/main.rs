@@ -86,6 +86,7 @@ async fn run_with(
         state.keys = KeyRing::with_default_rate(settings.rate_limit);
         state.max_in_flight = settings.max_in_flight;
         state.answer_bound = settings.session_limits.answer_bound();
+        state.share_connections(settings.db_shared_connections);
         let app = Application::build(settings.bind, state)
             .await?
             .serve_settings(settings.serve);

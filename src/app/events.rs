@@ -47,7 +47,7 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 /// The events a caller may be given now after `start`, at most `limit`.
 pub async fn read(state: &AppState, start: FeedStart, limit: usize) -> Result<FeedPage, AppError> {
     let read = state
-        .bounded(async { Ok(storage::events::read(&state.pool, start, limit).await?) })
+        .bounded(async { Ok(storage::events::read(&state.reader, start, limit).await?) })
         .await?;
     read.map_err(|refused| match refused {
         StartRefused::NeverIssued => AppError::UnknownCursor,

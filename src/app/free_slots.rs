@@ -14,7 +14,7 @@ use crate::{
 pub async fn list(state: &AppState, window: SlotWindow) -> Result<Vec<FreeSlot>, AppError> {
     state
         .bounded(async {
-            let orders = storage::free_slots::orders_near(&state.pool, &window).await?;
+            let orders = storage::free_slots::orders_near(&state.reader, &window).await?;
             Ok(window.free_slots(&orders))
         })
         .await

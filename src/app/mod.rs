@@ -24,14 +24,17 @@ use deadpool_postgres::Pool;
 pub use self::error::{AppError, Resource};
 use self::{access::KeyRing, idempotency::DEFAULT_RETENTION};
 use crate::{
-    storage::{self, StoreError},
+    storage::{self, StoreError, shared::SharedConnections},
     telemetry::metrics::Metrics,
 };
 
 /// What every operation runs against. Cheap to clone: it is handles all the way down.
 #[derive(Clone)]
 pub struct AppState {
+    /// Connections for writes, and for reads that cannot go over `reader`'s shared ones.
     pub pool: Pool,
+    /// Where reads run (see [`storage::Reader`]).
+    pub reader: storage::Reader,
     /// The API keys, as this instance last loaded them.
     pub keys: KeyRing,
     /// How often the keys are reloaded (see [`access`]).
@@ -111,16 +114,27 @@ impl Draining {
     }
 }
 
+/// How many connections reads share (see [`storage::shared`]), unless configured otherwise:
+/// two keep both of a small database server's cores busy with reads pipelined on them, and
+/// leave a stalled one a partner.
+pub const DEFAULT_SHARED_CONNECTIONS: usize = 2;
+
 /// The most requests an instance works on at once, unless configured otherwise: enough for
 /// bursts of many clients (each request is short), and few enough that their buffered bodies
 /// (64 KiB at most each) take little memory.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 impl AppState {
-    /// The state of an instance serving from `pool`, whose own sessions `connector` opens.
+    /// The state of an instance serving from `pool`, whose own sessions `connector` opens
+    /// (its readiness probe's, its feed watcher's, and [`DEFAULT_SHARED_CONNECTIONS`] shared
+    /// by reads, which [`AppState::share_connections`] changes).
     pub fn new(pool: Pool, connector: storage::Connector) -> Self {
         Self {
             readiness: Arc::new(storage::Probe::new(pool.clone())),
+            reader: storage::Reader::new(
+                pool.clone(),
+                SharedConnections::new(connector.clone(), DEFAULT_SHARED_CONNECTIONS),
+            ),
             pool,
             keys: KeyRing::default(),
             key_refresh_interval: access::KEY_REFRESH_INTERVAL,
@@ -134,6 +148,14 @@ impl AppState {
             event_retention: events::DEFAULT_RETENTION,
             longest_feed_wait: events::MAX_WAIT,
         }
+    }
+
+    /// Has reads share `count` connections (none: every read takes a pooled one).
+    pub fn share_connections(&mut self, count: usize) {
+        self.reader = storage::Reader::new(
+            self.pool.clone(),
+            SharedConnections::new(self.connector.clone(), count),
+        );
     }
 
     /// Shortens [`AppState::longest_feed_wait`] so that a waiting feed read (a read before the
@@ -171,6 +193,7 @@ impl AppState {
         tasks.push(events::spawn_watcher(self, self.connector.clone()));
         tasks.push(events::spawn_purger(self));
         tasks.push(self.metrics.spawn_upkeep());
+        tasks.push(self.reader.shared().spawn_keeper());
         BackgroundWork(tasks)
     }
 }

@@ -107,7 +107,7 @@ pub async fn list(
                 to: query.to,
                 service_id,
             };
-            Ok(storage::orders::list(&state.pool, &filter, query.after, query.limit).await?)
+            Ok(storage::orders::list(&state.reader, &filter, query.after, query.limit).await?)
         })
         .await
 }
@@ -115,7 +115,7 @@ pub async fn list(
 pub async fn view(state: &AppState, id: &str) -> Result<OrderRecord, AppError> {
     state
         .bounded(async {
-            storage::orders::fetch(&state.pool, order_id(id)?)
+            storage::orders::fetch(&state.reader, order_id(id)?)
                 .await
                 .map_err(AppError::on(Resource::Order, id))
         })

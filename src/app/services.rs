@@ -60,14 +60,14 @@ pub async fn list(
     limit: usize,
 ) -> Result<Page<ServiceRecord, ServiceId>, AppError> {
     state
-        .bounded(async { Ok(storage::services::list(&state.pool, after, limit).await?) })
+        .bounded(async { Ok(storage::services::list(&state.reader, after, limit).await?) })
         .await
 }
 
 pub async fn view(state: &AppState, id: &str) -> Result<ServiceRecord, AppError> {
     state
         .bounded(async {
-            storage::services::fetch(&state.pool, service_id(id)?)
+            storage::services::fetch(&state.reader, service_id(id)?)
                 .await
                 .map_err(AppError::on(Resource::Service, id))
         })

@@ -141,6 +141,9 @@ impl HealthApi {
         state
             .metrics
             .set_pool_status(storage::pool_status(&state.pool));
+        state
+            .metrics
+            .set_shared_connections(state.reader.shared().status());
         MetricsText::Ok(PlainText(state.metrics.render()))
     }
 }

@@ -23,9 +23,10 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::Deserialize;
+use tokio_postgres::types::ToSql;
 
 use super::{
-    StoreError,
+    Reader, SHARED_PAGE_LIMIT, StoreError,
     orders::{BookedService, OrderRecord, OrderRevision},
     services::ServiceRecord,
 };
@@ -189,23 +190,25 @@ pub const READ_PAGE: &str = "WITH bound AS (
 /// The events a reader may be given now, after `start`, at most `limit` of them.
 #[tracing::instrument(name = "events.read", skip_all, fields(limit = limit))]
 pub async fn read(
-    pool: &Pool,
+    reader: &Reader,
     start: FeedStart,
     limit: usize,
 ) -> Result<Result<FeedPage, StartRefused>, StoreError> {
-    let client = pool.get().await?;
     // Below `visible_below`, every transaction has ended: its events are all here, or never
     // will be. One statement, so the check of the cursor, the horizon and the page agree.
-    let statement = client.prepare_cached(READ_PAGE).await?;
     let (mode, after) = match start {
         FeedStart::Oldest => ("oldest", FeedPosition::START),
         FeedStart::Now => ("now", FeedPosition::START),
         FeedStart::After(position) => ("after", position),
     };
+    let page_size = limit;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = client
-        .query(&statement, &[&mode, &after.tx, &after.id, &limit])
-        .await?;
+    let params: [&(dyn ToSql + Sync); 4] = [&mode, &after.tx, &after.id, &limit];
+    let rows = if page_size <= SHARED_PAGE_LIMIT {
+        reader.query(READ_PAGE, &params).await?
+    } else {
+        reader.query_alone(READ_PAGE, &params).await?
+    };
     let first = rows.first().expect("the start row is always there");
     if first.get::<_, bool>("start_is_purged") {
         return Ok(Err(StartRefused::Purged));

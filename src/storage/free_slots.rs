@@ -1,9 +1,7 @@
 //! SQL for free slots: the times of the orders near a window, which are all that decide its
 //! free slots (see [`crate::domain::SlotWindow::free_slots`]).
 
-use deadpool_postgres::Pool;
-
-use super::StoreError;
+use super::{Reader, StoreError};
 use crate::domain::{SlotWindow, Timestamp};
 
 /// The times of the orders that block some instant of the window `[$1, $2]`: those less than
@@ -17,12 +15,11 @@ pub const ORDERS_NEAR_WINDOW: &str = "SELECT scheduled_at FROM orders
 
 /// The times of the orders near `window`, earliest first.
 #[tracing::instrument(name = "free_slots.orders_near", skip_all, fields(from = %window.from(), to = %window.to()))]
-pub async fn orders_near(pool: &Pool, window: &SlotWindow) -> Result<Vec<Timestamp>, StoreError> {
-    let client = pool.get().await?;
-    let statement = client.prepare_cached(ORDERS_NEAR_WINDOW).await?;
-    let rows = client
+pub async fn orders_near(reader: &Reader, window: &SlotWindow) -> Result<Vec<Timestamp>, StoreError> {
+    // At most a few hundred rows: a window is at most 31 days, with orders 3 hours apart.
+    let rows = reader
         .query(
-            &statement,
+            ORDERS_NEAR_WINDOW,
             &[&window.from().as_datetime(), &window.to().as_datetime()],
         )
         .await?;

@@ -14,12 +14,13 @@ pub mod migrations;
 pub mod orders;
 pub mod seed;
 pub mod services;
+pub mod shared;
 pub mod tls;
 
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, error::SqlState};
+use tokio_postgres::{NoTls, error::SqlState, types::ToSql};
 
 use crate::domain::{OrderId, ServiceId};
 
@@ -103,7 +104,7 @@ fn serving_config(
     config.options(options.trim_start());
     // So an operator tells the service's sessions apart in `pg_stat_activity`.
     if config.get_application_name().is_none() {
-        config.application_name("orders");
+        config.application_name(APPLICATION_NAME);
     }
     config
         .keepalives(true)
@@ -112,6 +113,13 @@ fn serving_config(
         .keepalives_retries(KEEPALIVE_RETRIES);
     config
 }
+
+/// The `application_name` of the service's sessions, unless `DATABASE_URL` names another.
+const APPLICATION_NAME: &str = "orders";
+
+/// The `application_name` of the connections that reads share (see [`shared`]), in the same
+/// case.
+const SHARED_APPLICATION_NAME: &str = "orders-shared";
 
 /// Opens sessions of their own, beside the pool, for work that must not wait behind requests
 /// for a pooled connection (the change feed's watcher, see `crate::app::events`). Cheap to
@@ -136,6 +144,19 @@ impl Connector {
         }
     }
 
+    /// Connects as this does, but names its sessions as shared by reads, unless the
+    /// configuration named them otherwise.
+    pub fn for_shared_reads(&self) -> Self {
+        let mut config = self.config.clone();
+        if config.get_application_name() == Some(APPLICATION_NAME) {
+            config.application_name(SHARED_APPLICATION_NAME);
+        }
+        Self {
+            config,
+            tls: self.tls.clone(),
+        }
+    }
+
     /// Connects as [`connect_pool`] does: no TLS, the server's own limits.
     pub fn plain(config: tokio_postgres::Config) -> Self {
         Self {
@@ -147,11 +168,18 @@ impl Connector {
     /// A new session. The task that drives it ends when the client is dropped, or when the
     /// session breaks (the client's next query then fails).
     pub async fn connect(&self) -> Result<tokio_postgres::Client, StoreError> {
-        let client = match &self.tls {
-            tls::DatabaseTls::Off => drive(&self.config, NoTls).await?,
-            tls::DatabaseTls::Rustls(connector) => drive(&self.config, connector.clone()).await?,
-        };
-        Ok(client)
+        Ok(self.connect_driven().await?.0)
+    }
+
+    /// [`Connector::connect`], with the handle of the task that drives the session: aborting
+    /// it closes the session at once, with statements pending or not.
+    pub async fn connect_driven(
+        &self,
+    ) -> Result<(tokio_postgres::Client, tokio::task::AbortHandle), tokio_postgres::Error> {
+        match &self.tls {
+            tls::DatabaseTls::Off => drive(&self.config, NoTls).await,
+            tls::DatabaseTls::Rustls(connector) => drive(&self.config, connector.clone()).await,
+        }
     }
 }
 
@@ -159,18 +187,73 @@ impl Connector {
 async fn drive<T>(
     config: &tokio_postgres::Config,
     tls: T,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error>
+) -> Result<(tokio_postgres::Client, tokio::task::AbortHandle), tokio_postgres::Error>
 where
     T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
     T::Stream: Send + 'static,
 {
     let (client, connection) = config.connect(tls).await?;
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(error = %crate::telemetry::error_chain(&error), "a database session of its own broke");
         }
     });
-    Ok(client)
+    Ok((client, driver.abort_handle()))
+}
+
+/// The largest page a read may bring over a shared connection (see [`Reader::query`]): the
+/// default page of 100 orders, each with its services, is a few hundred rows; larger pages
+/// (up to 1000 orders of 50 services each) go over connections of their own.
+pub const SHARED_PAGE_LIMIT: usize = 100;
+
+/// Where reads run: those with small answers on a shared connection when one is usable (see
+/// [`shared`]), the rest, and all of them while none is, on a pooled connection. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Reader {
+    pool: Pool,
+    shared: shared::SharedConnections,
+}
+
+impl Reader {
+    pub fn new(pool: Pool, shared: shared::SharedConnections) -> Self {
+        Self { pool, shared }
+    }
+
+    pub fn shared(&self) -> &shared::SharedConnections {
+        &self.shared
+    }
+
+    /// The rows of `sql`, a read whose answer is small (a few hundred rows at most), so that
+    /// the reads queued behind it on a shared connection wait for it only briefly.
+    pub async fn query(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        match self.shared.query(sql, params).await {
+            Some(Ok(rows)) => return Ok(rows),
+            // The shared connection broke under it, or the server ended it (it is being
+            // replaced): a read can simply be asked again, on a connection of its own.
+            Some(Err(error)) if !StoreError::classify_quietly(&error).is_unavailable() => {
+                return Err(error.into());
+            }
+            Some(Err(_)) | None => {}
+        }
+        self.query_alone(sql, params).await
+    }
+
+    /// The rows of `sql` on a pooled connection: for reads whose answers are large, which
+    /// would hold up every read queued behind them on a shared one.
+    pub async fn query_alone(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
 }
 
 /// Opens a pool of connections to the configured database. Connections are made lazily, so
@@ -265,32 +348,55 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
+/// What kind of failure an error is, without the error itself: see [`StoreError::classify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Unavailable,
+    TimedOut,
+    Contention,
+    Other,
+}
+
+impl Failure {
+    pub(crate) fn is_unavailable(self) -> bool {
+        self == Self::Unavailable
+    }
+}
+
 impl StoreError {
-    fn classify(error: tokio_postgres::Error) -> Self {
+    /// What kind of failure `error` is, counting nothing in the metrics.
+    pub(crate) fn classify_quietly(error: &tokio_postgres::Error) -> Failure {
         let Some(db_error) = error.as_db_error() else {
             // No answer from the server: the connection is gone or could not be made (a TLS
             // handshake that failed included). Anything else without a server answer (a type
             // mismatch, say) is a bug, not an outage.
             let lost_connection = error.is_closed()
-                || std::error::Error::source(&error).is_some_and(|cause| {
+                || std::error::Error::source(error).is_some_and(|cause| {
                     cause.is::<std::io::Error>() || cause.is::<tls::HandshakeError>()
                 });
             return if lost_connection {
-                Self::Unavailable(Box::new(error))
+                Failure::Unavailable
             } else {
-                Self::Database(error)
+                Failure::Other
             };
         };
         match db_error.code() {
             &SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE => {
-                Self::Contention(error)
+                Failure::Contention
             }
             // Cancelled by statement_timeout, or a lock wait by lock_timeout.
-            &SqlState::QUERY_CANCELED | &SqlState::LOCK_NOT_AVAILABLE => {
-                Self::TimedOut(Box::new(error))
-            }
-            code if is_unavailable(code) => Self::Unavailable(Box::new(error)),
-            _ => Self::Database(error),
+            &SqlState::QUERY_CANCELED | &SqlState::LOCK_NOT_AVAILABLE => Failure::TimedOut,
+            code if is_unavailable(code) => Failure::Unavailable,
+            _ => Failure::Other,
+        }
+    }
+
+    fn classify(error: tokio_postgres::Error) -> Self {
+        match Self::classify_quietly(&error) {
+            Failure::Unavailable => Self::Unavailable(Box::new(error)),
+            Failure::TimedOut => Self::TimedOut(Box::new(error)),
+            Failure::Contention => Self::Contention(error),
+            Failure::Other => Self::Database(error),
         }
     }
 }

@@ -10,13 +10,15 @@
 //! rename bumps only the service's version, so it writes one row however many orders book
 //! the service, and still changes the revision of each of them.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
 use tokio_postgres::{Row, types::ToSql};
 
 use super::{
-    Page, Settled, StoreError,
+    Page, Reader, SHARED_PAGE_LIMIT, Settled, StoreError,
     events::{EventType, STORED_LINKS, order_document},
     holding_record_lock, retry_transient, settle, violated_constraint, why_not_written,
 };
@@ -177,20 +179,21 @@ fn at_revision(orders_param: usize) -> String {
     )
 }
 
+/// [`fetch`]'s statement: the order and its services, one row per service.
+static FETCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {ORDER_COLUMNS}
+         FROM orders o
+         JOIN order_services os ON os.order_id = o.id
+         JOIN services s ON s.id = os.service_id
+         WHERE o.id = $1
+         ORDER BY os.position"
+    )
+});
+
 #[tracing::instrument(name = "orders.fetch", skip_all, fields(order_id = %id))]
-pub async fn fetch(pool: &Pool, id: OrderId) -> Result<OrderRecord, StoreError> {
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {ORDER_COLUMNS}
-             FROM orders o
-             JOIN order_services os ON os.order_id = o.id
-             JOIN services s ON s.id = os.service_id
-             WHERE o.id = $1
-             ORDER BY os.position"
-        ))
-        .await?;
-    let rows = client.query(&statement, &[&id.get()]).await?;
+pub async fn fetch(reader: &Reader, id: OrderId) -> Result<OrderRecord, StoreError> {
+    let rows = reader.query(FETCH.as_str(), &[&id.get()]).await?;
     single(fold_orders(&rows))
 }
 
@@ -529,52 +532,53 @@ pub async fn delete(
     Ok(())
 }
 
+/// [`list`]'s statement. The page is chosen first on the (scheduled_at, id) index, then
+/// joined to its services: one round trip, and no query per order. A NULL parameter switches
+/// its filter off.
+static LIST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH o AS (
+             SELECT {ORDER_ROW}
+             FROM orders
+             WHERE ($1::timestamptz IS NULL OR scheduled_at >= $1)
+               AND ($2::timestamptz IS NULL OR scheduled_at < $2)
+               AND ($3::bigint IS NULL OR EXISTS (
+                       SELECT 1 FROM order_services f
+                       WHERE f.order_id = orders.id AND f.service_id = $3))
+               AND ($4::timestamptz IS NULL OR (scheduled_at, id) > ($4, $5::bigint))
+             ORDER BY scheduled_at, id
+             LIMIT $6
+         )
+         SELECT {ORDER_COLUMNS}
+         FROM o
+         JOIN order_services os ON os.order_id = o.id
+         JOIN services s ON s.id = os.service_id
+         ORDER BY o.scheduled_at, o.id, os.position"
+    )
+});
+
 /// One page of orders in (scheduled_at, id) order, starting after `after`.
 #[tracing::instrument(name = "orders.list", skip_all, fields(limit = limit))]
 pub async fn list(
-    pool: &Pool,
+    reader: &Reader,
     filter: &OrderFilter,
     after: Option<OrderCursor>,
     limit: usize,
 ) -> Result<Page<OrderRecord, OrderCursor>, StoreError> {
-    let client = pool.get().await?;
-    // The page is chosen first on the (scheduled_at, id) index, then joined to its services:
-    // one round trip, and no query per order. A NULL parameter switches its filter off.
-    let statement = client
-        .prepare_cached(&format!(
-            "WITH o AS (
-                 SELECT {ORDER_ROW}
-                 FROM orders
-                 WHERE ($1::timestamptz IS NULL OR scheduled_at >= $1)
-                   AND ($2::timestamptz IS NULL OR scheduled_at < $2)
-                   AND ($3::bigint IS NULL OR EXISTS (
-                           SELECT 1 FROM order_services f
-                           WHERE f.order_id = orders.id AND f.service_id = $3))
-                   AND ($4::timestamptz IS NULL OR (scheduled_at, id) > ($4, $5::bigint))
-                 ORDER BY scheduled_at, id
-                 LIMIT $6
-             )
-             SELECT {ORDER_COLUMNS}
-             FROM o
-             JOIN order_services os ON os.order_id = o.id
-             JOIN services s ON s.id = os.service_id
-             ORDER BY o.scheduled_at, o.id, os.position"
-        ))
-        .await?;
     let overfetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &filter.from.map(|t| t.as_datetime()),
-                &filter.to.map(|t| t.as_datetime()),
-                &filter.service_id.map(ServiceId::get),
-                &after.map(|cursor| cursor.scheduled_at),
-                &after.map(|cursor| cursor.id.get()),
-                &overfetch,
-            ],
-        )
-        .await?;
+    let params: [&(dyn ToSql + Sync); 6] = [
+        &filter.from.map(|t| t.as_datetime()),
+        &filter.to.map(|t| t.as_datetime()),
+        &filter.service_id.map(ServiceId::get),
+        &after.map(|cursor| cursor.scheduled_at),
+        &after.map(|cursor| cursor.id.get()),
+        &overfetch,
+    ];
+    let rows = if limit <= SHARED_PAGE_LIMIT {
+        reader.query(LIST.as_str(), &params).await?
+    } else {
+        reader.query_alone(LIST.as_str(), &params).await?
+    };
     let orders = fold_orders(&rows);
     Ok(Page::from_overfetched(orders, limit, |order| OrderCursor {
         scheduled_at: order.scheduled_at.as_datetime(),

@@ -4,11 +4,13 @@
 //! they read it when they are read, and their revisions (see `super::orders`) include the
 //! service's version.
 
+use std::sync::LazyLock;
+
 use deadpool_postgres::{GenericClient, Pool};
-use tokio_postgres::Row;
+use tokio_postgres::{Row, types::ToSql};
 
 use super::{
-    Page, StoreError,
+    Page, Reader, SHARED_PAGE_LIMIT, StoreError,
     events::{EventType, SERVICE_DOCUMENT},
     holding_record_lock,
     orders::SERVICE_EXISTS,
@@ -54,16 +56,14 @@ fn from_row(row: &Row) -> ServiceRecord {
     }
 }
 
+/// [`fetch`]'s statement.
+static FETCH: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1"));
+
 #[tracing::instrument(name = "services.fetch", skip_all, fields(service_id = %id))]
-pub async fn fetch(pool: &Pool, id: ServiceId) -> Result<ServiceRecord, StoreError> {
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1"
-        ))
-        .await?;
-    let row = client.query_opt(&statement, &[&id.get()]).await?;
-    row.as_ref().map(from_row).ok_or(StoreError::NotFound)
+pub async fn fetch(reader: &Reader, id: ServiceId) -> Result<ServiceRecord, StoreError> {
+    let rows = reader.query(FETCH.as_str(), &[&id.get()]).await?;
+    rows.first().map(from_row).ok_or(StoreError::NotFound)
 }
 
 /// Creates a service on behalf of the key `actor`, in a transaction or not: a taken name
@@ -178,26 +178,30 @@ pub async fn delete(
     }
 }
 
+/// [`list`]'s statement.
+static LIST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {SERVICE_COLUMNS} FROM services
+         WHERE ($1::bigint IS NULL OR id > $1)
+         ORDER BY id
+         LIMIT $2"
+    )
+});
+
 /// One page of services in id order, starting after `after`.
 #[tracing::instrument(name = "services.list", skip_all, fields(limit = limit, after = ?after.map(ServiceId::get)))]
 pub async fn list(
-    pool: &Pool,
+    reader: &Reader,
     after: Option<ServiceId>,
     limit: usize,
 ) -> Result<Page<ServiceRecord, ServiceId>, StoreError> {
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {SERVICE_COLUMNS} FROM services
-             WHERE ($1::bigint IS NULL OR id > $1)
-             ORDER BY id
-             LIMIT $2"
-        ))
-        .await?;
     let overfetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-    let rows = client
-        .query(&statement, &[&after.map(ServiceId::get), &overfetch])
-        .await?;
+    let params: [&(dyn ToSql + Sync); 2] = [&after.map(ServiceId::get), &overfetch];
+    let rows = if limit <= SHARED_PAGE_LIMIT {
+        reader.query(LIST.as_str(), &params).await?
+    } else {
+        reader.query_alone(LIST.as_str(), &params).await?
+    };
     let services = rows.iter().map(from_row).collect();
     Ok(Page::from_overfetched(
         services,

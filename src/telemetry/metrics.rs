@@ -210,6 +210,15 @@ impl Metrics {
         });
     }
 
+    /// Sets the gauges of the connections reads share: how many there are meant to be, and
+    /// how many are open and usable now, for a scrape.
+    pub fn set_shared_connections(&self, (configured, open): (usize, usize)) {
+        ::metrics::with_local_recorder(&*self.recorder, || {
+            ::metrics::gauge!("db_shared_connections").set(configured as f64);
+            ::metrics::gauge!("db_shared_connections_open").set(open as f64);
+        });
+    }
+
     /// The registry in Prometheus' text format.
     pub fn render(&self) -> String {
         self.handle.render()
@@ -286,6 +295,14 @@ fn describe() {
     describe_gauge!(
         "db_pool_waiting",
         "Requests waiting for a pooled connection now."
+    );
+    describe_gauge!(
+        "db_shared_connections",
+        "Connections that small reads share, as configured."
+    );
+    describe_gauge!(
+        "db_shared_connections_open",
+        "Shared connections open and usable now (reads use pooled ones while none is)."
     );
     describe_counter!(
         DATABASE_ERRORS,

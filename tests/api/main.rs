@@ -26,6 +26,7 @@ mod overload;
 mod scale;
 mod seed;
 mod services;
+mod shared_connections;
 mod three_hour_rule;
 mod tls;
 mod traces;

@@ -1,0 +1,195 @@
+//! Reads over the connections they share (see `orders::storage::shared`): many reads at once
+//! take no pooled connections, a read stalled behind a lock holds up no read of another table,
+//! and a shared connection that breaks is replaced without a read failing.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with_pool};
+
+/// The value of the unlabelled series `name` in the app's metrics.
+async fn gauge(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .anonymous
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+/// Waits until the app's shared connections are all open; fails after 10 s.
+async fn until_shared_connections_open(app: &TestApp) {
+    let started = Instant::now();
+    loop {
+        let configured = gauge(app, "db_shared_connections").await;
+        if configured > 0.0 && gauge(app, "db_shared_connections_open").await == configured {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the shared connections did not open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_hundred_reads_at_once_are_served_without_taking_pooled_connections() {
+    // Arrange: no key reloads, which would take a pooled connection of their own.
+    let app = spawn_app_with_pool(8, orders::storage::SessionLimits::default(), |state| {
+        state.key_refresh_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let service = app.create_service("Inspection").await;
+    let order = app
+        .create_order("2023-05-01T10:00:00Z", 1.0, &[&service])
+        .await;
+    until_shared_connections_open(&app).await;
+    let pooled_before = gauge(&app, "db_pool_size").await;
+
+    // Act
+    let paths = [
+        format!("/orders/{}", order.id),
+        format!("/services/{service}"),
+        "/orders".to_owned(),
+        "/events".to_owned(),
+        "/free-slots?from=2023-05-01T00:00:00Z&to=2023-05-02T00:00:00Z".to_owned(),
+    ];
+    let answers = join_all((0..200).map(|n| app.get(&paths[n % paths.len()]))).await;
+
+    // Assert: every read answered, and the pool opened no connection for them.
+    for answer in answers {
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    assert_eq!(gauge(&app, "db_pool_size").await, pooled_before);
+}
+
+#[tokio::test]
+async fn reads_stalled_behind_a_lock_hold_up_no_read_of_another_table() {
+    let app = spawn_app().await;
+    let service = app.create_service("Inspection").await;
+    let order = app
+        .create_order("2023-05-01T10:00:00Z", 1.0, &[&service])
+        .await;
+    until_shared_connections_open(&app).await;
+    let lock = app.lock_table("orders").await;
+
+    // Reads of orders, enough to stall every shared connection, wait for the lock...
+    let order_path = format!("/orders/{}", order.id);
+    let stalled: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url) = (app.http.clone(), app.url(&order_path));
+            tokio::spawn(async move { http.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    app.wait_for_lock_waiters("the reads of orders", 2, || {
+        stalled.iter().all(|read| !read.is_finished())
+    })
+    .await;
+    tokio::time::sleep(orders::storage::shared::STALL * 2).await;
+
+    // ... while reads of services are answered at once.
+    let started = Instant::now();
+    let services_path = format!("/services/{service}");
+    let answers = join_all((0..10).map(|_| app.get(&services_path))).await;
+    let took = started.elapsed();
+    let still_stalled = stalled.iter().all(|read| !read.is_finished());
+    lock.release().await;
+
+    for answer in answers {
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    assert!(
+        still_stalled,
+        "the reads of orders were still waiting meanwhile"
+    );
+    assert!(took < Duration::from_secs(1), "reads of services took {took:?}");
+    for read in stalled {
+        let status = read.await.unwrap();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status}"
+        );
+    }
+    assert_eq!(app.get(&order_path).await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_connection_that_breaks_is_replaced_and_no_read_fails() {
+    let app = spawn_app().await;
+    let service = app.create_service("Inspection").await;
+    let order = app
+        .create_order("2023-05-01T10:00:00Z", 1.0, &[&service])
+        .await;
+    until_shared_connections_open(&app).await;
+
+    // Readers reading all along, so that some reads are on the connections when they end.
+    let path = format!("/orders/{}", order.id);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url, stop) = (app.http.clone(), app.url(&path), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    statuses.push(http.get(&url).send().await.unwrap().status());
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // What a failover or an administrator's pg_terminate_backend does to them.
+    let terminated: i64 = app
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'orders-shared'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses: Vec<StatusCode> = join_all(readers)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+
+    assert_eq!(terminated, orders::app::DEFAULT_SHARED_CONNECTIONS as i64);
+    assert!(statuses.len() > 20, "{} reads", statuses.len());
+    assert!(
+        statuses.iter().all(|status| *status == StatusCode::OK),
+        "every read is answered: {statuses:?}"
+    );
+    until_shared_connections_open(&app).await;
+}
+
+#[tokio::test]
+async fn with_no_shared_connections_every_read_takes_a_pooled_one() {
+    let app = crate::helpers::spawn_app_with(|state| state.share_connections(0)).await;
+    let service = app.create_service("Inspection").await;
+
+    let path = format!("/services/{service}");
+    let answers = join_all((0..20).map(|_| app.get(&path))).await;
+
+    for answer in answers {
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    assert_eq!(gauge(&app, "db_shared_connections").await, 0.0);
+    assert!(gauge(&app, "db_pool_size").await >= 1.0);
+}
