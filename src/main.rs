@@ -17,6 +17,23 @@ use orders::{
     telemetry,
 };
 
+/// jemalloc rather than the system's allocator. Every request allocates and frees many small
+/// buffers on two worker threads: with glibc's allocator that took a sixth of the service's CPU
+/// under load (much of it consolidating its free lists), and memory freed after a burst stayed
+/// with the process. Measured in one run, GET one order at 256 connections: 107 us of the
+/// service's CPU a request with glibc, 70 us with jemalloc (mimalloc, whose settings can only
+/// be made before the process starts, held 32 MiB idle).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts: memory freed and not used again within a second
+/// is handed back to the system by a thread of jemalloc's own (by default it keeps it ten
+/// seconds, and only gives it back when it is next called), so an idle instance stays near
+/// 19 MiB.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &[u8] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

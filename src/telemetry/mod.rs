@@ -44,6 +44,7 @@ pub fn init(default_level: &str) -> Telemetry {
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let (writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(LOG_LINES_WAITING)
         .thread_name("log-writer")
         .finish(std::io::BufWriter::with_capacity(
             LOG_BUFFER_BYTES,
@@ -84,6 +85,11 @@ pub fn init(default_level: &str) -> Telemetry {
         _exporter: exporter,
     }
 }
+
+/// How many lines may wait for the writing thread before requests wait for it: room for a
+/// burst, and a channel that stays small (its slots are allocated at once; the default of
+/// 128,000 took 4 MB).
+const LOG_LINES_WAITING: usize = 4096;
 
 /// How much of the log the writing thread gathers before it writes (it writes sooner when no
 /// more lines are waiting).
