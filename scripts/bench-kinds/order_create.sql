@@ -24,6 +24,16 @@ WITH o AS (
                    ORDER BY l.position), '[]'::jsonb)
             FROM os AS l JOIN services s ON s.id = l.service_id)) FROM o
 )
-SELECT o.id, o.scheduled_at, o.total_fee, o.version, o.created_at, o.updated_at, o.created_by, o.updated_by, s.id AS service_id, s.name AS service_name, s.version AS service_version
+SELECT o.id, o.scheduled_at, o.total_fee, o.version, o.created_at, o.updated_at, o.created_by, o.updated_by, s.id AS service_id, s.name AS service_name, s.version AS service_version, os.position, NULL::bigint AS conflicting_order_id
 FROM o, os JOIN services s ON s.id = os.service_id
-ORDER BY os.position;
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, clash.id
+FROM (SELECT 1) AS refused
+LEFT JOIN LATERAL (
+    SELECT id FROM orders
+    WHERE order_booking_window(scheduled_at) && (SELECT order_booking_window(to_timestamp(:at_epoch)))
+    ORDER BY abs(extract(epoch FROM scheduled_at - to_timestamp(:at_epoch))), id
+    LIMIT 1
+) AS clash ON true
+WHERE NOT EXISTS (SELECT 1 FROM o)
+ORDER BY position;

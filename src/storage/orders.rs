@@ -278,38 +278,58 @@ enum Savepoint {
     Around,
 }
 
+/// [`insert_once`]'s statement: the order, its links, its event and its services' names and
+/// versions, or, when the 3-hour rule refuses it, the order it clashes with, in one round trip.
+/// `ON CONFLICT ... DO NOTHING` turns a clash into "no row" rather than an error (cheaper, and
+/// it leaves no dead tuple behind); the second branch then looks for the nearest order within
+/// 3 hours, which the database skips altogether when the insert went through. The lookup sees
+/// the statement's snapshot: an order committed after it began, or deleted since, is not found
+/// (`conflicting_order_id` NULL), and the write is tried again. The window is a sub-select so
+/// that the planner cannot estimate it from the parameter's value: it then plans the statement
+/// once for all values (a generic plan), where with an estimate that a custom plan could
+/// better it would plan it anew each time, which cost more than running it.
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let no_order = vec!["NULL"; ORDER_COLUMNS.split(',').count()].join(", ");
+    format!(
+        "WITH o AS (
+             INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
+             VALUES ($1, $2, $4, $4)
+             ON CONFLICT ON CONSTRAINT {THREE_HOUR_RULE} DO NOTHING
+             RETURNING {ORDER_ROW}
+         ), os AS (
+             INSERT INTO order_services (order_id, service_id, position)
+             SELECT o.id, requested.service_id, requested.position
+             FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
+             RETURNING service_id, position
+         ), event AS (
+             INSERT INTO events (type, actor, subject_id, data)
+             SELECT '{created}', $4, o.id, {document} FROM o
+         )
+         SELECT {ORDER_COLUMNS}, os.position, NULL::bigint AS conflicting_order_id
+         FROM o, os JOIN services s ON s.id = os.service_id
+         UNION ALL
+         SELECT {no_order}, NULL, clash.id
+         FROM (SELECT 1) AS refused
+         LEFT JOIN LATERAL (
+             SELECT id FROM orders
+             WHERE order_booking_window(scheduled_at) && (SELECT order_booking_window($1))
+             ORDER BY abs(extract(epoch FROM scheduled_at - $1)), id
+             LIMIT 1
+         ) AS clash ON true
+         WHERE NOT EXISTS (SELECT 1 FROM o)
+         ORDER BY position",
+        created = EventType::OrderCreated.as_str(),
+        document = order_document("os"),
+    )
+});
+
 async fn insert_once(
     client: &impl GenericClient,
     draft: &OrderDraft,
     actor: &str,
     savepoint: Savepoint,
 ) -> Result<OrderRecord, StoreError> {
-    // One statement: the order, its links and its services' names and versions. `ON CONFLICT
-    // ... DO NOTHING` turns a clash with the 3-hour rule into "no row" rather than an error:
-    // cheaper, and it leaves no dead tuple behind.
-    let statement = client
-        .prepare_cached(&format!(
-            "WITH o AS (
-                 INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
-                 VALUES ($1, $2, $4, $4)
-                 ON CONFLICT ON CONSTRAINT {THREE_HOUR_RULE} DO NOTHING
-                 RETURNING {ORDER_ROW}
-             ), os AS (
-                 INSERT INTO order_services (order_id, service_id, position)
-                 SELECT o.id, requested.service_id, requested.position
-                 FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
-                 RETURNING service_id, position
-             ), event AS (
-                 INSERT INTO events (type, actor, subject_id, data)
-                 SELECT '{created}', $4, o.id, {document} FROM o
-             )
-             SELECT {ORDER_COLUMNS}
-             FROM o, os JOIN services s ON s.id = os.service_id
-             ORDER BY os.position",
-            created = EventType::OrderCreated.as_str(),
-            document = order_document("os"),
-        ))
-        .await?;
+    let statement = client.prepare_cached(INSERT.as_str()).await?;
     let service_ids = raw_ids(&draft.service_ids);
     let params: [&(dyn ToSql + Sync); 4] = [
         &draft.scheduled_at.as_datetime(),
@@ -322,9 +342,11 @@ async fn insert_once(
         client.batch_execute("SAVEPOINT order_insert").await?;
     }
     match client.query(&statement, &params).await {
-        Ok(rows) if rows.is_empty() => Err(StoreError::order_time_conflict(
-            find_conflict(client, draft.scheduled_at, None).await?,
-        )),
+        // The second branch's row: refused, with the order it clashes with (if it was found).
+        Ok(rows) if rows.first().is_some_and(|row| row.get::<_, Option<i64>>("id").is_none()) => {
+            let clash: Option<i64> = rows[0].get("conflicting_order_id");
+            Err(StoreError::order_time_conflict(clash.map(OrderId::from_db)))
+        }
         Ok(rows) => single(fold_orders(&rows)),
         Err(error) => {
             if savepoint == Savepoint::Around {
@@ -608,7 +630,8 @@ async fn explain_write_error(
 }
 
 /// The order, other than `except`, whose 3-hour window overlaps the one at `scheduled_at`.
-/// Runs after the failed write, so the answer can be "none any more".
+/// Runs after the failed write, so the answer can be "none any more". (The window is a
+/// sub-select for the reason [`INSERT`] gives.)
 #[tracing::instrument(name = "orders.find_conflict", skip_all, fields(%scheduled_at))]
 async fn find_conflict(
     client: &impl GenericClient,
@@ -618,7 +641,7 @@ async fn find_conflict(
     let statement = client
         .prepare_cached(
             "SELECT id FROM orders
-             WHERE order_booking_window(scheduled_at) && order_booking_window($1)
+             WHERE order_booking_window(scheduled_at) && (SELECT order_booking_window($1))
                AND id IS DISTINCT FROM $2
              ORDER BY abs(extract(epoch FROM scheduled_at - $1)), id
              LIMIT 1",
