@@ -167,11 +167,14 @@ impl AppState {
     }
 
     /// Runs one operation's database work, cut off after [`AppState::answer_bound`].
-    pub(crate) async fn bounded<T>(
+    pub(crate) fn bounded<T>(
         &self,
         work: impl Future<Output = Result<T, AppError>>,
-    ) -> Result<T, AppError> {
-        storage::within(&self.pool, self.answer_bound, work).await
+    ) -> impl Future<Output = Result<T, AppError>> {
+        // Boxed once, here: passed down by value, each async layer (this one, `within`, the
+        // timeout) would hold room for it of its own, and a read of one order came to 5 KiB
+        // of future, moved from layer to layer up to the request's own.
+        storage::within(&self.pool, self.answer_bound, Box::pin(work))
     }
 
     /// Loads the keys, then keeps them current, purges expired idempotency records and events

@@ -240,7 +240,10 @@ impl Reader {
             }
             Some(Err(_)) | None => {}
         }
-        self.query_alone(sql, params).await
+        // Boxed: taking a pooled connection is a large future (the pool's own timeouts among
+        // it), and every read would otherwise carry its room, and move it, from future to
+        // future, up to the request's.
+        Box::pin(self.query_alone(sql, params)).await
     }
 
     /// The rows of `sql` on a pooled connection: for reads whose answers are large, which
