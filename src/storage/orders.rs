@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use rust_decimal::Decimal;
-use tokio_postgres::{Row, types::ToSql};
+use tokio_postgres::{Row, Statement, types::ToSql};
 
 use super::{
     Page, Reader, SHARED_PAGE_LIMIT, Settled, StoreError,
@@ -388,128 +388,159 @@ async fn replace_once(
     actor: &str,
 ) -> Result<OrderRecord, StoreError> {
     let mut client = pool.get().await?;
+    let statements = ReplaceStatements::prepare(&client).await?;
     let transaction = client.transaction().await?;
-    let written = async {
-        // First the order itself (see `holding_record_lock`): before any statement of this
-        // transaction writes, and so before it has an id.
-        let lock_order = transaction
-            .prepare_cached(&format!(
-                "SELECT 1 WHERE {}",
-                holding_record_lock(ORDER_LOCK_SPACE)
-            ))
-            .await?;
-        transaction.query(&lock_order, &[&id.get()]).await?;
-        // Locks are taken in one order (the order, services by id, then slots, then the order
-        // row), so that replaces never wait on each other in a cycle. Next the services this order
-        // will book, as their foreign key checks would later anyway: a delete of one of them
-        // then waits for this replace, or this replace for it, before either writes.
-        let lock_services = transaction
-            .prepare_cached(
-                "SELECT 1 FROM services WHERE id = ANY ($1::bigint[]) ORDER BY id FOR KEY SHARE",
-            )
-            .await?;
-        let service_ids = raw_ids(&draft.service_ids);
-        transaction.query(&lock_services, &[&service_ids]).await?;
-        // Then the 3-hour slots around the order's old and new times. An UPDATE cannot use
-        // `ON CONFLICT`, so two replaces moving orders near each other would each insert their
-        // new time into the exclusion index and then wait for the other's: a deadlock. Time is
-        // cut into 3-hour slots; an order at t takes slots k and k+1 (k = its slot), so any
-        // two orders less than 3 hours apart share one and replaces near each other take
-        // turns instead. Sorted, so that the slot locks themselves cannot deadlock.
-        //
-        // The old time is read before the locks are granted, and a replace of the same order
-        // that commits meanwhile moves it: this one then holds the slots of a time the order
-        // has left. That is harmless: every wait in the exclusion index that this replace can
-        // cause is on its own new time, whose slots it holds. Creates and deletes take no slot
-        // locks: a create (`ON CONFLICT DO NOTHING`) checks before it inserts, and a delete
-        // inserts nothing, so neither waits on a replace's new time while holding up its own;
-        // the rare deadlock left between a create and a replace is retried.
-        let lock_slots = transaction
-            .prepare_cached(
-                "SELECT pg_advisory_xact_lock($1, slot)
-                 FROM (
-                     SELECT DISTINCT floor(extract(epoch FROM t) / 10800)::int + step AS slot
-                     FROM (SELECT $3::timestamptz UNION ALL
-                           SELECT scheduled_at FROM orders WHERE id = $2) AS times (t),
-                          (VALUES (0), (1)) AS steps (step)
-                 ) AS slots
-                 ORDER BY slot",
-            )
-            .await?;
-        let scheduled_at = draft.scheduled_at.as_datetime();
-        transaction
-            .query(&lock_slots, &[&SLOT_LOCK_SPACE, &id.get(), &scheduled_at])
-            .await?;
-        // Then the order, by updating it. A concurrent replace of the same order has waited
-        // for this one at the slots of the order's old time already, or waits here; either
-        // way the next statement's snapshot, taken after the lock, sees the links that replace
-        // committed. (In one statement they would be invisible to the link deletion and
-        // survive it.)
-        let update = transaction
-            .prepare_cached(&format!(
-                "UPDATE orders
-                 SET scheduled_at = $2, total_fee = $3, version = version + 1, updated_at = now(),
-                     updated_by = $6
-                 WHERE id = $1 AND {}
-                 RETURNING {ORDER_ROW}",
-                at_revision(4)
-            ))
-            .await?;
-        let (expected_orders, expected_services) = revision_arrays(expected);
-        let params: [&(dyn ToSql + Sync); 6] = [
-            &id.get(),
-            &scheduled_at,
-            &draft.total_fee.as_decimal(),
-            &expected_orders,
-            &expected_services,
-            &actor,
-        ];
-        let Some(row) = transaction.query_opt(&update, &params).await? else {
+    let service_ids = raw_ids(&draft.service_ids);
+    let scheduled_at = draft.scheduled_at.as_datetime();
+    let (expected_orders, expected_services) = revision_arrays(expected);
+    let order_id = id.get();
+    let order_param: [&(dyn ToSql + Sync); 1] = [&order_id];
+    let lock_services_params: [&(dyn ToSql + Sync); 1] = [&service_ids];
+    let lock_slots_params: [&(dyn ToSql + Sync); 3] = [&SLOT_LOCK_SPACE, &order_id, &scheduled_at];
+    let order_and_services: [&(dyn ToSql + Sync); 2] = [&order_id, &service_ids];
+    let order_and_actor: [&(dyn ToSql + Sync); 2] = [&order_id, &actor];
+    let update_params: [&(dyn ToSql + Sync); 6] = [
+        &order_id,
+        &scheduled_at,
+        &draft.total_fee.as_decimal(),
+        &expected_orders,
+        &expected_services,
+        &actor,
+    ];
+    // Sent together, in this order, and answered together: one round trip instead of six.
+    // Each statement still runs on its own, after the one before it, with a snapshot of its
+    // own. The links and the event follow the update whether or not it touched the order:
+    // when it did not, the transaction is rolled back, and what they did goes with it.
+    let (order_locked, services_locked, slots_locked, updated, relinked, recorded) = tokio::join!(
+        biased;
+        transaction.query(&statements.lock_order, &order_param),
+        transaction.query(&statements.lock_services, &lock_services_params),
+        transaction.query(&statements.lock_slots, &lock_slots_params),
+        transaction.query_opt(&statements.update, &update_params),
+        transaction.query(&statements.relink, &order_and_services),
+        transaction.execute(&statements.record_event, &order_and_actor),
+    );
+    // The first failure is the one that counts: the statements after it were refused only
+    // because the transaction had failed.
+    let written = (|| {
+        order_locked?;
+        services_locked?;
+        slots_locked?;
+        let Some(row) = updated? else {
             return Ok(None);
         };
-        // The links to drop and the links to upsert are disjoint sets of rows, which is what
-        // lets them share a statement.
-        let relink = transaction
-            .prepare_cached(
-                "WITH dropped AS (
-                     DELETE FROM order_services
-                     WHERE order_id = $1 AND service_id <> ALL ($2::bigint[])
-                 ), os AS (
-                     INSERT INTO order_services (order_id, service_id, position)
-                     SELECT $1, requested.service_id, requested.position
-                     FROM unnest($2::bigint[]) WITH ORDINALITY AS requested (service_id, position)
-                     ON CONFLICT (order_id, service_id) DO UPDATE SET position = excluded.position
-                     RETURNING service_id, position
-                 )
-                 SELECT s.id AS service_id, s.name AS service_name, s.version AS service_version
-                 FROM os JOIN services s ON s.id = os.service_id
-                 ORDER BY os.position",
-            )
-            .await?;
-        let services = transaction
-            .query(&relink, &[&id.get(), &service_ids])
-            .await?
-            .iter()
-            .map(booked_service)
-            .collect();
-        let record_event = transaction
-            .prepare_cached(&format!(
-                "INSERT INTO events (type, actor, subject_id, data)
-                 SELECT '{updated}', $2, o.id, {document} FROM orders o WHERE o.id = $1",
-                updated = EventType::OrderUpdated.as_str(),
-                document = order_document(STORED_LINKS),
-            ))
-            .await?;
-        transaction
-            .execute(&record_event, &[&id.get(), &actor])
-            .await?;
+        let services = relinked?.iter().map(booked_service).collect();
+        recorded?;
         Ok(Some(order_from_row(&row, services)))
-    }
-    .await;
+    })();
     match settle(transaction, written).await? {
         Settled::Written(order) => Ok(order),
         Settled::NoRow => Err(why_not_written(&client, "orders", id.get()).await?),
         Settled::Failed(error) => Err(explain_write_error(&client, error, draft, Some(id)).await),
+    }
+}
+
+/// The statements of a replace, in the order they run, each taking the locks the comments
+/// say, so that replaces never wait on each other in a cycle.
+struct ReplaceStatements {
+    /// First the order itself (see `holding_record_lock`): before any statement of the
+    /// transaction writes, and so before it has an id.
+    lock_order: Statement,
+    /// Next the services the order will book, as their foreign key checks would later anyway:
+    /// a delete of one of them then waits for this replace, or this replace for it, before
+    /// either writes.
+    lock_services: Statement,
+    /// Then the 3-hour slots around the order's old and new times. An UPDATE cannot use
+    /// `ON CONFLICT`, so two replaces moving orders near each other would each insert their
+    /// new time into the exclusion index and then wait for the other's: a deadlock. Time is
+    /// cut into 3-hour slots; an order at t takes slots k and k+1 (k = its slot), so any two
+    /// orders less than 3 hours apart share one and replaces near each other take turns
+    /// instead. Sorted, so that the slot locks themselves cannot deadlock.
+    ///
+    /// The old time is read before the locks are granted, and a replace of the same order
+    /// that commits meanwhile moves it: this one then holds the slots of a time the order has
+    /// left. That is harmless: every wait in the exclusion index that this replace can cause
+    /// is on its own new time, whose slots it holds. Creates and deletes take no slot locks:
+    /// a create (`ON CONFLICT DO NOTHING`) checks before it inserts, and a delete inserts
+    /// nothing, so neither waits on a replace's new time while holding up its own; the rare
+    /// deadlock left between a create and a replace is retried.
+    lock_slots: Statement,
+    /// Then the order, by updating it. A concurrent replace of the same order has waited for
+    /// this one at the slots of the order's old time already, or waits here; either way the
+    /// next statement's snapshot, taken after the lock, sees the links that replace committed.
+    /// (In one statement they would be invisible to the link deletion and survive it.)
+    update: Statement,
+    /// The links to drop and the links to upsert: disjoint sets of rows, which is what lets
+    /// them share a statement.
+    relink: Statement,
+    record_event: Statement,
+}
+
+static LOCK_ORDER: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT 1 WHERE {}", holding_record_lock(ORDER_LOCK_SPACE)));
+
+static UPDATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE orders
+         SET scheduled_at = $2, total_fee = $3, version = version + 1, updated_at = now(),
+             updated_by = $6
+         WHERE id = $1 AND {}
+         RETURNING {ORDER_ROW}",
+        at_revision(4)
+    )
+});
+
+static RECORD_UPDATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO events (type, actor, subject_id, data)
+         SELECT '{updated}', $2, o.id, {document} FROM orders o WHERE o.id = $1",
+        updated = EventType::OrderUpdated.as_str(),
+        document = order_document(STORED_LINKS),
+    )
+});
+
+impl ReplaceStatements {
+    /// Prepared on `client`'s connection: once, then from its cache.
+    async fn prepare(client: &impl GenericClient) -> Result<Self, StoreError> {
+        Ok(Self {
+            lock_order: client.prepare_cached(LOCK_ORDER.as_str()).await?,
+            lock_services: client
+                .prepare_cached(
+                    "SELECT 1 FROM services WHERE id = ANY ($1::bigint[]) ORDER BY id FOR KEY SHARE",
+                )
+                .await?,
+            lock_slots: client
+                .prepare_cached(
+                    "SELECT pg_advisory_xact_lock($1, slot)
+                     FROM (
+                         SELECT DISTINCT floor(extract(epoch FROM t) / 10800)::int + step AS slot
+                         FROM (SELECT $3::timestamptz UNION ALL
+                               SELECT scheduled_at FROM orders WHERE id = $2) AS times (t),
+                              (VALUES (0), (1)) AS steps (step)
+                     ) AS slots
+                     ORDER BY slot",
+                )
+                .await?,
+            update: client.prepare_cached(UPDATE.as_str()).await?,
+            relink: client
+                .prepare_cached(
+                    "WITH dropped AS (
+                         DELETE FROM order_services
+                         WHERE order_id = $1 AND service_id <> ALL ($2::bigint[])
+                     ), os AS (
+                         INSERT INTO order_services (order_id, service_id, position)
+                         SELECT $1, requested.service_id, requested.position
+                         FROM unnest($2::bigint[]) WITH ORDINALITY AS requested (service_id, position)
+                         ON CONFLICT (order_id, service_id) DO UPDATE SET position = excluded.position
+                         RETURNING service_id, position
+                     )
+                     SELECT s.id AS service_id, s.name AS service_name, s.version AS service_version
+                     FROM os JOIN services s ON s.id = os.service_id
+                     ORDER BY os.position",
+                )
+                .await?,
+            record_event: client.prepare_cached(RECORD_UPDATE.as_str()).await?,
+        })
     }
 }
 
