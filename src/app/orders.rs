@@ -10,7 +10,7 @@ use super::{
 pub use crate::storage::orders::{OrderCursor, OrderRecord, OrderRevision};
 use crate::{
     domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp},
-    storage::{self, Page, StoreError, orders::OrderFilter},
+    storage::{self, StoreError, orders::OrderFilter},
 };
 
 /// An order as a client asked for it, before its services are looked up: its services are
@@ -90,24 +90,30 @@ impl TransactionalCreate for NewOrder<'_> {
     }
 }
 
+/// Reads a page of orders, handing each to `each` in order (see [`storage::orders::list`]);
+/// returns where the next page starts after, if there is one.
 pub async fn list(
     state: &AppState,
     query: OrderQuery,
-) -> Result<Page<OrderRecord, OrderCursor>, AppError> {
+    each: impl FnMut(OrderRecord) + Send,
+) -> Result<Option<OrderCursor>, AppError> {
     state
         .bounded(async {
             let service_id = match query.service_id.as_deref().map(ServiceId::parse) {
                 None => None,
                 Some(Some(id)) => Some(id),
                 // No service has such an id, so no order books it.
-                Some(None) => return Ok(Page::empty()),
+                Some(None) => return Ok(None),
             };
             let filter = OrderFilter {
                 from: query.from,
                 to: query.to,
                 service_id,
             };
-            Ok(storage::orders::list(&state.reader, &filter, query.after, query.limit).await?)
+            Ok(
+                storage::orders::list(&state.reader, &filter, query.after, query.limit, each)
+                    .await?,
+            )
         })
         .await
 }

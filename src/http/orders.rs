@@ -103,16 +103,26 @@ pub(super) fn write_order_members(json: &mut JsonWriter, record: &OrderRecord) {
     json.key("updated_by").string(&record.updated_by);
 }
 
-/// Writes a page of orders as an [`OrderPage`].
-pub(super) fn write_order_page(json: &mut JsonWriter, orders: &[OrderRecord], next_page_token: Option<&str>) {
-    json.begin_object();
-    json.key("orders").begin_array();
-    for order in orders {
-        write_order(json, order);
+/// Writes an [`OrderPage`] an order at a time, as the orders are read.
+pub(super) struct OrderPageWriter(JsonWriter);
+
+impl OrderPageWriter {
+    pub(super) fn new() -> Self {
+        let mut json = JsonWriter::default();
+        json.begin_object().key("orders").begin_array();
+        Self(json)
     }
-    json.end_array();
-    json.optional_string("next_page_token", next_page_token);
-    json.end_object();
+
+    pub(super) fn order(&mut self, order: &OrderRecord) {
+        write_order(&mut self.0, order);
+    }
+
+    pub(super) fn finish(mut self, next_page_token: Option<&str>) -> JsonBody<OrderPage> {
+        self.0.end_array();
+        self.0.optional_string("next_page_token", next_page_token);
+        self.0.end_object();
+        JsonBody::from_text(self.0.into_text())
+    }
 }
 
 /// What the API showed before answers were written straight from records: each writer above
@@ -424,11 +434,12 @@ impl OrdersApi {
                 .transpose()?,
             limit: pagination::page_size(page_size.0),
         };
-        let page = app::orders::list(&state, query).await?;
-        let next_page_token = page.next.as_ref().map(encode_order_cursor);
-        Ok(OrderListed::Ok(JsonBody::write(|json| {
-            write_order_page(json, &page.items, next_page_token.as_deref())
-        })))
+        // Each order is written as soon as it is read: a page of a thousand orders of fifty
+        // services each is never in memory but as its answer's text.
+        let mut page = OrderPageWriter::new();
+        let next = app::orders::list(&state, query, |order| page.order(&order)).await?;
+        let next_page_token = next.as_ref().map(encode_order_cursor);
+        Ok(OrderListed::Ok(page.finish(next_page_token.as_deref())))
     }
 
     /// View an order

@@ -15,7 +15,10 @@ pub const ORDERS_NEAR_WINDOW: &str = "SELECT scheduled_at FROM orders
 
 /// The times of the orders near `window`, earliest first.
 #[tracing::instrument(name = "free_slots.orders_near", skip_all, fields(from = %window.from(), to = %window.to()))]
-pub async fn orders_near(reader: &Reader, window: &SlotWindow) -> Result<Vec<Timestamp>, StoreError> {
+pub async fn orders_near(
+    reader: &Reader,
+    window: &SlotWindow,
+) -> Result<Vec<Timestamp>, StoreError> {
     // At most a few hundred rows: a window is at most 31 days, with orders 3 hours apart.
     let rows = reader
         .query(

@@ -246,6 +246,29 @@ impl Reader {
         Box::pin(self.query_alone(sql, params)).await
     }
 
+    /// Hands each row of `sql` to `each` as it arrives, on a pooled connection, until the rows
+    /// end or `each` says to stop: for reads whose answers are large, which would hold up the
+    /// reads queued behind them on a shared connection, and need not sit in memory whole.
+    pub async fn for_each_row_alone(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+        mut each: impl FnMut(&tokio_postgres::Row) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        use futures_util::TryStreamExt;
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        let rows = client.query_raw(&statement, params.iter().copied()).await?;
+        let mut rows = std::pin::pin!(rows);
+        while let Some(row) = rows.try_next().await? {
+            if each(&row).is_break() {
+                // The rest of the answer is read and dropped by the connection itself.
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The rows of `sql` on a pooled connection: for reads whose answers are large, which
     /// would hold up every read queued behind them on a shared one.
     pub async fn query_alone(

@@ -178,10 +178,7 @@ impl Shared {
 
     /// Closes `session` at once (its pending statements fail) and has the keeper open another.
     fn give_up(&self, session: &Arc<Session>) {
-        if session
-            .given_up
-            .swap(true, Ordering::AcqRel)
-        {
+        if session.given_up.swap(true, Ordering::AcqRel) {
             return;
         }
         session.driver.abort();

@@ -80,7 +80,11 @@ where
 pub struct JsonMembers;
 
 impl<'writer> FormatFields<'writer> for JsonMembers {
-    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
         let mut members = Members::first(&mut writer);
         fields.record(&mut members);
         members.result
@@ -177,7 +181,9 @@ impl<W: fmt::Write> Visit for Members<'_, W> {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.member(field, |out| out.write_str(if value { "true" } else { "false" }));
+        self.member(field, |out| {
+            out.write_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -290,7 +296,12 @@ mod tests {
             );
             span.record("key", "tester");
             span.in_scope(|| {
-                tracing::info!(status = 200u16, latency_ms = 1.5, cached = false, "request served");
+                tracing::info!(
+                    status = 200u16,
+                    latency_ms = 1.5,
+                    cached = false,
+                    "request served"
+                );
             });
         });
         let line = &lines[0];

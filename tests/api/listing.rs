@@ -306,3 +306,61 @@ async fn list_parameters_a_typed_client_cannot_send_are_400_naming_the_parameter
         assert_eq!(problem["detail"], detail, "{path}");
     }
 }
+
+#[tokio::test]
+async fn large_pages_read_row_by_row_hold_every_order_once_with_all_its_services() {
+    // Pages over 100 orders are read a row at a time (one row per booked service), and each
+    // page stops at the first row of the order after it.
+    let app = spawn_app().await;
+    let services = [
+        app.create_service("Inspection").await,
+        app.create_service("Analysis").await,
+        app.create_service("Testing").await,
+    ];
+    let ids: Vec<i64> = services.iter().map(|id| id.parse().unwrap()).collect();
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "WITH o AS (
+                 INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
+                 SELECT timestamptz '2022-01-01T00:00:00Z' + n * interval '3 hours', 1, 'bulk', 'bulk'
+                 FROM generate_series(1, 400) AS n
+                 RETURNING id
+             )
+             INSERT INTO order_services (order_id, service_id, position)
+             SELECT o.id, s.id, 4 - s.position
+             FROM o, unnest($1::bigint[]) WITH ORDINALITY AS s (id, position)",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+
+    let (seen, pages) = every_page(|token| {
+        let mut request = app.client().order_list().page_size(150);
+        if let Some(token) = token {
+            request = request.page_token(token);
+        }
+        async move {
+            let page = request.send().await.unwrap().into_inner();
+            (page.orders, page.next_page_token)
+        }
+    })
+    .await;
+
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 400);
+    let distinct: HashSet<_> = seen.iter().map(|order| &order.id).collect();
+    assert_eq!(distinct.len(), 400, "every order once");
+    // Booked in the opposite order to the services' ids: shown in the order booked.
+    let in_booked_order: Vec<&str> = services.iter().rev().map(String::as_str).collect();
+    for order in &seen {
+        let booked: Vec<&str> = order
+            .services
+            .iter()
+            .map(|service| service.id.as_str())
+            .collect();
+        assert_eq!(booked, in_booked_order);
+    }
+}

@@ -111,7 +111,10 @@ async fn reads_stalled_behind_a_lock_hold_up_no_read_of_another_table() {
         still_stalled,
         "the reads of orders were still waiting meanwhile"
     );
-    assert!(took < Duration::from_secs(1), "reads of services took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "reads of services took {took:?}"
+    );
     for read in stalled {
         let status = read.await.unwrap();
         assert!(
