@@ -12,7 +12,7 @@ use super::{
     ApiTags,
     auth::ApiKey,
     conditional::{etag, if_match, if_none_match_matches},
-    idempotency::{Created, Replayable, idempotency_key_in, render_create},
+    idempotency::{Created, IdempotencyKeyHeader, Replayable, idempotency_key_in, render_create},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
     json_body::{JsonBody, JsonWriter},
     pagination::{self, PageSize, decode_order_cursor, encode_order_cursor},
@@ -373,14 +373,9 @@ impl OrdersApi {
         /// answer again (with `Idempotent-Replayed: true`) and creates nothing. 1 to 255
         /// printable ASCII characters, bare or as a quoted string, in one header. Keys of
         /// different API keys never meet.
-        #[oai(
-            name = "Idempotency-Key",
-            validator(
-                pattern = r#"^(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x22\x5c]){1,255}"|[\x21\x23-\x7e]{1,255})$"#
-            )
-        )]
-        // Documents and validates the header; the key is read by `idempotency_key_in`.
-        _idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")]
+        // Documents the header; the key is read, and checked, by `idempotency_key_in`.
+        _idempotency_key: Header<Option<IdempotencyKeyHeader>>,
         request: &Request,
         body: Json<Body<OrderInput>>,
     ) -> Result<Replayable<OrderCreated>, OperationError<CreateErrors>> {

@@ -55,13 +55,6 @@ pub async fn claim(
             "SELECT pg_try_advisory_xact_lock(hashtextextended($1::bigint || ':' || $2, 0)) AS locked",
         )
         .await?;
-    if !transaction
-        .query_one(&lock, &[&api_key_id, &key])
-        .await?
-        .get::<_, bool>("locked")
-    {
-        return Ok(Claim::InUse);
-    }
     // A statement of its own, so that its snapshot is taken after the lock was granted and
     // sees the record of any request that held the key before.
     let lookup = transaction
@@ -72,10 +65,21 @@ pub async fn claim(
                AND created_at > now() - $3 * interval '1 second'",
         )
         .await?;
-    let Some(row) = transaction
-        .query_opt(&lookup, &[&api_key_id, &key, &retention.as_secs_f64()])
-        .await?
-    else {
+    // Sent together, in this order (one round trip): the look-up runs after the lock is taken,
+    // and when it was not, its answer is not used.
+    let retention = retention.as_secs_f64();
+    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&api_key_id, &key];
+    let lookup_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&api_key_id, &key, &retention];
+    let (locked, found) = tokio::join!(
+        biased;
+        transaction.query_one(&lock, &lock_params),
+        transaction.query_opt(&lookup, &lookup_params),
+    );
+    if !locked?.get::<_, bool>("locked") {
+        return Ok(Claim::InUse);
+    }
+    let Some(row) = found? else {
         return Ok(Claim::First);
     };
     if row.get::<_, &[u8]>("fingerprint") != fingerprint.as_slice() {

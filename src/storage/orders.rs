@@ -337,11 +337,20 @@ async fn insert_once(
         &service_ids,
         &actor,
     ];
-    if savepoint == Savepoint::Around {
-        // Released with the transaction's commit; the statements after it need no other.
-        client.batch_execute("SAVEPOINT order_insert").await?;
-    }
-    match client.query(&statement, &params).await {
+    let inserted = if savepoint == Savepoint::Around {
+        // Released with the transaction's commit; the statements after it need no other. Sent
+        // with the insert, in this order: one round trip.
+        let (saved, inserted) = tokio::join!(
+            biased;
+            client.batch_execute("SAVEPOINT order_insert"),
+            client.query(&statement, &params),
+        );
+        saved?;
+        inserted
+    } else {
+        client.query(&statement, &params).await
+    };
+    match inserted {
         // The second branch's row: refused, with the order it clashes with (if it was found).
         Ok(rows)
             if rows
