@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Prints scripts/bench's table from the outputs of its wrk and pgbench runs.
+"""Prints scripts/bench's tables from the outputs of its wrk and pgbench runs.
 
-    summarize.py RESULTS IDLE_RSS_KIB PEAK_RSS_KIB "CONNECTIONS..." KIND...
+    summarize.py RESULTS IDLE_RSS_KIB TABLE_PEAK_RSS_KIB CLOCK_TICKS "CONNECTIONS..." KIND...
 
 Exits non-zero when a run did not do the work it was meant to: a service run with answers of
 another status than its kind expects, or a pgbench run that failed or aborted.
 """
 
 import glob
+import os
 import re
 import sys
 
@@ -17,71 +18,131 @@ REFUSED = {"order_conflict"}
 WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk_result(path, kind):
-    text = open(path).read()
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    total = int(re.search(r"(\d+) requests in", text).group(1))
-    percentiles = {}
-    for share, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
-        percentiles[share] = float(value) * WRK_UNITS[unit]
-    other = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    other = int(other.group(1)) if other else 0
-    errors = re.search(r"Socket errors: (.*)", text)
-    expected_other = total if kind in REFUSED else 0
-    problem = None
-    if other != expected_other:
-        problem = f"{other} of {total} answers had another status than expected"
-    elif errors:
-        problem = f"socket errors: {errors.group(1)}"
-    return rate, percentiles.get("50"), percentiles.get("99"), problem
+class Wrk:
+    """A wrk run: requests a second, p50 and p99 in ms, the service's CPU a request in us."""
+
+    def __init__(self, path, clock_ticks, refused=False):
+        text = open(path).read()
+        self.rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+        self.total = int(re.search(r"(\d+) requests in", text).group(1))
+        percentiles = {}
+        for share, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M):
+            percentiles[share] = float(value) * WRK_UNITS[unit]
+        self.p50, self.p99 = percentiles.get("50"), percentiles.get("99")
+        other = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        self.other = int(other.group(1)) if other else 0
+        errors = re.search(r"Socket errors: (.*)", text)
+        ticks = int(open(path + ".cpu").read()) if os.path.exists(path + ".cpu") else 0
+        self.cpu_us = ticks / clock_ticks / self.total * 1e6 if self.total else None
+        expected_other = self.total if refused else 0
+        self.problem = None
+        if self.other != expected_other:
+            self.problem = f"{self.other} of {self.total} answers had another status than expected"
+        elif errors:
+            self.problem = f"socket errors: {errors.group(1)}"
 
 
-def pgbench_result(path, log_prefix):
-    text = open(path).read()
-    found = re.search(r"tps = ([\d.]+) \(without initial connection time\)", text)
-    problem = None
-    if not found or "aborted" in text or re.search(r"number of failed transactions: [1-9]", text):
-        problem = "pgbench failed: " + " ".join(text.strip().splitlines()[-3:])
-    latencies = []
-    for log in glob.glob(log_prefix + ".*"):
-        for line in open(log):
-            fields = line.split()
-            if len(fields) >= 3:
-                latencies.append(int(fields[2]) / 1000.0)
-    latencies.sort()
+class Pgbench:
+    """A pgbench run: transactions a second, p50 and p99 in ms."""
 
-    def percentile(share):
-        return latencies[min(len(latencies) - 1, int(len(latencies) * share))] if latencies else None
+    def __init__(self, path):
+        text = open(path).read()
+        found = re.search(r"tps = ([\d.]+) \(without initial connection time\)", text)
+        self.problem = None
+        if not found or "aborted" in text or re.search(r"number of failed transactions: [1-9]", text):
+            self.problem = "pgbench failed: " + " ".join(text.strip().splitlines()[-3:])
+        self.rate = float(found.group(1)) if found else 0.0
+        latencies = []
+        for log in glob.glob(path + "-log.*"):
+            for line in open(log):
+                fields = line.split()
+                if len(fields) >= 3:
+                    latencies.append(int(fields[2]) / 1000.0)
+        latencies.sort()
 
-    return (float(found.group(1)) if found else 0.0), percentile(0.5), percentile(0.99), problem
+        def percentile(share):
+            return latencies[min(len(latencies) - 1, int(len(latencies) * share))] if latencies else None
+
+        self.p50, self.p99 = percentile(0.5), percentile(0.99)
 
 
 def ms(value):
     return "-" if value is None else f"{value:.2f}"
 
 
+def us(value):
+    return "-" if value is None else f"{value:.0f}"
+
+
+def mib(kib):
+    return f"{int(kib) / 1024:.1f} MiB"
+
+
 def main():
-    results, idle, peak, counts, kinds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(), sys.argv[5:]
-    rows, problems = [], []
+    results, idle, table_peak = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    clock_ticks, counts, kinds = int(sys.argv[4]), sys.argv[5].split(), sys.argv[6:]
+    problems = []
+
+    def checked(name, run):
+        if run.problem:
+            problems.append(f"{name}: {run.problem}")
+        return run
+
+    print("| work | connections | service req/s | p50 ms | p99 ms | service CPU µs/req "
+          "| pgbench tps (8 clients) | p50 ms | p99 ms | service ÷ pgbench |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    reads = {}
     for connections in counts:
         for kind in kinds:
             base = f"{results}/{kind}.{connections}"
-            service = wrk_result(base + ".wrk", kind)
-            database = pgbench_result(base + ".pgbench", base + ".pgbench-log")
-            for name, result in (("service", service), ("pgbench", database)):
-                if result[3]:
-                    problems.append(f"{kind} at {connections} connections, {name}: {result[3]}")
-            ratio = service[0] / database[0] if database[0] else None
-            rows.append((kind, connections, service, database, ratio))
-    print("| work | connections | service req/s | p50 ms | p99 ms | pgbench tps (8 clients) | p50 ms | p99 ms | service ÷ pgbench |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for kind, connections, service, database, ratio in rows:
-        print(
-            f"| {kind} | {connections} | {service[0]:.0f} | {ms(service[1])} | {ms(service[2])} "
-            f"| {database[0]:.0f} | {ms(database[1])} | {ms(database[2])} | {'-' if ratio is None else f'{ratio:.2f}'} |"
-        )
+            service = checked(f"{kind} at {connections} connections, service",
+                              Wrk(base + ".wrk", clock_ticks, kind in REFUSED))
+            database = checked(f"{kind} at {connections} connections, pgbench", Pgbench(base + ".pgbench"))
+            reads[(kind, connections)] = service
+            ratio = f"{service.rate / database.rate:.2f}" if database.rate else "-"
+            print(f"| {kind} | {connections} | {service.rate:.0f} | {ms(service.p50)} | {ms(service.p99)} "
+                  f"| {us(service.cpu_us)} | {database.rate:.0f} | {ms(database.p50)} | {ms(database.p99)} | {ratio} |")
+
     print()
-    print(f"Service RSS: {idle / 1024:.1f} MiB idle after loading, {peak / 1024:.1f} MiB at its peak.")
+    print("What the guarantees cost (16 connections):")
+    print()
+    print("| guarantee | without | with | cost |")
+    print("|---|---|---|---|")
+    plain = checked("create without a key", Wrk(f"{results}/costs.create.wrk", clock_ticks))
+    keyed = checked("create with an Idempotency-Key", Wrk(f"{results}/costs.create_idempotent.wrk", clock_ticks))
+    print(f"| Idempotency-Key on a create (service, req/s) | {plain.rate:.0f} | {keyed.rate:.0f} "
+          f"| {1 - keyed.rate / plain.rate:.0%} |")
+    without_event = checked("create without its event", Pgbench(f"{results}/costs.create_without_event.pgbench"))
+    with_event = checked("create with its event", Pgbench(f"{results}/costs.create.pgbench"))
+    print(f"| the change feed's event on a create (pgbench, tps) | {without_event.rate:.0f} "
+          f"| {with_event.rate:.0f} | {1 - with_event.rate / without_event.rate:.0%} |")
+    key_check_us = int(open(f"{results}/costs.key_check_ns").read()) / 1000
+    read = reads.get(("get_order", counts[0]))
+    if read and read.cpu_us:
+        print(f"| the API key check on a GET of one order (service CPU, µs) | {read.cpu_us - key_check_us:.1f} "
+              f"| {read.cpu_us:.1f} | {key_check_us / read.cpu_us:.1%} |")
+    else:
+        print(f"| the API key check (µs) | - | {key_check_us:.2f} | - |")
+
+    print()
+    print("Memory (RSS of the service):")
+    print()
+    print(f"- idle after loading: {mib(idle)}; at its peak over the table above: {mib(table_peak)}")
+    connections_run = f"{results}/memory.connections.wrk"
+    if "Requests/sec" in open(connections_run).read():
+        many = Wrk(connections_run, clock_ticks)
+        served = 1 - many.other / many.total if many.total else 0
+        print(f"- {os.environ.get('BENCH_MANY_CONNECTIONS', '2000')} connections at once (GET one order): "
+              f"peak {mib(open(connections_run.replace('.wrk', '.peak')).read())}, {many.rate:.0f} answers/s, "
+              f"{served:.0%} of them 200 (the rest 503 OVERLOADED, past the cap on requests in flight)")
+    else:
+        print(f"- many connections at once: not measured ({open(connections_run).read().strip()})")
+    large = checked("the largest page", Wrk(f"{results}/memory.large_page.wrk", clock_ticks))
+    size = int(open(f"{results}/memory.large_page.bytes").read())
+    print(f"- the largest page ({size / 1e6:.1f} MB of JSON), 16 clients at once: peak "
+          f"{mib(open(f'{results}/memory.large_page.peak').read())}, {large.rate:.1f} pages/s, "
+          f"p50 {ms(large.p50)} ms, p99 {ms(large.p99)} ms")
+
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     sys.exit(1 if problems else 0)
