@@ -9,7 +9,7 @@ use orders::{
         access::KeyRing,
         keys::{self, KeysError, LocalKey},
     },
-    config::{Cli, Command, DatabaseSettings, KeysCommand, Settings},
+    config::{self, Cli, Command, DatabaseSettings, KeysCommand, Settings},
     domain::RateLimit,
     http::{self, problem::error_chain},
     startup::{Application, Database, StartError, shutdown_signal},
@@ -33,9 +33,18 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config::worker_threads(cli.settings.worker_threads, cores))
+        .enable_all()
+        .build()
+        .expect("the runtime starts")
+        .block_on(serve_or_command(cli))
+}
+
+async fn serve_or_command(cli: Cli) -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     if command == Command::Openapi {
         print!("{}", http::spec_yaml());

@@ -206,6 +206,10 @@ where
 /// (up to 1000 orders of 50 services each) go over connections of their own.
 pub const SHARED_PAGE_LIMIT: usize = 100;
 
+/// How many rows a large read takes before it lets the other requests on its thread go on (a
+/// millisecond's work or so).
+const ROWS_BETWEEN_YIELDS: u32 = 1024;
+
 /// Where reads run: those with small answers on a shared connection when one is usable (see
 /// [`shared`]), the rest, and all of them while none is, on a pooled connection. Cheap to
 /// clone.
@@ -260,10 +264,17 @@ impl Reader {
         let statement = client.prepare_cached(sql).await?;
         let rows = client.query_raw(&statement, params.iter().copied()).await?;
         let mut rows = std::pin::pin!(rows);
+        let mut taken: u32 = 0;
         while let Some(row) = rows.try_next().await? {
             if each(&row).is_break() {
                 // The rest of the answer is read and dropped by the connection itself.
                 break;
+            }
+            taken = taken.wrapping_add(1);
+            if taken.is_multiple_of(ROWS_BETWEEN_YIELDS) {
+                // Rows that have arrived are taken without waiting, so a page of 50,000 would
+                // keep its thread from every other request until it is written.
+                tokio::task::yield_now().await;
             }
         }
         Ok(())
