@@ -104,18 +104,27 @@ def main():
                   f"| {us(service.cpu_us)} | {database.rate:.0f} | {ms(database.p50)} | {ms(database.p99)} | {ratio} |")
 
     print()
-    print("What the guarantees cost (16 connections):")
+    print("What the guarantees cost (16 connections; medians of three alternating runs):")
     print()
     print("| guarantee | without | with | cost |")
     print("|---|---|---|---|")
-    plain = checked("create without a key", Wrk(f"{results}/costs.create.wrk", clock_ticks))
-    keyed = checked("create with an Idempotency-Key", Wrk(f"{results}/costs.create_idempotent.wrk", clock_ticks))
-    print(f"| Idempotency-Key on a create (service, req/s) | {plain.rate:.0f} | {keyed.rate:.0f} "
-          f"| {1 - keyed.rate / plain.rate:.0%} |")
-    without_event = checked("create without its event", Pgbench(f"{results}/costs.create_without_event.pgbench"))
-    with_event = checked("create with its event", Pgbench(f"{results}/costs.create.pgbench"))
-    print(f"| the change feed's event on a create (pgbench, tps) | {without_event.rate:.0f} "
-          f"| {with_event.rate:.0f} | {1 - with_event.rate / without_event.rate:.0%} |")
+    def median_rate(name, runs):
+        rates = sorted(checked(name, run).rate for run in runs)
+        return rates[len(rates) // 2]
+
+    rounds = sorted(glob.glob(f"{results}/costs.create.*.wrk"))
+    plain = median_rate("create without a key", [Wrk(path, clock_ticks) for path in rounds])
+    keyed = median_rate("create with an Idempotency-Key", [
+        Wrk(path.replace("costs.create.", "costs.create_idempotent."), clock_ticks) for path in rounds])
+    print(f"| Idempotency-Key on a create (service, req/s) | {plain:.0f} | {keyed:.0f} "
+          f"| {1 - keyed / plain:.0%} |")
+    with_event = median_rate("create with its event", [
+        Pgbench(path.replace(".wrk", ".pgbench")) for path in rounds])
+    without_event = median_rate("create without its event", [
+        Pgbench(path.replace("costs.create.", "costs.create_without_event.").replace(".wrk", ".pgbench"))
+        for path in rounds])
+    print(f"| the change feed's event on a create (pgbench, tps) | {without_event:.0f} "
+          f"| {with_event:.0f} | {1 - with_event / without_event:.0%} |")
     key_check_us = int(open(f"{results}/costs.key_check_ns").read()) / 1000
     read = reads.get(("get_order", counts[0]))
     if read and read.cpu_us:
