@@ -27,7 +27,8 @@ async fn main() {
     let pool = storage::connect_pool(config, 1);
     let keys = KeyRing::default();
     keys.refresh(&pool).await.expect("the keys load");
-    keys.authenticate(&secret).expect("SECRET is a current key's");
+    keys.authenticate(&secret)
+        .expect("SECRET is a current key's");
     let started = Instant::now();
     for _ in 0..CHECKS {
         std::hint::black_box(keys.authenticate(std::hint::black_box(&secret)).is_ok());
