@@ -120,6 +120,11 @@ def main():
           f"| {1 - keyed / plain:.0%} |")
     with_event = median_rate("create with its event", [
         Pgbench(path.replace(".wrk", ".pgbench")) for path in rounds])
+    keyed_sql = median_rate("create with an Idempotency-Key, pgbench", [
+        Pgbench(path.replace("costs.create.", "costs.create_idempotent.").replace(".wrk", ".pgbench"))
+        for path in rounds])
+    print(f"| Idempotency-Key on a create (pgbench, the same SQL, tps) | {with_event:.0f} "
+          f"| {keyed_sql:.0f} | {1 - keyed_sql / with_event:.0%} |")
     without_event = median_rate("create without its event", [
         Pgbench(path.replace("costs.create.", "costs.create_without_event.").replace(".wrk", ".pgbench"))
         for path in rounds])
