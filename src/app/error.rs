@@ -118,7 +118,9 @@ impl From<StoreError> for AppError {
             StoreError::TimedOut(cause) => Self::TimedOut(cause),
             StoreError::Contention(cause) => Self::Contended(Box::new(cause)),
             StoreError::Database(cause) => Self::Internal(Box::new(cause)),
-            StoreError::CorruptEvent(_) => Self::Internal(Box::new(error)),
+            StoreError::CorruptEvent(_) | StoreError::CorruptAnswer => {
+                Self::Internal(Box::new(error))
+            }
         }
     }
 }

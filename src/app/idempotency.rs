@@ -16,7 +16,8 @@ use super::{AppError, AppState, access::Caller};
 pub use crate::storage::idempotency::StoredAnswer;
 use crate::storage::{
     self, StoreError,
-    idempotency::{self as records, Claim},
+    idempotency::{self as records, Claim, KeptAnswer},
+    orders::OrderRecord,
 };
 
 /// How long a first answer is kept, unless configured otherwise.
@@ -56,6 +57,10 @@ impl Fingerprint {
         }
         Self(hash.finalize().into())
     }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 /// A create's answer: carried out now, or the first answer to the same request replayed.
@@ -86,6 +91,13 @@ pub trait TransactionalCreate: Sync {
         &'t self,
         transaction: &'t deadpool_postgres::Transaction<'_>,
     ) -> impl Future<Output = Result<Self::Record, AppError>> + Send + 't;
+
+    /// The record of an order kept as its create's answer (see [`KeptAnswer::CreatedOrder`]),
+    /// for the creates whose records are orders. A key's record is only ever replayed to the
+    /// operation that made it (the fingerprint names the operation), so others never meet one.
+    fn kept_order(_order: OrderRecord) -> Option<Self::Record> {
+        None
+    }
 }
 
 /// Runs `create` once for `caller`'s `key`: in a transaction that first claims the key, and
@@ -130,10 +142,20 @@ async fn attempt<C: TransactionalCreate>(
     // key sent at once after the answer would find the key still in use.
     let refusal = match claim {
         Claim::First => None,
-        Claim::Replay(answer) => {
+        Claim::Replay(KeptAnswer::Rendered(answer)) => {
             metrics::counter!(crate::telemetry::metrics::IDEMPOTENT_REPLAYS).increment(1);
             Some(Ok(Answer::Replayed(answer)))
         }
+        // Rendered as the first answer rendered it, from the same record: the same bytes.
+        Claim::Replay(KeptAnswer::CreatedOrder(order)) => match C::kept_order(order) {
+            Some(record) => {
+                metrics::counter!(crate::telemetry::metrics::IDEMPOTENT_REPLAYS).increment(1);
+                Some(Ok(Answer::Replayed(render(&Ok(record)))))
+            }
+            None => Some(Err(AppError::Internal(
+                "a kept order answers a request that does not create one".into(),
+            ))),
+        },
         Claim::OtherRequest => Some(Err(AppError::IdempotencyKeyReused)),
         Claim::InUse => Some(Err(AppError::IdempotencyKeyInUse)),
     };

@@ -62,11 +62,31 @@ pub async fn create(
                 let order = storage::orders::insert(&state.pool, &draft, &caller.name).await?;
                 return Ok(Answer::Fresh(order));
             };
+            let fingerprint = request.fingerprint();
+            // The usual request, whose services are all ids and whose key is new, is one
+            // statement that claims the key, creates the order and keeps it. What that cannot
+            // decide alone, it leaves undone for the transaction that decides everything.
+            if let Some(draft) = parsed_draft(&request)? {
+                let kept = storage::orders::insert_kept(
+                    &state.pool,
+                    &draft,
+                    &caller.name,
+                    caller.key_id,
+                    key.as_str(),
+                    fingerprint.as_bytes(),
+                )
+                .await;
+                match kept {
+                    Ok(Some(order)) => return Ok(Answer::Fresh(order)),
+                    Ok(None) => {}
+                    Err(error) if error.is_transient() => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
             let create = NewOrder {
                 request: &request,
                 actor: &caller.name,
             };
-            let fingerprint = request.fingerprint();
             idempotency::create_once(state, caller, key, &fingerprint, &create, render).await
         })
         .await
@@ -87,6 +107,10 @@ impl TransactionalCreate for NewOrder<'_> {
     ) -> Result<OrderRecord, AppError> {
         let draft = draft(transaction, self.request.clone(), None).await?;
         Ok(storage::orders::insert_in(transaction, &draft, self.actor).await?)
+    }
+
+    fn kept_order(order: OrderRecord) -> Option<OrderRecord> {
+        Some(order)
     }
 }
 

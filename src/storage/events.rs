@@ -341,10 +341,7 @@ fn event_from_row(
     let data: String = row.get("data");
     let subject = match kind {
         EventType::OrderCreated | EventType::OrderUpdated | EventType::OrderDeleted => {
-            serde_json::from_str::<OrderDocument>(&data)
-                .ok()
-                .and_then(OrderDocument::into_record)
-                .map(EventSubject::Order)
+            order_from_document(&data).map(EventSubject::Order)
         }
         EventType::ServiceCreated | EventType::ServiceUpdated | EventType::ServiceDeleted => {
             serde_json::from_str::<ServiceDocument>(&data)
@@ -366,6 +363,13 @@ fn event_from_row(
 
 fn timestamp(instant: DateTime<Utc>) -> Option<Timestamp> {
     Timestamp::from_utc(instant).ok()
+}
+
+/// The order an [`order_document`] holds, or `None` when the text is not one.
+pub(super) fn order_from_document(document: &str) -> Option<OrderRecord> {
+    serde_json::from_str::<OrderDocument>(document)
+        .ok()
+        .and_then(OrderDocument::into_record)
 }
 
 /// [`order_document`] as read back.

@@ -8,12 +8,16 @@
 //! changes): the lookup is a statement of its own, whose snapshot is taken after the lock is
 //! granted. The primary key backs this up: [`record`] replaces only an expired record, and
 //! fails rather than overwrite a live one.
+//!
+//! The usual idempotent create, an order that is created, does not take this path: it is one
+//! statement that claims, creates and keeps (see [`super::orders::insert_kept`]), and only what
+//! that statement cannot decide comes here.
 
 use std::time::Duration;
 
 use deadpool_postgres::{Pool, Transaction};
 
-use super::StoreError;
+use super::{StoreError, events::order_from_document, orders::OrderRecord};
 
 /// The first answer to a request, as it is replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +29,16 @@ pub struct StoredAnswer {
     pub etag: Option<String>,
 }
 
+/// A first answer as it is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeptAnswer {
+    /// As it was rendered, byte for byte.
+    Rendered(StoredAnswer),
+    /// The order a create made, kept by the statement that made it (see
+    /// [`super::orders::insert_kept`]): the answer is the one its create renders for it.
+    CreatedOrder(OrderRecord),
+}
+
 /// What a request finds when it claims its key.
 #[derive(Debug)]
 pub enum Claim {
@@ -32,11 +46,18 @@ pub enum Claim {
     /// transaction ends.
     First,
     /// The key answered this same request before.
-    Replay(StoredAnswer),
+    Replay(KeptAnswer),
     /// The key answered another request before.
     OtherRequest,
     /// Another request with the key is being processed now.
     InUse,
+}
+
+/// The SQL that tries to take the transaction-scoped lock on the `Idempotency-Key` in the
+/// parameter `key` of the API key whose id is in the parameter `api_key_id`: true when this
+/// transaction holds it (it may have held it already), false when another does.
+pub(super) fn key_lock(api_key_id: &str, key: &str) -> String {
+    format!("pg_try_advisory_xact_lock(hashtextextended({api_key_id}::bigint || ':' || {key}, 0))")
 }
 
 /// Claims `key` of the API key `api_key_id` for the request with `fingerprint`, in the
@@ -51,15 +72,14 @@ pub async fn claim(
     retention: Duration,
 ) -> Result<Claim, StoreError> {
     let lock = transaction
-        .prepare_cached(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended($1::bigint || ':' || $2, 0)) AS locked",
-        )
+        .prepare_cached(&format!("SELECT {} AS locked", key_lock("$1", "$2")))
         .await?;
     // A statement of its own, so that its snapshot is taken after the lock was granted and
     // sees the record of any request that held the key before.
     let lookup = transaction
         .prepare_cached(
-            "SELECT fingerprint, status, content_type, body, location, etag
+            "SELECT fingerprint, status, content_type, body, location, etag,
+                    order_document::text AS order_document
              FROM idempotency_records
              WHERE api_key_id = $1 AND idempotency_key = $2
                AND created_at > now() - $3 * interval '1 second'",
@@ -85,10 +105,23 @@ pub async fn claim(
     if row.get::<_, &[u8]>("fingerprint") != fingerprint.as_slice() {
         return Ok(Claim::OtherRequest);
     }
-    Ok(Claim::Replay(StoredAnswer {
+    Ok(Claim::Replay(kept_answer(&row)?))
+}
+
+/// The answer a record row keeps (the table's check constraint allows one form or the other).
+fn kept_answer(row: &tokio_postgres::Row) -> Result<KeptAnswer, StoreError> {
+    if let Some(document) = row.get::<_, Option<&str>>("order_document") {
+        return order_from_document(document)
+            .map(KeptAnswer::CreatedOrder)
+            .ok_or(StoreError::CorruptAnswer);
+    }
+    let (Some(content_type), Some(body)) = (row.get("content_type"), row.get("body")) else {
+        return Err(StoreError::CorruptAnswer);
+    };
+    Ok(KeptAnswer::Rendered(StoredAnswer {
         status: u16::try_from(row.get::<_, i16>("status")).unwrap_or(500),
-        content_type: row.get("content_type"),
-        body: row.get("body"),
+        content_type,
+        body,
         location: row.get("location"),
         etag: row.get("etag"),
     }))

@@ -371,6 +371,9 @@ pub enum StoreError {
     /// An event whose stored document this build cannot read: a fault, never the caller's.
     #[error("event {0} cannot be read")]
     CorruptEvent(i64),
+    /// A kept idempotent answer that this build cannot read: a fault, never the caller's.
+    #[error("a kept answer cannot be read")]
+    CorruptAnswer,
 }
 
 /// Classifies a database error by what can be done about it: wait for the database, run the

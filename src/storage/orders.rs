@@ -372,6 +372,85 @@ async fn insert_once(
     }
 }
 
+/// [`INSERT`] for a request sent with an `Idempotency-Key`, that also claims the key and keeps
+/// the created order as the key's answer, when it can decide all of it alone: when it takes the
+/// key's lock (see [`super::idempotency`]), finds no record of the key, and creates the order.
+/// Anything else (the key in use or answered before, a clash, a missing service) it leaves
+/// undone, for the transaction of [`super::idempotency::claim`] to decide. The record's check
+/// sees the statement's snapshot, taken before the lock: a request with the key that ended in
+/// between is not seen there, but its record is, by the primary key, whose violation undoes
+/// this statement too. The order's document is built once, for its event and its record.
+static INSERT_KEPT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH claim AS (
+             SELECT {key_lock} AS locked
+         ), o AS (
+             INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
+             SELECT $1::timestamptz, $2::numeric, $4::text, $4::text
+             WHERE (SELECT locked FROM claim) AND NOT EXISTS (
+                 SELECT 1 FROM idempotency_records WHERE api_key_id = $5 AND idempotency_key = $6
+             )
+             ON CONFLICT ON CONSTRAINT {THREE_HOUR_RULE} DO NOTHING
+             RETURNING {ORDER_ROW}
+         ), os AS (
+             INSERT INTO order_services (order_id, service_id, position)
+             SELECT o.id, requested.service_id, requested.position
+             FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
+             RETURNING service_id, position
+         ), document AS (
+             SELECT o.id, {document} AS data FROM o
+         ), event AS (
+             INSERT INTO events (type, actor, subject_id, data)
+             SELECT '{created}', $4, id, data FROM document
+         ), kept AS (
+             INSERT INTO idempotency_records
+                 (api_key_id, idempotency_key, fingerprint, status, order_document)
+             SELECT $5, $6, $7, 201, data FROM document
+         )
+         SELECT {ORDER_COLUMNS}, os.position
+         FROM o, os JOIN services s ON s.id = os.service_id
+         ORDER BY os.position",
+        key_lock = super::idempotency::key_lock("$5", "$6"),
+        created = EventType::OrderCreated.as_str(),
+        document = order_document("os"),
+    )
+});
+
+/// Creates an order on behalf of the key `actor` for the request with `fingerprint` sent with
+/// `key` of the API key `api_key_id`, and keeps the order as that key's answer, in one
+/// statement; `None` when the statement could not decide the request alone (see
+/// [`INSERT_KEPT`]), and changed nothing.
+#[tracing::instrument(name = "orders.insert_kept", skip_all, fields(scheduled_at = %draft.scheduled_at, api_key_id = api_key_id))]
+pub async fn insert_kept(
+    pool: &Pool,
+    draft: &OrderDraft,
+    actor: &str,
+    api_key_id: i64,
+    key: &str,
+    fingerprint: &[u8; 32],
+) -> Result<Option<OrderRecord>, StoreError> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(INSERT_KEPT.as_str()).await?;
+    let service_ids = raw_ids(&draft.service_ids);
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &draft.scheduled_at.as_datetime(),
+        &draft.total_fee.as_decimal(),
+        &service_ids,
+        &actor,
+        &api_key_id,
+        &key,
+        &fingerprint.as_slice(),
+    ];
+    match client.query(&statement, &params).await {
+        Ok(rows) if rows.is_empty() => Ok(None),
+        Ok(rows) => single(fold_orders(&rows)).map(Some),
+        // A service that does not exist, or the record of a request with the key that ended
+        // after this statement began: the whole statement is undone.
+        Err(error) if violated_constraint(&error).is_some() => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Replaces an order's time, fee and services on behalf of the key `actor`, if it is at one
 /// of `expected` revisions (any revision when `None`).
 pub async fn replace(

@@ -529,8 +529,14 @@ async fn a_key_whose_first_request_is_under_way_is_in_use() {
     let service = app.create_service("Inspection").await;
     let body = order("2022-11-01T12:00:00Z", json!(100), &[&service]);
 
-    // Holds every insert into orders until this transaction ends.
-    let lock = app.lock_table("orders").await;
+    // An order at the same time, not yet committed: the first request's insert waits to see
+    // whether it will be.
+    let lock = app
+        .hold_transaction(
+            "INSERT INTO orders (scheduled_at, total_fee, created_by, updated_by)
+             VALUES ('2022-11-01T12:00:00Z', 1, 'seed', 'seed')",
+        )
+        .await;
     let first = {
         let (client, url, body) = (app.http.clone(), app.url("/orders"), body.clone());
         tokio::spawn(async move {
@@ -709,9 +715,10 @@ async fn an_answer_is_kept_exactly_when_its_create_is_committed() {
     let created = create_order(&app, Some("atomic"), &body).await;
     let id = created_id(&created);
     let database = app.pool.get().await.unwrap();
+    // Kept as the order's document, in the statement that created it.
     let record = database
         .query_one(
-            "SELECT status, location, etag, body FROM idempotency_records
+            "SELECT status, order_document ->> 'id' AS order_id FROM idempotency_records
              WHERE idempotency_key = 'atomic'",
             &[],
         )
@@ -719,15 +726,34 @@ async fn an_answer_is_kept_exactly_when_its_create_is_committed() {
         .unwrap();
     assert_eq!(record.get::<_, i16>("status"), 201);
     assert_eq!(
-        record.get::<_, Option<String>>("location").as_deref(),
-        created.header("location")
+        record.get::<_, Option<String>>("order_id"),
+        Some(id.clone())
     );
-    assert_eq!(
-        record.get::<_, Option<String>>("etag").as_deref(),
-        created.header("etag")
-    );
-    assert_eq!(record.get::<_, Vec<u8>>("body"), created.body.as_bytes());
     assert_eq!((orders(&app).await, records(&app).await), (1, 1));
+    // Replayed as it was first sent, though the order and its service have changed since.
+    for (path, body) in [
+        (
+            format!("/services/{service}"),
+            r#"{"name":"Inspection and repair"}"#.to_owned(),
+        ),
+        (
+            format!("/orders/{id}"),
+            order("2022-11-01T13:00:00Z", json!(120), &[&service]),
+        ),
+    ] {
+        let changed = app
+            .http
+            .put(app.url(&path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), StatusCode::OK, "PUT {path}");
+    }
+    create_order(&app, Some("atomic"), &body)
+        .await
+        .assert_replay_of(&created);
     let order_id: i64 = id.parse().unwrap();
     assert_eq!(
         count(

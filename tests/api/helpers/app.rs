@@ -233,11 +233,16 @@ impl TestApp {
     /// Holds `table` in `ACCESS EXCLUSIVE` mode, as a migration or a `VACUUM FULL` would, from a
     /// session of the test's own, until [`TableLock::release`].
     pub async fn lock_table(&self, table: &str) -> TableLock {
+        self.hold_transaction(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .await
+    }
+
+    /// Runs `statements` in a transaction that stays open, holding whatever they lock, until
+    /// the returned guard is released (or dropped).
+    pub async fn hold_transaction(&self, statements: &str) -> TableLock {
         let session = self.pool.get().await.unwrap();
         session
-            .batch_execute(&format!(
-                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
-            ))
+            .batch_execute(&format!("BEGIN; {statements}"))
             .await
             .unwrap();
         TableLock(Some(session))
