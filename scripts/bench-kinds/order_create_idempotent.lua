@@ -8,7 +8,7 @@ for name, value in pairs(wrk.headers) do
 end
 function request()
   counter = counter + 1
-  local slot = (tonumber(os.getenv("BENCH_SLOT_REGION")) * 4 + thread_number) * 250000 + counter
+  local slot = (tonumber(os.getenv("BENCH_SLOT_REGION")) * 2 + thread_number) * 250000 + counter
   headers["Idempotency-Key"] = string.format("bench-%d-%d-%d", os.time(), thread_number, counter)
   return wrk.format("POST", "/orders", headers, order_body(region_start + 10800 * slot))
 end

@@ -104,7 +104,7 @@ def main():
                   f"| {us(service.cpu_us)} | {database.rate:.0f} | {ms(database.p50)} | {ms(database.p99)} | {ratio} |")
 
     print()
-    print("What the guarantees cost (16 connections; medians of three alternating runs):")
+    print("What the guarantees cost (16 connections; medians of five alternating runs):")
     print()
     print("| guarantee | without | with | cost |")
     print("|---|---|---|---|")

@@ -6,7 +6,9 @@
 //! request would meet again. Requests refused before the write and failures of the server are
 //! not, so they can be retried with the same key. How an answer is rendered is the HTTP
 //! layer's; it is stored as rendered, in the create's own transaction, so no create can be
-//! committed without its answer or the other way round.
+//! committed without its answer or the other way round. The usual order create keeps its
+//! answer as the order itself, in the statement that creates it (see
+//! [`crate::storage::orders::insert_kept`]); a replay renders it as the first answer was.
 
 use std::time::Duration;
 

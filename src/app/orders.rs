@@ -66,7 +66,8 @@ pub async fn create(
             // The usual request, whose services are all ids and whose key is new, is one
             // statement that claims the key, creates the order and keeps it. What that cannot
             // decide alone, it leaves undone for the transaction that decides everything.
-            if let Some(draft) = parsed_draft(&request)? {
+            // (A request it refuses before the write is refused there too, after the claim.)
+            if let Ok(Some(draft)) = parsed_draft(&request) {
                 let kept = storage::orders::insert_kept(
                     &state.pool,
                     &draft,

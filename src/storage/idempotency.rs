@@ -148,7 +148,8 @@ pub async fn record(
              ON CONFLICT (api_key_id, idempotency_key) DO UPDATE
              SET fingerprint = excluded.fingerprint, status = excluded.status,
                  content_type = excluded.content_type, body = excluded.body,
-                 location = excluded.location, etag = excluded.etag, created_at = now()
+                 location = excluded.location, etag = excluded.etag,
+                 order_document = NULL, created_at = now()
              WHERE idempotency_records.created_at <= now() - $9 * interval '1 second'",
         )
         .await?;

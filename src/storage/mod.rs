@@ -95,9 +95,11 @@ fn serving_config(
     // After any the connection string sets: the last setting of a parameter wins. No JIT:
     // every statement here reads or writes a few rows by index, where compiling takes far
     // longer (100 ms and more) than running, and a misestimated plan would pay that on every
-    // execution.
+    // execution. UTC: the documents that events and kept answers hold are JSON the database
+    // builds, which writes instants in the session's time zone; in UTC each reads back exactly
+    // (many zones' offsets before about 1900 have seconds, which RFC 3339 cannot write).
     options.push_str(&format!(
-        " -c statement_timeout={} -c lock_timeout={} -c jit=off",
+        " -c statement_timeout={} -c lock_timeout={} -c jit=off -c TimeZone=UTC",
         limits.statement_timeout.as_millis(),
         limits.lock_timeout.as_millis()
     ));

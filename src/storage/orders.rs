@@ -374,12 +374,15 @@ async fn insert_once(
 
 /// [`INSERT`] for a request sent with an `Idempotency-Key`, that also claims the key and keeps
 /// the created order as the key's answer, when it can decide all of it alone: when it takes the
-/// key's lock (see [`super::idempotency`]), finds no record of the key, and creates the order.
-/// Anything else (the key in use or answered before, a clash, a missing service) it leaves
-/// undone, for the transaction of [`super::idempotency::claim`] to decide. The record's check
-/// sees the statement's snapshot, taken before the lock: a request with the key that ended in
-/// between is not seen there, but its record is, by the primary key, whose violation undoes
-/// this statement too. The order's document is built once, for its event and its record.
+/// key's lock (see [`super::idempotency`]), finds no record of the key at all (an expired one
+/// included, which only the transaction replaces), sees every service the order books, and
+/// creates the order. Anything else (the key in use or answered before, a clash, a service it
+/// does not see) it leaves undone, for the transaction of [`super::idempotency::claim`] to
+/// decide. The statement's snapshot is taken before the lock: a request with the key that
+/// ended in between is not seen by the record's check, but its record is, by the primary key,
+/// whose violation undoes this statement too; a service committed in between would pass the
+/// foreign key but be missing from the kept document, so its services must all be seen. The
+/// order's document is built once, for its event and its record.
 static INSERT_KEPT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH claim AS (
@@ -389,7 +392,9 @@ static INSERT_KEPT: LazyLock<String> = LazyLock::new(|| {
              SELECT $1::timestamptz, $2::numeric, $4::text, $4::text
              WHERE (SELECT locked FROM claim) AND NOT EXISTS (
                  SELECT 1 FROM idempotency_records WHERE api_key_id = $5 AND idempotency_key = $6
-             )
+             ) AND (
+                 SELECT count(*) FROM services WHERE id = ANY($3::bigint[])
+             ) = cardinality($3::bigint[])
              ON CONFLICT ON CONSTRAINT {THREE_HOUR_RULE} DO NOTHING
              RETURNING {ORDER_ROW}
          ), os AS (

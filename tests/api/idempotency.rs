@@ -797,3 +797,119 @@ async fn an_answer_is_kept_exactly_when_its_create_is_committed() {
     assert!(!retried.replayed(), "a 500 is not remembered");
     assert_eq!((orders(&app).await, records(&app).await), (2, 2));
 }
+
+#[tokio::test]
+async fn an_expired_answer_not_yet_purged_gives_way_to_the_next_request_with_its_key() {
+    let app = spawn_app().await;
+    let service = app.create_service("Inspection").await;
+    let first = create_order(
+        &app,
+        Some("reused"),
+        &order("2022-11-01T12:00:00Z", json!(100), &[&service]),
+    )
+    .await;
+    let first_id = created_id(&first);
+    let database = app.pool.get().await.unwrap();
+    // Past the retention; the purge, which runs every minute, has not reached it.
+    database
+        .execute(
+            "UPDATE idempotency_records SET created_at = now() - interval '25 hours'
+             WHERE idempotency_key = 'reused'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let kept_order = async || {
+        let row = database
+            .query_one(
+                "SELECT order_document ->> 'id' AS order_id, body IS NOT NULL AS rendered
+                 FROM idempotency_records WHERE idempotency_key = 'reused'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (
+            row.get::<_, Option<String>>("order_id"),
+            row.get::<_, bool>("rendered"),
+        )
+    };
+
+    // The answer cannot be kept: the create is undone with it, and the expired answer stays.
+    database
+        .batch_execute(
+            "CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'no records today'; END $$;
+             CREATE TRIGGER refuse_records BEFORE INSERT ON idempotency_records
+                 FOR EACH ROW EXECUTE FUNCTION refuse_records();",
+        )
+        .await
+        .unwrap();
+    let other = order("2022-11-02T12:00:00Z", json!(100), &[&service]);
+    let failed = create_order(&app, Some("reused"), &other).await;
+    assert_eq!(
+        failed.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        failed.body
+    );
+    assert_eq!((orders(&app).await, records(&app).await), (1, 1));
+    assert_eq!(kept_order().await, (Some(first_id), false));
+    database
+        .batch_execute("DROP TRIGGER refuse_records ON idempotency_records")
+        .await
+        .unwrap();
+
+    // Another request with the key is carried out, and its answer takes the expired one's place.
+    let second = create_order(&app, Some("reused"), &other).await;
+    created_id(&second);
+    assert!(!second.replayed(), "the expired answer is not replayed");
+    assert_eq!((orders(&app).await, records(&app).await), (2, 1));
+    assert_eq!(kept_order().await, (None, true));
+    create_order(&app, Some("reused"), &other)
+        .await
+        .assert_replay_of(&second);
+    assert_eq!(orders(&app).await, 2);
+}
+
+#[tokio::test]
+async fn an_order_kept_on_a_database_in_another_time_zone_is_replayed_exactly() {
+    let app = spawn_app().await;
+    // A zone whose offset in 1850 has seconds (local mean time), which RFC 3339 cannot write.
+    let database = app.pool.get().await.unwrap();
+    database
+        .batch_execute(
+            "DO $$ BEGIN
+                 EXECUTE format('ALTER DATABASE %I SET timezone = %L',
+                                current_database(), 'Europe/Amsterdam');
+             END $$",
+        )
+        .await
+        .unwrap();
+    database
+        .batch_execute("SET timezone = 'Europe/Amsterdam'")
+        .await
+        .unwrap();
+    let written: String = database
+        .query_one("SELECT '1850-06-01T12:00:00Z'::timestamptz::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    database.batch_execute("RESET timezone").await.unwrap();
+    assert_eq!(
+        written.matches(':').count(),
+        4,
+        "an offset with seconds: {written}"
+    );
+    // An instance whose sessions start after the change, as the database gives them.
+    let elsewhere = app.another_instance(|_| {}).await;
+    let service = elsewhere.create_service("Inspection").await;
+    let body = order("1850-06-01T12:00:00Z", json!(100), &[&service]);
+
+    let first = create_order(&elsewhere, Some("long-ago"), &body).await;
+    created_id(&first);
+    create_order(&elsewhere, Some("long-ago"), &body)
+        .await
+        .assert_replay_of(&first);
+    let feed = Received::of(elsewhere.get("/events?limit=10").await).await;
+    assert_eq!(feed.status, StatusCode::OK, "{}", feed.body);
+}

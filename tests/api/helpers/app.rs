@@ -231,21 +231,21 @@ impl TestApp {
     }
 
     /// Holds `table` in `ACCESS EXCLUSIVE` mode, as a migration or a `VACUUM FULL` would, from a
-    /// session of the test's own, until [`TableLock::release`].
-    pub async fn lock_table(&self, table: &str) -> TableLock {
+    /// session of the test's own, until [`HeldTransaction::release`].
+    pub async fn lock_table(&self, table: &str) -> HeldTransaction {
         self.hold_transaction(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
             .await
     }
 
     /// Runs `statements` in a transaction that stays open, holding whatever they lock, until
     /// the returned guard is released (or dropped).
-    pub async fn hold_transaction(&self, statements: &str) -> TableLock {
+    pub async fn hold_transaction(&self, statements: &str) -> HeldTransaction {
         let session = self.pool.get().await.unwrap();
         session
             .batch_execute(&format!("BEGIN; {statements}"))
             .await
             .unwrap();
-        TableLock(Some(session))
+        HeldTransaction(Some(session))
     }
 
     /// Waits until a session on this app's database is waiting for a lock: the request under
@@ -506,18 +506,18 @@ pub fn order_body(datetime: &str, totalfee: Value, services: &[&str]) -> Value {
     })
 }
 
-/// A table lock held by a test (see [`TestApp::lock_table`]).
-pub struct TableLock(Option<deadpool_postgres::Object>);
+/// A transaction a test holds open, with the locks it took (see [`TestApp::hold_transaction`]).
+pub struct HeldTransaction(Option<deadpool_postgres::Object>);
 
-impl TableLock {
-    /// Ends the locking transaction; its session goes back to the pool.
+impl HeldTransaction {
+    /// Rolls the transaction back, ending its locks; its session goes back to the pool.
     pub async fn release(mut self) {
         let session = self.0.take().expect("released once");
         session.batch_execute("ROLLBACK").await.unwrap();
     }
 }
 
-impl Drop for TableLock {
+impl Drop for HeldTransaction {
     fn drop(&mut self) {
         // Not released (the test failed first): the session is closed, never handed out
         // again inside its transaction, and the lock ends with it.
