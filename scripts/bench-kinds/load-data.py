@@ -14,11 +14,9 @@ Reads ORDERS_BASE_URL and ORDERS_API_KEY, as scripts/with-server sets them.
 """
 
 import datetime
-import http.client
-import json
-import os
 import sys
-import urllib.parse
+
+from service_api import connect, create
 
 BASE_EPOCH = 1924992000  # 2031-01-01T00:00:00Z
 SLOT_SECONDS = 4 * 3600
@@ -26,22 +24,8 @@ SLOT_SECONDS = 4 * 3600
 
 def main():
     orders, services = int(sys.argv[1]), int(sys.argv[2])
-    url = urllib.parse.urlsplit(os.environ["ORDERS_BASE_URL"])
-    headers = {
-        "Authorization": f"Bearer {os.environ['ORDERS_API_KEY']}",
-        "Content-Type": "application/json",
-    }
-
-    def post(connection, path, body):
-        connection.request("POST", path, json.dumps(body), headers)
-        response = connection.getresponse()
-        answer = json.loads(response.read())
-        if response.status != 201:
-            raise SystemExit(f"POST {path} {body}: {response.status} {answer}")
-        return answer["id"]
-
-    first = http.client.HTTPConnection(url.hostname, url.port)
-    service_ids = [post(first, "/services", {"name": f"Bench service {n}"}) for n in range(services)]
+    connection = connect()
+    service_ids = [create(connection, "/services", {"name": f"Bench service {n}"}) for n in range(services)]
 
     order_ids = []
     for index in range(orders):
@@ -53,7 +37,7 @@ def main():
             "totalfee": round(50 + (index % 100) * 1.25, 2),
             "services": [{"id": service} for service in dict.fromkeys(booked)],
         }
-        order_ids.append(int(post(first, "/orders", body)))
+        order_ids.append(int(create(connection, "/orders", body)))
     if order_ids != list(range(order_ids[0], order_ids[0] + orders)):
         raise SystemExit("the orders' ids are not consecutive: another client wrote meanwhile")
     print(f"first_order_id={order_ids[0]}")

@@ -5,17 +5,16 @@ use poem::{
     IntoResponse, Response,
     http::{HeaderMap, StatusCode},
 };
-use std::borrow::Cow;
-
 use poem_openapi::{
     ApiResponse,
-    registry::{MetaResponses, MetaSchema, MetaSchemaRef, Registry},
-    types::{ParseFromParameter, ParseResult, Type},
+    registry::{MetaResponses, MetaSchema, Registry},
+    types::{ParseFromParameter, ParseResult},
 };
 
 use super::{
     json_body::{JSON_MEDIA_TYPE, JsonWriter},
     problem::{ApiError, ErrorCode, REQUEST_ID},
+    schema::impl_scalar_type,
 };
 use crate::app::{
     AppError,
@@ -40,32 +39,14 @@ pub const IDEMPOTENCY_KEY_PATTERN: &str =
 #[derive(Debug, Clone)]
 pub struct IdempotencyKeyHeader;
 
-impl Type for IdempotencyKeyHeader {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "string".into()
+impl_scalar_type!(
+    IdempotencyKeyHeader,
+    "string",
+    MetaSchema {
+        pattern: Some(IDEMPOTENCY_KEY_PATTERN.to_owned()),
+        ..MetaSchema::new("string")
     }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            pattern: Some(IDEMPOTENCY_KEY_PATTERN.to_owned()),
-            ..MetaSchema::new("string")
-        }))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
+);
 
 impl ParseFromParameter for IdempotencyKeyHeader {
     fn parse_from_parameter(_value: &str) -> ParseResult<Self> {

@@ -5,11 +5,9 @@
 //! point. `Timestamp` is an RFC 3339 string, always written in UTC with milliseconds. `PageSize`
 //! is an integer of at least 1; `WaitSeconds`, one from 0 to 30.
 
-use std::borrow::Cow;
-
 use poem_openapi::{
-    registry::{MetaSchema, MetaSchemaRef},
-    types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
+    registry::MetaSchema,
+    types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON},
 };
 use serde_json::{Number, Value};
 
@@ -36,19 +34,20 @@ pub fn money_to_json(money: &Money) -> Value {
     Value::Number(number)
 }
 
+/// Declares `$ty` a poem-openapi type of one value, named `$name`, whose schema is `$schema`.
 macro_rules! impl_scalar_type {
     ($ty:ty, $name:literal, $schema:expr) => {
-        impl Type for $ty {
+        impl poem_openapi::types::Type for $ty {
             const IS_REQUIRED: bool = true;
             type RawValueType = Self;
             type RawElementValueType = Self;
 
-            fn name() -> Cow<'static, str> {
+            fn name() -> std::borrow::Cow<'static, str> {
                 $name.into()
             }
 
-            fn schema_ref() -> MetaSchemaRef {
-                MetaSchemaRef::Inline(Box::new($schema))
+            fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+                poem_openapi::registry::MetaSchemaRef::Inline(Box::new($schema))
             }
 
             fn as_raw_value(&self) -> Option<&Self::RawValueType> {
@@ -63,6 +62,7 @@ macro_rules! impl_scalar_type {
         }
     };
 }
+pub(super) use impl_scalar_type;
 
 impl_scalar_type!(
     Money,

@@ -13,7 +13,7 @@
 //! statement that claims, creates and keeps (see [`super::orders::insert_kept`]), and only what
 //! that statement cannot decide comes here.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use deadpool_postgres::{Pool, Transaction};
 
@@ -60,6 +60,10 @@ pub(super) fn key_lock(api_key_id: &str, key: &str) -> String {
     format!("pg_try_advisory_xact_lock(hashtextextended({api_key_id}::bigint || ':' || {key}, 0))")
 }
 
+/// [`claim`]'s first statement.
+static CLAIM_LOCK: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} AS locked", key_lock("$1", "$2")));
+
 /// Claims `key` of the API key `api_key_id` for the request with `fingerprint`, in the
 /// transaction `transaction` (see the module docs). A record older than `retention` counts as
 /// none: the purge may not have reached it yet.
@@ -71,9 +75,7 @@ pub async fn claim(
     fingerprint: &[u8; 32],
     retention: Duration,
 ) -> Result<Claim, StoreError> {
-    let lock = transaction
-        .prepare_cached(&format!("SELECT {} AS locked", key_lock("$1", "$2")))
-        .await?;
+    let lock = transaction.prepare_cached(CLAIM_LOCK.as_str()).await?;
     // A statement of its own, so that its snapshot is taken after the lock was granted and
     // sees the record of any request that held the key before.
     let lookup = transaction

@@ -91,17 +91,15 @@ const ORDER_ROW: &str =
 const ORDER_COLUMNS: &str = "o.id, o.scheduled_at, o.total_fee, o.version, o.created_at, \
      o.updated_at, o.created_by, o.updated_by, s.id AS service_id, s.name AS service_name, s.version AS service_version";
 
-/// Folds rows of `ORDER_COLUMNS` (one per booked service, orders adjacent) into orders.
+/// Folds rows of `ORDER_COLUMNS` (one per booked service, orders adjacent, each order's in
+/// their order) into orders.
 fn fold_orders(rows: &[Row]) -> Vec<OrderRecord> {
-    let mut orders: Vec<OrderRecord> = Vec::new();
+    let mut orders = Vec::new();
+    let mut page = PageOfOrders::new(usize::MAX, Positions::InOrder, |order| orders.push(order));
     for row in rows {
-        let id = OrderId::from_db(row.get("id"));
-        let service = booked_service(row);
-        match orders.last_mut() {
-            Some(order) if order.id == id => order.book(service),
-            _ => orders.push(order_from_row(row, vec![service])),
-        }
+        let _ = page.take(row);
     }
+    page.finish();
     orders
 }
 
@@ -278,6 +276,15 @@ enum Savepoint {
     Around,
 }
 
+/// The links of a new order `o` (the CTE `os`) to the services in the parameter `$3`, in that
+/// order, for the insert statements.
+const NEW_LINKS: &str = "os AS (
+             INSERT INTO order_services (order_id, service_id, position)
+             SELECT o.id, requested.service_id, requested.position
+             FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
+             RETURNING service_id, position
+         )";
+
 /// [`insert_once`]'s statement: the order, its links, its event and its services' names and
 /// versions, or, when the 3-hour rule refuses it, the order it clashes with, in one round trip.
 /// `ON CONFLICT ... DO NOTHING` turns a clash into "no row" rather than an error (cheaper, and
@@ -296,12 +303,7 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
              VALUES ($1, $2, $4, $4)
              ON CONFLICT ON CONSTRAINT {THREE_HOUR_RULE} DO NOTHING
              RETURNING {ORDER_ROW}
-         ), os AS (
-             INSERT INTO order_services (order_id, service_id, position)
-             SELECT o.id, requested.service_id, requested.position
-             FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
-             RETURNING service_id, position
-         ), event AS (
+         ), {NEW_LINKS}, event AS (
              INSERT INTO events (type, actor, subject_id, data)
              SELECT '{created}', $4, o.id, {document} FROM o
          )
@@ -397,12 +399,7 @@ static INSERT_KEPT: LazyLock<String> = LazyLock::new(|| {
              ) = cardinality($3::bigint[])
              ON CONFLICT ON CONSTRAINT {THREE_HOUR_RULE} DO NOTHING
              RETURNING {ORDER_ROW}
-         ), os AS (
-             INSERT INTO order_services (order_id, service_id, position)
-             SELECT o.id, requested.service_id, requested.position
-             FROM o, unnest($3::bigint[]) WITH ORDINALITY AS requested (service_id, position)
-             RETURNING service_id, position
-         ), document AS (
+         ), {NEW_LINKS}, document AS (
              SELECT o.id, {document} AS data FROM o
          ), event AS (
              INSERT INTO events (type, actor, subject_id, data)
@@ -682,12 +679,11 @@ pub async fn delete(
     Ok(())
 }
 
-/// [`list`]'s statement. The page is chosen first on the (scheduled_at, id) index, then
-/// joined to its services: one round trip, and no query per order. A NULL parameter switches
-/// its filter off.
-static LIST: LazyLock<String> = LazyLock::new(|| {
+/// The orders of a page, `o`, chosen on the (scheduled_at, id) index by [`list`]'s parameters.
+/// A NULL parameter switches its filter off.
+fn page_of_orders() -> String {
     format!(
-        "WITH o AS (
+        "o AS (
              SELECT {ORDER_ROW}
              FROM orders
              WHERE ($1::timestamptz IS NULL OR scheduled_at >= $1)
@@ -698,12 +694,22 @@ static LIST: LazyLock<String> = LazyLock::new(|| {
                AND ($4::timestamptz IS NULL OR (scheduled_at, id) > ($4, $5::bigint))
              ORDER BY scheduled_at, id
              LIMIT $6
-         )
+         )"
+    )
+}
+
+/// [`list`]'s statement. The page is chosen first on the (scheduled_at, id) index, then
+/// joined to its services: one round trip, and no query per order. A NULL parameter switches
+/// its filter off.
+static LIST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH {page}
          SELECT {ORDER_COLUMNS}
          FROM o
          JOIN order_services os ON os.order_id = o.id
          JOIN services s ON s.id = os.service_id
-         ORDER BY o.scheduled_at, o.id, os.position"
+         ORDER BY o.scheduled_at, o.id, os.position",
+        page = page_of_orders(),
     )
 });
 
@@ -715,18 +721,7 @@ static LIST: LazyLock<String> = LazyLock::new(|| {
 /// flattening that back into one join to be sorted.
 static LIST_LARGE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH o AS (
-             SELECT {ORDER_ROW}
-             FROM orders
-             WHERE ($1::timestamptz IS NULL OR scheduled_at >= $1)
-               AND ($2::timestamptz IS NULL OR scheduled_at < $2)
-               AND ($3::bigint IS NULL OR EXISTS (
-                       SELECT 1 FROM order_services f
-                       WHERE f.order_id = orders.id AND f.service_id = $3))
-               AND ($4::timestamptz IS NULL OR (scheduled_at, id) > ($4, $5::bigint))
-             ORDER BY scheduled_at, id
-             LIMIT $6
-         )
+        "WITH {page}
          SELECT {ORDER_COLUMNS}, s.position
          FROM o
          CROSS JOIN LATERAL (
@@ -735,7 +730,8 @@ static LIST_LARGE: LazyLock<String> = LazyLock::new(|| {
              WHERE os.order_id = o.id
              OFFSET 0
          ) AS s
-         ORDER BY o.scheduled_at, o.id"
+         ORDER BY o.scheduled_at, o.id",
+        page = page_of_orders(),
     )
 });
 

@@ -129,6 +129,27 @@ async fn problem(received: &Received, status: StatusCode, code: &str) -> Value {
 }
 
 /// Polls `done` every 20 ms until it holds, failing with `what` after 10 s.
+/// Makes every write of an idempotency record fail, as a fault of the database would, until
+/// [`allow_records`].
+async fn refuse_records(database: &tokio_postgres::Client) {
+    database
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'no records today'; END $$;
+             CREATE TRIGGER refuse_records BEFORE INSERT ON idempotency_records
+                 FOR EACH ROW EXECUTE FUNCTION refuse_records();",
+        )
+        .await
+        .unwrap();
+}
+
+async fn allow_records(database: &tokio_postgres::Client) {
+    database
+        .batch_execute("DROP TRIGGER refuse_records ON idempotency_records")
+        .await
+        .unwrap();
+}
+
 async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
     while !done().await {
@@ -770,15 +791,7 @@ async fn an_answer_is_kept_exactly_when_its_create_is_committed() {
     assert_eq!((orders(&app).await, records(&app).await), (1, 1));
 
     // The answer cannot be kept: the order is not kept either, and the key stays free.
-    database
-        .batch_execute(
-            "CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN RAISE EXCEPTION 'no records today'; END $$;
-             CREATE TRIGGER refuse_records BEFORE INSERT ON idempotency_records
-                 FOR EACH ROW EXECUTE FUNCTION refuse_records();",
-        )
-        .await
-        .unwrap();
+    refuse_records(&database).await;
     let body = order("2022-11-02T12:00:00Z", json!(100), &[&service]);
     let failed = create_order(&app, Some("atomic-failed"), &body).await;
     assert_eq!(
@@ -788,10 +801,7 @@ async fn an_answer_is_kept_exactly_when_its_create_is_committed() {
         failed.body
     );
     assert_eq!((orders(&app).await, records(&app).await), (1, 1));
-    database
-        .batch_execute("DROP TRIGGER refuse_records ON idempotency_records")
-        .await
-        .unwrap();
+    allow_records(&database).await;
     let retried = create_order(&app, Some("atomic-failed"), &body).await;
     created_id(&retried);
     assert!(!retried.replayed(), "a 500 is not remembered");
@@ -835,15 +845,7 @@ async fn an_expired_answer_not_yet_purged_gives_way_to_the_next_request_with_its
     };
 
     // The answer cannot be kept: the create is undone with it, and the expired answer stays.
-    database
-        .batch_execute(
-            "CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql AS
-                 $$ BEGIN RAISE EXCEPTION 'no records today'; END $$;
-             CREATE TRIGGER refuse_records BEFORE INSERT ON idempotency_records
-                 FOR EACH ROW EXECUTE FUNCTION refuse_records();",
-        )
-        .await
-        .unwrap();
+    refuse_records(&database).await;
     let other = order("2022-11-02T12:00:00Z", json!(100), &[&service]);
     let failed = create_order(&app, Some("reused"), &other).await;
     assert_eq!(
@@ -854,10 +856,7 @@ async fn an_expired_answer_not_yet_purged_gives_way_to_the_next_request_with_its
     );
     assert_eq!((orders(&app).await, records(&app).await), (1, 1));
     assert_eq!(kept_order().await, (Some(first_id), false));
-    database
-        .batch_execute("DROP TRIGGER refuse_records ON idempotency_records")
-        .await
-        .unwrap();
+    allow_records(&database).await;
 
     // Another request with the key is carried out, and its answer takes the expired one's place.
     let second = create_order(&app, Some("reused"), &other).await;
