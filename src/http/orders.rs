@@ -175,7 +175,7 @@ pub struct OrderInput {
 
 impl Example for OrderInput {
     /// Books the sample's Inspection two days after the sample orders: a slot that neither the
-    /// sample data nor the README's examples take, so that "Try it out" creates an order.
+    /// sample data nor the API guide's examples take, so that "Try it out" creates an order.
     fn example() -> Self {
         Self {
             datetime: Timestamp::parse("2022-11-03T11:11:11.111Z").expect("valid example"),

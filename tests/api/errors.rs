@@ -301,7 +301,7 @@ async fn exchange_raw(app: &crate::helpers::TestApp, request: &[u8]) -> String {
 }
 
 /// A request the HTTP library cannot parse never reaches the service's code, so it is answered
-/// by the library itself: a status line, no body, and the connection closed. The README lists
+/// by the library itself: a status line, no body, and the connection closed. The API guide lists
 /// these; this test notices if any of them changes.
 #[tokio::test]
 async fn requests_the_http_library_cannot_parse_get_its_bare_status_and_a_closed_connection() {

@@ -1,6 +1,6 @@
 //! The one table of problem codes: for each stable `code`, its HTTP status, title, type URI and
-//! meaning. Responses, the spec's per-operation error documentation and the README's
-//! status-code table are all derived from it; a test keeps the README's copy true.
+//! meaning. Responses, the spec's per-operation error documentation and the API guide's
+//! status-code table are all derived from it; a test keeps the guide's copy true.
 //!
 //! Adding a code is one row here; the place that refuses a request raises it with
 //! [`super::ApiError::new`] (or, where the detail depends on the request, `with_detail`).
@@ -62,7 +62,7 @@ pub struct CodeInfo {
     pub title: &'static str,
     /// The body's `type`: a URI naming the kind of problem.
     pub type_uri: &'static str,
-    /// When the code is returned, in one line (for the spec and the README).
+    /// When the code is returned, in one line (for the spec and the API guide).
     pub meaning: &'static str,
     /// The body's `detail` when the request adds nothing to it.
     pub detail: &'static str,
@@ -183,9 +183,9 @@ impl ErrorCode {
     }
 }
 
-/// The README's status-code table rows for errors, one per code, as the README shows them.
+/// The API guide's status-code table rows for errors, one per code, as the guide shows them.
 #[cfg(test)]
-fn readme_rows() -> String {
+fn guide_rows() -> String {
     ErrorCode::ALL
         .iter()
         .map(|code| {
@@ -227,14 +227,14 @@ mod tests {
         }
     }
 
-    /// The README's table of status codes lists, after the successes, one row per problem
+    /// The API guide's table of status codes lists, after the successes, one row per problem
     /// code; those rows are the table's, in its order, word for word.
     #[test]
-    fn the_readme_status_table_lists_every_code_as_the_table_does() {
-        let readme = include_str!("../../../README.md");
-        let (_, section) = readme
-            .split_once("### Status codes")
-            .expect("the README has a status-code section");
+    fn the_api_guide_status_table_lists_every_code_as_the_table_does() {
+        let guide = include_str!("../../../docs/api-guide.md");
+        let (_, section) = guide
+            .split_once("\n## Status codes\n")
+            .expect("the API guide has a status-code section");
         let error_rows: String = section
             .lines()
             .skip_while(|line| !line.starts_with('|'))
@@ -243,9 +243,9 @@ mod tests {
             .map(|line| format!("{line}\n"))
             .collect();
         assert!(
-            error_rows == readme_rows(),
-            "the README's error rows differ from the code table; they should read:\n{}",
-            readme_rows()
+            error_rows == guide_rows(),
+            "the API guide's error rows differ from the code table; they should read:\n{}",
+            guide_rows()
         );
     }
 }
