@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use orders::{app::access::KeyRing, config::DatabaseUrl, storage};
+use orders::{app::authentication::KeyRing, config::DatabaseUrl, storage};
 
 const CHECKS: u32 = 200_000;
 

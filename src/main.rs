@@ -6,8 +6,8 @@ use clap::Parser;
 use orders::{
     app::{
         AppState,
-        access::KeyRing,
-        keys::{self, KeysError, LocalKey},
+        authentication::KeyRing,
+        key_management::{self, KeysError, LocalKey},
     },
     config::{self, Cli, Command, DatabaseSettings, KeysCommand, Settings},
     domain::RateLimit,
@@ -125,9 +125,9 @@ async fn provide_local_key(
     pool: &deadpool_postgres::Pool,
     data_dir: &std::path::Path,
 ) -> Result<(), StartError> {
-    let file = keys::local_key_file(data_dir);
+    let file = key_management::local_key_file(data_dir);
     let file = file.display();
-    match keys::ensure_local_key(pool, data_dir).await? {
+    match key_management::ensure_local_key(pool, data_dir).await? {
         LocalKey::Reused => tracing::info!(%file, "the API key `local` is in {file}"),
         LocalKey::Created => {
             tracing::info!(%file, "created the API key `local` (every scope); its secret is in {file}")
@@ -158,7 +158,7 @@ async fn manage_keys(
             burst,
         } => {
             let rate = rate.map(|per_second| RateLimit::new(per_second, *burst));
-            let secret = keys::create_with_rate(pool, name, scopes, rate).await?;
+            let secret = key_management::create_with_rate(pool, name, scopes, rate).await?;
             let scopes: std::collections::BTreeSet<&str> =
                 scopes.iter().map(|scope| scope.as_str()).collect();
             let scopes: Vec<&str> = scopes.into_iter().collect();
@@ -173,7 +173,7 @@ async fn manage_keys(
             let minute =
                 |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%MZ").to_string();
             let never = || "-".to_owned();
-            let rows: Vec<[String; 6]> = keys::list(pool)
+            let rows: Vec<[String; 6]> = key_management::list(pool)
                 .await?
                 .into_iter()
                 .map(|key| {
@@ -195,7 +195,7 @@ async fn manage_keys(
                 &rows,
             );
         }
-        KeysCommand::Revoke { name } => match keys::revoke(pool, name).await? {
+        KeysCommand::Revoke { name } => match key_management::revoke(pool, name).await? {
             Revoked::Now => {
                 println!("Revoked the API key {name}: every instance refuses it within seconds.")
             }

@@ -37,7 +37,7 @@ pub enum StartError {
     #[error("could not seed the database")]
     Seed(#[source] storage::StoreError),
     #[error(transparent)]
-    Keys(#[from] crate::app::keys::KeysError),
+    Keys(#[from] crate::app::key_management::KeysError),
     #[error("could not listen on {0}")]
     Bind(SocketAddr, #[source] io::Error),
     #[error("could not install the SIGINT and SIGTERM handlers")]

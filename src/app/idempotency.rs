@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{AppError, AppState, access::Caller};
+use super::{AppError, AppState, authentication::Caller};
 pub use crate::storage::idempotency::StoredAnswer;
 use crate::storage::{
     self, StoreError,

@@ -7,12 +7,12 @@
 //! return records or an [`AppError`]; they know nothing of HTTP. Cross-cutting rules of the
 //! operations (who may call them, what else a write must record) belong here too.
 
-pub mod access;
+pub mod authentication;
 mod error;
 pub mod events;
 pub mod free_slots;
 pub mod idempotency;
-pub mod keys;
+pub mod key_management;
 pub mod orders;
 pub mod rate_limit;
 pub mod services;
@@ -22,9 +22,9 @@ use std::{sync::Arc, time::Duration};
 use deadpool_postgres::Pool;
 
 pub use self::error::{AppError, Resource};
-use self::{access::KeyRing, idempotency::DEFAULT_RETENTION};
+use self::{authentication::KeyRing, idempotency::DEFAULT_RETENTION};
 use crate::{
-    storage::{self, StoreError, shared::SharedConnections},
+    storage::{self, StoreError, shared_connections::SharedConnections},
     telemetry::metrics::Metrics,
 };
 
@@ -37,7 +37,7 @@ pub struct AppState {
     pub reader: storage::Reader,
     /// The API keys, as this instance last loaded them.
     pub keys: KeyRing,
-    /// How often the keys are reloaded (see [`access`]).
+    /// How often the keys are reloaded (see [`authentication`]).
     pub key_refresh_interval: Duration,
     /// How long the first answer to an idempotent create is kept.
     pub idempotency_retention: Duration,
@@ -114,7 +114,7 @@ impl Draining {
     }
 }
 
-/// How many connections reads share (see [`storage::shared`]), unless configured otherwise:
+/// How many connections reads share (see [`storage::shared_connections`]), unless configured otherwise:
 /// two keep both of a small database server's cores busy with reads pipelined on them, and
 /// leave a stalled one a partner.
 pub const DEFAULT_SHARED_CONNECTIONS: usize = 2;
@@ -137,7 +137,7 @@ impl AppState {
             ),
             pool,
             keys: KeyRing::default(),
-            key_refresh_interval: access::KEY_REFRESH_INTERVAL,
+            key_refresh_interval: authentication::KEY_REFRESH_INTERVAL,
             idempotency_retention: DEFAULT_RETENTION,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             answer_bound: storage::SessionLimits::default().answer_bound(),

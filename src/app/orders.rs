@@ -4,7 +4,7 @@ use deadpool_postgres::GenericClient;
 
 use super::{
     AppError, AppState, Precondition, Resource,
-    access::Caller,
+    authentication::Caller,
     idempotency::{self, Answer, Fingerprint, IdempotencyKey, StoredAnswer, TransactionalCreate},
 };
 pub use crate::storage::orders::{OrderCursor, OrderRecord, OrderRevision};

@@ -1,7 +1,7 @@
 //! How often a key may call: one token bucket per key, in memory on each instance.
 //!
 //! The buckets are governor's (GCRA: a token bucket kept as one timestamp, with no timer to
-//! refill it). The key cache ([`super::access::KeyRing`]) owns them, one per loaded key, and
+//! refill it). The key cache ([`super::authentication::KeyRing`]) owns them, one per loaded key, and
 //! carries each over when it reloads the keys, so a reload neither refills a bucket nor lets
 //! one be forgotten: a revoked key's bucket goes with the key, and a changed limit gets a
 //! fresh bucket at the next reload. Each instance counts only what it serves: behind a load

@@ -2,7 +2,7 @@
 
 use super::{
     AppError, AppState, Precondition, Resource,
-    access::Caller,
+    authentication::Caller,
     idempotency::{self, Answer, Fingerprint, IdempotencyKey, StoredAnswer, TransactionalCreate},
 };
 pub use crate::storage::services::ServiceRecord;

@@ -3,7 +3,7 @@
 //! Each type's `parse` is the single place its rule is checked; the rest of the code takes the
 //! type as proof and never re-checks. Nothing here knows about HTTP or SQL.
 
-mod access;
+mod api_key;
 mod free_slots;
 mod ids;
 mod money;
@@ -11,7 +11,7 @@ mod order;
 mod service_name;
 mod timestamp;
 
-pub use access::{
+pub use api_key::{
     KeyName, KeyNameError, LOCAL_KEY_NAME, MAX_RATE_PER_SECOND, RateLimit, SEED_ACTOR, Scope,
     UnknownScope,
 };

@@ -15,7 +15,7 @@ use poem_openapi::{SecurityScheme, auth::Bearer};
 
 use super::problem::{ApiError, ErrorCode};
 use crate::{
-    app::access::{AuthError, Caller, KeyRing},
+    app::authentication::{AuthError, Caller, KeyRing},
     domain::Scope,
     telemetry::metrics::AuthFailure,
 };

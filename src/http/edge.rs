@@ -23,17 +23,16 @@ use poem_openapi::{
 use tracing::Instrument;
 
 use crate::{
-    app::access::KeyRing,
+    app::authentication::KeyRing,
     domain::Scope,
     telemetry::metrics::{Metrics, UNMATCHED_ROUTE},
 };
 
 use super::{
-    auth,
+    ambiguity, auth,
     input::FIELD_ERROR_MARKER,
     overload::{self, InFlightLimit},
     problem::{ApiError, ErrorCode, MAX_BODY_BYTES, REQUEST_ID, error_chain},
-    unambiguous,
 };
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -233,7 +232,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                     Ok(body) => body,
                     Err(error) => return error.into_response(),
                 };
-                if let Err(error) = self.check_unambiguous(&request, &body) {
+                if let Err(error) = self.check_ambiguity(&request, &body) {
                     return error.into_response();
                 }
                 // Taken once the body is in, so a client trickling bodies holds no place
@@ -297,7 +296,7 @@ impl<E> EdgeEndpoint<E> {
         };
         let content_type = header_text(header::CONTENT_TYPE);
         if let Some(error) =
-            unambiguous::unreadable_encoding(header_text(header::CONTENT_ENCODING), content_type)
+            ambiguity::unreadable_encoding(header_text(header::CONTENT_ENCODING), content_type)
         {
             return Err(error);
         }
@@ -312,20 +311,20 @@ impl<E> EdgeEndpoint<E> {
     }
 
     /// Refuses a request another reader could read differently: a query parameter given twice,
-    /// or a body with a key twice (see [`unambiguous`]).
-    fn check_unambiguous(&self, request: &Request, body: &[u8]) -> Result<(), ApiError> {
+    /// or a body with a key twice (see [`ambiguity`]).
+    fn check_ambiguity(&self, request: &Request, body: &[u8]) -> Result<(), ApiError> {
         if let Some(name) = request
             .uri()
             .query()
-            .and_then(unambiguous::repeated_query_parameter)
+            .and_then(ambiguity::repeated_query_parameter)
         {
-            return Err(unambiguous::repeated_parameter_error(&name));
+            return Err(ambiguity::repeated_parameter_error(&name));
         }
         if body.is_empty() {
             return Ok(());
         }
-        match unambiguous::duplicate_json_key(body) {
-            Some(path) => Err(unambiguous::duplicate_key_error(&path)),
+        match ambiguity::duplicate_json_key(body) {
+            Some(path) => Err(ambiguity::duplicate_key_error(&path)),
             None => Ok(()),
         }
     }

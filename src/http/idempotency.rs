@@ -14,7 +14,7 @@ use poem_openapi::{
 use super::{
     json_body::{JSON_MEDIA_TYPE, JsonWriter},
     problem::{ApiError, ErrorCode, REQUEST_ID},
-    schema::impl_scalar_type,
+    value_types::impl_scalar_type,
 };
 use crate::app::{
     AppError,

@@ -6,6 +6,7 @@
 //! [`AppState`] as poem data. Handlers parse input into domain types, call the application
 //! ([`crate::app`]), and map the outcome. No SQL here, and no decisions.
 
+mod ambiguity;
 mod auth;
 mod compression;
 mod conditional;
@@ -20,10 +21,9 @@ mod orders;
 mod overload;
 mod pagination;
 pub mod problem;
-mod schema;
 mod services;
 mod spec;
-mod unambiguous;
+mod value_types;
 mod yaml;
 
 use poem::{Endpoint, EndpointExt, IntoResponse, Route, get, http::Method, middleware::CatchPanic};

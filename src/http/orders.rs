@@ -20,7 +20,7 @@ use super::{
         ApiError, ErrorCode,
         documentation::{OperationError, operation_codes},
     },
-    schema::money_from_json,
+    value_types::money_from_json,
 };
 use crate::{
     app::{

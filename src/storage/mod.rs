@@ -14,7 +14,7 @@ pub mod migrations;
 pub mod orders;
 pub mod seed;
 pub mod services;
-pub mod shared;
+pub mod shared_connections;
 pub mod tls;
 
 use std::time::{Duration, Instant};
@@ -119,7 +119,7 @@ fn serving_config(
 /// The `application_name` of the service's sessions, unless `DATABASE_URL` names another.
 const APPLICATION_NAME: &str = "orders";
 
-/// The `application_name` of the connections that reads share (see [`shared`]), in the same
+/// The `application_name` of the connections that reads share (see [`shared_connections`]), in the same
 /// case.
 const SHARED_APPLICATION_NAME: &str = "orders-shared";
 
@@ -213,20 +213,20 @@ pub const SHARED_PAGE_LIMIT: usize = 100;
 const ROWS_BETWEEN_YIELDS: u32 = 1024;
 
 /// Where reads run: those with small answers on a shared connection when one is usable (see
-/// [`shared`]), the rest, and all of them while none is, on a pooled connection. Cheap to
+/// [`shared_connections`]), the rest, and all of them while none is, on a pooled connection. Cheap to
 /// clone.
 #[derive(Clone)]
 pub struct Reader {
     pool: Pool,
-    shared: shared::SharedConnections,
+    shared: shared_connections::SharedConnections,
 }
 
 impl Reader {
-    pub fn new(pool: Pool, shared: shared::SharedConnections) -> Self {
+    pub fn new(pool: Pool, shared: shared_connections::SharedConnections) -> Self {
         Self { pool, shared }
     }
 
-    pub fn shared(&self) -> &shared::SharedConnections {
+    pub fn shared(&self) -> &shared_connections::SharedConnections {
         &self.shared
     }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use orders::{
     app::{
-        access::{IssuedSecret, KEY_REFRESH_INTERVAL},
-        keys,
+        authentication::{IssuedSecret, KEY_REFRESH_INTERVAL},
+        key_management,
     },
     domain::Scope,
     storage::seed,
@@ -220,7 +220,7 @@ fn name_for(prefix: &str, scope: Scope) -> String {
 /// A key that was revoked, and that the app now refuses.
 async fn revoked_key(app: &TestApp, name: &str) -> String {
     let secret = app.create_key(name, &Scope::ALL).await;
-    keys::revoke(&app.pool, name).await.unwrap();
+    key_management::revoke(&app.pool, name).await.unwrap();
     app.wait_for_key(&secret, false).await;
     secret
 }
@@ -435,7 +435,7 @@ async fn at_the_production_refresh_interval_new_keys_work_and_revoked_ones_stop_
 
     let secret = create_key(&app.pool, "newcomer", &[Scope::OrdersRead]).await;
     let accepted_after = time_until(&app, &secret, true, bound).await;
-    keys::revoke(&app.pool, "newcomer").await.unwrap();
+    key_management::revoke(&app.pool, "newcomer").await.unwrap();
     let refused_after = time_until(&app, &secret, false, bound).await;
 
     eprintln!("accepted after {accepted_after:?}, refused after {refused_after:?}");
@@ -462,7 +462,7 @@ async fn a_key_made_or_revoked_through_one_instance_is_taken_up_by_every_instanc
     for instance in [&first, &second, &third] {
         time_until(instance, &secret, true, bound).await;
     }
-    keys::revoke(&first.pool, "shared").await.unwrap();
+    key_management::revoke(&first.pool, "shared").await.unwrap();
     let started = Instant::now();
     for instance in [&first, &second, &third] {
         // Each instance within 5 s of the revoke, not of the previous instance's refusal.

@@ -8,7 +8,7 @@ use std::{
 
 use futures::{StreamExt, stream};
 use orders::{
-    app::{access::KeyRing, keys},
+    app::{authentication::KeyRing, key_management},
     domain::{KeyName, RateLimit, Scope},
     storage::SessionLimits,
 };
@@ -27,7 +27,7 @@ fn limit(per_second: u32, burst: u32) -> RateLimit {
 /// does; waits until `app` accepts it and returns a client that sends it.
 async fn key_with_rate(app: &TestApp, name: &str, rate: Option<RateLimit>) -> reqwest::Client {
     let name = KeyName::parse(name).unwrap();
-    let secret = keys::create_with_rate(&app.pool, &name, &[Scope::OrdersRead], rate)
+    let secret = key_management::create_with_rate(&app.pool, &name, &[Scope::OrdersRead], rate)
         .await
         .unwrap();
     app.wait_for_key(&secret, true).await;
@@ -145,9 +145,10 @@ async fn a_reload_of_the_keys_keeps_each_bucket_and_a_changed_limit_takes_effect
     let app = spawn_app_with(|state| ring = Some(state.keys.clone())).await;
     let ring = ring.unwrap();
     let name = KeyName::parse("reloaded").unwrap();
-    let secret = keys::create_with_rate(&app.pool, &name, &[Scope::OrdersRead], Some(limit(1, 5)))
-        .await
-        .unwrap();
+    let secret =
+        key_management::create_with_rate(&app.pool, &name, &[Scope::OrdersRead], Some(limit(1, 5)))
+            .await
+            .unwrap();
     app.wait_for_key(&secret, true).await;
     let client = http_client_with_key(&secret);
 
@@ -216,7 +217,8 @@ async fn without_a_configured_limit_no_key_is_limited() {
 async fn requests_without_a_valid_key_are_refused_before_any_limit_and_take_no_token() {
     let app =
         spawn_app_with(|state| state.keys = KeyRing::with_default_rate(Some(limit(1, 1)))).await;
-    let unknown = http_client_with_key(&orders::app::access::IssuedSecret::generate().secret);
+    let unknown =
+        http_client_with_key(&orders::app::authentication::IssuedSecret::generate().secret);
 
     for client in [&app.anonymous, &unknown, &app.anonymous, &unknown] {
         let response = client.get(app.url("/services")).send().await.unwrap();

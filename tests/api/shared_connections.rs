@@ -94,7 +94,7 @@ async fn reads_stalled_behind_a_lock_hold_up_no_read_of_another_table() {
         stalled.iter().all(|read| !read.is_finished())
     })
     .await;
-    tokio::time::sleep(orders::storage::shared::STALL * 2).await;
+    tokio::time::sleep(orders::storage::shared_connections::STALL * 2).await;
 
     // ... while reads of services are answered at once.
     let started = Instant::now();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use orders::{
-    app::{AppState, access::KeyRing, keys},
+    app::{AppState, authentication::KeyRing, key_management},
     domain::{KeyName, Scope},
     server::ServeSettings,
     startup::Application,
@@ -132,7 +132,7 @@ pub async fn spawn_app_on_cluster(cluster: &PrivateCluster) -> TestApp {
 /// Creates a key named `name` with `scopes` in the database behind `pool`; returns its secret.
 pub async fn create_key(pool: &Pool, name: &str, scopes: &[Scope]) -> String {
     let name = KeyName::parse(name).expect("a valid key name");
-    keys::create(pool, &name, scopes)
+    key_management::create(pool, &name, scopes)
         .await
         .unwrap_or_else(|error| panic!("create key {name}: {error}"))
 }
@@ -163,7 +163,7 @@ pub async fn spawn_app_without_database() -> TestApp {
         .user("postgres")
         .dbname("orders");
     // No key can be made or loaded: requests that need one are refused before any is checked.
-    let secret = orders::app::access::IssuedSecret::generate().secret;
+    let secret = orders::app::authentication::IssuedSecret::generate().secret;
     let connector = storage::Connector::plain(config.clone());
     let pool = storage::connect_pool(config, 2);
     spawn_app_on(

@@ -9,7 +9,7 @@ use std::{
 
 use deadpool_postgres::Pool;
 
-use super::access::{IssuedSecret, hash_secret};
+use super::authentication::{IssuedSecret, hash_secret};
 use crate::{
     domain::{KeyName, LOCAL_KEY_NAME, RateLimit, Scope},
     storage::{
