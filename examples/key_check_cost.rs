@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use orders::{app::authentication::KeyRing, config::DatabaseUrl, storage};
+use orders::{app::authentication::KeyRing, storage};
 
 const CHECKS: u32 = 200_000;
 
@@ -21,9 +21,8 @@ async fn main() {
         eprintln!("usage: key_check_cost DATABASE_URL SECRET");
         std::process::exit(2);
     };
-    let (config, _tls) = DatabaseUrl::new(url)
-        .parse()
-        .expect("usable connection settings");
+    let (config, _tls) =
+        storage::connection_string::parse(&url).expect("usable connection settings");
     let pool = storage::connect_pool(config, 1);
     let keys = KeyRing::default();
     keys.refresh(&pool).await.expect("the keys load");

@@ -1,4 +1,5 @@
-//! Start-up: from [`Settings`] to a database and a listening [`Application`], and back down.
+//! Start-up: from [`Settings`] to a database and a listening [`Application`], in one place,
+//! and back down.
 
 use std::{future::Future, io, net::SocketAddr};
 
@@ -6,12 +7,20 @@ use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 
 use crate::{
-    app::{AppState, BackgroundWork},
-    config::{DatabaseSettings, Settings},
+    app::{
+        AppState, BackgroundWork, Policies,
+        key_management::{self, LocalKey},
+    },
+    config::{ConnectionSettings, DatabaseSettings, Settings},
+    domain::RateLimit,
     embedded_postgres::{self, Cluster, Durability, EmbeddedError},
     http,
-    server::{self, ServeSettings, open_files},
-    storage::{self, migrations::MigrationError, tls::DatabaseTls},
+    server::{self, ServeSettings, Timeouts, open_files},
+    storage::{
+        self, SessionLimits, connection_string,
+        migrations::{self, MigrationError},
+        tls::DatabaseTls,
+    },
 };
 
 /// The database the application talks to, and the private cluster behind it, if any.
@@ -25,7 +34,7 @@ pub struct Database {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("DATABASE_URL is not a valid connection string")]
-    BadDatabaseUrl(#[source] crate::config::DatabaseUrlError),
+    BadDatabaseUrl(#[source] connection_string::DatabaseUrlError),
     #[error("DATABASE_URL's TLS settings cannot be used")]
     DatabaseTls(#[source] storage::tls::TlsSetupError),
     #[error("the private PostgreSQL cluster could not start")]
@@ -57,19 +66,20 @@ impl Database {
     pub async fn open(settings: &Settings) -> Result<Self, StartError> {
         match &settings.database {
             DatabaseSettings::External(url) => {
-                let (config, tls) = url.parse().map_err(StartError::BadDatabaseUrl)?;
+                let (config, tls) =
+                    connection_string::parse(url.expose()).map_err(StartError::BadDatabaseUrl)?;
                 let tls = DatabaseTls::new(&tls).map_err(StartError::DatabaseTls)?;
                 Ok(Self {
                     connector: storage::Connector::serving(
                         config.clone(),
                         &tls,
-                        settings.session_limits,
+                        session_limits(settings),
                     ),
                     pool: storage::connect_serving_pool(
                         config,
                         &tls,
                         settings.db_pool_size,
-                        settings.session_limits,
+                        session_limits(settings),
                     ),
                     cluster: None,
                 })
@@ -87,13 +97,13 @@ impl Database {
                     connector: storage::Connector::serving(
                         cluster.connection_config(EMBEDDED_DATABASE),
                         &DatabaseTls::Off,
-                        settings.session_limits,
+                        session_limits(settings),
                     ),
                     pool: storage::connect_serving_pool(
                         cluster.connection_config(EMBEDDED_DATABASE),
                         &DatabaseTls::Off,
                         settings.db_pool_size,
-                        settings.session_limits,
+                        session_limits(settings),
                     ),
                     cluster: Some(cluster),
                 })
@@ -166,25 +176,58 @@ async fn create_embedded_database(cluster: &Cluster) -> Result<(), StartError> {
         .map_err(database_error)
 }
 
-/// The HTTP server, bound and ready to run.
+/// The HTTP server, bound and ready to run, with the database it serves from.
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
     state: AppState,
     background: BackgroundWork,
     serve: ServeSettings,
+    database: Database,
 }
 
 impl Application {
-    /// Binds the listening socket and loads the API keys. Bind to port 0 to get a free port;
-    /// [`Application::address`] tells which one. Serves with the default [`ServeSettings`]
-    /// unless given others with [`Application::serve_settings`].
-    pub async fn build(bind: SocketAddr, mut state: AppState) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|error| StartError::Bind(bind, error))?;
-        let address = listener.local_addr().unwrap_or(bind);
-        let serve = ServeSettings::default();
+    /// Everything an instance needs, built from `settings` in one place: the database (the
+    /// private cluster when there is no `DATABASE_URL`), migrated when `settings.migrate` says
+    /// so, the state every operation runs against, its background work, and the listening
+    /// socket. Bind to port 0 to get a free port; [`Application::address`] tells which one.
+    pub async fn build(settings: &Settings) -> Result<Self, StartError> {
+        let database = Database::open(settings).await?;
+        match Self::build_on(database, settings).await {
+            Ok(app) => Ok(app),
+            Err((database, error)) => {
+                database.close().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn build_on(
+        database: Database,
+        settings: &Settings,
+    ) -> Result<Self, (Database, StartError)> {
+        if settings.migrate {
+            match migrations::run(&database.pool).await {
+                Ok(applied) => tracing::info!(applied, "migrations are up to date"),
+                Err(error) => return Err((database, error.into())),
+            }
+        }
+        if let DatabaseSettings::Embedded { data_dir } = &settings.database
+            && let Err(error) = provide_local_key(&database.pool, data_dir).await
+        {
+            return Err((database, error));
+        }
+        let listener = match TcpListener::bind(settings.bind).await {
+            Ok(listener) => listener,
+            Err(error) => return Err((database, StartError::Bind(settings.bind, error))),
+        };
+        let address = listener.local_addr().unwrap_or(settings.bind);
+        let serve = serve_settings(&settings.connections);
+        let mut state = AppState::new(
+            database.pool.clone(),
+            database.connector.clone(),
+            &policies(settings),
+        );
         state.fit_feed_wait_into(serve.timeouts.request);
         let background = state.start_background_work().await;
         Ok(Self {
@@ -193,26 +236,27 @@ impl Application {
             state,
             background,
             serve,
+            database,
         })
-    }
-
-    pub fn serve_settings(mut self, serve: ServeSettings) -> Self {
-        self.serve = serve;
-        self.state.fit_feed_wait_into(serve.timeouts.request);
-        self
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
     }
 
+    /// The state the instance's operations run against (its key cache, its metrics, ...).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// Serves until `shutdown` completes, then drains: readiness answers 503 at once, the
     /// listener closes (after the shutdown delay), idle connections close, and requests in
-    /// progress finish (up to the shutdown timeout). See [`server`].
+    /// progress finish (up to the shutdown timeout); then the database is closed (and the
+    /// private cluster stopped). See [`server`].
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> io::Result<()> {
+    ) -> Result<(), StartError> {
         let open_file_limit = open_files::raise_soft_limit();
         let cap = self.serve.max_connections.unwrap_or_else(|| {
             open_files::default_connection_cap(open_file_limit, self.state.pool.status().max_size)
@@ -236,8 +280,67 @@ impl Application {
         )
         .await;
         drop(self.background);
-        served
+        self.database.close().await;
+        served.map_err(StartError::Serve)
     }
+}
+
+/// What each serving session of the database may take.
+fn session_limits(settings: &Settings) -> SessionLimits {
+    SessionLimits {
+        statement_timeout: settings.db_statement_timeout,
+        lock_timeout: settings.db_lock_timeout,
+    }
+}
+
+/// How the server bounds its connections and its shutdown.
+fn serve_settings(connections: &ConnectionSettings) -> ServeSettings {
+    ServeSettings {
+        timeouts: Timeouts {
+            header_read: connections.header_read_timeout,
+            idle: connections.idle_timeout,
+            request: connections.request_timeout,
+        },
+        max_connections: connections.max_connections,
+        shutdown_delay: connections.shutdown_delay,
+        shutdown_timeout: connections.shutdown_timeout,
+    }
+}
+
+/// What the instance's operations are configured with.
+fn policies(settings: &Settings) -> Policies {
+    Policies {
+        idempotency_retention: settings.idempotency_retention,
+        event_retention: settings.event_retention,
+        answer_bound: session_limits(settings).answer_bound(),
+        key_refresh_interval: settings.key_refresh_interval,
+        default_rate: settings
+            .rate_limit
+            .map(|rate| RateLimit::new(rate.per_second, rate.burst)),
+        shared_connections: settings.db_shared_connections,
+        max_in_flight: settings.max_in_flight,
+    }
+}
+
+/// The private cluster's one-command start: a key to call it with, in a file beside it.
+async fn provide_local_key(pool: &Pool, data_dir: &std::path::Path) -> Result<(), StartError> {
+    let file = key_management::local_key_file(data_dir);
+    let file = file.display();
+    match key_management::ensure_local_key(pool, data_dir).await? {
+        LocalKey::Reused => tracing::info!(%file, "the API key `local` is in {file}"),
+        LocalKey::Created => {
+            tracing::info!(%file, "created the API key `local` (every scope); its secret is in {file}")
+        }
+        LocalKey::Reissued => tracing::warn!(
+            %file,
+            "{file} was missing or out of date: gave the API key `local` a new secret, now in {file}"
+        ),
+        LocalKey::Revoked => tracing::warn!(
+            %file,
+            "the API key `local` is revoked, so {file} works no more; create a key with `orders keys create`"
+        ),
+    }
+    Ok(())
 }
 
 /// Installs handlers for SIGINT and SIGTERM now, and returns a future that completes on

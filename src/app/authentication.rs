@@ -6,8 +6,8 @@
 //! bits from the OS, base64url) is checked against its SHA-256 hash in constant time. A slow
 //! hash is not needed: it protects guessable passwords, and these secrets are not guessable.
 //!
-//! Each instance keeps the unrevoked keys in memory and reloads them every
-//! [`KEY_REFRESH_INTERVAL`], so a new key works, and a revoked one stops working, on every
+//! Each instance keeps the unrevoked keys in memory and reloads them every few seconds (the
+//! interval is a setting: `config::DEFAULT_KEY_REFRESH_INTERVAL`), so a new key works, and a revoked one stops working, on every
 //! instance within that time. The cache fails closed: keys last loaded more than
 //! [`KEY_MAX_AGE`] ago check nothing (every protected request is a 503 until a reload
 //! succeeds), so a revoked key cannot go on working because reloads fail or hang. Uses are
@@ -35,13 +35,9 @@ use subtle::ConstantTimeEq;
 
 use super::rate_limit::{KeyLimiter, RateLimited};
 use crate::{
-    domain::{RateLimit, Scope},
-    storage::{self, StoreError, api_keys::ActiveKey},
+    domain::{ActiveKey, RateLimit, Scope, StoredSecret},
+    storage::{self, StoreError},
 };
-
-/// How often each instance reloads the keys: about how long a revoked key keeps working, and
-/// a new one takes to start working.
-pub const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The oldest the loaded keys may be and still be trusted: the hard bound on how long a
 /// revoked key can keep working on an instance whose reloads fail.
@@ -86,8 +82,8 @@ impl IssuedSecret {
         }
     }
 
-    pub fn stored(&self) -> storage::api_keys::StoredSecret<'_> {
-        storage::api_keys::StoredSecret {
+    pub fn stored(&self) -> StoredSecret<'_> {
+        StoredSecret {
             lookup_id: &self.lookup_id,
             hash: &self.hash,
         }

@@ -67,6 +67,13 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// Whether this is a timeout of our own bound on a database that answered nothing at all
+    /// (see [`crate::storage::within`]): unlike a statement the database cancelled, what was
+    /// sent may still be carried out once it resumes.
+    pub fn went_unanswered(&self) -> bool {
+        matches!(self, Self::TimedOut(cause) if cause.is::<crate::storage::NoAnswer>())
+    }
+
     /// Whether another try of the same write can succeed (see [`StoreError::is_transient`]).
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -25,16 +25,13 @@ use std::{
 use tokio::sync::{Notify, OnceCell, watch};
 
 use super::{AppError, AppState};
-pub use crate::storage::events::{
-    EventRecord, EventSubject, EventType, FeedPage, FeedPosition, FeedStart,
+use crate::{
+    domain::{FeedPage, FeedPosition, FeedStart},
+    storage::{self, Connector, events::StartRefused},
 };
-use crate::storage::{self, Connector, events::StartRefused};
 
 /// The longest a reader may ask to wait for events.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
-
-/// How long events are kept, unless configured otherwise.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// How often the watcher asks for the head while readers wait: well inside the 100 ms in
 /// which a waiting reader should learn of an event, at one index probe each time.

@@ -10,39 +10,16 @@
 //! answer as the order itself, in the statement that creates it (see
 //! [`crate::storage::orders::insert_kept`]); a replay renders it as the first answer was.
 
-use std::time::Duration;
-
 use sha2::{Digest, Sha256};
 
 use super::{AppError, AppState, authentication::Caller};
-pub use crate::storage::idempotency::StoredAnswer;
-use crate::storage::{
-    self, StoreError,
-    idempotency::{self as records, Claim, KeptAnswer},
-    orders::OrderRecord,
+use crate::{
+    domain::{IdempotencyKey, OrderRecord, StoredAnswer},
+    storage::{
+        self, StoreError,
+        idempotency::{self as records, Claim, KeptAnswer},
+    },
 };
-
-/// How long a first answer is kept, unless configured otherwise.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// A client's key for one logical request: 1 to 255 printable ASCII characters. The same
-/// string from two API keys is two keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
-
-pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
-
-impl IdempotencyKey {
-    pub fn parse(text: &str) -> Option<Self> {
-        let printable = text.bytes().all(|byte| (0x20..=0x7e).contains(&byte));
-        (printable && (1..=MAX_IDEMPOTENCY_KEY_CHARS).contains(&text.len()))
-            .then(|| Self(text.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// What identifies a request for its key: the operation and the request as parsed, in a
 /// canonical form, so the same request matches however its JSON was spaced or ordered.
@@ -208,16 +185,6 @@ pub fn spawn_purger(state: &AppState) -> tokio::task::JoinHandle<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_one_to_255_printable_ascii_characters() {
-        assert!(IdempotencyKey::parse("a").is_some());
-        assert!(IdempotencyKey::parse("order 42 / retry").is_some());
-        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_some());
-        for bad in ["", "\t", "é", "a\u{7f}", &"k".repeat(256)] {
-            assert!(IdempotencyKey::parse(bad).is_none(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn fingerprints_tell_requests_apart_and_parts_cannot_run_together() {

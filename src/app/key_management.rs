@@ -11,11 +11,8 @@ use deadpool_postgres::Pool;
 
 use super::authentication::{IssuedSecret, hash_secret};
 use crate::{
-    domain::{KeyName, LOCAL_KEY_NAME, RateLimit, Scope},
-    storage::{
-        self, StoreError,
-        api_keys::{KeyRecord, Revoked},
-    },
+    domain::{KeyName, KeyRecord, LOCAL_KEY_NAME, RateLimit, Revoked, Scope},
+    storage::{self, StoreError},
 };
 
 #[derive(Debug, thiserror::Error)]

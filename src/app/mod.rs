@@ -21,9 +21,10 @@ use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 
+use self::authentication::KeyRing;
 pub use self::error::{AppError, Resource};
-use self::{authentication::KeyRing, idempotency::DEFAULT_RETENTION};
 use crate::{
+    domain::{PoolStatus, RateLimit},
     storage::{self, StoreError, shared_connections::SharedConnections},
     telemetry::metrics::Metrics,
 };
@@ -114,48 +115,46 @@ impl Draining {
     }
 }
 
-/// How many connections reads share (see [`storage::shared_connections`]), unless configured otherwise:
-/// two keep both of a small database server's cores busy with reads pipelined on them, and
-/// leave a stalled one a partner.
-pub const DEFAULT_SHARED_CONNECTIONS: usize = 2;
-
-/// The most requests an instance works on at once, unless configured otherwise: enough for
-/// bursts of many clients (each request is short), and few enough that their buffered bodies
-/// (64 KiB at most each) take little memory.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// What an instance's operations are configured with; start-up fills it in from the
+/// settings (see `crate::config` for each one's meaning and default).
+#[derive(Debug, Clone)]
+pub struct Policies {
+    pub idempotency_retention: Duration,
+    pub event_retention: Duration,
+    /// How long one operation waits for the database's answers (see [`storage::within`]).
+    pub answer_bound: Duration,
+    pub key_refresh_interval: Duration,
+    /// The rate limit of keys that have none of their own.
+    pub default_rate: Option<RateLimit>,
+    /// How many connections small reads share (none: every read takes a pooled one).
+    pub shared_connections: usize,
+    pub max_in_flight: usize,
+}
 
 impl AppState {
     /// The state of an instance serving from `pool`, whose own sessions `connector` opens
-    /// (its readiness probe's, its feed watcher's, and [`DEFAULT_SHARED_CONNECTIONS`] shared
-    /// by reads, which [`AppState::share_connections`] changes).
-    pub fn new(pool: Pool, connector: storage::Connector) -> Self {
+    /// (its readiness probe's, its feed watcher's, and those that small reads share), with
+    /// `policies`.
+    pub fn new(pool: Pool, connector: storage::Connector, policies: &Policies) -> Self {
         Self {
             readiness: Arc::new(storage::Probe::new(pool.clone())),
             reader: storage::Reader::new(
                 pool.clone(),
-                SharedConnections::new(connector.clone(), DEFAULT_SHARED_CONNECTIONS),
+                SharedConnections::new(connector.clone(), policies.shared_connections),
             ),
             pool,
-            keys: KeyRing::default(),
-            key_refresh_interval: authentication::KEY_REFRESH_INTERVAL,
-            idempotency_retention: DEFAULT_RETENTION,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            answer_bound: storage::SessionLimits::default().answer_bound(),
+            keys: KeyRing::with_default_rate(policies.default_rate),
+            key_refresh_interval: policies.key_refresh_interval,
+            idempotency_retention: policies.idempotency_retention,
+            max_in_flight: policies.max_in_flight,
+            answer_bound: policies.answer_bound,
             metrics: Metrics::new(),
             draining: Draining::default(),
             connector,
             feed: events::FeedWatch::default(),
-            event_retention: events::DEFAULT_RETENTION,
+            event_retention: policies.event_retention,
             longest_feed_wait: events::MAX_WAIT,
         }
-    }
-
-    /// Has reads share `count` connections (none: every read takes a pooled one).
-    pub fn share_connections(&mut self, count: usize) {
-        self.reader = storage::Reader::new(
-            self.pool.clone(),
-            SharedConnections::new(self.connector.clone(), count),
-        );
     }
 
     /// Shortens [`AppState::longest_feed_wait`] so that a waiting feed read (a read before the
@@ -310,9 +309,22 @@ pub const READY_BOUND: Duration = Duration::from_secs(1);
 /// Whether the database answers, asked on readiness's own connection (not one of the pool's),
 /// within [`READY_BOUND`]; when it does, how full the serving pool is. A pool whose connections
 /// are all busy is reported as such, not as a database that cannot be reached.
-pub async fn ready(state: &AppState) -> Result<storage::PoolStatus, AppError> {
+pub async fn ready(state: &AppState) -> Result<PoolStatus, AppError> {
     state.readiness.check(READY_BOUND).await?;
     Ok(storage::pool_status(&state.pool))
+}
+
+/// This instance's metrics in Prometheus' text format, with the gauges of its database
+/// connections read as they are now, so that a scrape never sees them stale.
+pub fn metrics_text(state: &AppState) -> String {
+    let pool = storage::pool_status(&state.pool);
+    state
+        .metrics
+        .set_pool_status(pool.max_size, pool.size, pool.available, pool.waiting);
+    state
+        .metrics
+        .set_shared_connections(state.reader.shared().status());
+    state.metrics.render()
 }
 
 #[cfg(test)]
@@ -322,9 +334,19 @@ mod tests {
     #[test]
     fn a_feed_wait_fits_inside_the_request_timeout_with_its_two_reads() {
         let pool = storage::connect_pool(tokio_postgres::Config::new(), 1);
+        let policies = Policies {
+            idempotency_retention: Duration::from_secs(60),
+            event_retention: Duration::from_secs(60),
+            answer_bound: Duration::from_secs(5),
+            key_refresh_interval: Duration::from_secs(2),
+            default_rate: None,
+            shared_connections: 0,
+            max_in_flight: 1,
+        };
         let mut state = AppState::new(
             pool.clone(),
             storage::Connector::plain(tokio_postgres::Config::new()),
+            &policies,
         );
         // The default answer bound is 5 s: two reads and a second's margin take 11 s.
         state.fit_feed_wait_into(Duration::from_secs(45));

@@ -5,11 +5,13 @@ use deadpool_postgres::GenericClient;
 use super::{
     AppError, AppState, Precondition, Resource,
     authentication::Caller,
-    idempotency::{self, Answer, Fingerprint, IdempotencyKey, StoredAnswer, TransactionalCreate},
+    idempotency::{self, Answer, Fingerprint, TransactionalCreate},
 };
-pub use crate::storage::orders::{OrderCursor, OrderRecord, OrderRevision};
 use crate::{
-    domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp},
+    domain::{
+        IdempotencyKey, Money, OrderCursor, OrderDraft, OrderId, OrderRecord, OrderRevision,
+        ServiceId, StoredAnswer, Timestamp,
+    },
     storage::{self, StoreError, orders::OrderFilter},
 };
 

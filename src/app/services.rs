@@ -3,12 +3,11 @@
 use super::{
     AppError, AppState, Precondition, Resource,
     authentication::Caller,
-    idempotency::{self, Answer, Fingerprint, IdempotencyKey, StoredAnswer, TransactionalCreate},
+    idempotency::{self, Answer, Fingerprint, TransactionalCreate},
 };
-pub use crate::storage::services::ServiceRecord;
 use crate::{
-    domain::{ServiceId, ServiceName},
-    storage::{self, Page, StoreError},
+    domain::{IdempotencyKey, Page, ServiceId, ServiceName, ServiceRecord, StoredAnswer},
+    storage::{self, StoreError},
 };
 
 /// Creates a service on behalf of `caller`. With an `idempotency_key`, a retry of the same

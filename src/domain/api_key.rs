@@ -3,6 +3,8 @@
 
 use std::{fmt, num::NonZeroU32, str::FromStr};
 
+use chrono::{DateTime, Utc};
+
 /// What a key may do. A key holds one or more; each operation needs exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
@@ -144,6 +146,43 @@ impl fmt::Display for RateLimit {
             self.per_second, self.burst
         )
     }
+}
+
+/// A key as `orders keys list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    /// The key's own rate limit; none when the instance's default applies.
+    pub rate: Option<RateLimit>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key that may be used, as the key cache holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveKey {
+    pub id: i64,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    /// The key's own rate limit; none when the instance's default applies.
+    pub rate: Option<RateLimit>,
+    pub lookup_id: String,
+    pub secret_hash: Vec<u8>,
+}
+
+/// What is stored of a new key's secret.
+pub struct StoredSecret<'a> {
+    pub lookup_id: &'a str,
+    pub hash: &'a [u8; 32],
+}
+
+/// Whether [`revoke`] revoked the key now or found it revoked already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    Already,
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
-//! What a client asks for when it creates or replaces an order.
+//! An order: what a client asks for when it creates or replaces one ([`OrderDraft`]), and
+//! what is stored ([`OrderRecord`]), with the revision its ETag stands for.
 
 use std::{collections::HashSet, fmt::Display, hash::Hash};
 
-use super::{Money, ServiceId, Timestamp};
+use chrono::{DateTime, Utc};
+
+use super::{Money, OrderId, ServiceId, Timestamp};
 
 pub const MAX_SERVICES_PER_ORDER: usize = 50;
 
@@ -60,6 +63,57 @@ impl OrderDraft {
             }
         }
         Ok(())
+    }
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRecord {
+    pub id: OrderId,
+    pub scheduled_at: Timestamp,
+    pub total_fee: Money,
+    pub services: Vec<BookedService>,
+    pub revision: OrderRevision,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// The name of the API key that created the order.
+    pub created_by: String,
+    /// The name of the API key that last replaced it.
+    pub updated_by: String,
+}
+
+/// What an order's representation is at: it changes whenever the order or one of the
+/// services it books changes. Versions only grow, and an order's services are fixed for each
+/// of its versions, so two different representations never share a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderRevision {
+    /// The order row's own version, bumped by every replace.
+    pub order: i64,
+    /// The sum of the versions of the services it books, bumped by any of their renames.
+    pub services: i64,
+}
+
+/// A service as an order shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookedService {
+    pub id: ServiceId,
+    pub name: String,
+    /// The service's own version, which its name belongs to.
+    pub version: i64,
+}
+
+/// Where a page of orders starts: after this (scheduled_at, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderCursor {
+    pub scheduled_at: DateTime<Utc>,
+    pub id: OrderId,
+}
+
+impl OrderRecord {
+    /// Adds a booked service, whose version the order's revision then counts.
+    pub fn book(&mut self, service: BookedService) {
+        self.revision.services += service.version;
+        self.services.push(service);
     }
 }
 

@@ -4,7 +4,7 @@
 //! services' versions (`"3.5"`, see [`OrderRevision`]), so that renaming a
 //! service changes the ETags of the orders that show its name.
 
-use crate::app::{Precondition, orders::OrderRevision};
+use crate::{app::Precondition, domain::OrderRevision};
 
 /// A record revision that an ETag stands for.
 pub trait Revision: Sized + PartialEq {

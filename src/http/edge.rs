@@ -346,7 +346,7 @@ impl<E> EdgeEndpoint<E> {
         if let Some(param) = error.downcast_ref::<ParseParamError>() {
             // The spec's pattern refused it; say what a key is, not which pattern failed.
             if param.name == super::idempotency::IDEMPOTENCY_KEY {
-                return super::idempotency::invalid_idempotency_key();
+                return ApiError::invalid_idempotency_key();
             }
             let problem = parameter_problem(&param.reason);
             let detail = format!("{}: {problem}", param.name);

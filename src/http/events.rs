@@ -9,7 +9,13 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Union, param::Query};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi, Union,
+    param::Query,
+    registry::MetaSchema,
+    types::{ParseError, ParseFromParameter, ParseResult},
+};
+use serde_json::Value;
 
 use super::{
     ApiTags,
@@ -20,17 +26,15 @@ use super::{
     overload::Place,
     pagination::{self, PageSize},
     problem::{
-        ApiError, ErrorCode,
+        ApiError,
         documentation::{OperationError, operation_codes},
     },
     services::{Service, write_service_members},
+    value_types::impl_scalar_type,
 };
 use crate::{
-    app::{
-        self, AppState,
-        events::{EventRecord, EventSubject, FeedPosition, FeedStart, MAX_WAIT},
-    },
-    domain::Timestamp,
+    app::{self, AppState, events::MAX_WAIT},
+    domain::{EventRecord, EventSubject, FeedPosition, FeedStart, Timestamp},
 };
 
 /// What an event is about.
@@ -287,10 +291,10 @@ impl From<EventRecord> for Event {
                     order: Order::from(order),
                 };
                 match kind {
-                    app::events::EventType::OrderUpdated => {
+                    crate::domain::EventType::OrderUpdated => {
                         event_of!(OrderUpdated(OrderUpdatedEvent), common, subject, data)
                     }
-                    app::events::EventType::OrderDeleted => {
+                    crate::domain::EventType::OrderDeleted => {
                         event_of!(OrderDeleted(OrderDeletedEvent), common, subject, data)
                     }
                     _ => event_of!(OrderCreated(OrderCreatedEvent), common, subject, data),
@@ -306,10 +310,10 @@ impl From<EventRecord> for Event {
                     service: Service::from(service),
                 };
                 match kind {
-                    app::events::EventType::ServiceUpdated => {
+                    crate::domain::EventType::ServiceUpdated => {
                         event_of!(ServiceUpdated(ServiceUpdatedEvent), common, subject, data)
                     }
-                    app::events::EventType::ServiceDeleted => {
+                    crate::domain::EventType::ServiceDeleted => {
                         event_of!(ServiceDeleted(ServiceDeletedEvent), common, subject, data)
                     }
                     _ => event_of!(ServiceCreated(ServiceCreatedEvent), common, subject, data),
@@ -328,14 +332,14 @@ fn decode_cursor(cursor: &str) -> Result<FeedPosition, ApiError> {
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(unknown_cursor)?;
+        .ok_or_else(ApiError::unknown_cursor)?;
     let (tx, id) = text
         .strip_prefix("e1:")
         .and_then(|key| key.split_once(':'))
-        .ok_or_else(unknown_cursor)?;
+        .ok_or_else(ApiError::unknown_cursor)?;
     match (tx.parse(), id.parse()) {
         (Ok(tx), Ok(id)) if tx >= 0 && id >= 0 => Ok(FeedPosition { tx, id }),
-        _ => Err(unknown_cursor()),
+        _ => Err(ApiError::unknown_cursor()),
     }
 }
 
@@ -354,13 +358,21 @@ impl WaitSeconds {
     }
 }
 
-pub fn unknown_cursor() -> ApiError {
-    ApiError::with_detail(
-        ErrorCode::InvalidParameter,
-        "after: is not a cursor this API issued; pass `next_cursor` from a previous answer \
-         unchanged, or `now`"
-            .to_owned(),
-    )
+impl_scalar_type!(
+    WaitSeconds,
+    "WaitSeconds",
+    MetaSchema {
+        minimum: Some(0.0),
+        maximum: Some(MAX_WAIT.as_secs() as f64),
+        default: Some(Value::from(0)),
+        ..MetaSchema::new_with_format("integer", "int32")
+    }
+);
+
+impl ParseFromParameter for WaitSeconds {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        WaitSeconds::parse(value).map_err(ParseError::custom)
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     app::{self, AppState},
-    storage,
+    domain::PoolStatus,
 };
 
 /// A health report.
@@ -46,8 +46,8 @@ pub struct PoolReport {
     pub waiting: u64,
 }
 
-impl From<storage::PoolStatus> for PoolReport {
-    fn from(status: storage::PoolStatus) -> Self {
+impl From<PoolStatus> for PoolReport {
+    fn from(status: PoolStatus) -> Self {
         let count = |n: usize| n as u64;
         Self {
             max_size: count(status.max_size),
@@ -138,12 +138,6 @@ impl HealthApi {
     #[oai(path = "/metrics", method = "get", operation_id = "metrics_view")]
     async fn metrics_view(&self, state: Data<&AppState>) -> MetricsText {
         // Read at the moment of the scrape, so the gauges are never stale.
-        state
-            .metrics
-            .set_pool_status(storage::pool_status(&state.pool));
-        state
-            .metrics
-            .set_shared_connections(state.reader.shared().status());
-        MetricsText::Ok(PlainText(state.metrics.render()))
+        MetricsText::Ok(PlainText(app::metrics_text(&state)))
     }
 }

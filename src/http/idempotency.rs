@@ -16,9 +16,9 @@ use super::{
     problem::{ApiError, ErrorCode, REQUEST_ID},
     value_types::impl_scalar_type,
 };
-use crate::app::{
-    AppError,
-    idempotency::{Answer, IdempotencyKey, MAX_IDEMPOTENCY_KEY_CHARS, StoredAnswer},
+use crate::{
+    app::{AppError, idempotency::Answer},
+    domain::{IdempotencyKey, StoredAnswer},
 };
 
 /// The header's name, as the spec and the errors spell it.
@@ -66,7 +66,7 @@ pub fn idempotency_key(header: Option<&str>) -> Result<Option<IdempotencyKey>, A
     key.as_deref()
         .and_then(IdempotencyKey::parse)
         .map(Some)
-        .ok_or_else(invalid_idempotency_key)
+        .ok_or_else(ApiError::invalid_idempotency_key)
 }
 
 /// The key in `headers`' `Idempotency-Key`, or a 400 saying what a key must be. Read from the
@@ -79,21 +79,12 @@ pub fn idempotency_key_in(headers: &HeaderMap) -> Result<Option<IdempotencyKey>,
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(invalid_idempotency_key());
+        return Err(ApiError::invalid_idempotency_key());
     }
-    let value = value.to_str().map_err(|_| invalid_idempotency_key())?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::invalid_idempotency_key())?;
     idempotency_key(Some(value))
-}
-
-/// The 400 for an `Idempotency-Key` that is not one.
-pub fn invalid_idempotency_key() -> ApiError {
-    ApiError::with_detail(
-        ErrorCode::InvalidParameter,
-        format!(
-            "{IDEMPOTENCY_KEY}: must be one header of 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII \
-             characters, bare (no spaces or quotes) or as a quoted string"
-        ),
-    )
 }
 
 /// The contents of an RFC 8941 string after its opening quote, if it is one.

@@ -265,14 +265,9 @@ mod writers {
     use rust_decimal::Decimal;
 
     use super::JsonWriter;
-    use crate::{
-        app::{
-            events::{EventRecord, EventSubject, EventType, FeedPosition},
-            orders::OrderRecord,
-            services::ServiceRecord,
-        },
-        domain::{FreeSlot, Money, OrderId, ServiceId, Timestamp},
-        storage::orders::{BookedService, OrderRevision},
+    use crate::domain::{
+        BookedService, EventRecord, EventSubject, EventType, FeedPosition, FreeSlot, Money,
+        OrderId, OrderRecord, OrderRevision, ServiceId, ServiceRecord, Timestamp,
     };
 
     fn text(write: impl FnOnce(&mut JsonWriter)) -> String {

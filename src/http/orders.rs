@@ -25,9 +25,9 @@ use super::{
 use crate::{
     app::{
         self, AppState,
-        orders::{OrderQuery, OrderRecord, OrderRequest},
+        orders::{OrderQuery, OrderRequest},
     },
-    domain::{Money, Timestamp},
+    domain::{Money, OrderRecord, Timestamp},
 };
 
 /// An order: a time slot, a fee and the services booked.

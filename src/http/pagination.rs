@@ -6,11 +6,17 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::DateTime;
 
-use super::problem::{ApiError, ErrorCode};
-use crate::{
-    app::orders::OrderCursor,
-    domain::{OrderId, ServiceId, Timestamp},
+use poem_openapi::{
+    registry::MetaSchema,
+    types::{ParseError, ParseFromParameter, ParseResult},
 };
+use serde_json::Value;
+
+use super::{
+    problem::{ApiError, ErrorCode},
+    value_types::impl_scalar_type,
+};
+use crate::domain::{OrderCursor, OrderId, ServiceId, Timestamp};
 
 pub const DEFAULT_PAGE_SIZE: i64 = 100;
 pub const MAX_PAGE_SIZE: i64 = 1000;
@@ -79,6 +85,22 @@ pub fn encode_service_cursor(after: ServiceId) -> String {
 
 pub fn decode_service_cursor(token: &str) -> Result<ServiceId, ApiError> {
     ServiceId::parse(&decode(token, "s1:")?).ok_or_else(invalid_token)
+}
+
+impl_scalar_type!(
+    PageSize,
+    "PageSize",
+    MetaSchema {
+        minimum: Some(1.0),
+        default: Some(Value::from(DEFAULT_PAGE_SIZE)),
+        ..MetaSchema::new_with_format("integer", "int64")
+    }
+);
+
+impl ParseFromParameter for PageSize {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        PageSize::parse(value).map_err(ParseError::custom)
+    }
 }
 
 #[cfg(test)]

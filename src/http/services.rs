@@ -19,8 +19,8 @@ use super::{
     problem::documentation::{OperationError, operation_codes},
 };
 use crate::{
-    app::{self, AppState, services::ServiceRecord},
-    domain::{ServiceName, Timestamp},
+    app::{self, AppState},
+    domain::{ServiceName, ServiceRecord, Timestamp},
 };
 
 /// A service that orders can book.

@@ -2,8 +2,9 @@
 //!
 //! `Money` is a JSON number read from its exact decimal text (serde_json keeps that text
 //! with its `arbitrary_precision` feature), so no amount ever passes through binary floating
-//! point. `Timestamp` is an RFC 3339 string, always written in UTC with milliseconds. `PageSize`
-//! is an integer of at least 1; `WaitSeconds`, one from 0 to 30.
+//! point. `Timestamp` is an RFC 3339 string, always written in UTC with milliseconds. The
+//! parameters' own types (`PageSize`, `WaitSeconds`) declare theirs beside their rules, with
+//! [`impl_scalar_type`].
 
 use poem_openapi::{
     registry::MetaSchema,
@@ -11,11 +12,6 @@ use poem_openapi::{
 };
 use serde_json::{Number, Value};
 
-use super::{
-    events::WaitSeconds,
-    pagination::{DEFAULT_PAGE_SIZE, PageSize},
-};
-use crate::app::events::MAX_WAIT;
 use crate::domain::{Money, MoneyError, Timestamp};
 
 /// Reads a money amount from a JSON value, refusing anything but a number.
@@ -102,39 +98,6 @@ impl_scalar_type!(
         ..MetaSchema::new_with_format("string", "date-time")
     }
 );
-
-impl_scalar_type!(
-    PageSize,
-    "PageSize",
-    MetaSchema {
-        minimum: Some(1.0),
-        default: Some(Value::from(DEFAULT_PAGE_SIZE)),
-        ..MetaSchema::new_with_format("integer", "int64")
-    }
-);
-
-impl ParseFromParameter for PageSize {
-    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        PageSize::parse(value).map_err(ParseError::custom)
-    }
-}
-
-impl_scalar_type!(
-    WaitSeconds,
-    "WaitSeconds",
-    MetaSchema {
-        minimum: Some(0.0),
-        maximum: Some(MAX_WAIT.as_secs() as f64),
-        default: Some(Value::from(0)),
-        ..MetaSchema::new_with_format("integer", "int32")
-    }
-);
-
-impl ParseFromParameter for WaitSeconds {
-    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        WaitSeconds::parse(value).map_err(ParseError::custom)
-    }
-}
 
 impl ParseFromJSON for Timestamp {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {

@@ -75,21 +75,6 @@ pub struct ServeSettings {
     pub shutdown_timeout: Duration,
 }
 
-impl Default for ServeSettings {
-    fn default() -> Self {
-        Self {
-            timeouts: Timeouts {
-                header_read: Duration::from_secs(10),
-                idle: Duration::from_secs(60),
-                request: Duration::from_secs(45),
-            },
-            max_connections: None,
-            shutdown_delay: Duration::ZERO,
-            shutdown_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 /// Serves `endpoint` on `listener` until `shutdown` completes, then drains (see the module
 /// docs). `cap` is the most connections open at once.
 pub async fn serve(

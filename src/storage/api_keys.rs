@@ -5,40 +5,10 @@ use deadpool_postgres::Pool;
 use tokio_postgres::Row;
 
 use super::StoreError;
-use crate::domain::{KeyName, RateLimit, Scope};
+use crate::domain::{ActiveKey, KeyName, KeyRecord, RateLimit, Revoked, Scope, StoredSecret};
 
 /// The unique constraint on key names (revoked keys included).
 const NAME_UNIQUE: &str = "api_keys_name_key";
-
-/// A key as `orders keys list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub name: String,
-    pub scopes: Vec<Scope>,
-    /// The key's own rate limit; none when the instance's default applies.
-    pub rate: Option<RateLimit>,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-/// A key that may be used, as the key cache holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActiveKey {
-    pub id: i64,
-    pub name: String,
-    pub scopes: Vec<Scope>,
-    /// The key's own rate limit; none when the instance's default applies.
-    pub rate: Option<RateLimit>,
-    pub lookup_id: String,
-    pub secret_hash: Vec<u8>,
-}
-
-/// What is stored of a new key's secret.
-pub struct StoredSecret<'a> {
-    pub lookup_id: &'a str,
-    pub hash: &'a [u8; 32],
-}
 
 fn scopes_from_row(row: &Row) -> Vec<Scope> {
     row.get::<_, Vec<String>>("scopes")
@@ -159,13 +129,6 @@ pub async fn list(pool: &Pool) -> Result<Vec<KeyRecord>, StoreError> {
             revoked_at: row.get("revoked_at"),
         })
         .collect())
-}
-
-/// Whether [`revoke`] revoked the key now or found it revoked already.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revoked {
-    Now,
-    Already,
 }
 
 /// Revokes the key `name`; [`StoreError::NotFound`] when no key has it.

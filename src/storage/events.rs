@@ -22,124 +22,15 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use serde::Deserialize;
 use tokio_postgres::types::ToSql;
 
 use super::{
     Reader, SHARED_PAGE_LIMIT, StoreError,
-    orders::{BookedService, OrderRecord, OrderRevision},
-    services::ServiceRecord,
+    shared_sql::{order_from_document, service_from_document},
 };
-use crate::domain::{Money, OrderId, ServiceId, Timestamp};
-
-/// The JSON document of the service row aliased `s`, as events keep it.
-pub(super) const SERVICE_DOCUMENT: &str = "jsonb_build_object(
-    'id', s.id, 'name', s.name, 'version', s.version, 'created_at', s.created_at,
-    'updated_at', s.updated_at, 'created_by', s.created_by, 'updated_by', s.updated_by)";
-
-/// The JSON document of the order row aliased `o`, booking the services that `links` (a
-/// relation of `service_id, position` rows, which may refer to `o`) lists.
-pub(super) fn order_document(links: &str) -> String {
-    format!(
-        "jsonb_build_object(
-             'id', o.id, 'scheduled_at', o.scheduled_at, 'total_fee', o.total_fee::text,
-             'version', o.version, 'created_at', o.created_at, 'updated_at', o.updated_at,
-             'created_by', o.created_by, 'updated_by', o.updated_by,
-             'services', (
-                 SELECT coalesce(jsonb_agg(jsonb_build_object(
-                            'id', s.id, 'name', s.name, 'version', s.version)
-                        ORDER BY l.position), '[]'::jsonb)
-                 FROM {links} AS l JOIN services s ON s.id = l.service_id))"
-    )
-}
-
-/// The links of the order row aliased `o`, as they are stored, for [`order_document`].
-pub(super) const STORED_LINKS: &str =
-    "(SELECT service_id, position FROM order_services WHERE order_id = o.id)";
-
-/// What changed, as the feed names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    OrderCreated,
-    OrderUpdated,
-    OrderDeleted,
-    ServiceCreated,
-    ServiceUpdated,
-    ServiceDeleted,
-}
-
-impl EventType {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::OrderCreated => "order.created",
-            Self::OrderUpdated => "order.updated",
-            Self::OrderDeleted => "order.deleted",
-            Self::ServiceCreated => "service.created",
-            Self::ServiceUpdated => "service.updated",
-            Self::ServiceDeleted => "service.deleted",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [
-            Self::OrderCreated,
-            Self::OrderUpdated,
-            Self::OrderDeleted,
-            Self::ServiceCreated,
-            Self::ServiceUpdated,
-            Self::ServiceDeleted,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == text)
-    }
-}
-
-/// A place in the feed: just after the event at (`tx`, `id`). `(0, 0)` is its very start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FeedPosition {
-    pub tx: i64,
-    pub id: i64,
-}
-
-impl FeedPosition {
-    pub const START: Self = Self { tx: 0, id: 0 };
-}
-
-/// The record an event carries: after the change, or just before it for a delete.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EventSubject {
-    Order(OrderRecord),
-    Service(ServiceRecord),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventRecord {
-    pub position: FeedPosition,
-    pub kind: EventType,
-    pub occurred_at: Timestamp,
-    /// The name of the API key that made the change.
-    pub actor: String,
-    pub subject: EventSubject,
-}
-
-/// One page of the feed, and the position to read on from.
-#[derive(Debug, Clone)]
-pub struct FeedPage {
-    pub events: Vec<EventRecord>,
-    /// After the last event of the page, or where the read started when it has none.
-    pub next: FeedPosition,
-}
-
-/// Where a read of the feed starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FeedStart {
-    /// At the oldest event kept.
-    Oldest,
-    /// After the newest event a reader can be given now: only what comes next.
-    Now,
-    /// After a position the feed handed out.
-    After(FeedPosition),
-}
+use crate::domain::{
+    EventRecord, EventSubject, EventType, FeedPage, FeedPosition, FeedStart, Timestamp,
+};
 
 /// Why a read cannot start where it was asked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,105 +235,16 @@ fn event_from_row(
             order_from_document(&data).map(EventSubject::Order)
         }
         EventType::ServiceCreated | EventType::ServiceUpdated | EventType::ServiceDeleted => {
-            serde_json::from_str::<ServiceDocument>(&data)
-                .ok()
-                .and_then(ServiceDocument::into_record)
-                .map(EventSubject::Service)
+            service_from_document(&data).map(EventSubject::Service)
         }
     }
     .ok_or(StoreError::CorruptEvent(position.id))?;
     Ok(EventRecord {
         position,
         kind,
-        occurred_at: timestamp(row.get("occurred_at"))
-            .ok_or(StoreError::CorruptEvent(position.id))?,
+        occurred_at: Timestamp::from_utc(row.get::<_, DateTime<Utc>>("occurred_at"))
+            .map_err(|_| StoreError::CorruptEvent(position.id))?,
         actor: row.get("actor"),
         subject,
     })
-}
-
-fn timestamp(instant: DateTime<Utc>) -> Option<Timestamp> {
-    Timestamp::from_utc(instant).ok()
-}
-
-/// The order an [`order_document`] holds, or `None` when the text is not one.
-pub(super) fn order_from_document(document: &str) -> Option<OrderRecord> {
-    serde_json::from_str::<OrderDocument>(document)
-        .ok()
-        .and_then(OrderDocument::into_record)
-}
-
-/// [`order_document`] as read back.
-#[derive(Deserialize)]
-struct OrderDocument {
-    id: i64,
-    scheduled_at: DateTime<Utc>,
-    total_fee: String,
-    version: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    created_by: String,
-    updated_by: String,
-    services: Vec<BookedServiceDocument>,
-}
-
-#[derive(Deserialize)]
-struct BookedServiceDocument {
-    id: i64,
-    name: String,
-    version: i64,
-}
-
-impl OrderDocument {
-    fn into_record(self) -> Option<OrderRecord> {
-        let services: Vec<BookedService> = self
-            .services
-            .into_iter()
-            .map(|service| BookedService {
-                id: ServiceId::from_db(service.id),
-                name: service.name,
-                version: service.version,
-            })
-            .collect();
-        Some(OrderRecord {
-            id: OrderId::from_db(self.id),
-            scheduled_at: timestamp(self.scheduled_at)?,
-            total_fee: Money::parse(&self.total_fee).ok()?,
-            revision: OrderRevision {
-                order: self.version,
-                services: services.iter().map(|service| service.version).sum(),
-            },
-            services,
-            created_at: timestamp(self.created_at)?,
-            updated_at: timestamp(self.updated_at)?,
-            created_by: self.created_by,
-            updated_by: self.updated_by,
-        })
-    }
-}
-
-/// [`SERVICE_DOCUMENT`] as read back.
-#[derive(Deserialize)]
-struct ServiceDocument {
-    id: i64,
-    name: String,
-    version: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    created_by: String,
-    updated_by: String,
-}
-
-impl ServiceDocument {
-    fn into_record(self) -> Option<ServiceRecord> {
-        Some(ServiceRecord {
-            id: ServiceId::from_db(self.id),
-            name: self.name,
-            version: self.version,
-            created_at: timestamp(self.created_at)?,
-            updated_at: timestamp(self.updated_at)?,
-            created_by: self.created_by,
-            updated_by: self.updated_by,
-        })
-    }
 }

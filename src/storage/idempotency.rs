@@ -17,17 +17,11 @@ use std::{sync::LazyLock, time::Duration};
 
 use deadpool_postgres::{Pool, Transaction};
 
-use super::{StoreError, events::order_from_document, orders::OrderRecord};
-
-/// The first answer to a request, as it is replayed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredAnswer {
-    pub status: u16,
-    pub content_type: String,
-    pub body: Vec<u8>,
-    pub location: Option<String>,
-    pub etag: Option<String>,
-}
+use super::{
+    StoreError,
+    shared_sql::{key_lock, order_from_document},
+};
+use crate::domain::{OrderRecord, StoredAnswer};
 
 /// A first answer as it is kept.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,13 +45,6 @@ pub enum Claim {
     OtherRequest,
     /// Another request with the key is being processed now.
     InUse,
-}
-
-/// The SQL that tries to take the transaction-scoped lock on the `Idempotency-Key` in the
-/// parameter `key` of the API key whose id is in the parameter `api_key_id`: true when this
-/// transaction holds it (it may have held it already), false when another does.
-pub(super) fn key_lock(api_key_id: &str, key: &str) -> String {
-    format!("pg_try_advisory_xact_lock(hashtextextended({api_key_id}::bigint || ':' || {key}, 0))")
 }
 
 /// [`claim`]'s first statement.

@@ -7,6 +7,7 @@
 //! can act on. It knows nothing of HTTP.
 
 pub mod api_keys;
+pub mod connection_string;
 pub mod events;
 pub mod free_slots;
 pub mod idempotency;
@@ -15,6 +16,7 @@ pub mod orders;
 pub mod seed;
 pub mod services;
 pub mod shared_connections;
+mod shared_sql;
 pub mod tls;
 
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, error::SqlState, types::ToSql};
 
-use crate::domain::{OrderId, ServiceId};
+use crate::domain::{OrderId, PoolStatus, ServiceId};
 
 /// How long the database lets one statement of a serving session run, and wait for a lock,
 /// before it cancels the statement: so a request held up by a long lock (a migration, a
@@ -32,16 +34,6 @@ use crate::domain::{OrderId, ServiceId};
 pub struct SessionLimits {
     pub statement_timeout: Duration,
     pub lock_timeout: Duration,
-}
-
-impl Default for SessionLimits {
-    /// A lock wait of 2 s, any one statement 4 s: a request stays under about 5 s.
-    fn default() -> Self {
-        Self {
-            statement_timeout: Duration::from_secs(4),
-            lock_timeout: Duration::from_secs(2),
-        }
-    }
 }
 
 impl SessionLimits {
@@ -674,16 +666,6 @@ where
 #[error("no answer from the database within {0:?}")]
 pub struct NoAnswer(pub Duration);
 
-/// How full a pool is: connections open, idle, and callers waiting for one. What `/readyz`
-/// reports beside the database's own answer, and what metrics can sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStatus {
-    pub max_size: usize,
-    pub size: usize,
-    pub available: usize,
-    pub waiting: usize,
-}
-
 pub fn pool_status(pool: &Pool) -> PoolStatus {
     let status = pool.status();
     PoolStatus {
@@ -764,35 +746,6 @@ pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     let statement = client.prepare_cached("SELECT 1").await?;
     client.query_one(&statement, &[]).await?;
     Ok(())
-}
-
-/// A page of results in keyset order, and the key to continue after it, if there is more.
-#[derive(Debug)]
-pub struct Page<T, K> {
-    pub items: Vec<T>,
-    pub next: Option<K>,
-}
-
-impl<T, K> Page<T, K> {
-    /// The last page, with nothing on it.
-    pub fn empty() -> Self {
-        Self {
-            items: Vec::new(),
-            next: None,
-        }
-    }
-
-    /// Builds a page from up to `limit + 1` rows: the extra row, if present, only proves that
-    /// another page exists, and the last kept row's key is where that page starts after.
-    fn from_overfetched(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> K) -> Self {
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(key)
-        } else {
-            None
-        };
-        Self { items, next }
-    }
 }
 
 #[cfg(test)]

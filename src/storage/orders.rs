@@ -18,59 +18,17 @@ use rust_decimal::Decimal;
 use tokio_postgres::{Row, Statement, types::ToSql};
 
 use super::{
-    Reader, SHARED_PAGE_LIMIT, Settled, StoreError,
-    events::{EventType, STORED_LINKS, order_document},
-    holding_record_lock, retry_transient, settle, violated_constraint, why_not_written,
+    Reader, SHARED_PAGE_LIMIT, Settled, StoreError, holding_record_lock, retry_transient, settle,
+    shared_sql::{SERVICE_EXISTS, STORED_LINKS, key_lock, order_document, raw_ids},
+    violated_constraint, why_not_written,
 };
-use crate::domain::{Money, OrderDraft, OrderId, ServiceId, Timestamp};
+use crate::domain::{
+    BookedService, EventType, Money, OrderCursor, OrderDraft, OrderId, OrderRecord, OrderRevision,
+    ServiceId, Timestamp,
+};
 
 /// The exclusion constraint that is the 3-hour rule.
 const THREE_HOUR_RULE: &str = "orders_three_hour_rule";
-/// The foreign key from an order's links to the services they book.
-pub(super) const SERVICE_EXISTS: &str = "order_services_service_exists";
-
-/// An order as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderRecord {
-    pub id: OrderId,
-    pub scheduled_at: Timestamp,
-    pub total_fee: Money,
-    pub services: Vec<BookedService>,
-    pub revision: OrderRevision,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    /// The name of the API key that created the order.
-    pub created_by: String,
-    /// The name of the API key that last replaced it.
-    pub updated_by: String,
-}
-
-/// What an order's representation is at: it changes whenever the order or one of the
-/// services it books changes. Versions only grow, and an order's services are fixed for each
-/// of its versions, so two different representations never share a revision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OrderRevision {
-    /// The order row's own version, bumped by every replace.
-    pub order: i64,
-    /// The sum of the versions of the services it books, bumped by any of their renames.
-    pub services: i64,
-}
-
-/// A service as an order shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BookedService {
-    pub id: ServiceId,
-    pub name: String,
-    /// The service's own version, which its name belongs to.
-    pub version: i64,
-}
-
-/// Where a page of orders starts: after this (scheduled_at, id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OrderCursor {
-    pub scheduled_at: DateTime<Utc>,
-    pub id: OrderId,
-}
 
 /// Which orders to list.
 #[derive(Debug, Clone, Default)]
@@ -111,13 +69,6 @@ fn booked_service(row: &Row) -> BookedService {
     }
 }
 
-impl OrderRecord {
-    fn book(&mut self, service: BookedService) {
-        self.revision.services += service.version;
-        self.services.push(service);
-    }
-}
-
 /// An order from a row whose columns include [`ORDER_ROW`]'s, booking `services`.
 fn order_from_row(row: &Row, services: Vec<BookedService>) -> OrderRecord {
     let mut order = OrderRecord {
@@ -146,10 +97,6 @@ fn stored_timestamp(instant: DateTime<Utc>) -> Timestamp {
 
 fn single(mut orders: Vec<OrderRecord>) -> Result<OrderRecord, StoreError> {
     orders.pop().ok_or(StoreError::NotFound)
-}
-
-pub(super) fn raw_ids(ids: &[ServiceId]) -> Vec<i64> {
-    ids.iter().map(|id| id.get()).collect()
 }
 
 /// The expected revisions as two parallel arrays, the form the statements take them in;
@@ -412,7 +359,7 @@ static INSERT_KEPT: LazyLock<String> = LazyLock::new(|| {
          SELECT {ORDER_COLUMNS}, os.position
          FROM o, os JOIN services s ON s.id = os.service_id
          ORDER BY os.position",
-        key_lock = super::idempotency::key_lock("$5", "$6"),
+        key_lock = key_lock("$5", "$6"),
         created = EventType::OrderCreated.as_str(),
         document = order_document("os"),
     )

@@ -8,8 +8,9 @@ use deadpool_postgres::Pool;
 
 use super::{
     StoreError,
-    events::{EventType, SERVICE_DOCUMENT, STORED_LINKS, order_document},
+    shared_sql::{SERVICE_DOCUMENT, STORED_LINKS, order_document},
 };
+use crate::domain::EventType;
 
 /// What one run of [`load`] added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

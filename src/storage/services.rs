@@ -10,28 +10,11 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::{Row, types::ToSql};
 
 use super::{
-    Page, Reader, SHARED_PAGE_LIMIT, StoreError,
-    events::{EventType, SERVICE_DOCUMENT},
-    holding_record_lock,
-    orders::SERVICE_EXISTS,
+    Reader, SHARED_PAGE_LIMIT, StoreError, holding_record_lock,
+    shared_sql::{SERVICE_DOCUMENT, SERVICE_EXISTS, raw_ids},
     violated_constraint, why_not_written,
 };
-use crate::domain::{ServiceId, ServiceName, Timestamp};
-
-/// A service as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceRecord {
-    pub id: ServiceId,
-    pub name: String,
-    /// Bumped on every change.
-    pub version: i64,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    /// The name of the API key that created the service.
-    pub created_by: String,
-    /// The name of the API key that last renamed it.
-    pub updated_by: String,
-}
+use crate::domain::{EventType, Page, ServiceId, ServiceName, ServiceRecord, Timestamp};
 
 const SERVICE_COLUMNS: &str = "id, name, version, created_at, updated_at, created_by, updated_by";
 
@@ -224,9 +207,7 @@ pub async fn find_missing(
              ORDER BY requested.position",
         )
         .await?;
-    let rows = client
-        .query(&statement, &[&super::orders::raw_ids(ids)])
-        .await?;
+    let rows = client.query(&statement, &[&raw_ids(ids)]).await?;
     Ok(rows
         .iter()
         .map(|row| ServiceId::from_db(row.get("id")))

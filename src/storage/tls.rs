@@ -34,7 +34,7 @@ use tokio_postgres::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{SslMode, TlsSettings};
+use super::connection_string::{SslMode, TlsSettings};
 
 /// How connections to the database are made: in the clear, or over TLS as configured.
 #[derive(Clone)]

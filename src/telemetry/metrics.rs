@@ -195,13 +195,14 @@ impl Metrics {
         histogram.record(seconds);
     }
 
-    /// Sets the gauges of a connection pool's state as it is now, for a scrape.
-    pub fn set_pool_status(&self, status: crate::storage::PoolStatus) {
+    /// Sets the gauges of a connection pool's state as it is now, for a scrape: the most
+    /// connections it opens, those open, those idle, and the callers waiting for one.
+    pub fn set_pool_status(&self, max_size: usize, size: usize, available: usize, waiting: usize) {
         let gauges = [
-            ("db_pool_max_size", status.max_size),
-            ("db_pool_size", status.size),
-            ("db_pool_available", status.available),
-            ("db_pool_waiting", status.waiting),
+            ("db_pool_max_size", max_size),
+            ("db_pool_size", size),
+            ("db_pool_available", available),
+            ("db_pool_waiting", waiting),
         ];
         ::metrics::with_local_recorder(&*self.recorder, || {
             for (name, value) in gauges {

@@ -6,10 +6,8 @@
 use std::time::{Duration, Instant};
 
 use orders::{
-    app::{
-        authentication::{IssuedSecret, KEY_REFRESH_INTERVAL},
-        key_management,
-    },
+    app::{authentication::IssuedSecret, key_management},
+    config::DEFAULT_KEY_REFRESH_INTERVAL,
     domain::Scope,
     storage::seed,
 };
@@ -430,7 +428,9 @@ async fn time_until(app: &TestApp, secret: &str, accepted: bool, bound: Duration
 
 #[tokio::test]
 async fn at_the_production_refresh_interval_new_keys_work_and_revoked_ones_stop_within_5_seconds() {
-    let app = spawn_app_with(|state| state.key_refresh_interval = KEY_REFRESH_INTERVAL).await;
+    let app =
+        spawn_app_with(|settings| settings.key_refresh_interval = DEFAULT_KEY_REFRESH_INTERVAL)
+            .await;
     let bound = Duration::from_secs(5);
 
     let secret = create_key(&app.pool, "newcomer", &[Scope::OrdersRead]).await;
@@ -449,8 +449,8 @@ async fn at_the_production_refresh_interval_new_keys_work_and_revoked_ones_stop_
 #[tokio::test]
 async fn a_key_made_or_revoked_through_one_instance_is_taken_up_by_every_instance_within_5_seconds()
 {
-    let production = |state: &mut orders::app::AppState| {
-        state.key_refresh_interval = KEY_REFRESH_INTERVAL;
+    let production = |settings: &mut orders::config::Settings| {
+        settings.key_refresh_interval = DEFAULT_KEY_REFRESH_INTERVAL;
     };
     let first = spawn_app_with(production).await;
     let second = first.another_instance(production).await;

@@ -7,22 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use orders::{
-    app::AppState,
-    domain::Scope,
-    server::{ServeSettings, Timeouts},
-    startup::Application,
-    storage,
-};
 use reqwest::StatusCode;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
 };
 
-use crate::helpers::{
-    TestApp, create_key, fresh_database, http_client_with_key, spawn_app_serving,
-};
+use crate::helpers::{TestApp, http_client_with_key, spawn_app_with};
 
 fn socket_address(app: &TestApp) -> SocketAddr {
     app.address
@@ -117,18 +108,12 @@ async fn a_client_holding_connections_past_the_cap_does_not_keep_another_client_
     // Arrange: a small cap, and bounds far longer than the test, so that only the cap acts.
     const CAP: usize = 16;
     let long = Duration::from_secs(60);
-    let app = spawn_app_serving(
-        ServeSettings {
-            timeouts: Timeouts {
-                header_read: long,
-                idle: long,
-                request: long,
-            },
-            max_connections: Some(CAP),
-            ..ServeSettings::default()
-        },
-        |_| {},
-    )
+    let app = spawn_app_with(|settings| {
+        settings.connections.header_read_timeout = long;
+        settings.connections.idle_timeout = long;
+        settings.connections.request_timeout = long;
+        settings.connections.max_connections = Some(CAP);
+    })
     .await;
     let address = socket_address(&app);
     let cpu_before = cpu_time();
@@ -227,17 +212,11 @@ async fn silent_and_trickling_connections_close_after_the_header_timeout_slow_bo
     let request = Duration::from_secs(2);
     // A loaded machine may close late, never early.
     let margin = Duration::from_secs(3);
-    let app = spawn_app_serving(
-        ServeSettings {
-            timeouts: Timeouts {
-                header_read,
-                idle,
-                request,
-            },
-            ..ServeSettings::default()
-        },
-        |_| {},
-    )
+    let app = spawn_app_with(|settings| {
+        settings.connections.header_read_timeout = header_read;
+        settings.connections.idle_timeout = idle;
+        settings.connections.request_timeout = request;
+    })
     .await;
     let address = socket_address(&app);
 
@@ -315,18 +294,12 @@ async fn a_connection_cut_off_mid_request_leaves_no_place_behind_at_the_cap() {
     // Arrange: room for two; only the request timeout is short.
     const CAP: usize = 2;
     let long = Duration::from_secs(60);
-    let app = spawn_app_serving(
-        ServeSettings {
-            timeouts: Timeouts {
-                header_read: long,
-                idle: long,
-                request: Duration::from_secs(1),
-            },
-            max_connections: Some(CAP),
-            ..ServeSettings::default()
-        },
-        |_| {},
-    )
+    let app = spawn_app_with(|settings| {
+        settings.connections.header_read_timeout = long;
+        settings.connections.idle_timeout = long;
+        settings.connections.request_timeout = Duration::from_secs(1);
+        settings.connections.max_connections = Some(CAP);
+    })
     .await;
     let address = socket_address(&app);
 
@@ -361,17 +334,11 @@ async fn a_client_that_never_reads_its_answer_is_closed_after_the_request_timeou
     // Arrange
     let long = Duration::from_secs(60);
     let request = Duration::from_secs(2);
-    let app = spawn_app_serving(
-        ServeSettings {
-            timeouts: Timeouts {
-                header_read: long,
-                idle: long,
-                request,
-            },
-            ..ServeSettings::default()
-        },
-        |_| {},
-    )
+    let app = spawn_app_with(|settings| {
+        settings.connections.header_read_timeout = long;
+        settings.connections.idle_timeout = long;
+        settings.connections.request_timeout = request;
+    })
     .await;
     let address = socket_address(&app);
     // A small window; the kernel still takes a few megabytes from the server, so the docs
@@ -413,17 +380,11 @@ async fn a_client_that_never_reads_its_answer_is_closed_after_the_request_timeou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_too_long_to_reach_never_run_out() {
     // Arrange
-    let app = spawn_app_serving(
-        ServeSettings {
-            timeouts: Timeouts {
-                header_read: Duration::MAX,
-                idle: Duration::MAX,
-                request: Duration::MAX,
-            },
-            ..ServeSettings::default()
-        },
-        |_| {},
-    )
+    let app = spawn_app_with(|settings| {
+        settings.connections.header_read_timeout = Duration::MAX;
+        settings.connections.idle_timeout = Duration::MAX;
+        settings.connections.request_timeout = Duration::MAX;
+    })
     .await;
 
     // Act: two requests, the second on the connection kept alive after the first.
@@ -443,31 +404,16 @@ async fn a_request_in_progress_at_shutdown_is_still_cut_off_by_the_request_timeo
     // Arrange: an app of the test's own, to shut it down; the shutdown timeout is far longer
     // than the request timeout.
     let request = Duration::from_secs(2);
-    let database = fresh_database().await;
-    let pool = storage::connect_pool(database.config().clone(), 2);
-    let secret = create_key(&pool, "tester", &Scope::ALL).await;
     let long = Duration::from_secs(60);
-    let state = AppState::new(
-        pool.clone(),
-        storage::Connector::plain(database.config().clone()),
-    );
-    let app = Application::build("127.0.0.1:0".parse().unwrap(), state)
-        .await
-        .unwrap()
-        .serve_settings(ServeSettings {
-            timeouts: Timeouts {
-                header_read: long,
-                idle: long,
-                request,
-            },
-            shutdown_timeout: long,
-            ..ServeSettings::default()
-        });
-    let address = app.address();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let mut app = spawn_app_with(|settings| {
+        settings.connections.header_read_timeout = long;
+        settings.connections.idle_timeout = long;
+        settings.connections.request_timeout = request;
+        settings.connections.shutdown_timeout = long;
+    })
+    .await;
+    let address = socket_address(&app);
+    let secret = app.secret.clone();
 
     // Act: a body sent a byte at a time; the shutdown begins while it is read.
     let slow_body = tokio::spawn(trickle_after(
@@ -477,7 +423,7 @@ async fn a_request_in_progress_at_shutdown_is_still_cut_off_by_the_request_timeo
         Duration::from_secs(30),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.send(()).unwrap();
+    let running = app.shut_down();
     let kept = slow_body.await.unwrap();
     let drained = tokio::time::timeout(Duration::from_secs(10), running).await;
 
@@ -491,6 +437,4 @@ async fn a_request_in_progress_at_shutdown_is_still_cut_off_by_the_request_timeo
         drained.is_ok(),
         "the drain did not end after the last request"
     );
-    pool.close();
-    drop(database);
 }

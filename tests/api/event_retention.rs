@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     events::{feed_page, head, read_events},
-    helpers::{TestApp, assert_problem, spawn_app, spawn_app_with_pool},
+    helpers::{TestApp, assert_problem, spawn_app, spawn_app_with},
 };
 use orders::storage;
 
@@ -116,8 +116,9 @@ async fn only_the_oldest_events_are_purged_never_one_after_a_younger_event() {
 async fn the_background_purge_keeps_events_for_the_configured_retention() {
     // Arrange: a retention of two seconds, so the purge (every second then) is seen at work.
     let retention = Duration::from_secs(2);
-    let app = spawn_app_with_pool(4, storage::SessionLimits::default(), |state| {
-        state.event_retention = retention;
+    let app = spawn_app_with(|settings| {
+        settings.db_pool_size = 4;
+        settings.event_retention = retention;
     })
     .await;
     let start = head(&app).await;

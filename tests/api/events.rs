@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TEST_KEY_NAME, TestApp, assert_problem, order_body, spawn_app, spawn_app_with_pool,
+    TEST_KEY_NAME, TestApp, assert_problem, order_body, spawn_app, spawn_app_with,
 };
 
 /// Reads the feed after `cursor` (from the oldest event when `None`) until `count` events
@@ -335,7 +335,7 @@ impl Dice {
 #[tokio::test]
 async fn under_concurrent_writers_the_feed_rebuilds_the_database_exactly() {
     // Arrange: services to book and rename, and a reader tailing the feed from the start.
-    let app = spawn_app_with_pool(16, storage::SessionLimits::default(), |_| {}).await;
+    let app = spawn_app_with(|settings| settings.db_pool_size = 16).await;
     let mut services = Vec::new();
     for index in 0..4 {
         services.push(app.create_service(&format!("Shared {index}")).await);

@@ -9,19 +9,19 @@ use std::{
 };
 
 use nix::sys::signal::{Signal, kill};
-use orders::{app::READY_BOUND, storage::SessionLimits};
+use orders::{app::READY_BOUND, config::Settings};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
     PrivateCluster, TestApp, assert_problem, order_body, spawn_app, spawn_app_on_cluster,
-    spawn_app_with_pool,
+    spawn_app_with,
 };
 
 /// As long as a request may wait on a lock before it is answered: the lock timeout, and time
 /// for the answer on a busy machine.
 fn answer_bound() -> Duration {
-    SessionLimits::default().lock_timeout + Duration::from_secs(2)
+    Settings::default().db_lock_timeout + Duration::from_secs(2)
 }
 
 #[tokio::test]
@@ -116,12 +116,12 @@ async fn a_statement_that_outlasts_the_statement_timeout_is_cancelled_by_the_dat
  {
     // A lock wait far longer than the statement timeout: only the statement timeout can end
     // the statements below, and the service's own bound (statement timeout + 1 s) comes later.
-    let limits = SessionLimits {
-        statement_timeout: Duration::from_secs(1),
-        lock_timeout: Duration::from_secs(60),
-    };
-    let app = spawn_app_with_pool(8, limits, |state| {
-        state.answer_bound = limits.answer_bound();
+    let statement_timeout = Duration::from_secs(1);
+    // The service's own bound: the statement timeout and a second (`SessionLimits::answer_bound`).
+    let own_bound = statement_timeout + Duration::from_secs(1);
+    let app = spawn_app_with(|settings| {
+        settings.db_statement_timeout = statement_timeout;
+        settings.db_lock_timeout = Duration::from_secs(60);
     })
     .await;
     let service = app.create_service("Inspection").await;
@@ -141,7 +141,7 @@ async fn a_statement_that_outlasts_the_statement_timeout_is_cancelled_by_the_dat
     for (what, (response, took)) in [("create", create), ("read", read)] {
         eprintln!("statement timeout: the {what} was answered after {took:?}");
         assert!(
-            took >= limits.statement_timeout && took < limits.answer_bound(),
+            took >= statement_timeout && took < own_bound,
             "the {what} took {took:?}: not ended by the 1 s statement timeout"
         );
         let problem = assert_problem(
@@ -167,7 +167,8 @@ async fn a_statement_that_outlasts_the_statement_timeout_is_cancelled_by_the_dat
 /// As long as a request to a database that answers nothing may take: the service's own bound,
 /// and time for the answer on a busy machine.
 fn no_answer_bound() -> Duration {
-    SessionLimits::default().answer_bound() + Duration::from_secs(2)
+    // The statement timeout, then a second of the service's own (`SessionLimits::answer_bound`).
+    Settings::default().db_statement_timeout + Duration::from_secs(1) + Duration::from_secs(2)
 }
 
 /// As long as `/readyz` may take when the database answers nothing.
@@ -470,12 +471,10 @@ async fn a_database_stopped_and_restarted_under_load_is_503_while_down_and_serve
 #[tokio::test]
 async fn readyz_reports_a_saturated_pool_as_busy_not_as_an_unreachable_database() {
     // One connection, and limits long enough that the test decides when the wait ends.
-    let limits = SessionLimits {
-        statement_timeout: Duration::from_secs(60),
-        lock_timeout: Duration::from_secs(60),
-    };
-    let app = spawn_app_with_pool(1, limits, |state| {
-        state.answer_bound = limits.answer_bound();
+    let app = spawn_app_with(|settings| {
+        settings.db_pool_size = 1;
+        settings.db_statement_timeout = Duration::from_secs(60);
+        settings.db_lock_timeout = Duration::from_secs(60);
     })
     .await;
     let service = app.create_service("Inspection").await;

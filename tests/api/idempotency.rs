@@ -689,7 +689,8 @@ async fn invalid_keys_are_refused_and_quoted_and_bare_keys_are_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_answer_is_purged_and_its_key_can_be_used_again() {
-    let app = spawn_app_with(|state| state.idempotency_retention = Duration::from_secs(2)).await;
+    let app =
+        spawn_app_with(|settings| settings.idempotency_retention = Duration::from_secs(2)).await;
     let service = app.create_service("Inspection").await;
     // Before the record is written: it cannot be older than this.
     let kept = Instant::now();

@@ -9,12 +9,8 @@ use serde_json::{Value, json};
 
 use crate::{
     events::{feed_page, head},
-    helpers::{
-        TestApp, assert_problem, create_key, fresh_database, http_client_with_key, spawn_app,
-        spawn_app_with_pool,
-    },
+    helpers::{TestApp, assert_problem, http_client_with_key, spawn_app, spawn_app_with},
 };
-use orders::{app::AppState, domain::Scope, server::ServeSettings, startup::Application, storage};
 
 /// GETs `/events?after={after}&wait={wait}`: its status, body and how long it took.
 async fn wait_for_events(app: &TestApp, after: &str, wait: u32) -> (StatusCode, Value, Duration) {
@@ -134,7 +130,7 @@ async fn waits_outside_zero_to_thirty_seconds_are_refused() {
 async fn a_thousand_waiting_readers_hold_no_connections_and_all_get_the_next_event() {
     // Arrange: an instance with two connections and the default cap of 256 requests at once.
     const READERS: usize = 1000;
-    let app = spawn_app_with_pool(2, storage::SessionLimits::default(), |_| {}).await;
+    let app = spawn_app_with(|settings| settings.db_pool_size = 2).await;
     let cursor = head(&app).await;
     // HTTP/1.1: each request waiting at once is on a connection of its own, as separate
     // consumers' would be. They arrive a hundred at a time, as consumers come and go: a
@@ -157,7 +153,7 @@ async fn a_thousand_waiting_readers_hold_no_connections_and_all_get_the_next_eve
 
     // The instance's sessions: its pool, its watcher's and those its reads share.
     assert!(
-        sessions <= 2 + 1 + orders::app::DEFAULT_SHARED_CONNECTIONS as i64,
+        sessions <= 2 + 1 + orders::config::DEFAULT_SHARED_CONNECTIONS as i64,
         "{sessions} sessions of the service while {READERS} readers wait"
     );
     let service = app.create_service("Inspection").await;
@@ -187,8 +183,9 @@ async fn a_thousand_waiting_readers_hold_no_connections_and_all_get_the_next_eve
 #[tokio::test]
 async fn waiting_readers_leave_their_places_under_the_cap_to_other_requests() {
     // Arrange: room for 2 requests at once, and 10 readers waiting.
-    let app = spawn_app_with_pool(2, storage::SessionLimits::default(), |state| {
-        state.max_in_flight = 2;
+    let app = spawn_app_with(|settings| {
+        settings.db_pool_size = 2;
+        settings.max_in_flight = 2;
     })
     .await;
     let cursor = head(&app).await;
@@ -252,27 +249,11 @@ async fn waiting_readers(app: &TestApp) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_answers_waiting_readers_when_the_listener_closes_and_the_drain_ends() {
     // Arrange: an app of the test's own, to shut it down, with a reader waiting 30 s.
-    let database = fresh_database().await;
-    let pool = storage::connect_pool(database.config().clone(), 2);
-    let secret = create_key(&pool, "tester", &Scope::ALL).await;
-    let state = AppState::new(
-        pool.clone(),
-        storage::Connector::plain(database.config().clone()),
-    );
     // Readiness says 503 for a second before the listener closes.
     let delay = Duration::from_secs(1);
-    let app = Application::build("127.0.0.1:0".parse().unwrap(), state)
-        .await
-        .unwrap()
-        .serve_settings(ServeSettings {
-            shutdown_delay: delay,
-            ..ServeSettings::default()
-        });
-    let url = format!("http://{}/events?after=now&wait=30", app.address());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let mut app = spawn_app_with(|settings| settings.connections.shutdown_delay = delay).await;
+    let url = app.url("/events?after=now&wait=30");
+    let secret = app.secret.clone();
     let waiting = tokio::spawn(async move {
         let response = http_client_with_key(&secret).get(url).send().await.unwrap();
         let status = response.status();
@@ -286,7 +267,7 @@ async fn a_shutdown_answers_waiting_readers_when_the_listener_closes_and_the_dra
 
     // Act
     let stopping = Instant::now();
-    stop.send(()).unwrap();
+    let running = app.shut_down();
     let (status, page, answered) = waiting.await.unwrap();
     let drained = tokio::time::timeout(Duration::from_secs(10), running).await;
 
@@ -301,6 +282,4 @@ async fn a_shutdown_answers_waiting_readers_when_the_listener_closes_and_the_dra
         "answered {took:?} after the shutdown began"
     );
     assert!(drained.is_ok(), "the drain did not end");
-    pool.close();
-    drop(database);
 }

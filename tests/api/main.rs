@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod instances;
+mod layers;
 mod listing;
 mod long_polling;
 mod metrics;

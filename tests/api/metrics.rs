@@ -362,13 +362,12 @@ async fn requests_waiting_on_a_lock_are_in_flight_and_a_lock_timeout_is_counted(
 async fn the_pool_gauges_show_connections_in_use_and_requests_waiting_for_one() {
     // A pool of 2 and lock waits longer than the test: three creates behind a table lock hold
     // both connections, and the third waits for one.
-    let limits = orders::storage::SessionLimits {
-        statement_timeout: std::time::Duration::from_secs(30),
-        lock_timeout: std::time::Duration::from_secs(30),
-    };
     // No key reloads while it runs: they would take a pooled connection of their own.
-    let app = crate::helpers::spawn_app_with_pool(2, limits, |state| {
-        state.key_refresh_interval = std::time::Duration::from_secs(3600);
+    let app = crate::helpers::spawn_app_with(|settings| {
+        settings.db_pool_size = 2;
+        settings.db_statement_timeout = std::time::Duration::from_secs(30);
+        settings.db_lock_timeout = std::time::Duration::from_secs(30);
+        settings.key_refresh_interval = std::time::Duration::from_secs(3600);
     })
     .await;
     let service = app.create_service("Inspection").await;

@@ -8,9 +8,9 @@ use std::{
 
 use futures::{StreamExt, stream};
 use orders::{
-    app::{authentication::KeyRing, key_management},
+    app::key_management,
+    config::{RateSetting, Settings},
     domain::{KeyName, RateLimit, Scope},
-    storage::SessionLimits,
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -21,6 +21,14 @@ use crate::helpers::{
 
 fn limit(per_second: u32, burst: u32) -> RateLimit {
     RateLimit::new(NonZeroU32::new(per_second).unwrap(), NonZeroU32::new(burst))
+}
+
+/// `limit` as the instance's setting (`ORDERS_RATE_LIMIT` and `ORDERS_RATE_LIMIT_BURST`).
+fn setting(limit: RateLimit) -> RateSetting {
+    RateSetting {
+        per_second: limit.per_second,
+        burst: Some(limit.burst),
+    }
 }
 
 /// Creates a key that may read, with its own limit (if any), as `orders keys create --rate`
@@ -123,7 +131,7 @@ async fn a_key_past_its_own_burst_gets_429_with_retry_after_and_other_keys_are_s
 #[tokio::test]
 async fn the_instance_s_limit_applies_to_keys_without_their_own_and_a_key_s_own_overrides_it() {
     let default = limit(1, 2);
-    let app = spawn_app_with(|state| state.keys = KeyRing::with_default_rate(Some(default))).await;
+    let app = spawn_app_with(|settings| settings.rate_limit = Some(setting(default))).await;
     let roomy = key_with_rate(&app, "roomy", Some(limit(1, 20))).await;
 
     let started = Instant::now();
@@ -141,9 +149,8 @@ async fn the_instance_s_limit_applies_to_keys_without_their_own_and_a_key_s_own_
 
 #[tokio::test]
 async fn a_reload_of_the_keys_keeps_each_bucket_and_a_changed_limit_takes_effect_at_the_next() {
-    let mut ring = None;
-    let app = spawn_app_with(|state| ring = Some(state.keys.clone())).await;
-    let ring = ring.unwrap();
+    let app = spawn_app().await;
+    let ring = app.keys.clone();
     let name = KeyName::parse("reloaded").unwrap();
     let secret =
         key_management::create_with_rate(&app.pool, &name, &[Scope::OrdersRead], Some(limit(1, 5)))
@@ -215,8 +222,7 @@ async fn without_a_configured_limit_no_key_is_limited() {
 
 #[tokio::test]
 async fn requests_without_a_valid_key_are_refused_before_any_limit_and_take_no_token() {
-    let app =
-        spawn_app_with(|state| state.keys = KeyRing::with_default_rate(Some(limit(1, 1)))).await;
+    let app = spawn_app_with(|settings| settings.rate_limit = Some(setting(limit(1, 1)))).await;
     let unknown =
         http_client_with_key(&orders::app::authentication::IssuedSecret::generate().secret);
 
@@ -234,7 +240,7 @@ async fn requests_without_a_valid_key_are_refused_before_any_limit_and_take_no_t
 #[tokio::test]
 async fn past_the_cap_on_requests_in_flight_a_request_gets_a_prompt_503_and_the_probes_are_served()
 {
-    let app = spawn_app_with(|state| state.max_in_flight = 2).await;
+    let app = spawn_app_with(|settings| settings.max_in_flight = 2).await;
     let service = app.create_service("Inspection").await;
 
     // Two creates held in flight: they wait on a lock the test holds.
@@ -268,7 +274,7 @@ async fn past_the_cap_on_requests_in_flight_a_request_gets_a_prompt_503_and_the_
     );
     // At once, not after a wait for a place (the held requests wait up to the lock timeout).
     assert!(
-        answered_in < SessionLimits::default().lock_timeout,
+        answered_in < Settings::default().db_lock_timeout,
         "refused at once, not after {answered_in:?}"
     );
     // The probes are outside the cap: a load balancer still sees the instance as it is.

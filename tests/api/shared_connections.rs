@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with_pool};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 /// The value of the unlabelled series `name` in the app's metrics.
 async fn gauge(app: &TestApp, name: &str) -> f64 {
@@ -44,10 +44,8 @@ async fn until_shared_connections_open(app: &TestApp) {
 #[tokio::test]
 async fn two_hundred_reads_at_once_are_served_without_taking_pooled_connections() {
     // Arrange: no key reloads, which would take a pooled connection of their own.
-    let app = spawn_app_with_pool(8, orders::storage::SessionLimits::default(), |state| {
-        state.key_refresh_interval = Duration::from_secs(3600);
-    })
-    .await;
+    let app =
+        spawn_app_with(|settings| settings.key_refresh_interval = Duration::from_secs(3600)).await;
     let service = app.create_service("Inspection").await;
     let order = app
         .create_order("2023-05-01T10:00:00Z", 1.0, &[&service])
@@ -173,7 +171,10 @@ async fn a_shared_connection_that_breaks_is_replaced_and_no_read_fails() {
         .flat_map(Result::unwrap)
         .collect();
 
-    assert_eq!(terminated, orders::app::DEFAULT_SHARED_CONNECTIONS as i64);
+    assert_eq!(
+        terminated,
+        orders::config::DEFAULT_SHARED_CONNECTIONS as i64
+    );
     assert!(statuses.len() > 20, "{} reads", statuses.len());
     assert!(
         statuses.iter().all(|status| *status == StatusCode::OK),
@@ -184,7 +185,7 @@ async fn a_shared_connection_that_breaks_is_replaced_and_no_read_fails() {
 
 #[tokio::test]
 async fn with_no_shared_connections_every_read_takes_a_pooled_one() {
-    let app = crate::helpers::spawn_app_with(|state| state.share_connections(0)).await;
+    let app = crate::helpers::spawn_app_with(|settings| settings.db_shared_connections = 0).await;
     let service = app.create_service("Inspection").await;
 
     let path = format!("/services/{service}");

@@ -11,9 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::Parser;
 use orders::{
-    config::{Cli, Settings},
+    config::{DatabaseSettings, DatabaseUrl, Settings},
     embedded_postgres::{Cluster, Durability, quote_identifier},
     startup::{Database, StartError},
     storage::migrations,
@@ -189,8 +188,10 @@ fn root() -> String {
 
 /// The settings `orders` would read with `database_url`, everything else at its defaults.
 fn settings(database_url: &str) -> Settings {
-    let cli = Cli::try_parse_from(["orders", "--database-url", database_url]).unwrap();
-    Settings::from(cli.settings)
+    Settings {
+        database: DatabaseSettings::External(DatabaseUrl::new(database_url)),
+        ..Settings::default()
+    }
 }
 
 /// What a session on `database`'s pool says of itself: whether it is encrypted.

@@ -19,11 +19,7 @@ use poem_openapi::{
 };
 
 use super::{ApiError, ErrorCode, Problem, RETRY_AFTER_SECONDS};
-use crate::{
-    app::Resource,
-    domain::{MoneyError, OrderId, ServiceNameError},
-    http::{edge::EMPTY_IF_MATCH, input::FieldError, json_body::JsonBody},
-};
+use crate::http::json_body::JsonBody;
 
 /// The request id in example problem bodies.
 pub const EXAMPLE_REQUEST_ID: &str = "2f1c0a57-6b1e-4d0c-9a55-0d6f3c1f5a10";
@@ -214,64 +210,6 @@ fn interned(text: String) -> &'static str {
     let leaked: &'static str = Box::leak(text.into_boxed_str());
     seen.insert(leaked);
     leaked
-}
-
-/// A typical error with `code` from the operation `operation_id` (`order_update`), for the
-/// spec's examples: built as the server builds it, so its text is the server's.
-pub fn example_error(code: ErrorCode, operation_id: &str) -> ApiError {
-    let resource = match operation_id.split('_').next() {
-        Some("service") => Resource::Service,
-        _ => Resource::Order,
-    };
-    match code {
-        ErrorCode::MalformedJson => ApiError::not_json("expected value at line 1 column 1"),
-        ErrorCode::InvalidBody => ApiError::with_detail(
-            code,
-            match resource {
-                Resource::Service => FieldError::new("name", ServiceNameError::Empty).to_string(),
-                Resource::Order => FieldError::new("totalfee", MoneyError::TooPrecise).to_string(),
-            },
-        ),
-        ErrorCode::InvalidParameter if operation_id.ends_with("_create") => {
-            crate::http::idempotency::invalid_idempotency_key()
-        }
-        ErrorCode::InvalidParameter if operation_id == "event_list" => {
-            ApiError::with_detail(code, "limit: must be at least 1")
-        }
-        ErrorCode::InvalidParameter if operation_id.ends_with("_list") => {
-            ApiError::with_detail(code, "page_size: must be at least 1")
-        }
-        ErrorCode::InvalidParameter => {
-            ApiError::with_detail(code, format!("If-Match: {EMPTY_IF_MATCH}"))
-        }
-        ErrorCode::NotFound => ApiError::not_found(resource, "999"),
-        ErrorCode::MethodNotAllowed => ApiError::method_not_allowed("POST, GET, HEAD".to_owned()),
-        ErrorCode::OrderTimeConflict => ApiError::order_time_conflict(Some(OrderId::from_db(223))),
-        ErrorCode::UnknownService => ApiError::unknown_services(vec!["999".to_owned()]),
-        ErrorCode::Forbidden => {
-            // Operation ids end in their action; reads are the ones that list or view.
-            let method = if operation_id.ends_with("_list") || operation_id.ends_with("_view") {
-                poem::http::Method::GET
-            } else {
-                poem::http::Method::POST
-            };
-            ApiError::forbidden(crate::http::auth::required_scope(&method, operation_id))
-        }
-        ErrorCode::IdempotencyKeyInUse => ApiError::idempotency_key_in_use(),
-        ErrorCode::RateLimited => ApiError::rate_limited(
-            "billing-sync",
-            &crate::app::rate_limit::RateLimited {
-                limit: crate::domain::RateLimit::new(
-                    std::num::NonZeroU32::new(10).expect("10 is not zero"),
-                    std::num::NonZeroU32::new(20),
-                ),
-                wait: std::time::Duration::from_millis(100),
-            },
-        ),
-        ErrorCode::Overloaded => ApiError::overloaded(),
-        // Codes whose detail never depends on the request.
-        code => ApiError::new(code),
-    }
 }
 
 /// Declares the problem codes an operation can return, for [`OperationError`].

@@ -18,10 +18,10 @@ pub use self::codes::{
     OVERLOADED_RETRY_AFTER_SECONDS, RETRY_AFTER_SECONDS,
 };
 use self::documentation::ProblemResponse;
-use super::{input::FieldError, json_body::JsonWriter};
+use super::json_body::JsonWriter;
 use crate::{
     app::{AppError, Resource, rate_limit::RateLimited},
-    domain::{OrderId, Scope},
+    domain::{MAX_IDEMPOTENCY_KEY_CHARS, OrderId, Scope},
 };
 
 tokio::task_local! {
@@ -210,6 +210,26 @@ impl ApiError {
         }
     }
 
+    /// A 400 for a change feed cursor the API never issued.
+    pub fn unknown_cursor() -> Self {
+        Self::with_detail(
+            ErrorCode::InvalidParameter,
+            "after: is not a cursor this API issued; pass `next_cursor` from a previous answer \
+             unchanged, or `now`",
+        )
+    }
+
+    /// A 400 for an `Idempotency-Key` header that is not one key.
+    pub fn invalid_idempotency_key() -> Self {
+        Self::with_detail(
+            ErrorCode::InvalidParameter,
+            format!(
+                "Idempotency-Key: must be one header of 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable \
+                 ASCII characters, bare (no spaces or quotes) or as a quoted string"
+            ),
+        )
+    }
+
     pub fn to_problem(&self, request_id: String) -> Problem {
         let info = self.code.info();
         Problem {
@@ -255,10 +275,9 @@ impl From<AppError> for ApiError {
     fn from(error: AppError) -> Self {
         match error {
             AppError::NotFound { resource, id } => Self::not_found(resource, &id),
-            AppError::InvalidServices(problem) => Self::with_detail(
-                ErrorCode::InvalidBody,
-                FieldError::new("services", problem).to_string(),
-            ),
+            AppError::InvalidServices(problem) => {
+                Self::with_detail(ErrorCode::InvalidBody, format!("services: {problem}"))
+            }
             AppError::UnknownServices(_)
             | AppError::OrderTimeConflict { .. }
             | AppError::ServiceNameTaken => {
@@ -268,15 +287,15 @@ impl From<AppError> for ApiError {
             AppError::IdempotencyKeyInUse => Self::idempotency_key_in_use(),
             AppError::ServiceInUse => Self::new(ErrorCode::ServiceInUse),
             AppError::PreconditionFailed => Self::new(ErrorCode::PreconditionFailed),
-            AppError::UnknownCursor => crate::http::events::unknown_cursor(),
+            AppError::UnknownCursor => Self::unknown_cursor(),
             AppError::CursorExpired => Self::new(ErrorCode::CursorExpired),
             AppError::Unavailable(cause) => {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "database unavailable");
                 Self::new(ErrorCode::DatabaseUnavailable)
             }
-            AppError::TimedOut(cause) => {
+            AppError::TimedOut(ref cause) => {
                 tracing::warn!(error = %error_chain(cause.as_ref()), "database timed out");
-                if cause.is::<crate::storage::NoAnswer>() {
+                if error.went_unanswered() {
                     // Cut off by us, not cancelled by the server: what was sent may still be
                     // carried out, so "nothing was changed" cannot be promised.
                     Self::with_detail(ErrorCode::DatabaseTimeout, NO_ANSWER_DETAIL)
@@ -337,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn every_code_is_answered_with_the_status_the_table_gives_it() {
         for code in ErrorCode::ALL {
-            let error = documentation::example_error(*code, "order_update");
+            let error = ApiError::new(*code);
             assert_eq!(error.code(), *code);
 
             let response = error.into_response();

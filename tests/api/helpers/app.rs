@@ -8,17 +8,18 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use orders::{
-    app::{AppState, authentication::KeyRing, key_management},
+    app::{authentication::KeyRing, key_management},
+    config::{DatabaseSettings, DatabaseUrl, Settings},
     domain::{KeyName, Scope},
-    server::ServeSettings,
     startup::Application,
     storage,
 };
 use orders_client::types;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::database::{PrivateCluster, TestDatabase, fresh_database};
+use super::database::{PrivateCluster, TestDatabase, connection_string, fresh_database};
 
 /// The application under test, serving on a free port.
 pub struct TestApp {
@@ -30,11 +31,20 @@ pub struct TestApp {
     pub anonymous: reqwest::Client,
     /// The secret of the key [`TestApp::http`] and the typed client send.
     pub secret: String,
+    /// The test's own pool on the app's database, without the serving limits, so fixtures may
+    /// be as large, and locks held as long, as a test needs.
     pub pool: Pool,
-    client: orders_client::Client,
     /// The app's key cache, to wait on instead of sleeping.
-    keys: KeyRing,
-    /// The app's own database, dropped with it; none for an app without a database.
+    pub keys: KeyRing,
+    client: orders_client::Client,
+    /// The settings the app was started with, and its database, for another instance like it.
+    settings: Settings,
+    database_config: tokio_postgres::Config,
+    /// Begins the app's shutdown when sent (or dropped).
+    stop: Option<oneshot::Sender<()>>,
+    /// The app's serving task, which ends once it has drained.
+    running: Option<JoinHandle<()>>,
+    /// The app's own database, dropped with it; none for an app on another's database.
     database: Option<TestDatabase>,
 }
 
@@ -58,58 +68,32 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Starts the app against a fresh database, with settings changed by `configure`.
-pub async fn spawn_app_with(configure: impl FnOnce(&mut AppState)) -> TestApp {
-    spawn_app_serving(ServeSettings::default(), configure).await
-}
-
-/// Starts the app against a fresh database, with connection bounds `serve` and settings changed
-/// by `configure`.
-pub async fn spawn_app_serving(
-    serve: ServeSettings,
-    configure: impl FnOnce(&mut AppState),
-) -> TestApp {
-    spawn_app_fresh(8, storage::SessionLimits::default(), serve, configure).await
-}
-
-/// Starts the app against a fresh database, with a serving pool of `size` connections whose
-/// sessions have `limits`, and settings changed by `configure`.
-pub async fn spawn_app_with_pool(
-    size: usize,
-    limits: storage::SessionLimits,
-    configure: impl FnOnce(&mut AppState),
-) -> TestApp {
-    spawn_app_fresh(size, limits, ServeSettings::default(), configure).await
-}
-
-async fn spawn_app_fresh(
-    size: usize,
-    limits: storage::SessionLimits,
-    serve: ServeSettings,
-    configure: impl FnOnce(&mut AppState),
-) -> TestApp {
+/// Starts the app against a fresh database, with its settings (the production defaults, but
+/// for a free port and quick key reloads) changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let database = fresh_database().await;
     let pool = storage::connect_pool(database.config().clone(), 8);
     let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
-    // The app's own pool has the serving limits; the test's (`TestApp::pool`) has none, so
-    // fixtures may be as large, and locks held as long, as a test needs.
-    let serving = serving_pool(database.config().clone(), size, limits);
-    spawn_app_on(pool, serving, Some(database), secret, serve, configure).await
+    let mut settings = test_settings(database.config());
+    configure(&mut settings);
+    let config = database.config().clone();
+    spawn_app_on(pool, config, settings, Some(database), secret).await
 }
 
-/// A pool as the service serves from, without TLS (the test databases are local), and the
-/// connector of its sessions beside the pool.
-fn serving_pool(
-    config: tokio_postgres::Config,
-    size: usize,
-    limits: storage::SessionLimits,
-) -> (Pool, storage::Connector) {
-    let tls = storage::tls::DatabaseTls::Off;
-    let connector = storage::Connector::serving(config.clone(), &tls, limits);
-    (
-        storage::connect_serving_pool(config, &tls, size, limits),
-        connector,
-    )
+/// The settings of an app under test on the database `config` names: the defaults, on a free
+/// port, reloading keys often, and not migrating (every test database is a copy of a migrated
+/// template).
+pub fn test_settings(config: &tokio_postgres::Config) -> Settings {
+    Settings {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseSettings::External(DatabaseUrl::new(format!(
+            "{} sslmode=disable",
+            connection_string(config)
+        ))),
+        migrate: false,
+        key_refresh_interval: TEST_KEY_REFRESH,
+        ..Settings::default()
+    }
 }
 
 /// Starts the app against a cluster of the test's own, with the serving settings it has in
@@ -117,14 +101,12 @@ fn serving_pool(
 pub async fn spawn_app_on_cluster(cluster: &PrivateCluster) -> TestApp {
     let pool = storage::connect_pool(cluster.config(), 2);
     let secret = create_key(&pool, TEST_KEY_NAME, &Scope::ALL).await;
-    let serving = serving_pool(cluster.config(), 8, storage::SessionLimits::default());
     spawn_app_on(
         pool,
-        serving,
+        cluster.config(),
+        test_settings(&cluster.config()),
         None,
         secret,
-        ServeSettings::default(),
-        |_| {},
     )
     .await
 }
@@ -164,37 +146,31 @@ pub async fn spawn_app_without_database() -> TestApp {
         .dbname("orders");
     // No key can be made or loaded: requests that need one are refused before any is checked.
     let secret = orders::app::authentication::IssuedSecret::generate().secret;
-    let connector = storage::Connector::plain(config.clone());
-    let pool = storage::connect_pool(config, 2);
-    spawn_app_on(
-        pool.clone(),
-        (pool, connector),
-        None,
-        secret,
-        ServeSettings::default(),
-        |_| {},
-    )
-    .await
+    let pool = storage::connect_pool(config.clone(), 2);
+    let settings = test_settings(&config);
+    spawn_app_on(pool, config, settings, None, secret).await
 }
 
 async fn spawn_app_on(
     pool: Pool,
-    (serving, connector): (Pool, storage::Connector),
+    database_config: tokio_postgres::Config,
+    settings: Settings,
     database: Option<TestDatabase>,
     secret: String,
-    serve: ServeSettings,
-    configure: impl FnOnce(&mut AppState),
 ) -> TestApp {
-    let mut state = AppState::new(serving, connector);
-    state.key_refresh_interval = TEST_KEY_REFRESH;
-    configure(&mut state);
-    let keys = state.keys.clone();
-    let app = Application::build("127.0.0.1:0".parse().unwrap(), state)
+    let app = Application::build(&settings)
         .await
-        .expect("bind a free port")
-        .serve_settings(serve);
+        .expect("the app starts on a free port");
     let address = format!("http://{}", app.address());
-    tokio::spawn(app.run_until(std::future::pending()));
+    let keys = app.state().keys.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        app.run_until(async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("the app serves until it is stopped");
+    });
     TestApp {
         client: typed_client_with_key(&address, &secret),
         http: http_client_with_key(&secret),
@@ -203,6 +179,10 @@ async fn spawn_app_on(
         address,
         pool,
         keys,
+        settings,
+        database_config,
+        stop: Some(stop),
+        running: Some(running),
         database,
     }
 }
@@ -289,28 +269,27 @@ impl TestApp {
     }
 
     /// Another instance of the service on this app's database, as a second server behind a
-    /// load balancer would be, with its settings changed by `configure`. It has a pool of its
-    /// own, and its clients send this app's key.
-    pub async fn another_instance(&self, configure: impl FnOnce(&mut AppState)) -> TestApp {
-        let database = self
-            .database
-            .as_ref()
-            .expect("an app with a database of its own");
-        let pool = storage::connect_pool(database.config().clone(), 8);
-        let serving = serving_pool(
-            database.config().clone(),
-            8,
-            storage::SessionLimits::default(),
-        );
+    /// load balancer would be, with this app's settings changed by `configure`. It has a pool
+    /// of its own, and its clients send this app's key.
+    pub async fn another_instance(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        configure(&mut settings);
+        let pool = storage::connect_pool(self.database_config.clone(), 8);
         spawn_app_on(
             pool,
-            serving,
+            self.database_config.clone(),
+            settings,
             None,
             self.secret.clone(),
-            ServeSettings::default(),
-            configure,
         )
         .await
+    }
+
+    /// Begins this app's shutdown, as SIGTERM would, and returns its serving task, which
+    /// ends once the app has drained.
+    pub fn shut_down(&mut self) -> JoinHandle<()> {
+        drop(self.stop.take());
+        self.running.take().expect("the app is shut down once")
     }
 
     /// Creates a key with `scopes`, waits until this app accepts it, and returns its secret.

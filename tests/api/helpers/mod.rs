@@ -8,8 +8,8 @@ mod database;
 
 pub use app::{
     TEST_KEY_NAME, TestApp, at, create_key, every_page, http_client_with_key, order_body,
-    order_input, service_input, spawn_app, spawn_app_on_cluster, spawn_app_serving, spawn_app_with,
-    spawn_app_with_pool, spawn_app_without_database, typed_client_with_key,
+    order_input, service_input, spawn_app, spawn_app_on_cluster, spawn_app_with,
+    spawn_app_without_database, typed_client_with_key,
 };
 pub use assertions::{assert_problem, etag, expect_problem, header, status_of};
 pub use database::{
