@@ -171,6 +171,16 @@ pub struct SettingsArgs {
         value_parser = parse_timeout
     )]
     pub shutdown_timeout: Duration,
+    /// Whether `serve` brings the schema up to date before it serves. Off where a deploy step
+    /// runs `orders migrate` first.
+    #[arg(
+        long,
+        env = "ORDERS_MIGRATE_ON_START",
+        global = true,
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub migrate_on_start: bool,
 }
 
 /// How many threads serve requests: `configured`, else half of the `cores` the process may use,
@@ -249,8 +259,8 @@ pub struct Settings {
     /// Threads that serve requests; none: half the cores (see [`worker_threads`]).
     pub worker_threads: Option<usize>,
     pub connections: ConnectionSettings,
-    /// Whether to bring the schema up to date before serving (as `orders serve` does). Off
-    /// where a deploy step migrates, or the database is known to be migrated.
+    /// Whether to bring the schema up to date before serving. Off where a deploy step
+    /// migrates, or the database is known to be migrated (as every test's is).
     pub migrate: bool,
     /// How often the API keys are reloaded ([`DEFAULT_KEY_REFRESH_INTERVAL`]; tests shorten it).
     pub key_refresh_interval: Duration,
@@ -333,7 +343,7 @@ impl From<SettingsArgs> for Settings {
                 shutdown_delay: args.shutdown_delay,
                 shutdown_timeout: args.shutdown_timeout,
             },
-            migrate: true,
+            migrate: args.migrate_on_start,
             key_refresh_interval: DEFAULT_KEY_REFRESH_INTERVAL,
         }
     }
@@ -439,5 +449,6 @@ mod tests {
             DatabaseSettings::Embedded { .. }
         ));
         assert!(defaults.migrate);
+        assert!(!settings(&["--migrate-on-start", "false"]).unwrap().migrate);
     }
 }
