@@ -19,6 +19,10 @@
 //! - [`telemetry`] (logs, metrics, traces) and [`config`] (the settings, as plain data) import
 //!   nothing of the service: any layer may record a metric, and only start-up reads settings.
 
+// The request pipeline's type nests fourteen stages (see `http::pipeline`); proving that it is
+// an endpoint takes the compiler deeper than its default limit.
+#![recursion_limit = "256"]
+
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -23,8 +23,8 @@ use super::{
     conditional::etag,
     json_body::{JsonBody, JsonWriter},
     orders::{Order, write_order_members},
-    overload::Place,
     pagination::{self, PageSize},
+    pipeline::in_flight::Place,
     problem::{
         ApiError,
         documentation::{OperationError, operation_codes},

@@ -167,7 +167,7 @@ where
     }
 }
 
-/// Marks the start of a field error in the payload error's text, so the edge middleware can
+/// Marks the start of a field error in the payload error's text, so the request pipeline can
 /// tell it from a JSON syntax error and strip the framework's wording around it.
 pub const FIELD_ERROR_MARKER: &str = "invalid body: ";
 

@@ -6,11 +6,8 @@
 //! [`AppState`] as poem data. Handlers parse input into domain types, call the application
 //! ([`crate::app`]), and map the outcome. No SQL here, and no decisions.
 
-mod ambiguity;
 mod auth;
-mod compression;
 mod conditional;
-pub mod edge;
 mod events;
 mod free_slots;
 mod health;
@@ -18,25 +15,27 @@ mod idempotency;
 mod input;
 mod json_body;
 mod orders;
-mod overload;
 mod pagination;
+mod pipeline;
 pub mod problem;
+mod routes;
 mod services;
 mod spec;
 mod value_types;
 mod yaml;
 
-use poem::{Endpoint, EndpointExt, IntoResponse, Route, get, http::Method, middleware::CatchPanic};
+use poem::{
+    Endpoint, EndpointExt, Response, Route,
+    endpoint::{BoxEndpoint, make_sync},
+    get,
+    http::Method,
+    web::Html,
+};
 use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, ServerObject, Tags};
 
 use self::{
-    compression::ResponseCompression,
-    edge::{Edge, RouteTable},
-    events::EventsApi,
-    free_slots::FreeSlotsApi,
-    health::HealthApi,
-    orders::OrdersApi,
-    services::ServicesApi,
+    events::EventsApi, free_slots::FreeSlotsApi, health::HealthApi, orders::OrdersApi,
+    routes::RouteTable, services::ServicesApi,
 };
 use crate::app::AppState;
 
@@ -91,7 +90,7 @@ pub fn published_spec(service: &OpenApiService<Api, ()>) -> serde_json::Value {
     spec
 }
 
-/// The whole application: API, spec, docs, and the edge middleware around all of them.
+/// The whole application: the API, the spec and the docs page, inside the request pipeline.
 pub fn app(state: AppState) -> impl Endpoint {
     let service = api_service();
     let spec = published_spec(&service);
@@ -102,57 +101,47 @@ pub fn app(state: AppState) -> impl Endpoint {
     let docs_html = service
         .swagger_ui_html()
         .replacen(&derived_spec, &spec_json, 1);
-
-    let mut routes = RouteTable::from_meta(<Api as OpenApi>::meta());
-    for path in ["/openapi.json", "/openapi.yaml", "/docs"] {
-        routes.add(path, vec![Method::GET]);
-    }
-
-    Route::new()
-        .nest("/", service)
-        .at(
+    // The documents beside the API's operations, each a GET of fixed text.
+    let documents: [(&str, BoxEndpoint<'static, Response>); 3] = [
+        (
             "/openapi.json",
-            get(poem::endpoint::make_sync(move |_| {
-                poem::Response::builder()
+            make_sync(move |_| {
+                Response::builder()
                     .content_type("application/json")
                     .body(spec_json.clone())
-            })),
-        )
-        .at(
+            })
+            .boxed(),
+        ),
+        (
             "/openapi.yaml",
-            get(poem::endpoint::make_sync(move |_| {
-                poem::Response::builder()
+            make_sync(move |_| {
+                Response::builder()
                     .content_type("application/yaml")
                     .body(spec_yaml.clone())
-            })),
-        )
-        .at(
+            })
+            .map_to_response()
+            .boxed(),
+        ),
+        (
             "/docs",
-            get(poem::endpoint::make_sync(move |_| {
-                poem::web::Html(docs_html.clone())
-            })),
-        )
-        .data(state.clone())
-        // Inside the edge, so a panic's answer gets the request id and the log line too.
-        .with(CatchPanic::new().with_handler(answer_panic))
-        .with(Edge::new(
-            routes,
-            state.keys,
-            state.max_in_flight,
-            state.metrics,
-        ))
-        // Outside the edge, so it compresses its answers too, problems included.
-        .with(ResponseCompression)
-}
+            make_sync(move |_| Html(docs_html.clone()))
+                .map_to_response()
+                .boxed(),
+        ),
+    ];
 
-/// What a handler's panic is answered with: a 500 like any other fault, logged with the
-/// panic's message. The process and the connection go on serving.
-fn answer_panic(panic: Box<dyn std::any::Any + Send>) -> poem::Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(a panic without a message)".to_owned());
-    tracing::error!(panic = %message, "a handler panicked");
-    problem::ApiError::new(problem::ErrorCode::Internal).into_response()
+    // The one route table: the operations' paths from their metadata, and the documents'.
+    let mut routes = RouteTable::from_meta(<Api as OpenApi>::meta());
+    let mut router = Route::new().nest("/", service);
+    for (path, document) in documents {
+        routes.add(path, vec![Method::GET]);
+        router = router.at(path, get(document));
+    }
+    let setup = pipeline::Setup {
+        routes,
+        keys: state.keys.clone(),
+        max_in_flight: state.max_in_flight,
+        metrics: state.metrics.clone(),
+    };
+    pipeline::around(router.data(state), setup)
 }

@@ -28,9 +28,9 @@ use poem_openapi::types::ToJSON;
 use serde_json::{Map, Value, json};
 
 use super::{
-    edge::EMPTY_IF_MATCH,
     idempotency::IDEMPOTENT_REPLAYED,
     input::FieldError,
+    pipeline::EMPTY_IF_MATCH,
     problem::{
         ApiError, ErrorCode,
         documentation::{EXAMPLE_REQUEST_ID, described_codes},

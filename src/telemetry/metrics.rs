@@ -1,6 +1,6 @@
 //! Metrics for Prometheus: what `GET /metrics` shows, and where the series are recorded.
 //!
-//! Each application has a registry of its own ([`Metrics`], in its `AppState`), and its edge
+//! Each application has a registry of its own ([`Metrics`], in its `AppState`), and its pipeline
 //! runs every request with that registry as the current one of the request's task. Code
 //! anywhere below (the application, storage, authentication) records where the event happens
 //! with the `metrics` macros, and the count lands in the registry of the app serving the

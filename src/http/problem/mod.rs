@@ -3,7 +3,7 @@
 //!
 //! [`ApiError`] is the HTTP layer's one error enum; what each code means, and its status, is
 //! the table in [`codes`]. Application errors are mapped to it once, in `From<AppError>`;
-//! framework errors (bad JSON, unknown route, ...) are mapped once, in the edge middleware.
+//! framework errors (bad JSON, unknown route, ...) are mapped once, by the request pipeline.
 //! Server-side failures are logged with their cause and shown to the caller without it.
 //! How each operation documents its errors in the spec is [`documentation`]'s job.
 
@@ -25,7 +25,7 @@ use crate::{
 };
 
 tokio::task_local! {
-    /// The id of the request being served, set by the edge middleware for the whole request,
+    /// The id of the request being served, set by the request pipeline for the whole request,
     /// so that every problem body can carry it without threading it through handlers.
     pub static REQUEST_ID: String;
 }

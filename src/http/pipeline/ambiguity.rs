@@ -8,9 +8,36 @@
 
 use std::collections::HashSet;
 
+use poem::{Endpoint, IntoResponse, Request, Response};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use super::problem::{ApiError, ErrorCode};
+use super::{Stage, answer};
+use crate::http::problem::{ApiError, ErrorCode};
+
+/// Refuses a request another reader could read differently: a query parameter given twice, or
+/// a body (read whole by the body limit before this) with a key twice.
+#[derive(Clone)]
+pub struct RefuseAmbiguity;
+
+impl Stage for RefuseAmbiguity {
+    async fn handle<E: Endpoint>(&self, mut request: Request, next: &E) -> Response {
+        if let Some(name) = request.uri().query().and_then(repeated_query_parameter) {
+            return repeated_parameter_error(&name).into_response();
+        }
+        // In memory already (see the body limit): reading it cannot fail.
+        let body = match request.take_body().into_bytes().await {
+            Ok(body) => body,
+            Err(error) => return poem::Error::from(error).into_response(),
+        };
+        if !body.is_empty()
+            && let Some(path) = duplicate_json_key(&body)
+        {
+            return duplicate_key_error(&path).into_response();
+        }
+        request.set_body(body);
+        answer(next, request).await
+    }
+}
 
 /// The first query parameter given more than once, if any.
 pub fn repeated_query_parameter(query: &str) -> Option<String> {

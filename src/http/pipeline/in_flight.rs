@@ -1,37 +1,61 @@
-//! The bounds that keep an instance answering when it is asked for more than it can do: a cap
-//! on the requests it works on at once, and each API key's rate limit.
+//! The cap on the requests an instance works on at once, which keeps it answering when it is
+//! asked for more than it can do.
 //!
-//! Both refuse at once rather than queue: a queue without a bound only turns overload into
-//! timeouts for everyone. The rate limit is checked before the body is read; a place under
-//! the cap is taken once it has been read (at most 64 KiB), so that clients trickling bodies
-//! cannot hold every place. Past the cap a request gets 503
-//! `OVERLOADED`; a key over its limit (see [`crate::app::rate_limit`]) gets 429
-//! `RATE_LIMITED`; both say in `Retry-After` when to come back. The probes and the metrics are
-//! outside the cap, so a load balancer and a scraper still see a busy instance as it is. A read
-//! of the change feed that waits for events gives its place up while it sleeps (see
-//! [`Place::give_up`]): else a few hundred consumers waiting for news would keep out every
-//! other request. A
-//! request without a valid key is refused by authentication before any limit is looked at:
-//! the rate limit is per key, and a caller without one has no bucket to take from.
+//! Past the cap a request is refused at once, 503 `OVERLOADED` with `Retry-After`, rather than
+//! queued: a queue without a bound only turns overload into timeouts for everyone. A place is
+//! taken once the body has been read (at most 64 KiB), so that clients trickling bodies cannot
+//! hold every place. The probes and the metrics are outside the cap, so a load balancer and a
+//! scraper still see a busy instance as it is. A read of the change feed that waits for events
+//! gives its place up while it sleeps (see [`Place::give_up`]): else a few hundred consumers
+//! waiting for news would keep out every other request.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use poem::{Endpoint, IntoResponse, Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::problem::ApiError;
-use crate::app::authentication::Caller;
+use super::{Stage, answer};
+use crate::http::problem::ApiError;
+
+/// Takes a place under the cap for each request, held until its answer is produced; the
+/// request's extensions carry a handle on it for the handler.
+#[derive(Clone)]
+pub struct InFlightCap {
+    limit: InFlightLimit,
+}
+
+impl InFlightCap {
+    pub fn new(max: usize) -> Self {
+        Self {
+            limit: InFlightLimit::new(max),
+        }
+    }
+}
+
+impl Stage for InFlightCap {
+    async fn handle<E: Endpoint>(&self, mut request: Request, next: &E) -> Response {
+        // Held until the answer is produced, at the end of this call, unless the handler gives
+        // it up through the clone in the request's extensions.
+        let place = match self.limit.admit(request.uri().path()) {
+            Ok(place) => place,
+            Err(error) => return error.into_response(),
+        };
+        request.extensions_mut().insert(place.clone());
+        answer(next, request).await
+    }
+}
 
 /// Paths that never wait for, or take, a place under the cap.
 const EXEMPT_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// The places for requests in flight. Cheap to clone: one shared count.
 #[derive(Clone)]
-pub struct InFlightLimit {
+struct InFlightLimit {
     places: Arc<Semaphore>,
 }
 
 /// A request's place under the cap (none for an exempt path), given back when the last clone
-/// is dropped, or earlier with [`Place::give_up`]. The edge holds one until the answer is
+/// is dropped, or earlier with [`Place::give_up`]. The pipeline holds one until the answer is
 /// produced; the request's extensions carry another, for the handler.
 #[derive(Debug, Clone, Default)]
 pub struct Place(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
@@ -63,13 +87,6 @@ impl InFlightLimit {
             Err(_) => Err(ApiError::overloaded()),
         }
     }
-}
-
-/// Takes one request's token from the caller's bucket: else the 429 to answer with.
-pub fn check_rate(caller: &Caller) -> Result<(), ApiError> {
-    caller
-        .check_rate()
-        .map_err(|refused| ApiError::rate_limited(&caller.name, &refused))
 }
 
 #[cfg(test)]

@@ -1,0 +1,146 @@
+//! The one route table: every path the service answers, the methods each accepts, and the
+//! scope each protected operation needs. The router is built from the same operations (the
+//! OpenAPI traits' metadata, and the documents `http::app` adds), so the two cannot drift;
+//! the request pipeline reads it to label, authenticate and refuse requests.
+
+use std::sync::Arc;
+
+use poem::http::Method;
+use poem_openapi::registry::MetaApi;
+
+use super::auth;
+use crate::domain::Scope;
+
+/// Every path of the service, with its methods and scopes.
+#[derive(Debug, Default)]
+pub struct RouteTable(Vec<Arc<Route>>);
+
+/// One path template and what it accepts.
+#[derive(Debug)]
+pub struct Route {
+    /// As the spec writes it (`/orders/{id}`): the route label of its requests' metrics.
+    pub path: String,
+    template: Vec<String>,
+    methods: Vec<Method>,
+    protected: Vec<(Method, Scope)>,
+}
+
+/// The route a request's path matched, if any: found once, by the pipeline's first stages,
+/// and carried in the request's extensions for the stages after them.
+#[derive(Debug, Clone, Default)]
+pub struct MatchedRoute(pub Option<Arc<Route>>);
+
+impl RouteTable {
+    /// The table of the OpenAPI operations, read from their metadata so it cannot drift: an
+    /// operation is protected when it declares a security requirement (an `ApiKey` parameter).
+    pub fn from_meta(apis: Vec<MetaApi>) -> Self {
+        let mut table = Self::default();
+        for path in apis.into_iter().flat_map(|api| api.paths) {
+            let methods = path.operations.iter().map(|op| op.method.clone()).collect();
+            let protected = path
+                .operations
+                .iter()
+                .filter(|op| !op.security.is_empty())
+                .map(|op| {
+                    let operation_id = op.operation_id.unwrap_or_default();
+                    (
+                        op.method.clone(),
+                        auth::required_scope(&op.method, operation_id),
+                    )
+                })
+                .collect();
+            table.0.push(Arc::new(Route {
+                template: segments(&path.path),
+                path: path.path,
+                methods,
+                protected,
+            }));
+        }
+        table
+    }
+
+    /// Adds a path that no API key protects.
+    pub fn add(&mut self, template: &str, methods: Vec<Method>) {
+        self.0.push(Arc::new(Route {
+            path: template.to_owned(),
+            template: segments(template),
+            methods,
+            protected: Vec::new(),
+        }));
+    }
+
+    /// The route of a concrete path, if it is one of the table's.
+    pub fn route(&self, path: &str) -> Option<&Arc<Route>> {
+        self.0.iter().find(|route| route.matches(path))
+    }
+}
+
+impl Route {
+    /// Whether `path` is one of this template's: as many segments, each equal to the
+    /// template's or standing for one of its `{parameters}`.
+    fn matches(&self, path: &str) -> bool {
+        let mut parts = path.split('/').filter(|segment| !segment.is_empty());
+        self.template.iter().all(|pattern| {
+            parts
+                .next()
+                .is_some_and(|part| pattern.starts_with('{') || pattern == part)
+        }) && parts.next().is_none()
+    }
+
+    /// Whether the path has an operation for `method`.
+    pub fn accepts(&self, method: &Method) -> bool {
+        self.methods.contains(method)
+    }
+
+    /// The `Allow` value of the path: its methods, plus HEAD where GET is.
+    pub fn allow(&self) -> String {
+        let mut names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+        if self.methods.contains(&Method::GET) {
+            names.push("HEAD");
+        }
+        names.join(", ")
+    }
+
+    /// The scope a request with `method` needs, if it goes to a protected operation (HEAD is
+    /// served by GET).
+    pub fn required_scope(&self, method: &Method) -> Option<Scope> {
+        let method = if *method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.protected
+            .iter()
+            .find(|(protected, _)| protected == method)
+            .map(|(_, scope)| *scope)
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_the_methods_of_the_matching_template() {
+        let mut routes = RouteTable::default();
+        routes.add("/orders", vec![Method::POST, Method::GET]);
+        routes.add(
+            "/orders/{id}",
+            vec![Method::GET, Method::PUT, Method::DELETE],
+        );
+        let allow = |path| routes.route(path).map(|route| route.allow());
+        assert_eq!(allow("/orders").as_deref(), Some("POST, GET, HEAD"));
+        assert_eq!(
+            allow("/orders/223").as_deref(),
+            Some("GET, PUT, DELETE, HEAD")
+        );
+        assert_eq!(allow("/orders/223/x"), None);
+    }
+}
