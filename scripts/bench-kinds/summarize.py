@@ -157,6 +157,28 @@ def main():
           f"{mib(open(f'{results}/memory.large_page.peak').read())}, {large.rate:.1f} pages/s, "
           f"p50 {ms(large.p50)} ms, p99 {ms(large.p99)} ms")
 
+    compared = sorted(glob.glob(f"{results}/compare.*.1.current.wrk"))
+    if compared:
+        revision = open(f"{results}/compare.revision").read().strip()
+        print()
+        print(f"Against the baseline build ({revision}), in this run: 16 connections, medians of three "
+              "alternating runs of each build on the same database:")
+        print()
+        print("| work | baseline req/s | this build req/s | this ÷ baseline | baseline CPU µs/req "
+              "| this build CPU µs/req |")
+        print("|---|---|---|---|---|---|")
+        for path in compared:
+            kind = path.split("/compare.")[1].split(".")[0]
+            runs = {build: [checked(f"{kind} against the baseline, {build}",
+                                    Wrk(f"{results}/compare.{kind}.{round}.{build}.wrk", clock_ticks))
+                            for round in (1, 2, 3)]
+                    for build in ("baseline", "current")}
+            median = lambda values: sorted(values)[len(values) // 2]
+            rate = {build: median([run.rate for run in runs[build]]) for build in runs}
+            cpu = {build: median([run.cpu_us or 0 for run in runs[build]]) for build in runs}
+            print(f"| {kind} | {rate['baseline']:.0f} | {rate['current']:.0f} "
+                  f"| {rate['current'] / rate['baseline']:.2f} | {cpu['baseline']:.0f} | {cpu['current']:.0f} |")
+
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     sys.exit(1 if problems else 0)
