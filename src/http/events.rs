@@ -15,30 +15,31 @@ use poem_openapi::{
     registry::MetaSchema,
     types::{ParseError, ParseFromParameter, ParseResult},
 };
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{
     ApiTags,
     auth::ApiKey,
     conditional::etag,
-    json_body::{JsonBody, JsonWriter},
-    orders::{Order, write_order_members},
+    json_body::JsonBody,
+    orders::Order,
     pagination::{self, PageSize},
     pipeline::in_flight::Place,
     problem::{
         ApiError,
         documentation::{OperationError, operation_codes},
     },
-    services::{Service, write_service_members},
+    services::Service,
     value_types::impl_scalar_type,
 };
 use crate::{
     app::{self, AppState, events::MAX_WAIT},
-    domain::{EventRecord, EventSubject, FeedPosition, FeedStart, Timestamp},
+    domain::{EventRecord, EventSubject, EventType, FeedPosition, FeedStart, Timestamp},
 };
 
 /// What an event is about.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 pub struct Subject {
     /// Whether the event is about an order or a service.
     pub kind: SubjectKind,
@@ -47,26 +48,29 @@ pub struct Subject {
 }
 
 /// The kind of record an event is about.
-#[derive(Debug, Clone, Copy, Enum)]
+#[derive(Debug, Clone, Copy, Enum, Serialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum SubjectKind {
     Order,
     Service,
 }
 
 /// An order as `GET /orders/{id}` showed it, with its `ETag`.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 pub struct OrderSnapshot {
     #[oai(flatten)]
+    #[serde(flatten)]
     pub order: Order,
     /// The order's `ETag` at this version.
     pub etag: String,
 }
 
 /// A service as `GET /services/{id}` showed it, with its `ETag`.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 pub struct ServiceSnapshot {
     #[oai(flatten)]
+    #[serde(flatten)]
     pub service: Service,
     /// The service's `ETag` at this version.
     pub etag: String,
@@ -79,12 +83,13 @@ macro_rules! event_types {
     ($($(#[$doc:meta])* $name:ident($type_name:ident = $type_value:literal) => $data:ty;)+) => {
         $(
             $(#[$doc])*
-            #[derive(Debug, Clone, Object)]
+            #[derive(Debug, Clone, Object, Serialize)]
             pub struct $name {
                 /// Opaque and unique; pass it as `after` to read on from just after this event.
                 pub id: String,
                 /// What happened.
                 #[oai(rename = "type")]
+                #[serde(rename = "type")]
                 pub kind: $type_name,
                 /// When the change was made (UTC, milliseconds).
                 pub occurred_at: Timestamp,
@@ -98,10 +103,11 @@ macro_rules! event_types {
             }
 
             /// The `type` of this kind of event: its one value.
-            #[derive(Debug, Clone, Copy, Default, Enum)]
+            #[derive(Debug, Clone, Copy, Default, Enum, Serialize)]
             pub enum $type_name {
                 #[default]
                 #[oai(rename = $type_value)]
+                #[serde(rename = $type_value)]
                 Only,
             }
         )+
@@ -125,8 +131,9 @@ event_types! {
 }
 
 /// One committed change, told apart by `type`.
-#[derive(Debug, Clone, Union)]
+#[derive(Debug, Clone, Union, Serialize)]
 #[oai(one_of)]
+#[serde(untagged)]
 pub enum Event {
     OrderCreated(OrderCreatedEvent),
     OrderUpdated(OrderUpdatedEvent),
@@ -137,7 +144,7 @@ pub enum Event {
 }
 
 /// A page of the feed.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 pub struct EventPage {
     /// In commit order; empty when nothing (more) has happened.
     pub events: Vec<Event>,
@@ -207,50 +214,13 @@ impl EventsApi {
             .unwrap_or_default();
         let page =
             app::events::read_waiting(&state, start, limit, wait, || place.give_up()).await?;
-        Ok(EventsRead::Ok(JsonBody::write(|json| {
-            json.begin_object();
-            json.key("events").begin_array();
-            for event in &page.events {
-                write_event(json, event);
-            }
-            json.end_array();
-            json.key("next_cursor").string(&encode_cursor(page.next));
-            json.end_object();
+        Ok(EventsRead::Ok(JsonBody::new(&EventPage {
+            next_cursor: encode_cursor(page.next),
+            events: page.events.into_iter().map(Event::from).collect(),
         })))
     }
 }
 
-/// Writes `event` as an [`Event`]: the object of its type's schema.
-pub(super) fn write_event(json: &mut JsonWriter, event: &EventRecord) {
-    json.begin_object();
-    json.key("id").string(&encode_cursor(event.position));
-    json.key("type").string(event.kind.as_str());
-    json.key("occurred_at").timestamp(event.occurred_at);
-    json.key("actor").string(&event.actor);
-    json.key("subject").begin_object();
-    match &event.subject {
-        EventSubject::Order(order) => {
-            json.key("kind").string("order");
-            json.key("id").integer_string(order.id.get());
-            json.end_object();
-            json.key("data").begin_object();
-            write_order_members(json, order);
-            json.key("etag").string(&etag(&order.revision));
-        }
-        EventSubject::Service(service) => {
-            json.key("kind").string("service");
-            json.key("id").integer_string(service.id.get());
-            json.end_object();
-            json.key("data").begin_object();
-            write_service_members(json, service);
-            json.key("etag").string(&etag(&service.version));
-        }
-    }
-    json.end_object();
-    json.end_object();
-}
-
-#[cfg(test)]
 /// Builds an `Event::$variant` (a `$name`) from the fields every event has (`$common`: its id,
 /// time and actor) and its subject and data.
 macro_rules! event_of {
@@ -267,9 +237,7 @@ macro_rules! event_of {
     }};
 }
 
-/// What the API showed before answers were written straight from records: [`write_event`] is
-/// checked against it, byte for byte.
-#[cfg(test)]
+/// An event record as the API shows it: the object of its type's schema.
 impl From<EventRecord> for Event {
     fn from(event: EventRecord) -> Self {
         let EventRecord {
@@ -291,10 +259,10 @@ impl From<EventRecord> for Event {
                     order: Order::from(order),
                 };
                 match kind {
-                    crate::domain::EventType::OrderUpdated => {
+                    EventType::OrderUpdated => {
                         event_of!(OrderUpdated(OrderUpdatedEvent), common, subject, data)
                     }
-                    crate::domain::EventType::OrderDeleted => {
+                    EventType::OrderDeleted => {
                         event_of!(OrderDeleted(OrderDeletedEvent), common, subject, data)
                     }
                     _ => event_of!(OrderCreated(OrderCreatedEvent), common, subject, data),
@@ -310,10 +278,10 @@ impl From<EventRecord> for Event {
                     service: Service::from(service),
                 };
                 match kind {
-                    crate::domain::EventType::ServiceUpdated => {
+                    EventType::ServiceUpdated => {
                         event_of!(ServiceUpdated(ServiceUpdatedEvent), common, subject, data)
                     }
-                    crate::domain::EventType::ServiceDeleted => {
+                    EventType::ServiceDeleted => {
                         event_of!(ServiceDeleted(ServiceDeletedEvent), common, subject, data)
                     }
                     _ => event_of!(ServiceCreated(ServiceCreatedEvent), common, subject, data),

@@ -2,11 +2,12 @@
 
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, types::Example};
+use serde::Serialize;
 
 use super::{
     ApiTags,
     auth::ApiKey,
-    json_body::{JsonBody, JsonWriter},
+    json_body::JsonBody,
     problem::{
         ApiError, ErrorCode,
         documentation::{OperationError, operation_codes},
@@ -19,7 +20,7 @@ use crate::{
 };
 
 /// A stretch of time at which a new order could be scheduled, both ends included.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename = "FreeSlot")]
 pub struct FreeSlotView {
     /// The first free instant.
@@ -29,7 +30,7 @@ pub struct FreeSlotView {
 }
 
 /// The free slots of a window, in time order.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct FreeSlotList {
     /// Each as long as it can be: between two slots lies time that an order blocks. Empty when
@@ -44,20 +45,6 @@ impl From<FreeSlot> for FreeSlotView {
             end: slot.end,
         }
     }
-}
-
-/// Writes `slots` as a [`FreeSlotList`].
-pub(super) fn write_free_slots(json: &mut JsonWriter, slots: &[FreeSlot]) {
-    json.begin_object();
-    json.key("free_slots").begin_array();
-    for slot in slots {
-        json.begin_object();
-        json.key("start").timestamp(slot.start);
-        json.key("end").timestamp(slot.end);
-        json.end_object();
-    }
-    json.end_array();
-    json.end_object();
 }
 
 /// The example window: the day of the sample orders.
@@ -136,8 +123,8 @@ impl FreeSlotsApi {
             )
         })?;
         let slots = app::free_slots::list(&state, window).await?;
-        Ok(FreeSlotsListed::Ok(JsonBody::write(|json| {
-            write_free_slots(json, &slots)
+        Ok(FreeSlotsListed::Ok(JsonBody::new(&FreeSlotList {
+            free_slots: slots.into_iter().map(FreeSlotView::from).collect(),
         })))
     }
 }

@@ -12,7 +12,7 @@ use poem_openapi::{
 };
 
 use super::{
-    json_body::{JSON_MEDIA_TYPE, JsonWriter},
+    json_body::{JSON_MEDIA_TYPE, to_json},
     problem::{ApiError, ErrorCode, REQUEST_ID},
     value_types::impl_scalar_type,
 };
@@ -155,8 +155,8 @@ impl<R: IntoResponse> IntoResponse for Replayable<R> {
 
 /// A record a create makes, as its 201 shows it: the body, `Location` and `ETag`.
 pub trait Created: Clone {
-    /// Writes the record as the API shows it.
-    fn write_json(&self, json: &mut JsonWriter);
+    /// The record as the API shows it, as JSON.
+    fn body(&self) -> Vec<u8>;
 
     fn location(&self) -> String;
     fn etag(&self) -> String;
@@ -166,11 +166,7 @@ pub trait Created: Clone {
 /// or the refusal the write decided, byte for byte as they are first sent.
 pub fn render_create<R: Created>(outcome: &Result<R, AppError>) -> StoredAnswer {
     match outcome {
-        Ok(record) => created_answer(
-            JsonWriter::text_of(|json| record.write_json(json)),
-            record.location(),
-            record.etag(),
-        ),
+        Ok(record) => created_answer(record.body(), record.location(), record.etag()),
         Err(error) => refused_answer(error),
     }
 }
@@ -196,7 +192,7 @@ fn refused_answer(error: &AppError) -> StoredAnswer {
     StoredAnswer {
         status: error.code().status(),
         content_type: "application/problem+json".to_owned(),
-        body: JsonWriter::text_of(|json| error.to_problem(request_id).write_json(json)),
+        body: to_json(&error.to_problem(request_id)),
         location: None,
         etag: None,
     }

@@ -1,22 +1,22 @@
-//! Answers whose JSON is written straight from the records they show.
+//! Answers as JSON, written by serde from the very types the spec documents.
 //!
-//! poem-openapi's `Json<T>` turns `T` into a tree of `serde_json::Value`s (a map per object,
-//! a string per field) and then writes the tree out; for a page of orders or events that was
-//! most of the request's CPU. A [`JsonBody`] is written once, field by field, by a function
-//! here, and documents itself in the spec with the schema of the object type it stands for.
-//! Each writer is tested to give the very bytes that `Json` of that type gives (see the
-//! tests), so the spec, the examples and the wire cannot drift apart.
+//! poem-openapi's `Json<T>` turns `T` into a tree of `serde_json::Value`s (a map per object, a
+//! string per field) and then writes the tree out; for a page of orders or events that was
+//! most of the request's CPU. A [`JsonBody`] is written by serde_json straight from `T`'s
+//! derived `Serialize`, with no tree between, and documents itself in the spec with `T`'s
+//! schema, derived from the same struct: a field is added once, and the spec, its examples
+//! and the wire agree (a test checks every documented type writes as poem-openapi would).
 
-use std::{fmt, io::Write as _, marker::PhantomData};
+use std::{borrow::Cow, marker::PhantomData};
 
 use poem::{IntoResponse, Response, http::HeaderValue};
-
-use crate::domain::Timestamp;
 use poem_openapi::{
     payload::Payload,
     registry::{MetaSchemaRef, Registry},
-    types::Type,
+    types::{ParseFromJSON, ParseResult, ToJSON, Type},
 };
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// A JSON body, already written, documented as the schema of `Schema`.
 pub struct JsonBody<Schema> {
@@ -24,12 +24,14 @@ pub struct JsonBody<Schema> {
     schema: PhantomData<fn() -> Schema>,
 }
 
-impl<Schema> JsonBody<Schema> {
-    /// The body that `write` writes.
-    pub fn write(write: impl FnOnce(&mut JsonWriter)) -> Self {
-        Self::from_text(JsonWriter::text_of(write))
+impl<Schema: Serialize> JsonBody<Schema> {
+    /// The body of `value`, as serde writes it.
+    pub fn new(value: &Schema) -> Self {
+        Self::from_text(to_json(value))
     }
+}
 
+impl<Schema> JsonBody<Schema> {
     /// A body written before, such as a kept answer.
     pub fn from_text(text: Vec<u8>) -> Self {
         Self {
@@ -37,10 +39,11 @@ impl<Schema> JsonBody<Schema> {
             schema: PhantomData,
         }
     }
+}
 
-    pub fn text(&self) -> &[u8] {
-        &self.text
-    }
+/// `value` as compact JSON.
+pub fn to_json(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("the API's types always serialise")
 }
 
 /// The media type of JSON answers (what poem-openapi's `Json` answers with); the published
@@ -70,208 +73,116 @@ impl<Schema: Send> IntoResponse for JsonBody<Schema> {
     }
 }
 
-/// Writes compact JSON as `serde_json` does: members in the order written, no white space,
-/// strings escaped as `serde_json` escapes them.
-#[derive(Default)]
-pub struct JsonWriter {
-    text: Vec<u8>,
-    /// Whether the next member or element follows another in its object or array.
-    after_value: bool,
+/// A list whose items are written one by one as they are read, so that a large page is never
+/// in memory but as its text; documented, and written, as a list of `T`.
+pub struct Listed<T> {
+    /// `[`, then the items written so far, separated by commas.
+    text: String,
+    items: PhantomData<fn() -> T>,
 }
 
-impl JsonWriter {
-    pub fn into_text(self) -> Vec<u8> {
-        self.text
-    }
-
-    /// The text that `write` writes.
-    pub fn text_of(write: impl FnOnce(&mut JsonWriter)) -> Vec<u8> {
-        let mut writer = JsonWriter::default();
-        write(&mut writer);
-        writer.text
-    }
-
-    /// Before a value (or a member's name): the comma that separates it from the one before.
-    fn separate(&mut self) {
-        if self.after_value {
-            self.text.push(b',');
+impl<T: Serialize> Listed<T> {
+    pub fn new() -> Self {
+        Self {
+            text: String::from("["),
+            items: PhantomData,
         }
     }
 
-    pub fn begin_object(&mut self) -> &mut Self {
-        self.separate();
-        self.text.push(b'{');
-        self.after_value = false;
-        self
-    }
-
-    pub fn end_object(&mut self) -> &mut Self {
-        self.text.push(b'}');
-        self.after_value = true;
-        self
-    }
-
-    pub fn begin_array(&mut self) -> &mut Self {
-        self.separate();
-        self.text.push(b'[');
-        self.after_value = false;
-        self
-    }
-
-    pub fn end_array(&mut self) -> &mut Self {
-        self.text.push(b']');
-        self.after_value = true;
-        self
-    }
-
-    /// A member's name; its value comes next. Names are this API's own, plain ASCII.
-    pub fn key(&mut self, name: &'static str) -> &mut Self {
-        debug_assert!(
-            !name
-                .bytes()
-                .any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20)
-        );
-        self.separate();
-        self.text.push(b'"');
-        self.text.extend_from_slice(name.as_bytes());
-        self.text.extend_from_slice(b"\":");
-        self.after_value = false;
-        self
-    }
-
-    pub fn string(&mut self, value: &str) -> &mut Self {
-        self.separate();
-        self.text.push(b'"');
-        escape_into(&mut self.text, value);
-        self.text.push(b'"');
-        self.after_value = true;
-        self
-    }
-
-    /// An instant, as the API writes them (see [`Timestamp`]).
-    pub fn timestamp(&mut self, value: Timestamp) -> &mut Self {
-        self.separate();
-        self.text.push(b'"');
-        self.text.extend_from_slice(&value.rfc3339());
-        self.text.push(b'"');
-        self.after_value = true;
-        self
-    }
-
-    /// An integer written as a string, as the API writes ids.
-    pub fn integer_string(&mut self, value: i64) -> &mut Self {
-        self.separate();
-        self.text.push(b'"');
-        self.text
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-        self.text.push(b'"');
-        self.after_value = true;
-        self
-    }
-
-    /// A number, written by `Display`: integers, and decimals such as money, whose `Display`
-    /// is the exact JSON text of the number.
-    pub fn number(&mut self, value: impl fmt::Display) -> &mut Self {
-        self.separate();
-        let _ = write!(self.text, "{value}");
-        self.after_value = true;
-        self
-    }
-
-    /// `value` as a string when present; nothing at all (not even the member) when absent.
-    pub fn optional_string(&mut self, name: &'static str, value: Option<&str>) -> &mut Self {
-        if let Some(value) = value {
-            self.key(name).string(value);
+    /// Writes `item` at the end of the list.
+    pub fn push(&mut self, item: &T) {
+        if self.text.len() > 1 {
+            self.text.push(',');
         }
-        self
+        let mut bytes = std::mem::take(&mut self.text).into_bytes();
+        serde_json::to_writer(&mut bytes, item).expect("the API's types always serialise");
+        self.text = String::from_utf8(bytes).expect("serde_json writes UTF-8");
     }
 }
 
-/// What `serde_json` escapes in a string: the quote, the backslash and control characters,
-/// with the short forms it uses for the common ones.
-fn escape_into(text: &mut Vec<u8>, value: &str) {
-    let mut plain_from = 0;
-    for (at, byte) in value.bytes().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        text.extend_from_slice(&value.as_bytes()[plain_from..at]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            text.extend_from_slice(b"\\u00");
-            text.push(HEX[usize::from(byte >> 4)]);
-            text.push(HEX[usize::from(byte & 0xf)]);
-        } else {
-            text.extend_from_slice(escape);
-        }
-        plain_from = at + 1;
+impl<T: Serialize> Default for Listed<T> {
+    fn default() -> Self {
+        Self::new()
     }
-    text.extend_from_slice(&value.as_bytes()[plain_from..]);
 }
 
+impl<T: Serialize> FromIterator<T> for Listed<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
+        let mut listed = Self::new();
+        items.into_iter().for_each(|item| listed.push(&item));
+        listed
+    }
+}
+
+impl<T> Serialize for Listed<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = self.text.clone();
+        text.push(']');
+        // SAFETY: the text is `[`, the items as serde_json wrote them joined by commas, and
+        // `]`: one well-formed JSON value, with no white space around it.
+        let raw = unsafe { RawValue::from_string_unchecked(text) };
+        raw.serialize(serializer)
+    }
+}
+
+impl<T: Type> Type for Listed<T> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        Vec::<T>::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        Vec::<T>::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        Vec::<T>::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+/// For the spec's examples.
+impl<T: Type + Serialize> ToJSON for Listed<T> {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()
+    }
+}
+
+impl<T: Type + Serialize + ParseFromJSON> ParseFromJSON for Listed<T> {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        let items =
+            Vec::<T>::parse_from_json(value).map_err(poem_openapi::types::ParseError::propagate)?;
+        Ok(items.into_iter().collect())
+    }
+}
+
+/// Every documented type is written by serde exactly as poem-openapi's `Json` writes it, for
+/// any record: the spec's schemas and examples describe what is sent.
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn written(write: impl FnOnce(&mut JsonWriter)) -> String {
-        String::from_utf8(JsonWriter::text_of(write)).unwrap()
-    }
-
-    #[test]
-    fn nested_objects_and_arrays_are_separated_as_serde_json_separates_them() {
-        let text = written(|json| {
-            json.begin_object();
-            json.key("a").number(1);
-            json.key("list").begin_array();
-            for n in 0..3 {
-                json.begin_object().key("n").number(n).end_object();
-            }
-            json.end_array();
-            json.key("empty").begin_array().end_array();
-            json.key("object").begin_object().end_object();
-            json.optional_string("absent", None);
-            json.optional_string("present", Some("yes"));
-            json.end_object();
-        });
-        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(text, serde_json::to_string(&value).unwrap());
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_string_is_escaped_exactly_as_serde_json_escapes_it(value in "\\PC*|[\\x00-\\x7f]*") {
-            let ours = written(|json| { json.string(&value); });
-            let theirs = serde_json::to_string(&value).unwrap();
-            proptest::prop_assert_eq!(&ours, &theirs);
-        }
-    }
-}
-
-/// Every writer gives the very bytes that poem-openapi's `Json` gives for the schema's object
-/// type, for any record: the spec's schemas and examples describe what is written.
-#[cfg(test)]
-mod writers {
     use chrono::DateTime;
     use poem_openapi::types::ToJSON;
     use proptest::prelude::*;
     use rust_decimal::Decimal;
 
-    use super::JsonWriter;
     use crate::domain::{
         BookedService, EventRecord, EventSubject, EventType, FeedPosition, FreeSlot, Money,
         OrderId, OrderRecord, OrderRevision, ServiceId, ServiceRecord, Timestamp,
     };
+    use crate::http::{events, free_slots, orders, problem, services};
 
-    fn text(write: impl FnOnce(&mut JsonWriter)) -> String {
-        String::from_utf8(JsonWriter::text_of(write)).unwrap()
+    fn ours(value: &impl serde::Serialize) -> String {
+        String::from_utf8(super::to_json(value)).unwrap()
     }
 
     fn as_poem_openapi_writes(value: impl ToJSON) -> String {
@@ -396,76 +307,55 @@ mod writers {
 
     proptest! {
         #[test]
-        fn an_order_and_a_page_of_them(orders in proptest::collection::vec(order(), 0..4), token in proptest::option::of("[a-zA-Z0-9_-]{1,20}")) {
-            for order in &orders {
-                prop_assert_eq!(
-                    text(|json| crate::http::orders::write_order(json, order)),
-                    as_poem_openapi_writes(crate::http::orders::Order::from(order.clone()))
-                );
+        fn an_order_and_a_page_of_them(records in proptest::collection::vec(order(), 0..4), token in proptest::option::of("[a-zA-Z0-9_-]{1,20}")) {
+            for record in &records {
+                let order = orders::Order::from(record.clone());
+                prop_assert_eq!(ours(&order), as_poem_openapi_writes(order));
             }
-            let page = crate::http::orders::OrderPage {
-                orders: orders.iter().cloned().map(Into::into).collect(),
-                next_page_token: token.clone(),
+            let page = orders::OrderPage {
+                orders: records.iter().cloned().map(orders::Order::from).collect(),
+                next_page_token: token,
             };
-            let mut writer = crate::http::orders::OrderPageWriter::new();
-            orders.iter().for_each(|order| writer.order(order));
-            let written = writer.finish(token.as_deref());
-            prop_assert_eq!(
-                String::from_utf8(written.text().to_vec()).unwrap(),
-                as_poem_openapi_writes(page)
-            );
+            prop_assert_eq!(ours(&page), as_poem_openapi_writes(page));
         }
 
         #[test]
-        fn a_service_and_a_page_of_them(services in proptest::collection::vec(service(), 0..4), token in proptest::option::of("[a-zA-Z0-9_-]{1,20}")) {
-            for service in &services {
-                prop_assert_eq!(
-                    text(|json| crate::http::services::write_service(json, service)),
-                    as_poem_openapi_writes(crate::http::services::Service::from(service.clone()))
-                );
+        fn a_service_and_a_page_of_them(records in proptest::collection::vec(service(), 0..4), token in proptest::option::of("[a-zA-Z0-9_-]{1,20}")) {
+            for record in &records {
+                let service = services::Service::from(record.clone());
+                prop_assert_eq!(ours(&service), as_poem_openapi_writes(service));
             }
-            let page = crate::http::services::ServicePage {
-                services: services.iter().cloned().map(Into::into).collect(),
-                next_page_token: token.clone(),
+            let page = services::ServicePage {
+                services: records.iter().cloned().map(Into::into).collect(),
+                next_page_token: token,
             };
-            prop_assert_eq!(
-                text(|json| crate::http::services::write_service_page(json, &services, token.as_deref())),
-                as_poem_openapi_writes(page)
-            );
+            prop_assert_eq!(ours(&page), as_poem_openapi_writes(page));
         }
 
         #[test]
-        fn an_event_of_every_type(event in event()) {
-            prop_assert_eq!(
-                text(|json| crate::http::events::write_event(json, &event)),
-                as_poem_openapi_writes(crate::http::events::Event::from(event.clone()))
-            );
+        fn an_event_of_every_type(record in event()) {
+            let event = events::Event::from(record);
+            prop_assert_eq!(ours(&event), as_poem_openapi_writes(event));
         }
 
         #[test]
         fn free_slots(slots in proptest::collection::vec((timestamp(), timestamp()), 0..4)) {
             let slots: Vec<FreeSlot> = slots.into_iter().map(|(start, end)| FreeSlot { start, end }).collect();
-            let list = crate::http::free_slots::FreeSlotList {
-                free_slots: slots.iter().cloned().map(Into::into).collect(),
+            let list = free_slots::FreeSlotList {
+                free_slots: slots.into_iter().map(Into::into).collect(),
             };
-            prop_assert_eq!(
-                text(|json| crate::http::free_slots::write_free_slots(json, &slots)),
-                as_poem_openapi_writes(list)
-            );
+            prop_assert_eq!(ours(&list), as_poem_openapi_writes(list));
         }
 
         #[test]
         fn a_problem(detail in text_value(), request_id in text_value(), conflicting in proptest::option::of(1i64..i64::MAX), unknown in proptest::option::of(proptest::collection::vec(text_value(), 0..3))) {
-            let mut error = crate::http::problem::ApiError::order_time_conflict(conflicting.map(OrderId::from_db));
+            let mut error = problem::ApiError::order_time_conflict(conflicting.map(OrderId::from_db));
             if let Some(ids) = unknown.clone() {
-                error = crate::http::problem::ApiError::unknown_services(ids);
+                error = problem::ApiError::unknown_services(ids);
             }
             let mut problem = error.to_problem(request_id);
             problem.detail = detail;
-            prop_assert_eq!(
-                text(|json| problem.write_json(json)),
-                as_poem_openapi_writes(problem.clone())
-            );
+            prop_assert_eq!(ours(&problem), as_poem_openapi_writes(problem));
         }
     }
 }

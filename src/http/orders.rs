@@ -7,6 +7,7 @@ use poem_openapi::{
     payload::Json,
     types::Example,
 };
+use serde::Serialize;
 
 use super::{
     ApiTags,
@@ -14,7 +15,7 @@ use super::{
     conditional::{etag, if_match, if_none_match_matches},
     idempotency::{Created, IdempotencyKeyHeader, Replayable, idempotency_key_in, render_create},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
-    json_body::{JsonBody, JsonWriter},
+    json_body::{JsonBody, Listed, to_json},
     pagination::{self, PageSize, decode_order_cursor, encode_order_cursor},
     problem::{
         ApiError, ErrorCode,
@@ -31,7 +32,7 @@ use crate::{
 };
 
 /// An order: a time slot, a fee and the services booked.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct Order {
     /// Assigned by the server.
@@ -77,57 +78,7 @@ fn sample_order(id: &str, datetime: &str, (service_id, service_name): (&str, &st
     }
 }
 
-/// Writes `record` as an [`Order`].
-pub(super) fn write_order(json: &mut JsonWriter, record: &OrderRecord) {
-    json.begin_object();
-    write_order_members(json, record);
-    json.end_object();
-}
-
-/// The members of an [`Order`] object, for it and for the snapshots that add to them.
-pub(super) fn write_order_members(json: &mut JsonWriter, record: &OrderRecord) {
-    json.key("id").integer_string(record.id.get());
-    json.key("datetime").timestamp(record.scheduled_at);
-    json.key("totalfee").number(record.total_fee);
-    json.key("services").begin_array();
-    for service in &record.services {
-        json.begin_object();
-        json.key("id").integer_string(service.id.get());
-        json.key("name").string(&service.name);
-        json.end_object();
-    }
-    json.end_array();
-    json.key("created_at").timestamp(record.created_at);
-    json.key("updated_at").timestamp(record.updated_at);
-    json.key("created_by").string(&record.created_by);
-    json.key("updated_by").string(&record.updated_by);
-}
-
-/// Writes an [`OrderPage`] an order at a time, as the orders are read.
-pub(super) struct OrderPageWriter(JsonWriter);
-
-impl OrderPageWriter {
-    pub(super) fn new() -> Self {
-        let mut json = JsonWriter::default();
-        json.begin_object().key("orders").begin_array();
-        Self(json)
-    }
-
-    pub(super) fn order(&mut self, order: &OrderRecord) {
-        write_order(&mut self.0, order);
-    }
-
-    pub(super) fn finish(mut self, next_page_token: Option<&str>) -> JsonBody<OrderPage> {
-        self.0.end_array();
-        self.0.optional_string("next_page_token", next_page_token);
-        self.0.end_object();
-        JsonBody::from_text(self.0.into_text())
-    }
-}
-
-/// What the API showed before answers were written straight from records: each writer above
-/// is checked against it, byte for byte.
-#[cfg(test)]
+/// An order record as the API shows it (its revision goes in the `ETag`, not the body).
 impl From<OrderRecord> for Order {
     fn from(record: OrderRecord) -> Self {
         Self {
@@ -151,7 +102,7 @@ impl From<OrderRecord> for Order {
 }
 
 /// A service as an order shows it.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 pub struct BookedService {
     /// The service's id.
     pub id: String,
@@ -223,13 +174,14 @@ impl ReadJson for ServiceRef {
 }
 
 /// A page of orders.
-#[derive(Debug, Clone, Object)]
+#[derive(Object, Serialize)]
 #[oai(example)]
 pub struct OrderPage {
     /// Orders in (datetime, id) order.
-    pub orders: Vec<Order>,
+    pub orders: Listed<Order>,
     /// Pass as `page_token` to get the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
 }
 
@@ -240,7 +192,9 @@ impl Example for OrderPage {
                 sample_order("223", "2022-11-01T11:11:11.111Z", ("123", "Inspection")),
                 sample_order("224", "2022-11-01T14:11:11.111Z", ("789", "Testing")),
                 sample_order("225", "2022-11-01T17:11:11.111Z", ("456", "Analysis")),
-            ],
+            ]
+            .into_iter()
+            .collect(),
             next_page_token: None,
         }
     }
@@ -307,8 +261,8 @@ enum OrderDeleted {
 }
 
 impl Created for OrderRecord {
-    fn write_json(&self, json: &mut JsonWriter) {
-        write_order(json, self);
+    fn body(&self) -> Vec<u8> {
+        to_json(&Order::from(self.clone()))
     }
 
     fn location(&self) -> String {
@@ -323,11 +277,7 @@ impl Created for OrderRecord {
 /// The 201 for an order just created.
 fn created(record: OrderRecord) -> OrderCreated {
     let (location, tag) = (record.location(), record.etag());
-    OrderCreated::Created(
-        JsonBody::write(|json| write_order(json, &record)),
-        location,
-        tag,
-    )
+    OrderCreated::Created(JsonBody::new(&Order::from(record)), location, tag)
 }
 
 operation_codes! {
@@ -431,10 +381,14 @@ impl OrdersApi {
         };
         // Each order is written as soon as it is read: a page of a thousand orders of fifty
         // services each is never in memory but as its answer's text.
-        let mut page = OrderPageWriter::new();
-        let next = app::orders::list(&state, query, |order| page.order(&order)).await?;
-        let next_page_token = next.as_ref().map(encode_order_cursor);
-        Ok(OrderListed::Ok(page.finish(next_page_token.as_deref())))
+        let mut orders = Listed::new();
+        let next =
+            app::orders::list(&state, query, |record| orders.push(&Order::from(record))).await?;
+        let page = OrderPage {
+            orders,
+            next_page_token: next.as_ref().map(encode_order_cursor),
+        };
+        Ok(OrderListed::Ok(JsonBody::new(&page)))
     }
 
     /// View an order
@@ -457,10 +411,7 @@ impl OrdersApi {
         if if_none_match_matches(if_none_match.0.as_deref(), &record.revision) {
             return Ok(OrderFetched::NotModified(tag));
         }
-        Ok(OrderFetched::Ok(
-            JsonBody::write(|json| write_order(json, &record)),
-            tag,
-        ))
+        Ok(OrderFetched::Ok(JsonBody::new(&Order::from(record)), tag))
     }
 
     /// Replace an order
@@ -484,10 +435,7 @@ impl OrdersApi {
         let precondition = self::if_match(if_match.0.as_deref());
         let record = app::orders::replace(&state, &caller.0, &id, precondition, body.0.0).await?;
         let tag = etag(&record.revision);
-        Ok(OrderReplaced::Ok(
-            JsonBody::write(|json| write_order(json, &record)),
-            tag,
-        ))
+        Ok(OrderReplaced::Ok(JsonBody::new(&Order::from(record)), tag))
     }
 
     /// Delete an order

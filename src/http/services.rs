@@ -7,6 +7,7 @@ use poem_openapi::{
     payload::Json,
     types::Example,
 };
+use serde::Serialize;
 
 use super::{
     ApiTags,
@@ -14,7 +15,7 @@ use super::{
     conditional::{etag, if_match, if_none_match_matches},
     idempotency::{Created, IdempotencyKeyHeader, Replayable, idempotency_key_in, render_create},
     input::{Body, FieldError, Fields, ReadJson, string},
-    json_body::{JsonBody, JsonWriter},
+    json_body::{JsonBody, to_json},
     pagination::{self, PageSize, decode_service_cursor, encode_service_cursor},
     problem::documentation::{OperationError, operation_codes},
 };
@@ -24,7 +25,7 @@ use crate::{
 };
 
 /// A service that orders can book.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct Service {
     /// Assigned by the server.
@@ -61,42 +62,7 @@ fn sample_service(id: &str, name: &str) -> Service {
     }
 }
 
-/// Writes `record` as a [`Service`].
-pub(super) fn write_service(json: &mut JsonWriter, record: &ServiceRecord) {
-    json.begin_object();
-    write_service_members(json, record);
-    json.end_object();
-}
-
-/// The members of a [`Service`] object, for it and for the snapshots that add to them.
-pub(super) fn write_service_members(json: &mut JsonWriter, record: &ServiceRecord) {
-    json.key("id").integer_string(record.id.get());
-    json.key("name").string(&record.name);
-    json.key("created_at").timestamp(record.created_at);
-    json.key("updated_at").timestamp(record.updated_at);
-    json.key("created_by").string(&record.created_by);
-    json.key("updated_by").string(&record.updated_by);
-}
-
-/// Writes a page of services as a [`ServicePage`].
-pub(super) fn write_service_page(
-    json: &mut JsonWriter,
-    services: &[ServiceRecord],
-    next_page_token: Option<&str>,
-) {
-    json.begin_object();
-    json.key("services").begin_array();
-    for service in services {
-        write_service(json, service);
-    }
-    json.end_array();
-    json.optional_string("next_page_token", next_page_token);
-    json.end_object();
-}
-
-/// What the API showed before answers were written straight from records: each writer above
-/// is checked against it, byte for byte.
-#[cfg(test)]
+/// A service record as the API shows it (its version goes in the `ETag`, not the body).
 impl From<ServiceRecord> for Service {
     fn from(record: ServiceRecord) -> Self {
         Self {
@@ -151,13 +117,14 @@ impl ReadJson for ServiceInput {
 }
 
 /// A page of services.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct ServicePage {
     /// Services in id order.
     pub services: Vec<Service>,
     /// Pass as `page_token` to get the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
 }
 
@@ -235,8 +202,8 @@ enum ServiceDeleted {
 }
 
 impl Created for ServiceRecord {
-    fn write_json(&self, json: &mut JsonWriter) {
-        write_service(json, self);
+    fn body(&self) -> Vec<u8> {
+        to_json(&Service::from(self.clone()))
     }
 
     fn location(&self) -> String {
@@ -251,11 +218,7 @@ impl Created for ServiceRecord {
 /// The 201 for a service just created.
 fn created(record: ServiceRecord) -> ServiceCreated {
     let (location, tag) = (record.location(), record.etag());
-    ServiceCreated::Created(
-        JsonBody::write(|json| write_service(json, &record)),
-        location,
-        tag,
-    )
+    ServiceCreated::Created(JsonBody::new(&Service::from(record)), location, tag)
 }
 
 operation_codes! {
@@ -331,9 +294,9 @@ impl ServicesApi {
             .map(decode_service_cursor)
             .transpose()?;
         let page = app::services::list(&state, after, limit).await?;
-        let next_page_token = page.next.map(encode_service_cursor);
-        Ok(ServiceListed::Ok(JsonBody::write(|json| {
-            write_service_page(json, &page.items, next_page_token.as_deref())
+        Ok(ServiceListed::Ok(JsonBody::new(&ServicePage {
+            services: page.items.into_iter().map(Service::from).collect(),
+            next_page_token: page.next.map(encode_service_cursor),
         })))
     }
 
@@ -358,7 +321,7 @@ impl ServicesApi {
             return Ok(ServiceFetched::NotModified(tag));
         }
         Ok(ServiceFetched::Ok(
-            JsonBody::write(|json| write_service(json, &record)),
+            JsonBody::new(&Service::from(record)),
             tag,
         ))
     }
@@ -388,7 +351,7 @@ impl ServicesApi {
         let record = app::services::rename(&state, &caller.0, &id, precondition, &body.0.0).await?;
         let tag = etag(&record.version);
         Ok(ServiceReplaced::Ok(
-            JsonBody::write(|json| write_service(json, &record)),
+            JsonBody::new(&Service::from(record)),
             tag,
         ))
     }

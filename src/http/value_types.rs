@@ -10,6 +10,7 @@ use poem_openapi::{
     registry::MetaSchema,
     types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON},
 };
+use serde::{Serialize, Serializer};
 use serde_json::{Number, Value};
 
 use crate::domain::{Money, MoneyError, Timestamp};
@@ -87,6 +88,17 @@ impl ToJSON for Money {
     }
 }
 
+/// A JSON number, written from the amount's exact text.
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let number: Number = self
+            .to_string()
+            .parse()
+            .expect("a decimal's text is a JSON number");
+        number.serialize(serializer)
+    }
+}
+
 impl_scalar_type!(
     Timestamp,
     "Timestamp",
@@ -117,6 +129,15 @@ impl ParseFromParameter for Timestamp {
 impl ToJSON for Timestamp {
     fn to_json(&self) -> Option<Value> {
         Some(Value::String(self.to_string()))
+    }
+}
+
+/// The API's form of an instant (see [`Timestamp`]'s `Display`), as a JSON string.
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.rfc3339();
+        serializer
+            .serialize_str(std::str::from_utf8(&text).expect("digits and separators are ASCII"))
     }
 }
 

@@ -103,7 +103,7 @@ impl ProblemResponse {
     /// 429, or of a 503 whose wait is not the usual one.
     pub fn for_status(problem: &Problem, allow: String, retry_after: Option<u32>) -> Self {
         let status = problem.status;
-        let problem = JsonBody::write(|json| problem.write_json(json));
+        let problem = JsonBody::new(problem);
         match status {
             400 => Self::BadRequest(problem),
             401 => Self::Unauthorized(problem, "Bearer".to_owned()),

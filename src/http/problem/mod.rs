@@ -12,13 +12,13 @@ pub mod documentation;
 
 use poem::{IntoResponse, Response};
 use poem_openapi::{Object, types::Example};
+use serde::Serialize;
 
 pub use self::codes::{
     ErrorCode, IDEMPOTENCY_RETRY_AFTER_SECONDS, MAX_BODY_BYTES, NO_ANSWER_DETAIL,
     OVERLOADED_RETRY_AFTER_SECONDS, RETRY_AFTER_SECONDS,
 };
 use self::documentation::ProblemResponse;
-use super::json_body::JsonWriter;
 use crate::{
     app::{AppError, Resource, rate_limit::RateLimited},
     domain::{MAX_IDEMPOTENCY_KEY_CHARS, OrderId, Scope},
@@ -31,11 +31,12 @@ tokio::task_local! {
 }
 
 /// An error as RFC 9457 describes it, with this API's extensions.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(example)]
 pub struct Problem {
     /// A URI naming the kind of problem; stable, one per `code`.
     #[oai(rename = "type")]
+    #[serde(rename = "type")]
     pub problem_type: String,
     /// A short summary of the kind of problem.
     pub title: String,
@@ -49,32 +50,12 @@ pub struct Problem {
     pub request_id: String,
     /// With `ORDER_TIME_CONFLICT`: the order that the requested time is too close to.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub conflicting_order_id: Option<String>,
     /// With `UNKNOWN_SERVICE`: the service ids that name no service.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown_service_ids: Option<Vec<String>>,
-}
-
-impl Problem {
-    /// Writes the problem as its JSON body, members in the schema's order.
-    pub fn write_json(&self, json: &mut JsonWriter) {
-        json.begin_object();
-        json.key("type").string(&self.problem_type);
-        json.key("title").string(&self.title);
-        json.key("status").number(self.status);
-        json.key("detail").string(&self.detail);
-        json.key("code").string(&self.code);
-        json.key("request_id").string(&self.request_id);
-        json.optional_string("conflicting_order_id", self.conflicting_order_id.as_deref());
-        if let Some(ids) = &self.unknown_service_ids {
-            json.key("unknown_service_ids").begin_array();
-            for id in ids {
-                json.string(id);
-            }
-            json.end_array();
-        }
-        json.end_object();
-    }
 }
 
 impl Example for Problem {
