@@ -4,6 +4,7 @@
 use std::{future::Future, io, net::SocketAddr};
 
 use deadpool_postgres::Pool;
+use poem::{Response, endpoint::BoxEndpoint};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -257,6 +258,16 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        self.run_wrapped_until(shutdown, |endpoint| endpoint).await
+    }
+
+    /// [`Application::run_until`], with `wrap` around the service's endpoint, outermost: for
+    /// an embedder that watches every answer (the tests hold each against the spec).
+    pub async fn run_wrapped_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        wrap: impl FnOnce(BoxEndpoint<'static, Response>) -> BoxEndpoint<'static, Response>,
+    ) -> Result<(), StartError> {
         let open_file_limit = open_files::raise_soft_limit();
         let cap = self.serve.max_connections.unwrap_or_else(|| {
             open_files::default_connection_cap(open_file_limit, self.state.pool.status().max_size)
@@ -272,7 +283,7 @@ impl Application {
         let draining = self.state.draining.clone();
         let served = server::serve(
             self.listener,
-            http::app(self.state),
+            wrap(http::app(self.state)),
             self.serve,
             cap,
             draining,

@@ -21,7 +21,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -174,6 +174,8 @@ pub struct KeyRing {
     keys: Arc<RwLock<Option<LoadedKeys>>>,
     /// The limit of keys that have none of their own; none: such keys are not limited.
     default_rate: Option<RateLimit>,
+    /// How many times the keys have been loaded, for whoever waits on a reload.
+    loads: Arc<AtomicU64>,
 }
 
 /// What a missing key's secret is compared with, so that an unknown lookup id costs the same
@@ -186,6 +188,7 @@ impl KeyRing {
         Self {
             keys: Arc::default(),
             default_rate,
+            loads: Arc::default(),
         }
     }
 
@@ -234,7 +237,13 @@ impl KeyRing {
             by_lookup_id: fresh,
             loaded_at: Instant::now(),
         });
+        self.loads.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many times the keys have been loaded so far.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
     }
 
     /// Writes down the uses seen since the last call, to the minute.

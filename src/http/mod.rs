@@ -25,7 +25,7 @@ mod value_types;
 mod yaml;
 
 use poem::{
-    Endpoint, EndpointExt, Response, Route,
+    EndpointExt, Response, Route,
     endpoint::{BoxEndpoint, make_sync},
     get,
     http::Method,
@@ -91,7 +91,7 @@ pub fn published_spec(service: &OpenApiService<Api, ()>) -> serde_json::Value {
 }
 
 /// The whole application: the API, the spec and the docs page, inside the request pipeline.
-pub fn app(state: AppState) -> impl Endpoint {
+pub fn app(state: AppState) -> BoxEndpoint<'static, Response> {
     let service = api_service();
     let spec = published_spec(&service);
     let spec_json = serde_json::to_string_pretty(&spec).expect("a JSON value always serialises");
@@ -143,5 +143,8 @@ pub fn app(state: AppState) -> impl Endpoint {
         max_in_flight: state.max_in_flight,
         metrics: state.metrics.clone(),
     };
+    // One type for every stage, made here: the server and an embedder need not know it.
     pipeline::around(router.data(state), setup)
+        .map_to_response()
+        .boxed()
 }

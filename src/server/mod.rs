@@ -40,8 +40,8 @@ use http_body_util::combinators::BoxBody;
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use poem::{
-    Endpoint, EndpointExt, IntoResponse,
-    endpoint::{DynEndpoint, ToDynEndpoint},
+    Endpoint, IntoResponse,
+    endpoint::{BoxEndpoint, DynEndpoint},
     http::uri::Scheme,
     web::{LocalAddr, RemoteAddr},
 };
@@ -79,13 +79,13 @@ pub struct ServeSettings {
 /// docs). `cap` is the most connections open at once.
 pub async fn serve(
     listener: TcpListener,
-    endpoint: impl Endpoint + 'static,
+    endpoint: BoxEndpoint<'static, poem::Response>,
     settings: ServeSettings,
     cap: usize,
     draining: Draining,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let endpoint: Arc<AnyEndpoint> = Arc::new(ToDynEndpoint(endpoint.map_to_response()));
+    let endpoint: Arc<AnyEndpoint> = Arc::from(endpoint);
     let local = listener.local_addr()?;
     let connections = Connections::new(cap, settings.timeouts);
     let stop = async {
