@@ -13,22 +13,13 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-use crate::helpers::{TestApp, http_client_with_key, spawn_app_with};
+use crate::helpers::{TestApp, cpu_time_of, http_client_with_key, spawn_app_with};
 
 fn socket_address(app: &TestApp) -> SocketAddr {
     app.address
         .strip_prefix("http://")
         .and_then(|address| address.parse().ok())
         .expect("the app's address is http://host:port")
-}
-
-/// CPU time (user and system) this process has used so far: the server runs in it.
-fn cpu_time() -> Duration {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
-    let time = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
-    };
-    time(usage.user_time()) + time(usage.system_time())
 }
 
 /// Whether the server has closed `stream` (end of file, or reset), looking for at most `wait`.
@@ -116,7 +107,7 @@ async fn a_client_holding_connections_past_the_cap_does_not_keep_another_client_
     })
     .await;
     let address = socket_address(&app);
-    let cpu_before = cpu_time();
+    let cpu_before = cpu_time_of(std::process::id());
     let hold_started = Instant::now();
 
     // Act: the hostile client fills the cap with silent connections, opens half as many again
@@ -148,7 +139,7 @@ async fn a_client_holding_connections_past_the_cap_does_not_keep_another_client_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let hold = hold_started.elapsed();
-    let cpu = cpu_time() - cpu_before;
+    let cpu = cpu_time_of(std::process::id()) - cpu_before;
     // As many again: every connection opened before them, trickling or not, must give way.
     for _ in 0..CAP {
         held.push(TcpStream::connect(address).await.unwrap());

@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -14,8 +14,8 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PrivateCluster, TestApp, assert_problem, order_body, spawn_app, spawn_app_on_cluster,
-    spawn_app_with,
+    PrivateCluster, TestApp, assert_problem, eventually, order_body, spawn_app,
+    spawn_app_on_cluster, spawn_app_with,
 };
 
 /// As long as a request may wait on a lock before it is answered: the lock timeout, and time
@@ -318,14 +318,15 @@ struct Outcome {
 }
 
 /// Creates an order at a slot of its own and reads it back, over and over, until `stop` is
-/// set; returns every answer.
+/// set; adds every answer to `outcomes` as it comes.
 async fn steady_load(
     app: Arc<TestApp>,
     service: String,
     worker: u64,
     stop: Arc<AtomicBool>,
-) -> Vec<Outcome> {
-    let mut outcomes = Vec::new();
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+) {
+    let record = |outcome| outcomes.lock().unwrap().push(outcome);
     let mut last_created: Option<String> = None;
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -337,14 +338,18 @@ async fn steady_load(
         if outcome.status == StatusCode::CREATED {
             last_created = outcome.code.clone();
         }
-        outcomes.push(outcome);
+        record(outcome);
         if let Some(id) = &last_created {
             let read = app.get(&format!("/orders/{id}")).await;
-            outcomes.push(outcome_of("read", read).await);
+            record(outcome_of("read", read).await);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    outcomes
+}
+
+/// Whether any outcome so far is one `wanted` says it is.
+fn seen(outcomes: &Mutex<Vec<Outcome>>, wanted: impl Fn(&Outcome) -> bool) -> bool {
+    outcomes.lock().unwrap().iter().any(wanted)
 }
 
 /// What a response says: its status, and its problem `code` (for a 201, the new order's id).
@@ -376,6 +381,7 @@ async fn a_database_stopped_and_restarted_under_load_is_503_while_down_and_serve
     let app = Arc::new(spawn_app_on_cluster(&cluster).await);
     let service = app.create_service("Inspection").await;
     let stop = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (1..=4)
         .map(|worker| {
             tokio::spawn(steady_load(
@@ -383,25 +389,56 @@ async fn a_database_stopped_and_restarted_under_load_is_503_while_down_and_serve
                 service.clone(),
                 worker,
                 Arc::clone(&stop),
+                Arc::clone(&load),
             ))
         })
         .collect();
-
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Served, then stopped until the load has met the stopped database, then restarted until
+    // creates and reads succeed past the recovery bound the assertions hold it to.
+    let recovery = Duration::from_secs(3);
+    eventually(
+        "creates served before the stop",
+        Duration::from_secs(10),
+        || async { seen(&load, |outcome| outcome.status == StatusCode::CREATED) },
+    )
+    .await;
     let stopping = Instant::now();
     cluster.stop().await;
     let stopped = Instant::now();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(
+        "503s while the database is down",
+        Duration::from_secs(10),
+        || async {
+            seen(&load, |outcome| {
+                outcome.at > stopped + Duration::from_millis(500)
+                    && outcome.status == StatusCode::SERVICE_UNAVAILABLE
+            })
+        },
+    )
+    .await;
     // Down until the restart begins: the server may answer before `restart` returns.
     let restarting = Instant::now();
     cluster.restart().await;
     let restarted = Instant::now();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut outcomes = Vec::new();
-    for worker in workers {
-        outcomes.extend(worker.await.unwrap());
+    for what in ["create", "read"] {
+        eventually(
+            &format!("{what}s served again after the restart"),
+            Duration::from_secs(20),
+            || async {
+                seen(&load, |outcome| {
+                    outcome.at > restarted + recovery
+                        && outcome.what == what
+                        && outcome.status.is_success()
+                })
+            },
+        )
+        .await;
     }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let outcomes = std::mem::take(&mut *load.lock().unwrap());
 
     let unexpected: Vec<_> = outcomes
         .iter()
@@ -447,7 +484,6 @@ async fn a_database_stopped_and_restarted_under_load_is_503_while_down_and_serve
         down.len()
     );
     // Served again within a few seconds of the restart, with no restart of the service.
-    let recovery = Duration::from_secs(3);
     let failing_late: Vec<_> = outcomes
         .iter()
         .filter(|outcome| outcome.at > restarted + recovery && !outcome.status.is_success())

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 
 use crate::{
     events::{feed_page, head},
-    helpers::{TestApp, assert_problem, http_client_with_key, spawn_app, spawn_app_with},
+    helpers::{
+        TestApp, assert_problem, eventually, http_client_with_key, spawn_app, spawn_app_with,
+    },
 };
 
 /// GETs `/events?after={after}&wait={wait}`: its status, body and how long it took.
@@ -87,8 +89,11 @@ async fn a_waiting_reader_gets_a_new_event_within_100_ms_of_its_commit() {
                 (status, response.json::<Value>().await.unwrap(), answered)
             }
         });
-        // Long enough for the reader's first read to be over: it is waiting.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The reader's first read is over and it waits: only an event can answer it now.
+        eventually("the reader waits", Duration::from_secs(5), || async {
+            waiting_readers(&app).await == 1.0
+        })
+        .await;
 
         let service = app.create_service(&format!("Wash {round}")).await;
         let committed = Instant::now();

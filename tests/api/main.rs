@@ -2,7 +2,7 @@
 //! One binary (modules per resource) so it links once.
 
 mod auth;
-mod cli;
+mod binary;
 mod compression;
 mod concurrency;
 mod conditional;

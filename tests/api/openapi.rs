@@ -2,6 +2,8 @@
 //! That the committed openapi.yaml is what the code generates is checked in `cli`, through
 //! the command that regenerates it.
 
+use std::process::Command;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -358,4 +360,18 @@ async fn the_spec_example_problems_are_what_the_server_really_says() {
         example["request_id"] = Value::Null;
         assert_eq!(actual, example, "{method} {path} {code}");
     }
+}
+
+#[test]
+fn openapi_prints_the_committed_spec() {
+    let output = Command::new(env!("CARGO_BIN_EXE_orders"))
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    // Not assert_eq: on failure it would print both specs whole.
+    assert!(
+        output.stdout == include_str!("../../openapi.yaml").as_bytes(),
+        "openapi.yaml is out of date: run `cargo run -q -- openapi > openapi.yaml` and review the diff"
+    );
 }

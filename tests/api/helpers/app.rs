@@ -19,7 +19,10 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::database::{PrivateCluster, TestDatabase, connection_string, fresh_database};
+use super::{
+    contract::Recorder,
+    database::{PrivateCluster, TestDatabase, connection_string, fresh_database},
+};
 
 /// The application under test, serving on a free port.
 pub struct TestApp {
@@ -46,6 +49,8 @@ pub struct TestApp {
     running: Option<JoinHandle<()>>,
     /// The app's own database, dropped with it; none for an app on another's database.
     database: Option<TestDatabase>,
+    /// Every answer the app gave, held against the spec when the app is dropped.
+    answers: Recorder,
 }
 
 impl Drop for TestApp {
@@ -53,6 +58,18 @@ impl Drop for TestApp {
         // The pool first, so that only the sessions still in use have to be ended by force.
         self.pool.close();
         drop(self.database.take());
+        // Every answer the test got must be one the spec documents (unless the test failed
+        // already: its own message is the one to read).
+        if !std::thread::panicking() {
+            let breaches = self.answers.breaches();
+            assert!(
+                breaches.is_empty(),
+                "{} of the app's {} answers break openapi.yaml:\n{}",
+                breaches.len(),
+                self.answers.count(),
+                breaches.join("\n")
+            );
+        }
     }
 }
 
@@ -164,12 +181,15 @@ async fn spawn_app_on(
     let address = format!("http://{}", app.address());
     let keys = app.state().keys.clone();
     let (stop, stopped) = oneshot::channel::<()>();
+    let answers = Recorder::default();
+    let recorder = answers.clone();
     let running = tokio::spawn(async move {
-        app.run_until(async move {
+        let stopped = async move {
             let _ = stopped.await;
-        })
-        .await
-        .expect("the app serves until it is stopped");
+        };
+        app.run_wrapped_until(stopped, |endpoint| recorder.around(endpoint))
+            .await
+            .expect("the app serves until it is stopped");
     });
     TestApp {
         client: typed_client_with_key(&address, &secret),
@@ -184,6 +204,7 @@ async fn spawn_app_on(
         stop: Some(stop),
         running: Some(running),
         database,
+        answers,
     }
 }
 

@@ -4,7 +4,9 @@
 
 mod app;
 mod assertions;
+mod contract;
 mod database;
+mod waiting;
 
 pub use app::{
     TEST_KEY_NAME, TestApp, at, create_key, every_page, http_client_with_key, order_body,
@@ -15,3 +17,4 @@ pub use assertions::{assert_problem, etag, expect_problem, header, status_of};
 pub use database::{
     PrivateCluster, TestDatabase, connection_string, fresh_database, unmigrated_database,
 };
+pub use waiting::{cpu_time_of, eventually};

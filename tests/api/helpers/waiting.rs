@@ -1,0 +1,42 @@
+//! Waiting for what a test needs to have happened, instead of sleeping for a time that is
+//! too short on a loaded machine and too long on an idle one; and what a wait cost.
+
+use std::time::{Duration, Instant};
+
+/// How often a condition is asked again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `condition` holds, asking it again every few milliseconds; fails the test,
+/// saying `what` was awaited, when it has not held within `bound`. Returns how long it took.
+pub async fn eventually<F, Fut>(what: &str, bound: Duration, mut condition: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// CPU time (user and system) the process `pid` has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime: fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
