@@ -73,18 +73,24 @@ impl<Schema: Send> IntoResponse for JsonBody<Schema> {
     }
 }
 
-/// A list whose items are written one by one as they are read, so that a large page is never
-/// in memory but as its text; documented, and written, as a list of `T`.
+/// A list whose items were written one by one as they were read (see [`ListWriter`]), so that
+/// a large page is never in memory but as its text; documented, and written, as a list of `T`.
 pub struct Listed<T> {
-    /// `[`, then the items written so far, separated by commas.
-    text: String,
+    text: Box<RawValue>,
     items: PhantomData<fn() -> T>,
 }
 
-impl<T: Serialize> Listed<T> {
+/// Writes a [`Listed`] an item at a time.
+pub struct ListWriter<T> {
+    /// `[`, then the items written so far, separated by commas.
+    text: Vec<u8>,
+    items: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize> ListWriter<T> {
     pub fn new() -> Self {
         Self {
-            text: String::from("["),
+            text: vec![b'['],
             items: PhantomData,
         }
     }
@@ -92,15 +98,26 @@ impl<T: Serialize> Listed<T> {
     /// Writes `item` at the end of the list.
     pub fn push(&mut self, item: &T) {
         if self.text.len() > 1 {
-            self.text.push(',');
+            self.text.push(b',');
         }
-        let mut bytes = std::mem::take(&mut self.text).into_bytes();
-        serde_json::to_writer(&mut bytes, item).expect("the API's types always serialise");
-        self.text = String::from_utf8(bytes).expect("serde_json writes UTF-8");
+        serde_json::to_writer(&mut self.text, item).expect("the API's types always serialise");
+    }
+
+    pub fn finish(mut self) -> Listed<T> {
+        self.text.push(b']');
+        // SAFETY: serde_json writes UTF-8, and so the text is: `[`, the items as serde_json
+        // wrote them joined by commas, and `]`, one well-formed JSON value with no white
+        // space around it, as a raw value must be.
+        let text =
+            unsafe { RawValue::from_string_unchecked(String::from_utf8_unchecked(self.text)) };
+        Listed {
+            text,
+            items: PhantomData,
+        }
     }
 }
 
-impl<T: Serialize> Default for Listed<T> {
+impl<T: Serialize> Default for ListWriter<T> {
     fn default() -> Self {
         Self::new()
     }
@@ -108,20 +125,15 @@ impl<T: Serialize> Default for Listed<T> {
 
 impl<T: Serialize> FromIterator<T> for Listed<T> {
     fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
-        let mut listed = Self::new();
-        items.into_iter().for_each(|item| listed.push(&item));
-        listed
+        let mut writer = ListWriter::new();
+        items.into_iter().for_each(|item| writer.push(&item));
+        writer.finish()
     }
 }
 
 impl<T> Serialize for Listed<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut text = self.text.clone();
-        text.push(']');
-        // SAFETY: the text is `[`, the items as serde_json wrote them joined by commas, and
-        // `]`: one well-formed JSON value, with no white space around it.
-        let raw = unsafe { RawValue::from_string_unchecked(text) };
-        raw.serialize(serializer)
+        self.text.serialize(serializer)
     }
 }
 

@@ -15,7 +15,7 @@ use super::{
     conditional::{etag, if_match, if_none_match_matches},
     idempotency::{Created, IdempotencyKeyHeader, Replayable, idempotency_key_in, render_create},
     input::{Body, FieldError, Fields, ReadJson, read_array, read_object, scalar, string},
-    json_body::{JsonBody, Listed, to_json},
+    json_body::{JsonBody, ListWriter, Listed, to_json},
     pagination::{self, PageSize, decode_order_cursor, encode_order_cursor},
     problem::{
         ApiError, ErrorCode,
@@ -28,7 +28,7 @@ use crate::{
         self, AppState,
         orders::{OrderQuery, OrderRequest},
     },
-    domain::{Money, OrderRecord, Timestamp},
+    domain::{Money, OrderId, OrderRecord, ServiceId, Timestamp},
 };
 
 /// An order: a time slot, a fee and the services booked.
@@ -36,7 +36,7 @@ use crate::{
 #[oai(example)]
 pub struct Order {
     /// Assigned by the server.
-    pub id: String,
+    pub id: OrderId,
     /// When the order is scheduled. No two orders are less than 3 hours apart.
     pub datetime: Timestamp,
     /// The order's total fee in currency units, exact to the cent.
@@ -64,11 +64,11 @@ impl Example for Order {
 fn sample_order(id: &str, datetime: &str, (service_id, service_name): (&str, &str)) -> Order {
     let at = Timestamp::parse(datetime).expect("valid example");
     Order {
-        id: id.to_owned(),
+        id: OrderId::parse(id).expect("valid example"),
         datetime: at,
         totalfee: Money::parse("100").expect("valid example"),
         services: vec![BookedService {
-            id: service_id.to_owned(),
+            id: ServiceId::parse(service_id).expect("valid example"),
             name: service_name.to_owned(),
         }],
         created_at: at,
@@ -82,14 +82,14 @@ fn sample_order(id: &str, datetime: &str, (service_id, service_name): (&str, &st
 impl From<OrderRecord> for Order {
     fn from(record: OrderRecord) -> Self {
         Self {
-            id: record.id.to_string(),
+            id: record.id,
             datetime: record.scheduled_at,
             totalfee: record.total_fee,
             services: record
                 .services
                 .into_iter()
                 .map(|service| BookedService {
-                    id: service.id.to_string(),
+                    id: service.id,
                     name: service.name,
                 })
                 .collect(),
@@ -105,7 +105,7 @@ impl From<OrderRecord> for Order {
 #[derive(Debug, Clone, Object, Serialize)]
 pub struct BookedService {
     /// The service's id.
-    pub id: String,
+    pub id: ServiceId,
     /// The service's current name.
     pub name: String,
 }
@@ -381,11 +381,11 @@ impl OrdersApi {
         };
         // Each order is written as soon as it is read: a page of a thousand orders of fifty
         // services each is never in memory but as its answer's text.
-        let mut orders = Listed::new();
+        let mut orders = ListWriter::new();
         let next =
             app::orders::list(&state, query, |record| orders.push(&Order::from(record))).await?;
         let page = OrderPage {
-            orders,
+            orders: orders.finish(),
             next_page_token: next.as_ref().map(encode_order_cursor),
         };
         Ok(OrderListed::Ok(JsonBody::new(&page)))

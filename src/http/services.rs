@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     app::{self, AppState},
-    domain::{ServiceName, ServiceRecord, Timestamp},
+    domain::{ServiceId, ServiceName, ServiceRecord, Timestamp},
 };
 
 /// A service that orders can book.
@@ -29,7 +29,7 @@ use crate::{
 #[oai(example)]
 pub struct Service {
     /// Assigned by the server.
-    pub id: String,
+    pub id: ServiceId,
     /// Unique, ignoring case.
     pub name: String,
     /// When the service was created.
@@ -53,7 +53,7 @@ impl Example for Service {
 fn sample_service(id: &str, name: &str) -> Service {
     let at = Timestamp::parse("2022-11-01T09:00:00.000Z").expect("valid example");
     Service {
-        id: id.to_owned(),
+        id: ServiceId::parse(id).expect("valid example"),
         name: name.to_owned(),
         created_at: at,
         updated_at: at,
@@ -66,7 +66,7 @@ fn sample_service(id: &str, name: &str) -> Service {
 impl From<ServiceRecord> for Service {
     fn from(record: ServiceRecord) -> Self {
         Self {
-            id: record.id.to_string(),
+            id: record.id,
             name: record.name,
             created_at: record.created_at,
             updated_at: record.updated_at,

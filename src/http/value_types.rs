@@ -11,9 +11,9 @@ use poem_openapi::{
     types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON},
 };
 use serde::{Serialize, Serializer};
-use serde_json::{Number, Value};
+use serde_json::{Number, Value, value::RawValue};
 
-use crate::domain::{Money, MoneyError, Timestamp};
+use crate::domain::{Money, MoneyError, OrderId, ServiceId, Timestamp};
 
 /// Reads a money amount from a JSON value, refusing anything but a number.
 pub fn money_from_json(value: &Value) -> Result<Money, MoneyError> {
@@ -91,10 +91,9 @@ impl ToJSON for Money {
 /// A JSON number, written from the amount's exact text.
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let number: Number = self
-            .to_string()
-            .parse()
-            .expect("a decimal's text is a JSON number");
+        // SAFETY: a normalised decimal's text (`100`, `19.99`: digits, at most one point, no
+        // sign, since amounts are never negative, and no exponent) is a JSON number.
+        let number = unsafe { RawValue::from_string_unchecked(self.to_string()) };
         number.serialize(serializer)
     }
 }
@@ -110,6 +109,39 @@ impl_scalar_type!(
         ..MetaSchema::new_with_format("string", "date-time")
     }
 );
+
+/// Ids are strings in the API (see [`crate::domain::OrderId`]), written from their number.
+macro_rules! impl_id_type {
+    ($($id:ty),+) => {
+        $(
+            impl_scalar_type!($id, "string", MetaSchema::new("string"));
+
+            impl ParseFromJSON for $id {
+                fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+                    match value {
+                        Some(Value::String(text)) => {
+                            <$id>::parse(&text).ok_or_else(|| ParseError::custom("is not an id"))
+                        }
+                        _ => Err(ParseError::custom("must be a string")),
+                    }
+                }
+            }
+
+            impl ToJSON for $id {
+                fn to_json(&self) -> Option<Value> {
+                    Some(Value::String(self.to_string()))
+                }
+            }
+
+            impl Serialize for $id {
+                fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                    serializer.serialize_str(itoa::Buffer::new().format(self.get()))
+                }
+            }
+        )+
+    };
+}
+impl_id_type!(OrderId, ServiceId);
 
 impl ParseFromJSON for Timestamp {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
