@@ -4,7 +4,6 @@
 //! Logs are JSON lines when the output is not a terminal (for log collectors), readable text
 //! when it is. `RUST_LOG` sets the level (default `info`).
 
-mod json_log;
 pub mod metrics;
 mod otlp;
 
@@ -50,12 +49,16 @@ pub fn init(default_level: &str) -> Telemetry {
             LOG_BUFFER_BYTES,
             std::io::stderr(),
         ));
-    let log = fmt::layer().with_writer(writer);
+    // A line: `timestamp`, `level`, `message` and the event's other fields, `target`, and
+    // `span` (the request's: its fields and its name).
     let log: Box<dyn Layer<Registry> + Send + Sync> = if std::io::stderr().is_terminal() {
-        log.boxed()
+        fmt::layer().with_writer(writer).boxed()
     } else {
-        log.event_format(json_log::JsonLines)
-            .fmt_fields(json_log::JsonMembers)
+        json_subscriber::fmt::layer()
+            .with_writer(writer)
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
             .boxed()
     };
     let levels = filter();
