@@ -220,7 +220,10 @@ where
     // Often enough that a row outlives its retention by at most a small part of it.
     let interval = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
+        // The first purge one interval after start, not at once: a start is no reason to
+        // purge, and a purge at a moment that depends on when the task is first run would
+        // race whatever the instance does first.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
