@@ -15,8 +15,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_problem, create_key, etag, header, http_client_with_key, order_body, spawn_app,
-    spawn_app_with,
+    TestApp, assert_problem, create_key, etag, eventually, header, http_client_with_key,
+    order_body, spawn_app, spawn_app_with,
 };
 
 /// An operation of the published spec.
@@ -403,27 +403,25 @@ async fn a_refused_credential_is_never_told_whether_its_key_exists() {
 /// `bound`; returns how long it took.
 async fn time_until(app: &TestApp, secret: &str, accepted: bool, bound: Duration) -> Duration {
     let client = http_client_with_key(secret);
-    let started = Instant::now();
-    loop {
+    let (wanted, what) = if accepted {
+        (StatusCode::OK, "the key accepted")
+    } else {
+        (StatusCode::UNAUTHORIZED, "the key refused")
+    };
+    eventually(what, bound, async || {
         let status = client
             .get(app.url("/orders"))
             .send()
             .await
             .unwrap()
             .status();
-        match status {
-            StatusCode::OK if accepted => return started.elapsed(),
-            StatusCode::UNAUTHORIZED if !accepted => return started.elapsed(),
-            StatusCode::OK | StatusCode::UNAUTHORIZED => {}
-            other => panic!("GET /orders answered {other}"),
-        }
         assert!(
-            started.elapsed() < bound,
-            "the key was not {} within {bound:?}",
-            if accepted { "accepted" } else { "refused" }
+            matches!(status, StatusCode::OK | StatusCode::UNAUTHORIZED),
+            "GET /orders answered {status}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        status == wanted
+    })
+    .await
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@ use reqwest::{Response, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_problem, http_client_with_key, order_body, spawn_app, spawn_app_with,
+    TestApp, assert_problem, eventually, http_client_with_key, order_body, spawn_app,
+    spawn_app_with,
 };
 
 /// An answer as received, kept whole so two answers can be compared.
@@ -150,17 +151,6 @@ async fn allow_records(database: &tokio_postgres::Client) {
         .unwrap();
 }
 
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !done().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{what} within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_after_the_client_hung_up_gets_the_first_answer() {
     let app = spawn_app().await;
@@ -182,7 +172,12 @@ async fn a_retry_after_the_client_hung_up_gets_the_first_answer() {
     stream.flush().unwrap();
     stream.shutdown(std::net::Shutdown::Both).unwrap();
     drop(stream);
-    eventually("the order is created", async || orders(&app).await == 1).await;
+    eventually(
+        "the order is created",
+        Duration::from_secs(10),
+        async || orders(&app).await == 1,
+    )
+    .await;
 
     let retry = create_order(&app, Some("hung-up"), &body).await;
     assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.body);
@@ -533,9 +528,11 @@ async fn requests_refused_before_the_write_are_not_remembered() {
         .await
         .unwrap();
     // A malformed body without a key tells when the app has seen the new scope: 400, not 403.
-    eventually("the new scope is seen", async || {
-        post(&app, &reader, "/orders", None, "{").await.status == StatusCode::BAD_REQUEST
-    })
+    eventually(
+        "the new scope is seen",
+        Duration::from_secs(10),
+        async || post(&app, &reader, "/orders", None, "{").await.status == StatusCode::BAD_REQUEST,
+    )
     .await;
     let allowed = post(&app, &reader, "/orders", Some("k403"), &body).await;
     created_id(&allowed);
@@ -711,9 +708,11 @@ async fn an_expired_answer_is_purged_and_its_key_can_be_used_again() {
     .await;
     assert_eq!(records(&app).await, 1);
 
-    eventually("the purge deletes the expired record", async || {
-        records(&app).await == 0
-    })
+    eventually(
+        "the purge deletes the expired record",
+        Duration::from_secs(10),
+        async || records(&app).await == 0,
+    )
     .await;
     assert!(
         kept.elapsed() >= Duration::from_millis(1900),

@@ -389,17 +389,14 @@ async fn the_pool_gauges_show_connections_in_use_and_requests_waiting_for_one() 
         creates.iter().all(|create| !create.is_finished())
     })
     .await;
-    // The third is waiting for a connection once the pool says so; give it a moment to ask.
-    let started = std::time::Instant::now();
-    let during = loop {
-        let during = scrape(&app).await;
-        if value(&during, "db_pool_waiting", &[]) >= 1.0
-            || started.elapsed() > std::time::Duration::from_secs(5)
-        {
-            break during;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    // The third is waiting for a connection once the pool says so.
+    crate::helpers::eventually(
+        "the third create waits for a connection",
+        std::time::Duration::from_secs(5),
+        async || value(&scrape(&app).await, "db_pool_waiting", &[]) >= 1.0,
+    )
+    .await;
+    let during = scrape(&app).await;
     lock.release().await;
     for create in creates {
         assert_eq!(create.await.unwrap(), StatusCode::CREATED);

@@ -119,21 +119,17 @@ async fn start_tls_server() -> (TlsServer, Cluster) {
         client.batch_execute(statement).await.unwrap();
     }
     // The reload is asynchronous: wait until a new session sees TLS switched on.
-    let started = Instant::now();
-    loop {
+    let what = format!(
+        "ssl=on taking effect (the server log is {})",
+        data_dir.join("server.log").display()
+    );
+    crate::helpers::eventually(&what, Duration::from_secs(20), async || {
         let (client, connection) = admin.connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         let ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
-        if ssl == "on" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "ssl=on took effect; the server log is {}",
-            data_dir.join("server.log").display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ssl == "on"
+    })
+    .await;
     let server = TlsServer {
         port,
         admin,
@@ -249,18 +245,11 @@ impl Orders {
 
     /// Waits for the process to exit, within a bound that a slow machine meets.
     async fn exit(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "did not exit in time; log:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("the service exiting; log:\n{}", self.log_text());
+        crate::helpers::eventually_some(&what, Duration::from_secs(60), async || {
+            self.child.try_wait().unwrap()
+        })
+        .await
     }
 
     /// The address from the `serving` log line, once it is written.

@@ -347,27 +347,24 @@ struct OwnDatabase {
 impl OwnDatabase {
     /// Waits until a session on the database waits for a lock; fails after 10 s.
     async fn wait_for_a_lock_waiter(&self) {
-        let started = Instant::now();
         let client = self.pool.get().await.unwrap();
-        loop {
-            let waiting: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
+        crate::helpers::eventually(
+            "a request waits for the lock",
+            Duration::from_secs(10),
+            async || {
+                let waiting: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
                      WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if waiting > 0 {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no request waits for the lock"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                waiting > 0
+            },
+        )
+        .await;
     }
 }
 

@@ -3,7 +3,7 @@
 //! everything a typed client can express and over raw HTTP for what it must not be able to
 //! send. Also the builders of the bodies tests send. Checking answers is `assertions`' job.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -22,6 +22,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use super::{
     contract::Recorder,
     database::{PrivateCluster, TestDatabase, connection_string, fresh_database},
+    waiting::eventually,
 };
 
 /// The application under test, serving on a free port.
@@ -266,8 +267,8 @@ impl TestApp {
         // On a connection of its own: inside a transaction of the test's, PostgreSQL would
         // show the same snapshot of pg_stat_activity every time.
         let observer = self.pool.get().await.unwrap();
-        let started = Instant::now();
-        loop {
+        let what = format!("{what}: {count} sessions waiting for a lock");
+        eventually(&what, Duration::from_secs(10), async || {
             let waiting: i64 = observer
                 .query_one(
                     "SELECT count(*) FROM pg_stat_activity
@@ -277,16 +278,13 @@ impl TestApp {
                 .await
                 .unwrap()
                 .get(0);
-            if waiting >= count {
-                return;
-            }
-            assert!(still_pending(), "{what}: it finished without waiting");
             assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{what}: {count} lock waiters not seen in 10 s"
+                waiting >= count || still_pending(),
+                "{what}: it finished without waiting"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            waiting >= count
+        })
+        .await;
     }
 
     /// Another instance of the service on this app's database, as a second server behind a
@@ -323,16 +321,15 @@ impl TestApp {
     /// Waits until this app's key cache accepts `secret` (`true`) or refuses it (`false`),
     /// failing after 5 seconds: the bound the service promises for both.
     pub async fn wait_for_key(&self, secret: &str, accepted: bool) -> Duration {
-        let started = Instant::now();
-        while self.keys.authenticate(secret).is_ok() != accepted {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "the key was not {} within 5 s",
-                if accepted { "accepted" } else { "refused" }
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        started.elapsed()
+        let what = if accepted {
+            "the key accepted"
+        } else {
+            "the key refused"
+        };
+        eventually(what, Duration::from_secs(5), async || {
+            self.keys.authenticate(secret).is_ok() == accepted
+        })
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {

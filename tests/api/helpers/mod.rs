@@ -17,4 +17,4 @@ pub use assertions::{assert_problem, etag, expect_problem, header, status_of};
 pub use database::{
     PrivateCluster, TestDatabase, connection_string, fresh_database, unmigrated_database,
 };
-pub use waiting::{cpu_time_of, eventually};
+pub use waiting::{cpu_time_of, eventually, eventually_some};

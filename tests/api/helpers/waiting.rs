@@ -8,15 +8,28 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Waits until `condition` holds, asking it again every few milliseconds; fails the test,
 /// saying `what` was awaited, when it has not held within `bound`. Returns how long it took.
-pub async fn eventually<F, Fut>(what: &str, bound: Duration, mut condition: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
+pub async fn eventually(
+    what: &str,
+    bound: Duration,
+    mut condition: impl AsyncFnMut() -> bool,
+) -> Duration {
+    let started = Instant::now();
+    eventually_some(what, bound, async || condition().await.then_some(())).await;
+    started.elapsed()
+}
+
+/// Waits until `find` finds what it looks for, asking it again every few milliseconds, and
+/// returns it; fails the test, saying `what` was awaited, when it has found nothing within
+/// `bound`.
+pub async fn eventually_some<T>(
+    what: &str,
+    bound: Duration,
+    mut find: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let started = Instant::now();
     loop {
-        if condition().await {
-            return started.elapsed();
+        if let Some(found) = find().await {
+            return found;
         }
         assert!(started.elapsed() < bound, "{what}: not within {bound:?}");
         tokio::time::sleep(POLL).await;
