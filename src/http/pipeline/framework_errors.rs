@@ -33,6 +33,9 @@ impl Stage for FrameworkErrors {
             .get::<MatchedRoute>()
             .cloned()
             .unwrap_or_default();
+        // The router's future is boxed, once: nested in place in every stage's, it made one
+        // state machine so large that building it, unoptimised, overflowed a test thread's
+        // stack.
         match Box::pin(next.call(request)).await {
             Ok(response) => response.into_response(),
             Err(error) if error.is_from_response() => error.into_response(),
