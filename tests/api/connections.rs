@@ -13,36 +13,16 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-use crate::helpers::{TestApp, cpu_time_of, eventually, http_client_with_key, spawn_app_with};
+use crate::helpers::{
+    TestApp, cpu_time_of, eventually, http_client_with_key, is_closed, spawn_app_with,
+    time_until_closed,
+};
 
 fn socket_address(app: &TestApp) -> SocketAddr {
     app.address
         .strip_prefix("http://")
         .and_then(|address| address.parse().ok())
         .expect("the app's address is http://host:port")
-}
-
-/// Whether the server has closed `stream` (end of file, or reset), looking for at most `wait`.
-async fn is_closed(stream: &mut TcpStream, wait: Duration) -> bool {
-    let mut buffer = [0; 1024];
-    loop {
-        match tokio::time::timeout(wait, stream.read(&mut buffer)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            // A response (not expected here); keep reading.
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
-/// Reads until the server closes `stream` and returns how long that took; fails after `limit`.
-async fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Duration {
-    let started = Instant::now();
-    assert!(
-        is_closed(stream, limit).await,
-        "the connection is still open after {limit:?}"
-    );
-    started.elapsed()
 }
 
 /// A connection that sends a request head a byte every `every`, and never finishes it, until
@@ -298,7 +278,13 @@ async fn a_connection_cut_off_mid_request_leaves_no_place_behind_at_the_cap() {
         Duration::from_secs(30),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until only the scrape asking is in progress: the cut-off request's handler is done.
+    eventually(
+        "the cut-off request finished",
+        Duration::from_secs(10),
+        async || app.gauge("http_server_active_requests").await <= 1.0,
+    )
+    .await;
     let mut first = TcpStream::connect(address).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut second = TcpStream::connect(address).await.unwrap();
@@ -408,7 +394,13 @@ async fn a_request_in_progress_at_shutdown_is_still_cut_off_by_the_request_timeo
         Duration::from_millis(200),
         Duration::from_secs(30),
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the slow create is in progress (beside the scrape asking).
+    eventually(
+        "the slow create in progress",
+        Duration::from_secs(10),
+        async || app.gauge("http_server_active_requests").await >= 2.0,
+    )
+    .await;
     let running = app.shut_down();
     let kept = slow_body.await.unwrap();
     let drained = tokio::time::timeout(Duration::from_secs(10), running).await;

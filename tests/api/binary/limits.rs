@@ -1,16 +1,12 @@
 //! The binary at its limits: the open-file limit raised at start and the accept loop backing
 //! off at it, and a handler's panic answered with the process serving on.
 
-use std::{
-    io::Write,
-    net::TcpStream,
-    time::{Duration, Instant},
-};
+use std::{io::Write, net::TcpStream, time::Duration};
 
 use serde_json::{Value, json};
 
 use super::*;
-use crate::helpers::cpu_time_of;
+use crate::helpers::{cpu_time_of, eventually, eventually_some};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_open_file_limit_the_accept_loop_backs_off_logs_and_recovers_without_spinning() {
@@ -41,26 +37,25 @@ async fn at_the_open_file_limit_the_accept_loop_backs_off_logs_and_recovers_with
     let held: Vec<TcpStream> = (0..2 * LIMIT)
         .map(|_| TcpStream::connect(server.address).unwrap())
         .collect();
-    // Time for it to accept what it can and meet the limit.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Until it has accepted what it can and met the limit.
+    eventually(
+        "an accept refused at the limit",
+        Duration::from_secs(10),
+        async || !log_events(&server, "could not accept a connection").is_empty(),
+    )
+    .await;
     let cpu_before = cpu_time_of(pid);
     let hold = Duration::from_secs(3);
     tokio::time::sleep(hold).await;
     let cpu = cpu_time_of(pid) - cpu_before;
     let errors = log_events(&server, "could not accept a connection");
     drop(held);
-    let recovered = Instant::now();
-    let healthz = loop {
-        if let Some(answer) = get_on_a_new_connection(server.address, "/healthz") {
-            break RawResponse::parse(answer.as_bytes());
-        }
-        assert!(
-            recovered.elapsed() < Duration::from_secs(10),
-            "not answering after the connections were closed; log:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let what = "answering once the connections were closed";
+    let healthz = eventually_some(what, Duration::from_secs(10), async || {
+        get_on_a_new_connection(server.address, "/healthz")
+            .map(|answer| RawResponse::parse(answer.as_bytes()))
+    })
+    .await;
 
     // Assert: a spinning loop would take a whole core for the whole hold.
     assert!(

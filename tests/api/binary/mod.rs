@@ -310,28 +310,6 @@ fn read_one_response(stream: &mut TcpStream) -> RawResponse {
     RawResponse::parse(&[head.as_bytes(), &body].concat())
 }
 
-/// How long until the server closes `stream` (end of file or reset); fails after `limit`.
-fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Duration {
-    let started = Instant::now();
-    stream.set_read_timeout(Some(limit)).unwrap();
-    let mut buffer = [0; 1024];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => return started.elapsed(),
-            Ok(_) => {}
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("still open after {limit:?}")
-            }
-            Err(_) => return started.elapsed(),
-        }
-    }
-}
-
 /// What connecting to `address` comes to: refused is `Err(ConnectionRefused)`.
 fn connect(address: SocketAddr) -> std::io::Result<TcpStream> {
     TcpStream::connect_timeout(&address, Duration::from_secs(2))

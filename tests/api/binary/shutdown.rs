@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::helpers::time_until_closed;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_idle_and_half_sent_connections_at_once_refuses_new_ones_and_exits_once_the_request_in_flight_is_answered()
@@ -80,8 +81,9 @@ async fn sigterm_closes_idle_and_half_sent_connections_at_once_refuses_new_ones_
     // Act
     server.signal(Signal::SIGTERM);
     let signalled = Instant::now();
-    let idle_closed = time_until_closed(&mut idle, Duration::from_secs(10));
-    let half_sent_closed = time_until_closed(&mut half_sent, Duration::from_secs(10));
+    let idle_closed = time_until_closed(&mut tokio_stream(idle), Duration::from_secs(10)).await;
+    let half_sent_closed =
+        time_until_closed(&mut tokio_stream(half_sent), Duration::from_secs(10)).await;
     let newcomer = connect(server.address);
     // The request stays in flight for a while after the signal: the server must wait for it.
     tokio::time::sleep(Duration::from_secs(1).saturating_sub(signalled.elapsed())).await;
@@ -254,4 +256,10 @@ async fn at_the_shutdown_timeout_a_request_still_in_progress_is_cut_off_and_the_
         "the cut-off is logged; log:\n{}",
         server.log_text()
     );
+}
+
+/// `stream` as tokio's, to wait on without holding up the runtime.
+fn tokio_stream(stream: std::net::TcpStream) -> tokio::net::TcpStream {
+    stream.set_nonblocking(true).unwrap();
+    tokio::net::TcpStream::from_std(stream).unwrap()
 }

@@ -332,6 +332,20 @@ impl TestApp {
         .await
     }
 
+    /// The value of the gauge `name` in this app's `/metrics` now (0 when it has none), asked
+    /// on a connection closed after it, so that tests of connections see no other.
+    pub async fn gauge(&self, name: &str) -> f64 {
+        let once = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let text = once.get(self.url("/metrics")).send().await.unwrap();
+        let text = text.text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

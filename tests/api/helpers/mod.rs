@@ -6,6 +6,7 @@ mod app;
 mod assertions;
 mod contract;
 mod database;
+mod sockets;
 mod waiting;
 
 pub use app::{
@@ -17,4 +18,5 @@ pub use assertions::{assert_problem, etag, expect_problem, header, status_of};
 pub use database::{
     PrivateCluster, TestDatabase, connection_string, fresh_database, unmigrated_database,
 };
+pub use sockets::{is_closed, time_until_closed};
 pub use waiting::{cpu_time_of, eventually, eventually_some};
