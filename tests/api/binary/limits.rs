@@ -17,18 +17,7 @@ async fn at_the_open_file_limit_the_accept_loop_backs_off_logs_and_recovers_with
         command
             .env("ORDERS_MAX_CONNECTIONS", "1000")
             .env("ORDERS_DB_POOL_SIZE", "2");
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::resource::setrlimit(
-                    nix::sys::resource::Resource::RLIMIT_NOFILE,
-                    LIMIT,
-                    LIMIT,
-                )
-                .map_err(std::io::Error::from)
-            });
-        }
+        limit_open_files(command, LIMIT, LIMIT);
     })
     .await;
     let pid = server.child.id();
@@ -85,18 +74,7 @@ async fn at_start_the_soft_open_file_limit_is_raised_to_the_hard_one_and_the_con
     const HARD: u64 = 2048;
     let (server, _database) = server_on_a_database_of_its_own(|command| {
         command.env("ORDERS_DB_POOL_SIZE", "4");
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
-        unsafe {
-            command.pre_exec(|| {
-                nix::sys::resource::setrlimit(
-                    nix::sys::resource::Resource::RLIMIT_NOFILE,
-                    SOFT,
-                    HARD,
-                )
-                .map_err(std::io::Error::from)
-            });
-        }
+        limit_open_files(command, SOFT, HARD);
     })
     .await;
 
@@ -182,4 +160,16 @@ async fn a_panic_in_a_handler_is_logged_with_its_message_and_the_connection_serv
         server.log_text()
     );
     assert!(server.is_running(), "the process runs on");
+}
+
+/// Starts the server with its open-file limit set to `soft` and `hard`.
+fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard)
+                .map_err(std::io::Error::from)
+        });
+    }
 }
