@@ -145,3 +145,48 @@ pub(super) const SERVICE_EXISTS: &str = "order_services_service_exists";
 pub(super) fn raw_ids(ids: &[ServiceId]) -> Vec<i64> {
     ids.iter().map(|id| id.get()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::order_document;
+
+    fn collapsed(sql: &str) -> String {
+        sql.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The benchmark's pgbench scripts repeat the order document's SQL so that pgbench runs
+    /// the statements the service runs; this keeps the copies equal to the one definition.
+    #[test]
+    fn the_benchmarks_sql_builds_the_order_document_the_service_builds() {
+        let this_order_links =
+            "(SELECT service_id, position FROM order_services WHERE order_id = o.id)";
+        let scripts = [
+            (
+                "order_conflict",
+                include_str!("../../scripts/bench-kinds/order_conflict.sql"),
+                "os",
+            ),
+            (
+                "order_create",
+                include_str!("../../scripts/bench-kinds/order_create.sql"),
+                "os",
+            ),
+            (
+                "order_create_idempotent",
+                include_str!("../../scripts/bench-kinds/order_create_idempotent.sql"),
+                "os",
+            ),
+            (
+                "order_replace",
+                include_str!("../../scripts/bench-kinds/order_replace.sql"),
+                this_order_links,
+            ),
+        ];
+        for (name, script, links) in scripts {
+            assert!(
+                collapsed(script).contains(&collapsed(&order_document(links))),
+                "scripts/bench-kinds/{name}.sql no longer builds the document that storage/shared_sql.rs builds"
+            );
+        }
+    }
+}
