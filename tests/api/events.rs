@@ -541,7 +541,7 @@ fn version_of(kind: &str, etag: &str) -> (i64, i64) {
 
 /// Tails the feed from its start until it has applied the event of the service `marker`
 /// names, created once every writer was done: its transaction began after all of theirs
-/// ended, so the feed hands it out after all of their events.
+/// ended, so the feed hands it out after all of their events, and nothing follows it.
 async fn tail(
     address: &str,
     http: &reqwest::Client,
@@ -558,12 +558,13 @@ async fn tail(
         let events = page["events"].as_array().unwrap();
         for event in events {
             copies.apply(event);
-            let marker = marker.borrow_and_update().clone();
-            if marker.is_some_and(|marker| {
-                summary(event) == ("service.created".into(), "service".into(), marker)
-            }) {
-                return copies;
-            }
+        }
+        // The marker's event may come before the test learns the marker's id (the reader can
+        // fetch it between the create's commit and the send), so look for it among the
+        // copies, not only in this page.
+        let marker = marker.borrow_and_update().clone();
+        if marker.is_some_and(|marker| copies.services.contains_key(&marker)) {
+            return copies;
         }
         cursor = Some(page["next_cursor"].as_str().unwrap().to_owned());
         if events.is_empty() {
