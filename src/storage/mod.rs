@@ -145,6 +145,13 @@ impl Connector {
         if config.get_application_name() == Some(APPLICATION_NAME) {
             config.application_name(SHARED_APPLICATION_NAME);
         }
+        // After the serving limits: the last setting of a parameter wins.
+        let options = format!(
+            "{} -c lock_timeout={}",
+            config.get_options().unwrap_or_default(),
+            shared_connections::SHARED_LOCK_WAIT.as_millis()
+        );
+        config.options(options.trim_start());
         Self {
             config,
             tls: self.tls.clone(),
@@ -231,6 +238,9 @@ impl Reader {
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         match self.shared.query(sql, params).await {
             Some(Ok(rows)) => return Ok(rows),
+            // A lock stands in its way: it waits for it on a connection of its own, up to the
+            // lock timeout, instead of holding up the reads queued behind it.
+            Some(Err(error)) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {}
             // The shared connection broke under it, or the server ended it (it is being
             // replaced): a read can simply be asked again, on a connection of its own.
             Some(Err(error)) if !StoreError::classify_quietly(&error).is_unavailable() => {

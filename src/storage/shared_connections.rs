@@ -11,6 +11,13 @@
 //! connections, the least busy; everything else, and every write (a transaction needs a
 //! connection of its own), takes a connection from the pool.
 //!
+//! A statement on a shared connection waits for a table's lock for [`SHARED_LOCK_WAIT`] at
+//! most (a read takes only `ACCESS SHARE`, which nothing but a migration's, a `VACUUM FULL`'s
+//! or an operator's `LOCK TABLE` holds up): past it, the read is asked again on a pooled
+//! connection, where it waits up to the lock timeout alone. So a lock on one table costs the
+//! reads of other tables queued behind a read of it a few milliseconds, not the lock timeout
+//! once for every read queued ahead.
+//!
 //! A shared connection is only used while it works. One that breaks, or whose statement is
 //! cut off with no answer at all from the server (a hung server, see [`super::within`]), is
 //! closed and opened again in the background, and until then reads take pooled connections,
@@ -35,6 +42,11 @@ use super::Connector;
 /// How long a shared connection may answer nothing while reads wait on it before new reads
 /// go elsewhere: far longer than any read it carries takes, far shorter than a lock timeout.
 pub const STALL: Duration = Duration::from_millis(100);
+
+/// How long a statement on a shared connection waits for a lock before it is asked again on a
+/// pooled connection: a few times what taking an uncontended lock costs, and short enough that
+/// a dozen reads of a locked table queued on one connection hold the rest up briefly.
+pub const SHARED_LOCK_WAIT: Duration = Duration::from_millis(5);
 
 /// How long a statement must have waited, with no answer on its connection meanwhile, before
 /// its being given up (cut off by the answer bound) means the server is not answering.
