@@ -102,7 +102,10 @@ fn lookup_id(presented: &str) -> Option<&str> {
     let shaped = lookup_id
         .bytes()
         .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
-        && random.len() == URL_SAFE_NO_PAD.encode([0u8; SECRET_BYTES]).len();
+        && random.len() == URL_SAFE_NO_PAD.encode([0u8; SECRET_BYTES]).len()
+        && random
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
     shaped.then_some(lookup_id)
 }
 
@@ -202,8 +205,12 @@ impl KeyRing {
             .as_ref()
             .filter(|keys| keys.loaded_at.elapsed() <= KEY_MAX_AGE)
             .ok_or(AuthError::KeysUnavailable)?;
+        // Only a token of a secret's shape is worth hashing: anything else (an empty one, 16 KiB
+        // of noise) is refused for the price of looking at it. The shape is no secret, so
+        // refusing it sooner tells a caller nothing.
+        let lookup_id = lookup_id(presented).ok_or(AuthError::Invalid)?;
         let presented_hash = hash_secret(presented);
-        let key = lookup_id(presented).and_then(|lookup_id| keys.by_lookup_id.get(lookup_id));
+        let key = keys.by_lookup_id.get(lookup_id);
         let stored_hash = key.map_or(&NO_SECRET_HASH, |key| &key.secret_hash);
         let matches: bool = presented_hash.ct_eq(stored_hash).into();
         let key = key.filter(|_| matches).ok_or(AuthError::Invalid)?;
@@ -422,6 +429,25 @@ mod tests {
         // 256 random bits in the secret part, besides the 64 of the lookup id.
         let random = &first.secret[SECRET_PREFIX.len() + LOOKUP_ID_BYTES * 2 + 1..];
         assert_eq!(URL_SAFE_NO_PAD.decode(random).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn only_a_token_of_a_secret_s_shape_is_looked_up() {
+        let secret = IssuedSecret::generate().secret;
+        assert!(lookup_id(&secret).is_some());
+        let random_at = SECRET_PREFIX.len() + LOOKUP_ID_BYTES * 2 + 1;
+        for (at, byte) in [
+            (random_at, "+"),
+            (random_at, "="),
+            (4, "G"),
+            (secret.len() - 1, " "),
+        ] {
+            let mut misshapen = secret.clone();
+            misshapen.replace_range(at..at + 1, byte);
+            assert_eq!(lookup_id(&misshapen), None, "{misshapen}");
+        }
+        assert_eq!(lookup_id(&format!("{secret}x")), None, "too long");
+        assert_eq!(lookup_id(&"ord_".repeat(4096)), None);
     }
 
     #[test]

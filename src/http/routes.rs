@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use poem::http::Method;
+use poem::{Request, http::Method};
 use poem_openapi::registry::MetaApi;
 
 use super::auth;
@@ -29,6 +29,19 @@ pub struct Route {
 /// and carried in the request's extensions for the stages after them.
 #[derive(Debug, Clone, Default)]
 pub struct MatchedRoute(pub Option<Arc<Route>>);
+
+impl MatchedRoute {
+    /// Whether `request` goes to an operation that reads a body (a POST or a PUT that its path
+    /// has). No other request's body is read, or even waited for.
+    pub fn reads_body(request: &Request) -> bool {
+        matches!(*request.method(), Method::POST | Method::PUT)
+            && request
+                .extensions()
+                .get::<Self>()
+                .and_then(|matched| matched.0.as_ref())
+                .is_some_and(|route| route.accepts(request.method()))
+    }
+}
 
 impl RouteTable {
     /// The table of the OpenAPI operations, read from their metadata so it cannot drift: an

@@ -62,6 +62,11 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one log line per this long about accept errors, saying how many there were.
 pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The longest request head (request line and headers) read: what common proxies allow in
+/// front of a service (AWS's load balancers take a 16 KiB request line; nginx, 8 KiB lines).
+/// No request of this API needs more than a few hundred bytes.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+
 /// How the server bounds its connections and its shutdown.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeSettings {
@@ -240,6 +245,10 @@ async fn serve_connection(
     let served = http1::Builder::new()
         // Timed here instead (see the module docs).
         .header_read_timeout(None)
+        // Bounds what one connection's unfinished head can hold in memory; a longer head is
+        // refused by hyper's parser with a bare 431 (or 414 for the URI) and the connection
+        // closed.
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         // A client may send its request whole and shut its side at once: answer it anyway
         // (the request timeout still bounds it).
         .half_close(true)

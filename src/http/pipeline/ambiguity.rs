@@ -12,7 +12,10 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use super::{Stage, answer};
-use crate::http::problem::{ApiError, ErrorCode};
+use crate::http::{
+    problem::{ApiError, ErrorCode},
+    routes::MatchedRoute,
+};
 
 /// Refuses a request another reader could read differently: a query parameter given twice, or
 /// a body (read whole by the body limit before this) with a key twice.
@@ -23,6 +26,9 @@ impl Stage for RefuseAmbiguity {
     async fn handle<E: Endpoint>(&self, mut request: Request, next: &E) -> Response {
         if let Some(name) = request.uri().query().and_then(repeated_query_parameter) {
             return repeated_parameter_error(&name).into_response();
+        }
+        if !MatchedRoute::reads_body(&request) {
+            return answer(next, request).await;
         }
         // In memory already (see the body limit): reading it cannot fail.
         let body = match request.take_body().into_bytes().await {
@@ -115,43 +121,66 @@ pub fn unreadable_encoding(
 
 /// Where a JSON document has an object with a key twice, as `path.key`, if it has one and is
 /// JSON at all. (Whether it is JSON is the parser's to report, with its own message.)
+///
+/// Linear in the document's size: the walk keeps the path as a stack of segments and writes
+/// it out only for the key it reports.
 pub fn duplicate_json_key(body: &[u8]) -> Option<String> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    match (Walk {
-        path: String::new(),
-    })
-    .deserialize(&mut deserializer)
-    {
-        Ok(()) => None,
-        Err(error) => {
-            let message = error.to_string();
-            message
-                .strip_prefix(DUPLICATE_MARKER)
-                .map(|rest| rest.split(" at line ").next().unwrap_or(rest).to_owned())
+    let mut path = Vec::new();
+    let mut duplicate = None;
+    let walked = Walk {
+        path: &mut path,
+        duplicate: &mut duplicate,
+    }
+    .deserialize(&mut deserializer);
+    walked.err().and(duplicate)
+}
+
+/// One step of the way from a document's root to a value.
+enum Segment<'de> {
+    Key(std::borrow::Cow<'de, str>),
+    Index(usize),
+}
+
+/// `segments` as error details write a field's place: `services[0].id`.
+fn written_path(segments: &[Segment]) -> String {
+    let mut path = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Key(key) if path.is_empty() => path.push_str(key),
+            Segment::Key(key) => {
+                path.push('.');
+                path.push_str(key);
+            }
+            Segment::Index(index) => {
+                path.push('[');
+                path.push_str(itoa::Buffer::new().format(*index));
+                path.push(']');
+            }
+        }
+    }
+    path
+}
+
+/// Visits every value of a document, failing at the first object that repeats a key and
+/// leaving that key's path in `duplicate`.
+struct Walk<'a, 'de> {
+    /// Where the value being visited is.
+    path: &'a mut Vec<Segment<'de>>,
+    duplicate: &'a mut Option<String>,
+}
+
+impl<'a, 'de> Walk<'a, 'de> {
+    /// The walk of a value one segment below this one (which `path` holds on top).
+    fn below(&mut self) -> Walk<'_, 'de> {
+        Walk {
+            path: self.path,
+            duplicate: self.duplicate,
         }
     }
 }
 
-/// Starts the message of the error [`Walk`] raises for a repeated key, followed by its path.
-const DUPLICATE_MARKER: &str = "duplicate key: ";
-
-/// Visits every value of a document, failing at the first object that repeats a key.
-struct Walk {
-    /// Where the value being visited is, as error details write it (`services[0].id`).
-    path: String,
-}
-
-impl Walk {
-    fn member(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Walk {
+impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -159,7 +188,7 @@ impl<'de> DeserializeSeed<'de> for Walk {
     }
 }
 
-impl<'de> Visitor<'de> for Walk {
+impl<'de> Visitor<'de> for Walk<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -185,29 +214,53 @@ impl<'de> Visitor<'de> for Walk {
         Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        self.path.push(Segment::Index(0));
         let mut index = 0;
-        while items
-            .next_element_seed(Walk {
-                path: format!("{}[{index}]", self.path),
-            })?
-            .is_some()
-        {
+        while items.next_element_seed(self.below())?.is_some() {
             index += 1;
+            *self.path.last_mut().expect("pushed above") = Segment::Index(index);
         }
+        self.path.pop();
         Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut members: A) -> Result<(), A::Error> {
         let mut seen = HashSet::new();
-        while let Some(key) = members.next_key::<String>()? {
-            let path = self.member(&key);
-            if !seen.insert(key) {
-                return Err(de::Error::custom(format!("{DUPLICATE_MARKER}{path}")));
+        while let Some(Key(key)) = members.next_key()? {
+            if !seen.insert(key.clone()) {
+                self.path.push(Segment::Key(key));
+                *self.duplicate = Some(written_path(self.path));
+                return Err(de::Error::custom("a key appears twice"));
             }
-            members.next_value_seed(Walk { path })?;
+            self.path.push(Segment::Key(key));
+            members.next_value_seed(self.below())?;
+            self.path.pop();
         }
         Ok(())
+    }
+}
+
+/// An object's key, borrowed from the document where it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(key.into()))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(key.to_owned().into()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 

@@ -4,9 +4,9 @@
 //! scope. The caller found goes on in the request's extensions, and its key's name into the
 //! request's span and log line; never its secret.
 
-use poem::{Endpoint, IntoResponse, Request, Response, http::header::AUTHORIZATION};
+use poem::{Endpoint, Request, Response, http::header::AUTHORIZATION};
 
-use super::{Stage, answer};
+use super::{Stage, answer, refuse};
 use crate::{
     app::authentication::{AuthError, Caller, KeyRing},
     domain::Scope,
@@ -38,11 +38,11 @@ impl Stage for Authenticate {
         if let Some(scope) = scope {
             let caller = match authenticate(&request, &self.keys) {
                 Ok(caller) => caller,
-                Err(error) => return error.into_response(),
+                Err(error) => return refuse(request, error),
             };
             tracing::Span::current().record("key", &*caller.name);
             if let Err(error) = permit(&caller, scope) {
-                return error.into_response();
+                return refuse(request, error);
             }
             request.extensions_mut().insert(caller);
         }

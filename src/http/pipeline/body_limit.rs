@@ -1,19 +1,26 @@
-//! Reads the body into memory, refusing it (413) as soon as it is over the limit, declared or
-//! streamed, and puts it back for the stages and the handler after it. Bodies are small JSON
+//! Reads the body of a request whose operation takes one into memory, refusing it (413) as
+//! soon as it is over the limit, declared or streamed, and puts it back for the stages and the
+//! handler after it. Other requests' bodies are never read: dropped, they are drained if they
+//! are already in, else the connection is closed after the answer. Bodies are small JSON
 //! documents, so buffering them costs nothing worth saving. poem's own `SizeLimit` refuses
 //! every request without `Content-Length`: chunked bodies, and GETs.
 
 use poem::{Endpoint, IntoResponse, Request, Response, error::ReadBodyError, http::header};
 
 use super::{Stage, answer};
-use crate::http::problem::{ApiError, ErrorCode, MAX_BODY_BYTES};
+use crate::http::{
+    problem::{ApiError, ErrorCode, MAX_BODY_BYTES},
+    routes::MatchedRoute,
+};
 
 #[derive(Clone)]
 pub struct BodyLimit;
 
 impl Stage for BodyLimit {
     async fn handle<E: Endpoint>(&self, mut request: Request, next: &E) -> Response {
-        if let Err(error) = buffer_body(&mut request).await {
+        if MatchedRoute::reads_body(&request)
+            && let Err(error) = buffer_body(&mut request).await
+        {
             return error.into_response();
         }
         answer(next, request).await

@@ -68,7 +68,7 @@ fn to_api_error(error: &poem::Error, path: &str, route: &MatchedRoute) -> ApiErr
         return ApiError::with_detail(ErrorCode::InvalidParameter, detail);
     }
     if error.is::<NotFoundError>() {
-        return ApiError::with_detail(ErrorCode::NotFound, format!("there is nothing at {path}"));
+        return ApiError::nothing_at(path);
     }
     if error.is::<MethodNotAllowedError>()
         && let Some(route) = &route.0

@@ -4,11 +4,11 @@
 //! replacement.
 
 use poem::{
-    Endpoint, IntoResponse, Request, Response,
-    http::{HeaderValue, Method, header},
+    Endpoint, Request, Response,
+    http::{HeaderValue, header},
 };
 
-use super::{Stage, ambiguity, answer};
+use super::{Stage, ambiguity, answer, refuse};
 use crate::http::{
     problem::{ApiError, ErrorCode},
     routes::MatchedRoute,
@@ -20,20 +20,14 @@ pub struct MediaType;
 impl Stage for MediaType {
     async fn handle<E: Endpoint>(&self, request: Request, next: &E) -> Response {
         if let Err(error) = check_media_type(&request) {
-            return error.into_response();
+            return refuse(request, error);
         }
         answer(next, request).await
     }
 }
 
 fn check_media_type(request: &Request) -> Result<(), ApiError> {
-    let reads_body = matches!(*request.method(), Method::POST | Method::PUT)
-        && request
-            .extensions()
-            .get::<MatchedRoute>()
-            .and_then(|matched| matched.0.as_ref())
-            .is_some_and(|route| route.accepts(request.method()));
-    if !reads_body {
+    if !MatchedRoute::reads_body(request) {
         return Ok(());
     }
     let header_text = |name| {

@@ -12,6 +12,7 @@ mod compression;
 mod conditional_headers;
 mod framework_errors;
 pub mod in_flight;
+mod known_route;
 mod media_type;
 mod panics;
 mod rate_limit;
@@ -20,12 +21,18 @@ mod request_log;
 mod response_headers;
 mod route_match;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response, middleware::CatchPanic};
+use futures_util::StreamExt;
+use poem::{
+    Endpoint, IntoResponse, Middleware, Request, Response, http::header, middleware::CatchPanic,
+};
 
 pub use self::framework_errors::EMPTY_IF_MATCH;
-use super::routes::RouteTable;
+use super::{
+    problem::{ApiError, MAX_BODY_BYTES},
+    routes::RouteTable,
+};
 use crate::{app::authentication::KeyRing, telemetry::metrics::Metrics};
 
 /// What the stages need to know of the instance.
@@ -45,6 +52,7 @@ pub fn around(endpoint: impl Endpoint + 'static, setup: Setup) -> impl Endpoint 
         .then(route_match::MatchRoute::new(routes))
         .then(request_log::RequestLog::new(setup.metrics))
         .then(response_headers::ResponseHeaders)
+        .then(known_route::KnownRoute)
         .then(authentication::Authenticate::new(setup.keys))
         .then(rate_limit::RateLimit)
         .then(media_type::MediaType)
@@ -73,6 +81,45 @@ async fn answer<E: Endpoint>(next: &E, request: Request) -> Response {
         Ok(response) => response.into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// Answers `request` with `refusal` without reading its body: a stage that refuses a request
+/// from its head alone (no route, no key, no scope, no tokens left) answers through this.
+///
+/// The body is neither parsed nor kept, but what the client sends of it is read and dropped
+/// in the background, up to the body limit and for at most [`DRAIN_TIME`], so that the client
+/// reads the answer instead of a reset (a socket closed with unread data sends one) and the
+/// connection can serve on. A client that asked to be told to continue is not: it sends
+/// nothing until then.
+fn refuse(mut request: Request, refusal: ApiError) -> Response {
+    let expects_continue = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects_continue {
+        let body = request.take_body();
+        tokio::spawn(drain(body));
+    }
+    refusal.into_response()
+}
+
+/// How long a refused request's body is read for, at most, before its connection is closed.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Reads `body` and drops it, up to the body limit and [`DRAIN_TIME`]; past either, dropping
+/// what is left closes the connection.
+async fn drain(body: poem::Body) {
+    let mut chunks = body.into_bytes_stream();
+    let mut read = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            read += chunk.len();
+            if read > MAX_BODY_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A stage, as poem composes it: the stage and what it wraps.
@@ -114,6 +161,7 @@ middleware_of_stage!(
     conditional_headers::ConditionalHeaders,
     framework_errors::FrameworkErrors,
     in_flight::InFlightCap,
+    known_route::KnownRoute,
     media_type::MediaType,
     rate_limit::RateLimit,
     request_id::RequestId,

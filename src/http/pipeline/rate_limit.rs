@@ -3,9 +3,9 @@
 //! scope, so a request without a valid key is refused before any limit is looked at: the limit
 //! is per key, and a caller without one has no bucket to take from.
 
-use poem::{Endpoint, IntoResponse, Request, Response};
+use poem::{Endpoint, Request, Response};
 
-use super::{Stage, answer};
+use super::{Stage, answer, refuse};
 use crate::{app::authentication::Caller, http::problem::ApiError};
 
 #[derive(Clone)]
@@ -16,7 +16,8 @@ impl Stage for RateLimit {
         if let Some(caller) = request.extensions().get::<Caller>()
             && let Err(refused) = caller.check_rate()
         {
-            return ApiError::rate_limited(&caller.name, &refused).into_response();
+            let refusal = ApiError::rate_limited(&caller.name, &refused);
+            return refuse(request, refusal);
         }
         answer(next, request).await
     }

@@ -118,6 +118,11 @@ impl ApiError {
         )
     }
 
+    /// A 404 for a path that no route has.
+    pub fn nothing_at(path: &str) -> Self {
+        Self::with_detail(ErrorCode::NotFound, format!("there is nothing at {path}"))
+    }
+
     /// A 405 for a path that accepts the methods in `allow`.
     pub fn method_not_allowed(allow: String) -> Self {
         let detail = format!(

@@ -2,6 +2,7 @@
 //! shutdown, limits, key management and trace export. Here, the harness they share: a server
 //! process of its own, and raw HTTP read off the wire.
 
+mod hostile;
 mod keys;
 mod limits;
 mod otlp;
