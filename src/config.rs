@@ -16,6 +16,10 @@ pub const DEFAULT_SHARED_CONNECTIONS: usize = 2;
 /// (64 KiB at most each) take little memory.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
+/// The most requests that wait for a place among those in flight: enough for thousands of
+/// clients at once, each holding at most its head and a 64 KiB body meanwhile.
+pub const DEFAULT_MAX_QUEUED: usize = 10_000;
+
 /// How often each instance reloads the API keys: about how long a revoked key keeps working,
 /// and a new one takes to start working. Not a flag: the keys' cache trusts what it loaded
 /// for a few seconds only, so a much longer interval would lock callers out.
@@ -107,8 +111,8 @@ pub struct SettingsArgs {
     /// worth, as --rate-limit.
     #[arg(long, env = "ORDERS_RATE_LIMIT_BURST", global = true, value_parser = parse_rate)]
     pub rate_limit_burst: Option<NonZeroU32>,
-    /// The most requests worked on at once; past it, 503 OVERLOADED at once rather than a queue.
-    /// /healthz, /readyz and /metrics are not counted.
+    /// The most requests worked on at once; past it, a request waits for a place, in the order
+    /// of arrival, up to --max-queue-wait. /healthz, /readyz and /metrics are not counted.
     #[arg(
         long,
         env = "ORDERS_MAX_IN_FLIGHT",
@@ -116,6 +120,25 @@ pub struct SettingsArgs {
         default_value_t = DEFAULT_MAX_IN_FLIGHT
     )]
     pub max_in_flight: usize,
+    /// How long a request may wait for a place among those in flight; past it, 503 OVERLOADED
+    /// with Retry-After (never longer than --request-timeout).
+    #[arg(
+        long,
+        env = "ORDERS_MAX_QUEUE_WAIT",
+        global = true,
+        default_value = "500ms",
+        value_parser = parse_timeout
+    )]
+    pub max_queue_wait: Duration,
+    /// The most requests waiting for a place at once, a bound on the memory they hold; past it,
+    /// 503 OVERLOADED at once.
+    #[arg(
+        long,
+        env = "ORDERS_MAX_QUEUED",
+        global = true,
+        default_value_t = DEFAULT_MAX_QUEUED
+    )]
+    pub max_queued: usize,
     /// Threads that serve requests; unset: half the machine's cores, at least one (see
     /// `worker_threads`).
     #[arg(long, env = "ORDERS_WORKER_THREADS", global = true)]
@@ -256,6 +279,10 @@ pub struct Settings {
     /// The rate limit of keys without one of their own; none: they are not limited.
     pub rate_limit: Option<RateSetting>,
     pub max_in_flight: usize,
+    /// How long a request waits for a place among those in flight before it is refused.
+    pub max_queue_wait: Duration,
+    /// The most requests waiting for a place at once.
+    pub max_queued: usize,
     /// Threads that serve requests; none: half the cores (see [`worker_threads`]).
     pub worker_threads: Option<usize>,
     pub connections: ConnectionSettings,
@@ -333,6 +360,9 @@ impl From<SettingsArgs> for Settings {
             }),
             // Zero would refuse everything but the probes.
             max_in_flight: args.max_in_flight.max(1),
+            // A request waiting for a place past its own timeout would be cut off anyway.
+            max_queue_wait: args.max_queue_wait.min(args.request_timeout),
+            max_queued: args.max_queued,
             worker_threads: args.worker_threads,
             // Zero timeouts would close every connection before its first request.
             connections: ConnectionSettings {
@@ -439,6 +469,8 @@ mod tests {
         assert_eq!(defaults.db_statement_timeout, Duration::from_secs(4));
         assert_eq!(defaults.db_lock_timeout, Duration::from_secs(2));
         assert_eq!(defaults.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(defaults.max_queue_wait, Duration::from_millis(500));
+        assert_eq!(defaults.max_queued, DEFAULT_MAX_QUEUED);
         assert_eq!(
             defaults.connections.request_timeout,
             Duration::from_secs(45)

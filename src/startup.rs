@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     app::{
-        AppState, BackgroundWork, Policies,
+        Admission, AppState, BackgroundWork, Policies,
         key_management::{self, LocalKey},
     },
     config::{ConnectionSettings, DatabaseSettings, Settings},
@@ -329,7 +329,11 @@ fn policies(settings: &Settings) -> Policies {
             .rate_limit
             .map(|rate| RateLimit::new(rate.per_second, rate.burst)),
         shared_connections: settings.db_shared_connections,
-        max_in_flight: settings.max_in_flight,
+        admission: Admission {
+            max_in_flight: settings.max_in_flight,
+            max_queue_wait: settings.max_queue_wait,
+            max_queued: settings.max_queued,
+        },
     }
 }
 

@@ -42,9 +42,8 @@ pub struct AppState {
     pub key_refresh_interval: Duration,
     /// How long the first answer to an idempotent create is kept.
     pub idempotency_retention: Duration,
-    /// The most requests this instance works on at once; past it, requests are refused at
-    /// once rather than queued (probes excepted).
-    pub max_in_flight: usize,
+    /// How many requests this instance works on at once, and how long others wait for a place.
+    pub admission: Admission,
     /// How long one operation waits for the database's answers before it is cut off and
     /// answered 503 `DATABASE_TIMEOUT` (see [`storage::within`]).
     pub answer_bound: Duration,
@@ -128,7 +127,18 @@ pub struct Policies {
     pub default_rate: Option<RateLimit>,
     /// How many connections small reads share (none: every read takes a pooled one).
     pub shared_connections: usize,
+    pub admission: Admission,
+}
+
+/// How many requests an instance works on at once, and how the others wait: in the order
+/// they came, each for a bounded time (see `http::pipeline::in_flight`). Probes excepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
     pub max_in_flight: usize,
+    /// How long a request waits for a place before it is refused, 503 `OVERLOADED`.
+    pub max_queue_wait: Duration,
+    /// The most requests waiting at once; past it, a request is refused at once.
+    pub max_queued: usize,
 }
 
 impl AppState {
@@ -146,7 +156,7 @@ impl AppState {
             keys: KeyRing::with_default_rate(policies.default_rate),
             key_refresh_interval: policies.key_refresh_interval,
             idempotency_retention: policies.idempotency_retention,
-            max_in_flight: policies.max_in_flight,
+            admission: policies.admission,
             answer_bound: policies.answer_bound,
             metrics: Metrics::new(),
             draining: Draining::default(),
@@ -344,7 +354,11 @@ mod tests {
             key_refresh_interval: Duration::from_secs(2),
             default_rate: None,
             shared_connections: 0,
-            max_in_flight: 1,
+            admission: Admission {
+                max_in_flight: 1,
+                max_queue_wait: Duration::ZERO,
+                max_queued: 0,
+            },
         };
         let mut state = AppState::new(
             pool.clone(),

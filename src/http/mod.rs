@@ -140,7 +140,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static, Response> {
     let setup = pipeline::Setup {
         routes,
         keys: state.keys.clone(),
-        max_in_flight: state.max_in_flight,
+        admission: state.admission,
         metrics: state.metrics.clone(),
     };
     // One type for every stage, made here: the server and an embedder need not know it.

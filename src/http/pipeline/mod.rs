@@ -33,13 +33,16 @@ use super::{
     problem::{ApiError, MAX_BODY_BYTES},
     routes::RouteTable,
 };
-use crate::{app::authentication::KeyRing, telemetry::metrics::Metrics};
+use crate::{
+    app::{Admission, authentication::KeyRing},
+    telemetry::metrics::Metrics,
+};
 
 /// What the stages need to know of the instance.
 pub struct Setup {
     pub routes: RouteTable,
     pub keys: KeyRing,
-    pub max_in_flight: usize,
+    pub admission: Admission,
     pub metrics: Metrics,
 }
 
@@ -58,7 +61,7 @@ pub fn around(endpoint: impl Endpoint + 'static, setup: Setup) -> impl Endpoint 
         .then(media_type::MediaType)
         .then(body_limit::BodyLimit)
         .then(ambiguity::RefuseAmbiguity)
-        .then(in_flight::InFlightCap::new(setup.max_in_flight))
+        .then(in_flight::InFlightCap::new(setup.admission))
         .then(conditional_headers::ConditionalHeaders)
         .then(framework_errors::FrameworkErrors)
         .then(CatchPanic::new().with_handler(panics::answer))
