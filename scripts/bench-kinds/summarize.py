@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints scripts/bench's tables from the outputs of its wrk and pgbench runs.
 
-    summarize.py RESULTS IDLE_RSS_KIB TABLE_PEAK_RSS_KIB CLOCK_TICKS "CONNECTIONS..." KIND...
+    summarize.py RESULTS IDLE_RSS_KIB TABLE_PEAK_RSS_KIB CLOCK_TICKS "CONNECTIONS..." "OVERLOAD_CONNECTIONS..." KIND...
 
 Exits non-zero when a run did not do the work it was meant to: a service run with answers of
 another status than its kind expects, or a pgbench run that failed or aborted.
@@ -80,7 +80,8 @@ def mib(kib):
 
 def main():
     results, idle, table_peak = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    clock_ticks, counts, kinds = int(sys.argv[4]), sys.argv[5].split(), sys.argv[6:]
+    clock_ticks, counts = int(sys.argv[4]), sys.argv[5].split()
+    overload_counts, kinds = sys.argv[6].split(), sys.argv[7:]
     problems = []
 
     def checked(name, run):
@@ -139,6 +140,46 @@ def main():
         print(f"| the API key check (µs) | - | {key_check_us:.2f} | - |")
 
     print()
+    print("Overload: GET of one order by many clients at once (503 only once a request has waited")
+    print("its bound, 500 ms, for a place; the p99 is of every answer):")
+    print()
+    print("| clients | answers/s | 200s/s | 200s/s ÷ at 16 | 503 share | p99 ms |")
+    print("|---|---|---|---|---|---|")
+    first_ok = None
+    for connections in overload_counts:
+        path = f"{results}/overload.{connections}.wrk"
+        if "Requests/sec" not in open(path).read():
+            print(f"| {connections} | not measured: {open(path).read().strip()} | | | | |")
+            continue
+        # 503s are the expected refusals here, not a failed run.
+        run = Wrk(path, clock_ticks)
+        ok_rate = run.rate * (1 - run.other / run.total) if run.total else 0
+        first_ok = first_ok or ok_rate
+        print(f"| {connections} | {run.rate:.0f} | {ok_rate:.0f} | {ok_rate / first_ok:.2f} "
+              f"| {run.other / run.total:.1%} | {ms(run.p99)} |")
+
+    print()
+    print("Hostile traffic: the service's CPU for requests a caller without a route or a key can")
+    print("send (each on a new connection), and authenticated reads while 16 such clients send")
+    print("60 KiB bodies built to be slow to check:")
+    print()
+    print("| request | service CPU ms/req | answered |")
+    print("|---|---|---|")
+    for line in open(f"{results}/hostile.cost"):
+        name, cpu_ms, statuses = line.rstrip("\n").split("\t")
+        print(f"| {name} | {float(cpu_ms):.3f} | {statuses} |")
+    alone = checked("reads alone", Wrk(f"{results}/hostile.alone.wrk", clock_ticks))
+    flooded = checked("reads beside the hostile clients", Wrk(f"{results}/hostile.flooded.wrk", clock_ticks))
+    flood = Wrk(f"{results}/hostile.flood.wrk", clock_ticks, refused=True)
+    print()
+    print("| authenticated GET of one order, 16 connections | req/s | p99 ms |")
+    print("|---|---|---|")
+    print(f"| alone | {alone.rate:.0f} | {ms(alone.p99)} |")
+    print(f"| beside 16 anonymous clients sending {flood.rate:.0f} such requests/s | {flooded.rate:.0f} "
+          f"| {ms(flooded.p99)} |")
+    print(f"| ratio (alone ÷ beside) | {alone.rate / flooded.rate:.2f} | |")
+
+    print()
     print("Memory (RSS of the service):")
     print()
     print(f"- idle after loading: {mib(idle)}; at its peak over the table above: {mib(table_peak)}")
@@ -148,7 +189,7 @@ def main():
         served = 1 - many.other / many.total if many.total else 0
         print(f"- {os.environ.get('BENCH_MANY_CONNECTIONS', '2000')} connections at once (GET one order): "
               f"peak {mib(open(connections_run.replace('.wrk', '.peak')).read())}, {many.rate:.0f} answers/s, "
-              f"{served:.0%} of them 200 (the rest 503 OVERLOADED, past the cap on requests in flight)")
+              f"{served:.0%} of them 200 (the rest 503 OVERLOADED, after waiting their bound for a place)")
     else:
         print(f"- many connections at once: not measured ({open(connections_run).read().strip()})")
     large = checked("the largest page", Wrk(f"{results}/memory.large_page.wrk", clock_ticks))
