@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use poem::{Request, http::Method};
-use poem_openapi::registry::MetaApi;
+use poem_openapi::registry::{MetaApi, MetaParamIn};
 
 use super::auth;
 use crate::domain::Scope;
@@ -23,6 +23,8 @@ pub struct Route {
     template: Vec<String>,
     methods: Vec<Method>,
     protected: Vec<(Method, Scope)>,
+    /// The query parameters each method's operation reads.
+    query_parameters: Vec<(Method, Vec<String>)>,
 }
 
 /// The route a request's path matched, if any: found once, by the pipeline's first stages,
@@ -62,11 +64,25 @@ impl RouteTable {
                     )
                 })
                 .collect();
+            let query_parameters = path
+                .operations
+                .iter()
+                .map(|op| {
+                    let names = op
+                        .params
+                        .iter()
+                        .filter(|param| param.in_type == MetaParamIn::Query)
+                        .map(|param| param.name.clone())
+                        .collect();
+                    (op.method.clone(), names)
+                })
+                .collect();
             table.0.push(Arc::new(Route {
                 template: segments(&path.path),
                 path: path.path,
                 methods,
                 protected,
+                query_parameters,
             }));
         }
         table
@@ -79,6 +95,7 @@ impl RouteTable {
             template: segments(template),
             methods,
             protected: Vec::new(),
+            query_parameters: Vec::new(),
         }));
     }
 
@@ -89,14 +106,15 @@ impl RouteTable {
 }
 
 impl Route {
-    /// Whether `path` is one of this template's: as many segments, each equal to the
-    /// template's or standing for one of its `{parameters}`.
+    /// Whether `path` is one of this template's, as the router reads it: as many segments
+    /// (an empty one counts, so `/orders/` is not `/orders`), each equal to the template's or
+    /// a non-empty one standing for one of its `{parameters}`.
     fn matches(&self, path: &str) -> bool {
-        let mut parts = path.split('/').filter(|segment| !segment.is_empty());
+        let mut parts = path.split('/');
         self.template.iter().all(|pattern| {
-            parts
-                .next()
-                .is_some_and(|part| pattern.starts_with('{') || pattern == part)
+            parts.next().is_some_and(|part| {
+                pattern == part || (pattern.starts_with('{') && !part.is_empty())
+            })
         }) && parts.next().is_none()
     }
 
@@ -112,6 +130,19 @@ impl Route {
             names.push("HEAD");
         }
         names.join(", ")
+    }
+
+    /// Whether the operation of `method` reads the query parameter `name` (HEAD is served by
+    /// GET).
+    pub fn reads_query_parameter(&self, method: &Method, name: &str) -> bool {
+        let method = if *method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.query_parameters
+            .iter()
+            .any(|(read_by, names)| read_by == method && names.iter().any(|known| known == name))
     }
 
     /// The scope a request with `method` needs, if it goes to a protected operation (HEAD is
@@ -130,10 +161,7 @@ impl Route {
 }
 
 fn segments(path: &str) -> Vec<String> {
-    path.split('/')
-        .filter(|segment| !segment.is_empty())
-        .map(str::to_owned)
-        .collect()
+    path.split('/').map(str::to_owned).collect()
 }
 
 #[cfg(test)]
@@ -155,5 +183,11 @@ mod tests {
             Some("GET, PUT, DELETE, HEAD")
         );
         assert_eq!(allow("/orders/223/x"), None);
+        assert_eq!(
+            allow("/orders/"),
+            None,
+            "not /orders, as the router reads it"
+        );
+        assert_eq!(allow("//orders"), None);
     }
 }

@@ -12,6 +12,7 @@ mod event_retention;
 mod events;
 mod faults;
 mod free_slots;
+mod fuzz;
 mod health;
 mod helpers;
 mod idempotency;

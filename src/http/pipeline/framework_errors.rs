@@ -5,7 +5,7 @@
 
 use poem::{
     Endpoint, IntoResponse, Request, Response,
-    error::{MethodNotAllowedError, NotFoundError},
+    error::{MethodNotAllowedError, NotFoundError, ParsePathError},
 };
 use poem_openapi::error::{
     AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError,
@@ -67,7 +67,9 @@ fn to_api_error(error: &poem::Error, path: &str, route: &MatchedRoute) -> ApiErr
         let detail = format!("{}: {problem}", param.name);
         return ApiError::with_detail(ErrorCode::InvalidParameter, detail);
     }
-    if error.is::<NotFoundError>() {
+    // A path segment that does not decode to text (`/orders/%ff`) names no resource: no id
+    // the server assigns is such a segment.
+    if error.is::<NotFoundError>() || error.is::<ParsePathError>() {
         return ApiError::nothing_at(path);
     }
     if error.is::<MethodNotAllowedError>()

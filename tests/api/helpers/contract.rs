@@ -181,17 +181,18 @@ fn breach(answer: &Answer) -> Option<String> {
 fn operation_of<'a>(method: &str, path: &str) -> Option<&'a Value> {
     let method = if method == "HEAD" { "get" } else { method };
     let method = method.to_ascii_lowercase();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // As the router reads a path: an empty segment counts (`/orders/` is not `/orders`), and
+    // stands for no parameter.
+    let segments: Vec<&str> = path.split('/').collect();
     SPEC["paths"]
         .as_object()?
         .iter()
         .find_map(|(template, item)| {
-            let parts: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+            let parts: Vec<&str> = template.split('/').collect();
             let matches = parts.len() == segments.len()
-                && parts
-                    .iter()
-                    .zip(&segments)
-                    .all(|(part, segment)| part.starts_with('{') || part == segment);
+                && parts.iter().zip(&segments).all(|(part, segment)| {
+                    part == segment || (part.starts_with('{') && !segment.is_empty())
+                });
             matches.then(|| item.get(&method)).flatten()
         })
 }
