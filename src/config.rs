@@ -16,6 +16,10 @@ pub const DEFAULT_SHARED_CONNECTIONS: usize = 2;
 /// (64 KiB at most each) take little memory.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
+/// Refusals of requests without a route or a key answered at once each second: far more than
+/// any misconfigured client sends, a few percent of the instance's time.
+pub const DEFAULT_ANONYMOUS_REFUSALS_PER_SECOND: u32 = 1_000;
+
 /// The most requests that wait for a place among those in flight: enough for thousands of
 /// clients at once, each holding at most its head and a 64 KiB body meanwhile.
 pub const DEFAULT_MAX_QUEUED: usize = 10_000;
@@ -139,6 +143,16 @@ pub struct SettingsArgs {
         default_value_t = DEFAULT_MAX_QUEUED
     )]
     pub max_queued: usize,
+    /// Refusals of requests without a route or a valid key (404, 405, 401) answered at once each
+    /// second; past it, each is answered after a second, holding nothing but its connection,
+    /// so that a flood of them cannot take the instance's time from callers with keys.
+    #[arg(
+        long,
+        env = "ORDERS_ANONYMOUS_REFUSALS_PER_SECOND",
+        global = true,
+        default_value_t = DEFAULT_ANONYMOUS_REFUSALS_PER_SECOND
+    )]
+    pub anonymous_refusals_per_second: u32,
     /// Threads that serve requests; unset: half the machine's cores, at least one (see
     /// `worker_threads`).
     #[arg(long, env = "ORDERS_WORKER_THREADS", global = true)]
@@ -283,6 +297,8 @@ pub struct Settings {
     pub max_queue_wait: Duration,
     /// The most requests waiting for a place at once.
     pub max_queued: usize,
+    /// Refusals without a route or a key answered at once each second (0: all at once).
+    pub anonymous_refusals_per_second: u32,
     /// Threads that serve requests; none: half the cores (see [`worker_threads`]).
     pub worker_threads: Option<usize>,
     pub connections: ConnectionSettings,
@@ -363,6 +379,7 @@ impl From<SettingsArgs> for Settings {
             // A request waiting for a place past its own timeout would be cut off anyway.
             max_queue_wait: args.max_queue_wait.min(args.request_timeout),
             max_queued: args.max_queued,
+            anonymous_refusals_per_second: args.anonymous_refusals_per_second,
             worker_threads: args.worker_threads,
             // Zero timeouts would close every connection before its first request.
             connections: ConnectionSettings {

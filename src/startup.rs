@@ -333,6 +333,7 @@ fn policies(settings: &Settings) -> Policies {
             max_in_flight: settings.max_in_flight,
             max_queue_wait: settings.max_queue_wait,
             max_queued: settings.max_queued,
+            anonymous_refusals_per_second: settings.anonymous_refusals_per_second,
         },
     }
 }

@@ -139,6 +139,9 @@ pub struct Admission {
     pub max_queue_wait: Duration,
     /// The most requests waiting at once; past it, a request is refused at once.
     pub max_queued: usize,
+    /// Refusals without a route or a key answered at once each second; past it, each waits a
+    /// second (see `http::pipeline::pace_refusals`). 0: never paced.
+    pub anonymous_refusals_per_second: u32,
 }
 
 impl AppState {
@@ -358,6 +361,7 @@ mod tests {
                 max_in_flight: 1,
                 max_queue_wait: Duration::ZERO,
                 max_queued: 0,
+                anonymous_refusals_per_second: 0,
             },
         };
         let mut state = AppState::new(

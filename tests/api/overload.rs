@@ -319,3 +319,60 @@ async fn past_the_cap_on_requests_in_flight_a_request_waits_its_bound_then_gets_
     assert_eq!(created.status(), StatusCode::CREATED);
     let _: Value = created.json().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_without_a_route_or_a_key_past_their_budget_are_answered_late_and_keyed_calls_at_once()
+ {
+    // Arrange: a budget of 10 such refusals a second.
+    const BUDGET: u32 = 10;
+    let app = spawn_app_with(|settings| settings.anonymous_refusals_per_second = BUDGET).await;
+
+    // Act: three times the budget at once, half to a path no route has, half to an operation
+    // without a key; and, meanwhile, a read with a key.
+    let refusals: Vec<_> = (0..3 * BUDGET)
+        .map(|index| {
+            let (http, path) = if index % 2 == 0 {
+                (app.anonymous.clone(), "/nowhere")
+            } else {
+                (app.anonymous.clone(), "/orders")
+            };
+            let url = app.url(path);
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let status = http.get(url).send().await.unwrap().status();
+                (status, sent.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = Instant::now();
+    let keyed = app.get("/orders").await.status();
+    let keyed_took = sent.elapsed();
+    let mut answered = Vec::new();
+    for refusal in refusals {
+        answered.push(refusal.await.unwrap());
+    }
+
+    // Assert: the budget answered at once, the rest after the pace, and the keyed read at once.
+    let late = answered
+        .iter()
+        .filter(|(_, took)| *took >= Duration::from_millis(900))
+        .count();
+    assert!(
+        answered
+            .iter()
+            .all(|(status, _)| *status == StatusCode::NOT_FOUND
+                || *status == StatusCode::UNAUTHORIZED),
+        "{answered:?}"
+    );
+    assert!(
+        (BUDGET as usize..=2 * BUDGET as usize).contains(&late),
+        "{late} of {} answered late: {answered:?}",
+        answered.len()
+    );
+    assert_eq!(keyed, StatusCode::OK);
+    assert!(
+        keyed_took < Duration::from_millis(500),
+        "the keyed read took {keyed_took:?}"
+    );
+}

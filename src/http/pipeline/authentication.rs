@@ -6,7 +6,7 @@
 
 use poem::{Endpoint, Request, Response, http::header::AUTHORIZATION};
 
-use super::{Stage, answer, refuse};
+use super::{Stage, answer, refuse, refuse_anonymous};
 use crate::{
     app::authentication::{AuthError, Caller, KeyRing},
     domain::Scope,
@@ -38,6 +38,10 @@ impl Stage for Authenticate {
         if let Some(scope) = scope {
             let caller = match authenticate(&request, &self.keys) {
                 Ok(caller) => caller,
+                // A 401 anyone can provoke; a 503 (no key can be checked) is the instance's.
+                Err(error) if error.code() == ErrorCode::Unauthenticated => {
+                    return refuse_anonymous(request, error);
+                }
                 Err(error) => return refuse(request, error),
             };
             tracing::Span::current().record("key", &*caller.name);

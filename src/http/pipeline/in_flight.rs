@@ -155,6 +155,7 @@ mod tests {
             max_in_flight,
             max_queue_wait,
             max_queued,
+            anonymous_refusals_per_second: 0,
         })
     }
 

@@ -14,6 +14,7 @@ mod framework_errors;
 pub mod in_flight;
 mod known_route;
 mod media_type;
+mod pace_refusals;
 mod panics;
 mod rate_limit;
 mod request_id;
@@ -55,6 +56,9 @@ pub fn around(endpoint: impl Endpoint + 'static, setup: Setup) -> impl Endpoint 
         .then(route_match::MatchRoute::new(routes))
         .then(request_log::RequestLog::new(setup.metrics))
         .then(response_headers::ResponseHeaders)
+        .then(pace_refusals::PaceRefusals::new(
+            setup.admission.anonymous_refusals_per_second,
+        ))
         .then(known_route::KnownRoute)
         .then(authentication::Authenticate::new(setup.keys))
         .then(rate_limit::RateLimit)
@@ -94,7 +98,21 @@ async fn answer<E: Endpoint>(next: &E, request: Request) -> Response {
 /// reads the answer instead of a reset (a socket closed with unread data sends one) and the
 /// connection can serve on. A client that asked to be told to continue is not: it sends
 /// nothing until then.
-fn refuse(mut request: Request, refusal: ApiError) -> Response {
+fn refuse(request: Request, refusal: ApiError) -> Response {
+    refuse_leaving_body(request, refusal)
+}
+
+/// [`refuse`], for a refusal that anyone can provoke, without a key: it is paced (see
+/// [`pace_refusals`]).
+fn refuse_anonymous(request: Request, refusal: ApiError) -> Response {
+    let mut response = refuse_leaving_body(request, refusal);
+    response
+        .extensions_mut()
+        .insert(pace_refusals::AnonymousRefusal);
+    response
+}
+
+fn refuse_leaving_body(mut request: Request, refusal: ApiError) -> Response {
     let expects_continue = request
         .headers()
         .get(header::EXPECT)
@@ -166,6 +184,7 @@ middleware_of_stage!(
     in_flight::InFlightCap,
     known_route::KnownRoute,
     media_type::MediaType,
+    pace_refusals::PaceRefusals,
     rate_limit::RateLimit,
     request_id::RequestId,
     request_log::RequestLog,
