@@ -24,7 +24,10 @@ use std::{future::Future, sync::Arc};
 
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, middleware::CatchPanic};
 
-pub use self::framework_errors::EMPTY_IF_MATCH;
+pub use self::{
+    compression::{accepts_gzip, gzip},
+    framework_errors::EMPTY_IF_MATCH,
+};
 use super::routes::RouteTable;
 use crate::{app::authentication::KeyRing, telemetry::metrics::Metrics};
 

@@ -1,7 +1,8 @@
 //! The binary as a user runs it (`orders` and its commands), each concern a module: start-up,
-//! shutdown, limits, key management and trace export. Here, the harness they share: a server
+//! shutdown, limits, key management, trace export, and what serving the documents costs. Here, the harness they share: a server
 //! process of its own, and raw HTTP read off the wire.
 
+mod documents;
 mod keys;
 mod limits;
 mod otlp;
