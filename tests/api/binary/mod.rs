@@ -1,10 +1,12 @@
 //! The binary as a user runs it (`orders` and its commands), each concern a module: start-up,
-//! shutdown, limits, key management, trace export, and what serving the documents costs. Here, the harness they share: a server
+//! shutdown, limits, key management, trace export, what serving the documents costs, and what
+//! callers can put in the log. Here, the harness they share: a server
 //! process of its own, and raw HTTP read off the wire.
 
 mod documents;
 mod keys;
 mod limits;
+mod log;
 mod otlp;
 mod shutdown;
 mod start;
