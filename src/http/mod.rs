@@ -8,6 +8,7 @@
 
 mod auth;
 mod conditional;
+mod documents;
 mod events;
 mod free_slots;
 mod health;
@@ -24,18 +25,12 @@ mod spec;
 mod value_types;
 mod yaml;
 
-use poem::{
-    EndpointExt, Response, Route,
-    endpoint::{BoxEndpoint, make_sync},
-    get,
-    http::Method,
-    web::Html,
-};
+use poem::{EndpointExt, Response, Route, endpoint::BoxEndpoint, get, http::Method};
 use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, ServerObject, Tags};
 
 use self::{
-    events::EventsApi, free_slots::FreeSlotsApi, health::HealthApi, orders::OrdersApi,
-    routes::RouteTable, services::ServicesApi,
+    documents::FixedDocument, events::EventsApi, free_slots::FreeSlotsApi, health::HealthApi,
+    orders::OrdersApi, routes::RouteTable, services::ServicesApi,
 };
 use crate::app::AppState;
 
@@ -101,32 +96,19 @@ pub fn app(state: AppState) -> BoxEndpoint<'static, Response> {
     let docs_html = service
         .swagger_ui_html()
         .replacen(&derived_spec, &spec_json, 1);
-    // The documents beside the API's operations, each a GET of fixed text.
-    let documents: [(&str, BoxEndpoint<'static, Response>); 3] = [
+    // The documents beside the API's operations, each made once in every form it is sent in.
+    let documents = [
         (
             "/openapi.json",
-            make_sync(move |_| {
-                Response::builder()
-                    .content_type("application/json")
-                    .body(spec_json.clone())
-            })
-            .boxed(),
+            FixedDocument::new("application/json", spec_json),
         ),
         (
             "/openapi.yaml",
-            make_sync(move |_| {
-                Response::builder()
-                    .content_type("application/yaml")
-                    .body(spec_yaml.clone())
-            })
-            .map_to_response()
-            .boxed(),
+            FixedDocument::new("application/yaml", spec_yaml),
         ),
         (
             "/docs",
-            make_sync(move |_| Html(docs_html.clone()))
-                .map_to_response()
-                .boxed(),
+            FixedDocument::new("text/html; charset=utf-8", docs_html),
         ),
     ];
 
@@ -135,7 +117,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static, Response> {
     let mut router = Route::new().nest("/", service);
     for (path, document) in documents {
         routes.add(path, vec![Method::GET]);
-        router = router.at(path, get(document));
+        router = router.at(path, get(document.clone()).head(document));
     }
     let setup = pipeline::Setup {
         routes,

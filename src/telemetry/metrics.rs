@@ -37,6 +37,8 @@ pub const TIME_CONFLICTS: &str = "orders_time_conflicts_total";
 pub const IDEMPOTENT_REPLAYS: &str = "idempotent_replays_total";
 /// Refused credentials by `reason`: see [`AuthFailure`].
 pub const AUTH_FAILURES: &str = "auth_failures_total";
+/// Requests refused without a valid key, by `status`: see [`AnonymousRefusal`].
+pub const ANONYMOUS_REFUSALS: &str = "anonymous_refusals_total";
 
 /// Change feed reads waiting for events now (long polls).
 pub const FEED_WAITING_READERS: &str = "orders_feed_waiting_readers";
@@ -79,6 +81,41 @@ impl AuthFailure {
     /// Counts one refusal for this reason.
     pub fn count(self) {
         ::metrics::counter!(AUTH_FAILURES, "reason" => self.label()).increment(1);
+    }
+}
+
+/// A request refused that came without a valid key: anyone can send these as fast as they
+/// like, so their log lines are sampled, and [`ANONYMOUS_REFUSALS`] counts every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnonymousRefusal {
+    /// 401: a protected operation, without a current key.
+    Unauthenticated,
+    /// 404: a path the API does not have.
+    NotFound,
+    /// 405: a method the path does not have.
+    MethodNotAllowed,
+}
+
+impl AnonymousRefusal {
+    /// Every kind, in the order of their indices.
+    pub const ALL: [Self; 3] = [
+        Self::Unauthenticated,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+    ];
+
+    /// The `status` label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "401",
+            Self::NotFound => "404",
+            Self::MethodNotAllowed => "405",
+        }
+    }
+
+    /// The kind's place in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -193,6 +230,13 @@ impl Metrics {
             })
         });
         histogram.record(seconds);
+    }
+
+    /// Counts a request refused without a valid key (see [`AnonymousRefusal`]).
+    pub fn anonymous_refusal(&self, refusal: AnonymousRefusal) {
+        ::metrics::with_local_recorder(&*self.recorder, || {
+            ::metrics::counter!(ANONYMOUS_REFUSALS, "status" => refusal.label()).increment(1);
+        });
     }
 
     /// Sets the gauges of a connection pool's state as it is now, for a scrape: the most
@@ -317,6 +361,10 @@ fn describe() {
     describe_counter!(
         AUTH_FAILURES,
         "Refused credentials, by reason: missing, malformed, unknown, forbidden, keys_unavailable."
+    );
+    describe_counter!(
+        ANONYMOUS_REFUSALS,
+        "Requests refused without a valid key, by status: 401, 404 (no such path), 405; their log lines are sampled."
     );
 }
 

@@ -2,10 +2,15 @@
 //! spans to an OpenTelemetry collector ([`otlp`]).
 //!
 //! Logs are JSON lines when the output is not a terminal (for log collectors), readable text
-//! when it is. `RUST_LOG` sets the level (default `info`).
+//! when it is. `RUST_LOG` sets the level (default `info`). What a caller controls is written
+//! [`bounded`], and the lines anyone can cause at will are [`sampling`]'s, so that no caller
+//! can make the log grow faster than a line of a few hundred bytes per request it sends, or
+//! than a line a second for requests without a key.
 
+pub mod bounded;
 pub mod metrics;
 mod otlp;
+pub mod sampling;
 
 use std::io::IsTerminal;
 

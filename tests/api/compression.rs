@@ -119,3 +119,149 @@ async fn an_answer_under_an_etag_or_a_small_one_is_sent_as_it_is() {
         "a small answer"
     );
 }
+
+/// Sends `method` to `path` with `Accept-Encoding: accept_encoding` and, when given,
+/// `If-None-Match: condition`, without a key (the documents need none).
+async fn send_document_request(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    accept_encoding: &str,
+    condition: Option<&str>,
+) -> (StatusCode, header::HeaderMap, Vec<u8>) {
+    let mut request = app
+        .anonymous
+        .request(method, app.url(path))
+        .header(header::ACCEPT_ENCODING, accept_encoding);
+    if let Some(condition) = condition {
+        request = request.header(header::IF_NONE_MATCH, condition);
+    }
+    let response = request.send().await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn the_spec_and_the_docs_page_answer_head_and_if_none_match_from_the_bytes_a_get_sends() {
+    let app = spawn_app().await;
+    for path in ["/docs", "/openapi.json", "/openapi.yaml"] {
+        // Each representation, and its tag.
+        let (plain_headers, plain) = get_encoded(&app, path, "identity").await;
+        let (gzip_headers, gzipped) = get_encoded(&app, path, "gzip").await;
+        let (again_headers, again) = get_encoded(&app, path, "gzip").await;
+        let tag_of = |headers: &header::HeaderMap| {
+            headers
+                .get(header::ETAG)
+                .unwrap_or_else(|| panic!("{path}: an ETag"))
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        let (plain_tag, gzip_tag) = (tag_of(&plain_headers), tag_of(&gzip_headers));
+        assert!(
+            plain_tag.starts_with('"') && plain_tag.ends_with('"'),
+            "{plain_tag}"
+        );
+        assert!(
+            gzip_tag.starts_with('"') && gzip_tag.ends_with('"'),
+            "{gzip_tag}"
+        );
+        assert_ne!(
+            plain_tag, gzip_tag,
+            "{path}: two sequences of bytes, two tags"
+        );
+        assert_eq!(gunzip(&gzipped), plain, "{path}");
+        assert_eq!(
+            (tag_of(&again_headers), &again),
+            (gzip_tag.clone(), &gzipped)
+        );
+
+        // HEAD: the GET's headers, each encoding's own, and no body.
+        for (accept_encoding, get_headers, body) in [
+            ("identity", &plain_headers, &plain),
+            ("gzip", &gzip_headers, &gzipped),
+        ] {
+            let (status, headers, sent) =
+                send_document_request(&app, reqwest::Method::HEAD, path, accept_encoding, None)
+                    .await;
+            assert_eq!(status, StatusCode::OK, "HEAD {path} {accept_encoding}");
+            for name in [
+                header::ETAG,
+                header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
+                header::CACHE_CONTROL,
+            ] {
+                assert_eq!(
+                    headers.get(&name),
+                    get_headers.get(&name),
+                    "HEAD {path} {accept_encoding}: {name}"
+                );
+            }
+            assert_eq!(
+                headers[header::CONTENT_LENGTH],
+                body.len().to_string().as_str(),
+                "HEAD {path} {accept_encoding}"
+            );
+            assert!(varies_on_accept_encoding(&headers), "HEAD {path}");
+            assert_eq!(
+                headers.get_all(header::VARY).iter().count(),
+                1,
+                "HEAD {path}: said once"
+            );
+            assert!(sent.is_empty(), "HEAD {path}");
+        }
+
+        // If-None-Match: 304 when it names the representation the request would get (compared
+        // weakly, as RFC 9110 says), with what a cache needs to freshen its copy.
+        for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+            for (accept_encoding, tag) in [("gzip", &gzip_tag), ("identity", &plain_tag)] {
+                for condition in [
+                    tag.clone(),
+                    format!("W/{tag}"),
+                    format!("\"elsewhere\", {tag}"),
+                    "*".to_owned(),
+                ] {
+                    let said =
+                        format!("{method} {path} {accept_encoding} If-None-Match {condition}");
+                    let (status, headers, sent) = send_document_request(
+                        &app,
+                        method.clone(),
+                        path,
+                        accept_encoding,
+                        Some(&condition),
+                    )
+                    .await;
+                    assert_eq!(status, StatusCode::NOT_MODIFIED, "{said}");
+                    assert_eq!(headers[header::ETAG], tag.as_str(), "{said}");
+                    assert!(varies_on_accept_encoding(&headers), "{said}");
+                    assert_eq!(
+                        headers[header::CACHE_CONTROL],
+                        "public, max-age=300",
+                        "{said}"
+                    );
+                    assert!(sent.is_empty(), "{said}");
+                }
+            }
+        }
+
+        // The other representation's tag, or another's, does not name this one.
+        for (accept_encoding, condition, body) in [
+            ("gzip", &plain_tag, &gzipped),
+            ("identity", &gzip_tag, &plain),
+            ("gzip", &"\"elsewhere\"".to_owned(), &gzipped),
+        ] {
+            let (status, headers, sent) = send_document_request(
+                &app,
+                reqwest::Method::GET,
+                path,
+                accept_encoding,
+                Some(condition),
+            )
+            .await;
+            let said = format!("GET {path} {accept_encoding} If-None-Match {condition}");
+            assert_eq!(status, StatusCode::OK, "{said}");
+            assert_eq!(&sent, body, "{said}");
+            assert_ne!(headers[header::ETAG], condition.as_str(), "{said}");
+        }
+    }
+}

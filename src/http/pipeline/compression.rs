@@ -1,5 +1,7 @@
-//! Gzip for the large answers: the docs page (about 1.5 MB of HTML and script) and long
-//! lists, when the client says it takes gzip.
+//! Gzip for the large answers, when the client says it takes gzip: long lists, here, for each
+//! request; the spec and the docs page (about 1.5 MB of HTML and script) are gzipped once at
+//! start-up by `http::documents`, with [`gzip`], and chosen with [`accepts_gzip`], so the two
+//! offer the same encodings and those answers cost nothing here.
 //!
 //! Only what is worth it and safe is compressed: a body of at least [`MIN_COMPRESSED_BYTES`]
 //! of a text type, without a `Content-Encoding` of its own and without an `ETag`. A strong
@@ -47,9 +49,11 @@ impl<E: Endpoint> Endpoint for CompressionEndpoint<E> {
         if !has_compressible_type(&response) {
             return Ok(response);
         }
-        response
-            .headers_mut()
-            .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        if !varies_on_accept_encoding(&response) {
+            response
+                .headers_mut()
+                .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
         if !wants_gzip
             || response.status() == StatusCode::NO_CONTENT
             || response.headers().contains_key(header::CONTENT_ENCODING)
@@ -62,10 +66,12 @@ impl<E: Endpoint> Endpoint for CompressionEndpoint<E> {
             response.set_body(body);
             return Ok(response);
         }
+        // The fastest level: JSON still shrinks to a fifth or less, at a fraction of the
+        // default level's CPU, which would be spent again for every such answer.
         let compressed = if body.len() <= COMPRESS_INLINE_BYTES {
-            gzip(&body)
+            gzip(&body, Compression::fast())
         } else {
-            tokio::task::spawn_blocking(move || gzip(&body))
+            tokio::task::spawn_blocking(move || gzip(&body, Compression::fast()))
                 .await
                 .expect("compressing a buffer does not panic")
         };
@@ -80,7 +86,7 @@ impl<E: Endpoint> Endpoint for CompressionEndpoint<E> {
 
 /// Whether `Accept-Encoding` takes gzip: named (or `x-gzip`, or `*` when gzip is not named)
 /// with a quality above zero. `gzip;q=0` is a refusal, not a preference of zero.
-fn accepts_gzip(request: &Request) -> bool {
+pub fn accepts_gzip(request: &Request) -> bool {
     let mut gzip = None;
     let mut any = None;
     let entries = request
@@ -127,10 +133,21 @@ fn has_compressible_type(response: &Response) -> bool {
         || essence.ends_with("javascript")
 }
 
-fn gzip(body: &[u8]) -> Vec<u8> {
-    // The fastest level: JSON and HTML still shrink to a fifth or less, at a fraction of
-    // the default level's CPU.
-    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+/// Whether the answer already says it varies on `Accept-Encoding` (an answer made in each
+/// encoding beforehand says so itself, 304s included), so that it is not said twice.
+fn varies_on_accept_encoding(response: &Response) -> bool {
+    response
+        .headers()
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|name| name.trim().eq_ignore_ascii_case("accept-encoding"))
+}
+
+/// `body` gzipped at `level`.
+pub fn gzip(body: &[u8], level: Compression) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 4), level);
     encoder
         .write_all(body)
         .expect("writing into a Vec does not fail");

@@ -12,11 +12,14 @@ use poem_openapi::error::{
 };
 
 use super::Stage;
-use crate::http::{
-    idempotency::IDEMPOTENCY_KEY,
-    input::FIELD_ERROR_MARKER,
-    problem::{ApiError, ErrorCode, error_chain},
-    routes::MatchedRoute,
+use crate::{
+    http::{
+        idempotency::IDEMPOTENCY_KEY,
+        input::FIELD_ERROR_MARKER,
+        problem::{ApiError, ErrorCode, error_chain},
+        routes::MatchedRoute,
+    },
+    telemetry::bounded::Bounded,
 };
 
 /// What the server says of an empty `If-Match`, which the spec refuses with `minLength: 1`.
@@ -78,8 +81,11 @@ fn to_api_error(error: &poem::Error, path: &str, route: &MatchedRoute) -> ApiErr
         return ApiError::method_not_allowed(route.allow());
     }
     if error.status().is_client_error() {
-        tracing::warn!(error = %error, status = error.status().as_u16(), "unmapped client error");
-        return ApiError::with_detail(ErrorCode::InvalidParameter, error.to_string());
+        let status = error.status().as_u16();
+        // The framework's words may quote what the caller sent, at any length.
+        let error = error.to_string();
+        tracing::warn!(error = %Bounded::text(&error), status, "unmapped client error");
+        return ApiError::with_detail(ErrorCode::InvalidParameter, error);
     }
     tracing::error!(error = %error_chain(error), "unhandled error");
     ApiError::new(ErrorCode::Internal)

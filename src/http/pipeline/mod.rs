@@ -29,7 +29,10 @@ use poem::{
     Endpoint, IntoResponse, Middleware, Request, Response, http::header, middleware::CatchPanic,
 };
 
-pub use self::framework_errors::EMPTY_IF_MATCH;
+pub use self::{
+    compression::{accepts_gzip, gzip},
+    framework_errors::EMPTY_IF_MATCH,
+};
 use super::{
     problem::{ApiError, MAX_BODY_BYTES},
     routes::RouteTable,
@@ -108,7 +111,7 @@ fn refuse_anonymous(request: Request, refusal: ApiError) -> Response {
     let mut response = refuse_leaving_body(request, refusal);
     response
         .extensions_mut()
-        .insert(pace_refusals::AnonymousRefusal);
+        .insert(pace_refusals::RefusedWithoutKey);
     response
 }
 

@@ -30,7 +30,7 @@ pub const MAX_PACED: usize = 256;
 
 /// Marks an answer as a refusal from the request's head that needed no key to provoke.
 #[derive(Debug, Clone, Copy)]
-pub struct AnonymousRefusal;
+pub struct RefusedWithoutKey;
 
 #[derive(Clone)]
 pub struct PaceRefusals {
@@ -61,7 +61,7 @@ impl Stage for PaceRefusals {
         let Some(budget) = &self.budget else {
             return response;
         };
-        if response.extensions().get::<AnonymousRefusal>().is_none() || budget.check().is_ok() {
+        if response.extensions().get::<RefusedWithoutKey>().is_none() || budget.check().is_ok() {
             return response;
         }
         let waiting = self.paced.fetch_add(1, Ordering::AcqRel);

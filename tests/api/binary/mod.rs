@@ -1,10 +1,13 @@
 //! The binary as a user runs it (`orders` and its commands), each concern a module: start-up,
-//! shutdown, limits, key management and trace export. Here, the harness they share: a server
+//! shutdown, limits, key management, trace export, what serving the documents costs, what
+//! callers can put in the log, and what hostile callers cost. Here, the harness they share: a server
 //! process of its own, and raw HTTP read off the wire.
 
+mod documents;
 mod hostile;
 mod keys;
 mod limits;
+mod log;
 mod otlp;
 mod shutdown;
 mod start;

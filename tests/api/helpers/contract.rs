@@ -50,10 +50,12 @@ impl Recorder {
     async fn record(&self, method: String, path: String, response: Response) -> Response {
         let (parts, body) = response.into_parts();
         let bytes = body.into_bytes().await.unwrap_or_default();
-        let gzipped = parts
-            .headers
-            .get("content-encoding")
-            .is_some_and(|encoding| encoding == "gzip");
+        // A HEAD's answer says how the GET's body is encoded, and has none.
+        let gzipped = !bytes.is_empty()
+            && parts
+                .headers
+                .get("content-encoding")
+                .is_some_and(|encoding| encoding == "gzip");
         let body = if gzipped {
             let mut plain = Vec::new();
             flate2::read::GzDecoder::new(&bytes[..])

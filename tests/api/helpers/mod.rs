@@ -19,4 +19,4 @@ pub use database::{
     PrivateCluster, TestDatabase, connection_string, fresh_database, unmigrated_database,
 };
 pub use sockets::{is_closed, time_until_closed};
-pub use waiting::{cpu_time_of, eventually, eventually_some};
+pub use waiting::{cpu_time_of, cpu_time_of_this_thread, eventually, eventually_some};

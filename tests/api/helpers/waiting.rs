@@ -38,7 +38,18 @@ pub async fn eventually_some<T>(
 
 /// CPU time (user and system) the process `pid` has used so far, from `/proc/<pid>/stat`.
 pub fn cpu_time_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    cpu_time_in(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user and system) the calling thread has used so far: what the test's own work
+/// cost, whatever the other tests running beside it do.
+pub fn cpu_time_of_this_thread() -> Duration {
+    cpu_time_in("/proc/thread-self/stat")
+}
+
+/// The CPU time in a `stat` file of `/proc` (a process's or a thread's: they read alike).
+fn cpu_time_in(stat_file: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_file).unwrap();
     // The fields after the command's name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
