@@ -135,11 +135,7 @@ impl Route {
     /// Whether the operation of `method` reads the query parameter `name` (HEAD is served by
     /// GET).
     pub fn reads_query_parameter(&self, method: &Method, name: &str) -> bool {
-        let method = if *method == Method::HEAD {
-            &Method::GET
-        } else {
-            method
-        };
+        let method = served_as(method);
         self.query_parameters
             .iter()
             .any(|(read_by, names)| read_by == method && names.iter().any(|known| known == name))
@@ -148,15 +144,20 @@ impl Route {
     /// The scope a request with `method` needs, if it goes to a protected operation (HEAD is
     /// served by GET).
     pub fn required_scope(&self, method: &Method) -> Option<Scope> {
-        let method = if *method == Method::HEAD {
-            &Method::GET
-        } else {
-            method
-        };
+        let method = served_as(method);
         self.protected
             .iter()
             .find(|(protected, _)| protected == method)
             .map(|(_, scope)| *scope)
+    }
+}
+
+/// The method whose operation serves `method`: GET's for HEAD, else its own.
+fn served_as(method: &Method) -> &Method {
+    if *method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
     }
 }
 

@@ -49,7 +49,10 @@ async fn huge_paths_and_user_agents_grow_the_log_by_little_and_every_refusal_is_
     let too_long = format!("{}/{}", server.base(), "a".repeat(60 * 1024));
     for _ in 0..ANONYMOUS {
         let response = anonymous.get(&too_long).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
     }
     let order_path = format!("/orders/{}?{long_query}", "9".repeat(10 * 1024));
     for _ in 0..WITH_KEY {
