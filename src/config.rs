@@ -47,6 +47,10 @@ pub struct SettingsArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub bind: SocketAddr,
+    /// Address to serve /metrics on, apart from the API (e.g. 127.0.0.1:9464). Unset: /metrics
+    /// is served on the API's address.
+    #[arg(long, env = "ORDERS_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
     /// Folder for the private PostgreSQL cluster used when DATABASE_URL is unset.
     #[arg(long, env = "ORDERS_DATA_DIR", global = true, default_value = ".data")]
     pub data_dir: PathBuf,
@@ -244,6 +248,8 @@ impl fmt::Debug for DatabaseUrl {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
+    /// Where `/metrics` is served apart from the API; none: on the API's address.
+    pub metrics_bind: Option<SocketAddr>,
     pub database: DatabaseSettings,
     pub db_pool_size: usize,
     pub db_shared_connections: usize,
@@ -318,6 +324,7 @@ impl From<SettingsArgs> for Settings {
         let at_least_a_millisecond = |timeout: Duration| timeout.max(Duration::from_millis(1));
         Self {
             bind: args.bind,
+            metrics_bind: args.metrics_bind,
             database,
             db_pool_size: args.db_pool_size.max(1),
             db_shared_connections: args.db_shared_connections,
@@ -450,5 +457,12 @@ mod tests {
         ));
         assert!(defaults.migrate);
         assert!(!settings(&["--migrate-on-start", "false"]).unwrap().migrate);
+        assert_eq!(defaults.metrics_bind, None);
+        assert_eq!(
+            settings(&["--metrics-bind", "127.0.0.1:9464"])
+                .unwrap()
+                .metrics_bind,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
     }
 }

@@ -52,6 +52,9 @@ pub struct AppState {
     readiness: Arc<storage::Probe>,
     /// This instance's metrics, as `/metrics` shows them.
     pub metrics: Metrics,
+    /// Whether `/metrics` is served on a listener of its own, not beside the API (which then
+    /// has nothing at that path).
+    pub metrics_served_apart: bool,
     /// Set once shutdown begins: readiness then answers 503, and waiting feed readers are
     /// answered.
     pub draining: Draining,
@@ -149,6 +152,7 @@ impl AppState {
             max_in_flight: policies.max_in_flight,
             answer_bound: policies.answer_bound,
             metrics: Metrics::new(),
+            metrics_served_apart: false,
             draining: Draining::default(),
             connector,
             feed: events::FeedWatch::default(),

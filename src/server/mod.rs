@@ -20,6 +20,10 @@
 //!   progress, lets the requests in progress finish, each on a connection then closed, and
 //!   returns as soon as the last is done, or when the shutdown timeout runs out.
 //!
+//! The metrics, when they have an address of their own, are served the same way on a listener
+//! of their own ([`serve_metrics`]), with a small cap of their own, until the API's drain is
+//! over.
+//!
 //! Only HTTP/1.1 is served: every client of this internal API speaks it, and HTTP/2 without TLS
 //! would need its own bounds for streams and frames.
 
@@ -85,8 +89,6 @@ pub async fn serve(
     draining: Draining,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let endpoint: Arc<AnyEndpoint> = Arc::from(endpoint);
-    let local = listener.local_addr()?;
     let connections = Connections::new(cap, settings.timeouts);
     let stop = async {
         shutdown.await;
@@ -97,6 +99,52 @@ pub async fn serve(
         );
         tokio::time::sleep(settings.shutdown_delay).await;
     };
+    accept_until(listener, endpoint, &connections, stop).await?;
+    draining.listener_closed();
+    tracing::info!(
+        open_connections = connections.count(),
+        "shutting down: the listener is closed; closing idle connections and finishing requests in progress"
+    );
+    drain(&connections, settings.shutdown_timeout, "shutting down").await;
+    Ok(())
+}
+
+/// The most connections open at once on the metrics' own listener: a scraper or two needs a
+/// connection or two each; a newcomer past it closes the connection idle longest.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// Serves `endpoint` (the metrics alone) on a listener of its own, with the API's `timeouts`,
+/// until `shutdown` completes; then closes the listener and lets scrapes in progress finish,
+/// for at most `shutdown_timeout`. It has nothing of the API's drain: no readiness to turn,
+/// no delay.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    endpoint: BoxEndpoint<'static, poem::Response>,
+    timeouts: Timeouts,
+    shutdown_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let connections = Connections::new(METRICS_MAX_CONNECTIONS, timeouts);
+    accept_until(listener, endpoint, &connections, shutdown).await?;
+    drain(
+        &connections,
+        shutdown_timeout,
+        "the metrics' listener is closed",
+    )
+    .await;
+    Ok(())
+}
+
+/// Accepts connections on `listener` and serves `endpoint` on each, within `connections`'
+/// bounds, until `stop` completes; then closes the listener.
+async fn accept_until(
+    listener: TcpListener,
+    endpoint: BoxEndpoint<'static, poem::Response>,
+    connections: &Arc<Connections>,
+    stop: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let endpoint: Arc<AnyEndpoint> = Arc::from(endpoint);
+    let local = listener.local_addr()?;
     tokio::pin!(stop);
     let mut accept_errors = AcceptErrors::default();
     loop {
@@ -131,32 +179,30 @@ pub async fn serve(
         ));
         connection.set_abort_handle(task.abort_handle());
     }
+    Ok(())
+}
 
-    drop(listener);
-    draining.listener_closed();
-    let open = connections.count();
-    tracing::info!(
-        open_connections = open,
-        "shutting down: the listener is closed; closing idle connections and finishing requests in progress"
-    );
+/// Closes every connection with nothing in progress, lets the requests in progress finish, and
+/// returns once none is left, or at `timeout`, cutting off those still going. `phase` begins
+/// its log lines.
+async fn drain(connections: &Connections, timeout: Duration, phase: &str) {
     let started = Instant::now();
     connections.close_all();
-    if tokio::time::timeout(settings.shutdown_timeout, connections.closed())
+    if tokio::time::timeout(timeout, connections.closed())
         .await
         .is_err()
     {
         tracing::warn!(
             open_connections = connections.count(),
-            timeout_ms = settings.shutdown_timeout.as_millis() as u64,
-            "shutting down: requests still in progress after the shutdown timeout; closing them"
+            timeout_ms = timeout.as_millis() as u64,
+            "{phase}: requests still in progress after the shutdown timeout; closing them"
         );
         connections.abort_all();
     }
     tracing::info!(
         drain_ms = started.elapsed().as_millis() as u64,
-        "shutting down: every connection is closed"
+        "{phase}: every connection is closed"
     );
-    Ok(())
 }
 
 /// Errors that concern only the connection being accepted: the next accept may well succeed.
