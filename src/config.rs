@@ -16,6 +16,17 @@ pub const DEFAULT_SHARED_CONNECTIONS: usize = 2;
 /// (64 KiB at most each) take little memory.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
+/// The most change feed readers one instance holds waiting for events, unless configured
+/// otherwise: a waiting reader costs the database nothing, but holds its client's connection
+/// and its request's task and buffers for up to 30 s; a thousand of them are served well (a
+/// test holds them on a pool of two connections) and bound the memory they take.
+pub const DEFAULT_FEED_MAX_WAITING: usize = 1_000;
+
+/// The most change feed readers of one API key held waiting at once on an instance, unless
+/// configured otherwise: a consuming system needs a reader or a few per copy it keeps, and one
+/// key past this cannot take every place of the instance's bound.
+pub const DEFAULT_FEED_MAX_WAITING_PER_KEY: usize = 100;
+
 /// How often each instance reloads the API keys: about how long a revoked key keeps working,
 /// and a new one takes to start working. Not a flag: the keys' cache trusts what it loaded
 /// for a few seconds only, so a much longer interval would lock callers out.
@@ -120,6 +131,24 @@ pub struct SettingsArgs {
         default_value_t = DEFAULT_MAX_IN_FLIGHT
     )]
     pub max_in_flight: usize,
+    /// The most change feed readers waiting for events at once on this instance; past it, a
+    /// read with a wait is answered at once, as with wait=0. 0: none waits.
+    #[arg(
+        long,
+        env = "ORDERS_FEED_MAX_WAITING",
+        global = true,
+        default_value_t = DEFAULT_FEED_MAX_WAITING
+    )]
+    pub feed_max_waiting: usize,
+    /// The most change feed readers of one API key waiting at once on this instance; past it,
+    /// likewise answered at once.
+    #[arg(
+        long,
+        env = "ORDERS_FEED_MAX_WAITING_PER_KEY",
+        global = true,
+        default_value_t = DEFAULT_FEED_MAX_WAITING_PER_KEY
+    )]
+    pub feed_max_waiting_per_key: usize,
     /// Threads that serve requests; unset: half the machine's cores, at least one (see
     /// `worker_threads`).
     #[arg(long, env = "ORDERS_WORKER_THREADS", global = true)]
@@ -262,6 +291,9 @@ pub struct Settings {
     /// The rate limit of keys without one of their own; none: they are not limited.
     pub rate_limit: Option<RateSetting>,
     pub max_in_flight: usize,
+    /// The most change feed readers waiting at once on the instance, and of one key.
+    pub feed_max_waiting: usize,
+    pub feed_max_waiting_per_key: usize,
     /// Threads that serve requests; none: half the cores (see [`worker_threads`]).
     pub worker_threads: Option<usize>,
     pub connections: ConnectionSettings,
@@ -340,6 +372,8 @@ impl From<SettingsArgs> for Settings {
             }),
             // Zero would refuse everything but the probes.
             max_in_flight: args.max_in_flight.max(1),
+            feed_max_waiting: args.feed_max_waiting,
+            feed_max_waiting_per_key: args.feed_max_waiting_per_key,
             worker_threads: args.worker_threads,
             // Zero timeouts would close every connection before its first request.
             connections: ConnectionSettings {
@@ -458,6 +492,11 @@ mod tests {
         assert!(defaults.migrate);
         assert!(!settings(&["--migrate-on-start", "false"]).unwrap().migrate);
         assert_eq!(defaults.metrics_bind, None);
+        assert_eq!(defaults.feed_max_waiting, DEFAULT_FEED_MAX_WAITING);
+        assert_eq!(
+            defaults.feed_max_waiting_per_key,
+            DEFAULT_FEED_MAX_WAITING_PER_KEY
+        );
         assert_eq!(
             settings(&["--metrics-bind", "127.0.0.1:9464"])
                 .unwrap()

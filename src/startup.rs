@@ -11,6 +11,7 @@ use crate::{
     app::{
         AppState, BackgroundWork, Policies,
         key_management::{self, LocalKey},
+        waiting_readers::WaitingBounds,
     },
     config::{ConnectionSettings, DatabaseSettings, Settings},
     domain::RateLimit,
@@ -374,6 +375,10 @@ fn policies(settings: &Settings) -> Policies {
             .map(|rate| RateLimit::new(rate.per_second, rate.burst)),
         shared_connections: settings.db_shared_connections,
         max_in_flight: settings.max_in_flight,
+        feed_waiting: WaitingBounds {
+            per_instance: settings.feed_max_waiting,
+            per_key: settings.feed_max_waiting_per_key,
+        },
     }
 }
 

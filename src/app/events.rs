@@ -10,6 +10,9 @@
 //! read. So a reader learns of an event within about that interval of its becoming readable,
 //! wherever it was written, and what it is given is always read from the table.
 //!
+//! How many readers may wait is decided in [`super::waiting_readers`]. A wait that is refused
+//! or ended early is answered as a wait that ran out is: no events and the reader's own cursor.
+//!
 //! Why not `LISTEN`/`NOTIFY`: a transaction that notifies takes a lock that every other
 //! notifying transaction of the cluster waits for, held until its commit is on disk, so commits
 //! that notify are flushed one at a time. Measured with pgbench on the create's own SQL, a
@@ -24,10 +27,15 @@ use std::{
 
 use tokio::sync::{Notify, OnceCell, watch};
 
-use super::{AppError, AppState};
+use super::{
+    AppError, AppState,
+    authentication::Caller,
+    waiting_readers::{BoundReached, WaitingBounds, WaitingReaders},
+};
 use crate::{
     domain::{FeedPage, FeedPosition, FeedStart},
     storage::{self, Connector, events::StartRefused},
+    telemetry::metrics::{self, WaitCutShort},
 };
 
 /// The longest a reader may ask to wait for events.
@@ -53,11 +61,14 @@ pub async fn read(state: &AppState, start: FeedStart, limit: usize) -> Result<Fe
 }
 
 /// [`read`], but when there is nothing to give yet, waits up to `wait` for events to arrive
-/// and reads again. Answers with an empty page when `wait` passes, or when the instance's
-/// listener closes as it shuts down (the caller asks again, of an instance still serving).
-/// `before_waiting` runs once, if it comes to waiting: to give up what the caller holds.
+/// and reads again, for `caller`. Answers with an empty page (and the same cursor) when `wait`
+/// passes; at once when the caller's key or the instance has as many readers waiting as it
+/// may; or when the instance's listener closes as it shuts down (the caller asks again, of an
+/// instance still serving). `before_waiting` runs once, if it comes to waiting: to give up
+/// what the caller holds.
 pub async fn read_waiting(
     state: &AppState,
+    caller: &Caller,
     start: FeedStart,
     limit: usize,
     wait: Duration,
@@ -71,9 +82,20 @@ pub async fn read_waiting(
         return Ok(page);
     }
     let position = page.next;
+    let _waiting = match state.feed.waiting.begin(caller.key_id) {
+        Ok(waiting) => waiting,
+        Err(bound) => {
+            match bound {
+                BoundReached::PerKey => WaitCutShort::PerKey,
+                BoundReached::PerInstance => WaitCutShort::PerInstance,
+            }
+            .count();
+            return Ok(page);
+        }
+    };
     let listener_closed = state.draining.until_listener_closed();
     tokio::pin!(listener_closed);
-    let _counted = crate::telemetry::metrics::feed_reader_waits();
+    let _counted = metrics::feed_reader_waits();
     before_waiting();
     loop {
         tokio::select! {
@@ -81,7 +103,10 @@ pub async fn read_waiting(
                 break; // The head's sender is gone with the state: nothing more will come.
             },
             () = tokio::time::sleep_until(deadline) => break,
-            () = &mut listener_closed => break,
+            () = &mut listener_closed => {
+                WaitCutShort::Shutdown.count();
+                break;
+            }
         }
         let head = *heads.borrow_and_update();
         if head <= position {
@@ -99,13 +124,15 @@ pub async fn read_waiting(
 }
 
 /// The newest position of the feed readers may be given, as this instance last read it, for
-/// waiting readers to sleep on; and the reads that readers woken together share. Cheap to
-/// clone.
+/// waiting readers to sleep on; the readers waiting; and the reads that readers woken together
+/// share. Cheap to clone.
 #[derive(Clone)]
 pub struct FeedWatch {
     head: Arc<watch::Sender<FeedPosition>>,
     /// Told when a reader subscribes, so that a watcher with no one to watch for can sleep.
     reader_arrived: Arc<Notify>,
+    /// Who waits, within the instance's bounds.
+    pub waiting: WaitingReaders,
     shared_reads: Arc<Mutex<SharedReads>>,
 }
 
@@ -150,17 +177,17 @@ fn failure_of_shared_read(error: &Arc<AppError>) -> AppError {
     }
 }
 
-impl Default for FeedWatch {
-    fn default() -> Self {
+impl FeedWatch {
+    /// The watch of an instance that holds as many readers waiting as `bounds` allow.
+    pub fn new(bounds: WaitingBounds) -> Self {
         Self {
             head: Arc::new(watch::Sender::new(FeedPosition::START)),
             reader_arrived: Arc::default(),
+            waiting: WaitingReaders::new(bounds),
             shared_reads: Arc::default(),
         }
     }
-}
 
-impl FeedWatch {
     /// For a reader that may wait: the head as it moves. The watcher watches while any such
     /// receiver lives.
     fn subscribe(&self) -> watch::Receiver<FeedPosition> {
@@ -337,7 +364,10 @@ mod tests {
 
     #[test]
     fn shared_reads_no_reader_holds_are_swept_once_they_have_doubled() {
-        let feed = FeedWatch::default();
+        let feed = FeedWatch::new(WaitingBounds {
+            per_instance: 10,
+            per_key: 10,
+        });
         let key = |id| WokenRead {
             after: FeedPosition { tx: 1, id },
             limit: 100,

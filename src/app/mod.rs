@@ -16,6 +16,7 @@ pub mod key_management;
 pub mod orders;
 pub mod rate_limit;
 pub mod services;
+pub mod waiting_readers;
 
 use std::{sync::Arc, time::Duration};
 
@@ -132,6 +133,8 @@ pub struct Policies {
     /// How many connections small reads share (none: every read takes a pooled one).
     pub shared_connections: usize,
     pub max_in_flight: usize,
+    /// How many change feed readers may wait at once.
+    pub feed_waiting: waiting_readers::WaitingBounds,
 }
 
 impl AppState {
@@ -155,7 +158,7 @@ impl AppState {
             metrics_served_apart: false,
             draining: Draining::default(),
             connector,
-            feed: events::FeedWatch::default(),
+            feed: events::FeedWatch::new(policies.feed_waiting),
             event_retention: policies.event_retention,
             longest_feed_wait: events::MAX_WAIT,
         }
@@ -349,6 +352,10 @@ mod tests {
             default_rate: None,
             shared_connections: 0,
             max_in_flight: 1,
+            feed_waiting: waiting_readers::WaitingBounds {
+                per_instance: 1,
+                per_key: 1,
+            },
         };
         let mut state = AppState::new(
             pool.clone(),

@@ -40,6 +40,9 @@ pub const AUTH_FAILURES: &str = "auth_failures_total";
 
 /// Change feed reads waiting for events now (long polls).
 pub const FEED_WAITING_READERS: &str = "orders_feed_waiting_readers";
+/// Change feed reads answered with no events before their wait was up, by `reason`: see
+/// [`WaitCutShort`].
+pub const FEED_WAITS_CUT_SHORT: &str = "orders_feed_waits_cut_short_total";
 
 /// The route label of a request to no route of the API: one value for every such path.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -79,6 +82,30 @@ impl AuthFailure {
     /// Counts one refusal for this reason.
     pub fn count(self) {
         ::metrics::counter!(AUTH_FAILURES, "reason" => self.label()).increment(1);
+    }
+}
+
+/// Why a change feed reader was answered before its wait was up, as the `reason` label of
+/// [`FEED_WAITS_CUT_SHORT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCutShort {
+    /// Its key had as many readers waiting as it may: it did not wait at all.
+    PerKey,
+    /// The instance had as many readers waiting as it may: likewise.
+    PerInstance,
+    /// The instance's listener closed as it shut down.
+    Shutdown,
+}
+
+impl WaitCutShort {
+    /// Counts one reader answered early for this reason.
+    pub fn count(self) {
+        let reason = match self {
+            Self::PerKey => "per_key",
+            Self::PerInstance => "per_instance",
+            Self::Shutdown => "shutdown",
+        };
+        ::metrics::counter!(FEED_WAITS_CUT_SHORT, "reason" => reason).increment(1);
     }
 }
 
@@ -286,6 +313,10 @@ fn describe() {
     describe_gauge!(
         FEED_WAITING_READERS,
         "Change feed reads waiting for events now (wait > 0)."
+    );
+    describe_counter!(
+        FEED_WAITS_CUT_SHORT,
+        "Change feed reads answered with no events before their wait was up, by reason: per_key, per_instance (a bound on waiting readers), shutdown."
     );
     describe_gauge!(
         "db_pool_max_size",

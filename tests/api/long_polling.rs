@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use orders::domain::Scope;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -133,9 +134,14 @@ async fn waits_outside_zero_to_thirty_seconds_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_waiting_readers_hold_no_connections_and_all_get_the_next_event() {
-    // Arrange: an instance with two connections and the default cap of 256 requests at once.
+    // Arrange: an instance with two connections and the default cap of 256 requests at once,
+    // that lets a thousand readers of one key wait.
     const READERS: usize = 1000;
-    let app = spawn_app_with(|settings| settings.db_pool_size = 2).await;
+    let app = spawn_app_with(|settings| {
+        settings.db_pool_size = 2;
+        settings.feed_max_waiting_per_key = READERS;
+    })
+    .await;
     let cursor = head(&app).await;
     // HTTP/1.1: each request waiting at once is on a connection of its own, as separate
     // consumers' would be. They arrive a hundred at a time, as consumers come and go: a
@@ -244,11 +250,7 @@ async fn wait_until_readers_wait(app: &TestApp, readers: usize) -> i64 {
 
 /// The instance's gauge of feed reads waiting now.
 async fn waiting_readers(app: &TestApp) -> f64 {
-    let response = app.anonymous.get(app.url("/metrics")).send().await.unwrap();
-    let text = response.text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("orders_feed_waiting_readers "))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
+    app.gauge("orders_feed_waiting_readers").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,4 +289,100 @@ async fn a_shutdown_answers_waiting_readers_when_the_listener_closes_and_the_dra
         "answered {took:?} after the shutdown began"
     );
     assert!(drained.is_ok(), "the drain did not end");
+}
+
+/// Starts a reader waiting up to 30 s at `cursor` with `client`, on a connection of its own
+/// when the client has no idle one; resolves to its answer's status, body and when it came.
+fn waiting_reader(
+    app: &TestApp,
+    client: &reqwest::Client,
+    cursor: &str,
+    limit: usize,
+) -> tokio::task::JoinHandle<(StatusCode, Value, Instant)> {
+    let (client, url) = (
+        client.clone(),
+        app.url(&format!("/events?after={cursor}&wait=30&limit={limit}")),
+    );
+    tokio::spawn(async move {
+        let response = client.get(url).send().await.unwrap();
+        let status = response.status();
+        let body = response.json::<Value>().await.unwrap();
+        (status, body, Instant::now())
+    })
+}
+
+/// How many waits the instance has cut short for `reason`.
+async fn waits_cut_short(app: &TestApp, reason: &str) -> f64 {
+    app.gauge(&format!(
+        "orders_feed_waits_cut_short_total{{reason=\"{reason}\"}}"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn past_its_key_s_bound_a_reader_is_answered_at_once_while_another_key_s_reader_waits() {
+    // Arrange: two readers of one key may wait, and the instance holds more.
+    let app = spawn_app_with(|settings| {
+        settings.feed_max_waiting_per_key = 2;
+        settings.feed_max_waiting = 10;
+    })
+    .await;
+    let other_key = http_client_with_key(&app.create_key("another", &[Scope::OrdersRead]).await);
+    let cursor = head(&app).await;
+    let first = waiting_reader(&app, &app.http, &cursor, 100);
+    let second = waiting_reader(&app, &app.http, &cursor, 100);
+    let other = waiting_reader(&app, &other_key, &cursor, 100);
+    wait_until_readers_wait(&app, 3).await;
+
+    // Act: a third reader of the first key.
+    let (status, page, took) = wait_for_events(&app, &cursor, 30).await;
+
+    // Assert: answered at once, as a wait of 0 is, and counted; the others still wait.
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, json!({ "events": [], "next_cursor": cursor }));
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert_eq!(waits_cut_short(&app, "per_key").await, 1.0);
+    assert_eq!(waiting_readers(&app).await, 3.0);
+    assert!(!other.is_finished() && !first.is_finished() && !second.is_finished());
+    // And the next event reaches every reader still waiting.
+    let service = app.create_service("Inspection").await;
+    for reader in [first, second, other] {
+        let (status, page, _) = reader.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            kinds_and_subjects(&page),
+            [("service.created".to_owned(), service.clone())]
+        );
+    }
+}
+
+#[tokio::test]
+async fn past_the_instance_s_bound_a_reader_of_any_key_is_answered_at_once() {
+    // Arrange: two readers may wait on the instance, of any keys.
+    let app = spawn_app_with(|settings| settings.feed_max_waiting = 2).await;
+    let cursor = head(&app).await;
+    let mut readers = Vec::new();
+    for name in ["first", "second"] {
+        let client = http_client_with_key(&app.create_key(name, &[Scope::OrdersRead]).await);
+        readers.push(waiting_reader(&app, &client, &cursor, 100));
+    }
+    wait_until_readers_wait(&app, 2).await;
+
+    // Act: a reader of a third key.
+    let (status, page, took) = wait_for_events(&app, &cursor, 30).await;
+
+    // Assert
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, json!({ "events": [], "next_cursor": cursor }));
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert_eq!(waits_cut_short(&app, "per_instance").await, 1.0);
+    assert_eq!(waiting_readers(&app).await, 2.0);
+    app.create_service("Inspection").await;
+    for reader in readers {
+        let (status, page, _) = reader.await.unwrap();
+        assert_eq!(
+            (status, page["events"].as_array().unwrap().len()),
+            (StatusCode::OK, 1)
+        );
+    }
 }
