@@ -1,5 +1,6 @@
 //! The readers waiting for the change feed on this instance (see [`super::events`]): how many
-//! may wait at once, in all and per API key.
+//! may wait at once, in all and per API key; and the largest page the readers waiting at each
+//! cursor ask for, so that one read serves all of them when they are woken together.
 //!
 //! A waiting reader holds no database connection, but it holds its client's connection and a
 //! task for as long as it waits (up to 30 s). The bound per key keeps one caller from taking
@@ -8,9 +9,11 @@
 //! which is a correct answer (its client asks again).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, btree_map},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
+
+use crate::domain::FeedPosition;
 
 /// How many readers may wait at once on an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,8 @@ struct Registry {
     waiting: usize,
     /// How many readers of each key wait; a key with none has no entry.
     per_key: HashMap<i64, usize>,
+    /// The limits of the readers waiting at each position, with how many ask for each.
+    limits_at: HashMap<FeedPosition, BTreeMap<usize, usize>>,
 }
 
 impl WaitingReaders {
@@ -54,9 +59,15 @@ impl WaitingReaders {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A place for a reader with the key `key_id` to wait; refused when its key, or the
-    /// instance, has as many waiting as it may. Held until the returned guard is dropped.
-    pub fn begin(&self, key_id: i64) -> Result<Waiting, BoundReached> {
+    /// A place for a reader with the key `key_id` to wait at `position` for up to `limit`
+    /// events; refused when its key, or the instance, has as many waiting as it may. Held
+    /// until the returned guard is dropped.
+    pub fn begin(
+        &self,
+        key_id: i64,
+        position: FeedPosition,
+        limit: usize,
+    ) -> Result<Waiting, BoundReached> {
         let mut registry = self.registry();
         if registry.per_key.get(&key_id).copied().unwrap_or(0) >= self.bounds.per_key {
             return Err(BoundReached::PerKey);
@@ -66,10 +77,25 @@ impl WaitingReaders {
         }
         registry.waiting += 1;
         *registry.per_key.entry(key_id).or_default() += 1;
+        *registry
+            .limits_at
+            .entry(position)
+            .or_default()
+            .entry(limit)
+            .or_default() += 1;
         Ok(Waiting {
             readers: self.clone(),
             key_id,
+            position,
+            limit,
         })
+    }
+
+    /// The largest page asked for by the readers waiting at `position`, if any waits there.
+    pub fn largest_limit_at(&self, position: FeedPosition) -> Option<usize> {
+        let registry = self.registry();
+        let limits = registry.limits_at.get(&position)?;
+        limits.last_key_value().map(|(&limit, _)| limit)
     }
 
     /// How many readers wait now.
@@ -82,6 +108,8 @@ impl WaitingReaders {
 pub struct Waiting {
     readers: WaitingReaders,
     key_id: i64,
+    position: FeedPosition,
+    limit: usize,
 }
 
 impl Drop for Waiting {
@@ -94,12 +122,25 @@ impl Drop for Waiting {
                 registry.per_key.remove(&self.key_id);
             }
         }
+        if let Some(limits) = registry.limits_at.get_mut(&self.position) {
+            if let btree_map::Entry::Occupied(mut count) = limits.entry(self.limit) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+            }
+            if limits.is_empty() {
+                registry.limits_at.remove(&self.position);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const AT: FeedPosition = FeedPosition { tx: 9, id: 3 };
 
     fn readers(per_instance: usize, per_key: usize) -> WaitingReaders {
         WaitingReaders::new(WaitingBounds {
@@ -111,13 +152,35 @@ mod tests {
     #[test]
     fn a_key_past_its_bound_is_refused_and_other_keys_wait_up_to_the_instance_s() {
         let readers = readers(3, 2);
-        let first = readers.begin(1).unwrap();
-        let _second = readers.begin(1).unwrap();
-        assert_eq!(readers.begin(1).err(), Some(BoundReached::PerKey));
-        let _other = readers.begin(2).unwrap();
-        assert_eq!(readers.begin(3).err(), Some(BoundReached::PerInstance));
+        let first = readers.begin(1, AT, 10).unwrap();
+        let _second = readers.begin(1, AT, 10).unwrap();
+        assert_eq!(readers.begin(1, AT, 10).err(), Some(BoundReached::PerKey));
+        let _other = readers.begin(2, AT, 10).unwrap();
+        assert_eq!(
+            readers.begin(3, AT, 10).err(),
+            Some(BoundReached::PerInstance)
+        );
         drop(first);
-        let _again = readers.begin(1).expect("a place given back");
+        let _again = readers.begin(1, AT, 10).expect("a place given back");
         assert_eq!(readers.count(), 3);
+    }
+
+    #[test]
+    fn the_largest_limit_waiting_at_a_position_is_the_one_a_shared_read_asks_for() {
+        let readers = readers(10, 10);
+        let elsewhere = FeedPosition { tx: 9, id: 4 };
+        let small = readers.begin(1, AT, 5).unwrap();
+        let large = readers.begin(2, AT, 700).unwrap();
+        let _another_large = readers.begin(3, AT, 700).unwrap();
+        let _larger_elsewhere = readers.begin(4, elsewhere, 1000).unwrap();
+        assert_eq!(readers.largest_limit_at(AT), Some(700));
+        drop(large);
+        assert_eq!(readers.largest_limit_at(AT), Some(700), "one still asks");
+        drop(small);
+        assert_eq!(readers.largest_limit_at(AT), Some(700));
+        assert_eq!(
+            readers.largest_limit_at(FeedPosition { tx: 1, id: 1 }),
+            None
+        );
     }
 }

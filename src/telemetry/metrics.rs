@@ -40,6 +40,8 @@ pub const AUTH_FAILURES: &str = "auth_failures_total";
 
 /// Change feed reads waiting for events now (long polls).
 pub const FEED_WAITING_READERS: &str = "orders_feed_waiting_readers";
+/// Reads of the change feed from the database, by `kind`: see [`FeedRead`].
+pub const FEED_READS: &str = "orders_feed_reads_total";
 /// Change feed reads answered with no events before their wait was up, by `reason`: see
 /// [`WaitCutShort`].
 pub const FEED_WAITS_CUT_SHORT: &str = "orders_feed_waits_cut_short_total";
@@ -82,6 +84,26 @@ impl AuthFailure {
     /// Counts one refusal for this reason.
     pub fn count(self) {
         ::metrics::counter!(AUTH_FAILURES, "reason" => self.label()).increment(1);
+    }
+}
+
+/// A read of the change feed from the database, as the `kind` label of [`FEED_READS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedRead {
+    /// A request's own read, before it waits if it does.
+    First,
+    /// The one read shared by the readers woken together at a cursor.
+    Woken,
+}
+
+impl FeedRead {
+    /// Counts one such read.
+    pub fn count(self) {
+        let kind = match self {
+            Self::First => "first",
+            Self::Woken => "woken",
+        };
+        ::metrics::counter!(FEED_READS, "kind" => kind).increment(1);
     }
 }
 
@@ -313,6 +335,10 @@ fn describe() {
     describe_gauge!(
         FEED_WAITING_READERS,
         "Change feed reads waiting for events now (wait > 0)."
+    );
+    describe_counter!(
+        FEED_READS,
+        "Reads of the change feed from the database, by kind: first (a request's own), woken (one for the readers woken together at a cursor)."
     );
     describe_counter!(
         FEED_WAITS_CUT_SHORT,

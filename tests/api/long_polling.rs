@@ -291,6 +291,58 @@ async fn a_shutdown_answers_waiting_readers_when_the_listener_closes_and_the_dra
     assert!(drained.is_ok(), "the drain did not end");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_waiting_readers_with_as_many_limits_share_one_read_of_the_next_event() {
+    // Arrange: a thousand readers of one key at the head, each with a limit of its own.
+    const READERS: usize = 1000;
+    let app = spawn_app_with(|settings| {
+        settings.db_pool_size = 2;
+        settings.feed_max_waiting_per_key = READERS;
+    })
+    .await;
+    let cursor = head(&app).await;
+    let mut readers = Vec::new();
+    for batch in 0..READERS / 100 {
+        readers.extend((1..=100).map(|reader| {
+            let limit = batch * 100 + reader;
+            let client = app.http.clone();
+            let url = app.url(&format!("/events?after={cursor}&wait=30&limit={limit}"));
+            tokio::spawn(async move {
+                let response = client.get(url).send().await.unwrap();
+                let status = response.status();
+                (status, response.json::<Value>().await.unwrap())
+            })
+        }));
+        wait_until_readers_wait(&app, (batch + 1) * 100).await;
+    }
+    let reads = woken_reads(&app).await;
+
+    // Act
+    let service = app.create_service("Inspection").await;
+    let committed = Instant::now();
+    let answers = join_all(readers).await;
+    let answered = committed.elapsed();
+
+    // Assert: each got the event, and the database was asked once for all of them.
+    println!(
+        "{READERS} waiting readers with as many limits all answered {answered:?} after the create's answer"
+    );
+    for answer in answers {
+        let (status, page) = answer.unwrap();
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            kinds_and_subjects(&page),
+            [("service.created".to_owned(), service.clone())]
+        );
+    }
+    assert_eq!(woken_reads(&app).await - reads, 1.0);
+}
+
+/// How many reads of the feed the instance has made for readers woken from a wait.
+async fn woken_reads(app: &TestApp) -> f64 {
+    app.gauge("orders_feed_reads_total{kind=\"woken\"}").await
+}
+
 /// Starts a reader waiting up to 30 s at `cursor` with `client`, on a connection of its own
 /// when the client has no idle one; resolves to its answer's status, body and when it came.
 fn waiting_reader(
@@ -385,4 +437,65 @@ async fn past_the_instance_s_bound_a_reader_of_any_key_is_answered_at_once() {
             (StatusCode::OK, 1)
         );
     }
+}
+
+#[tokio::test]
+async fn readers_woken_together_with_different_limits_each_get_the_front_of_one_read() {
+    // Arrange: three services, and readers after their events with limits 1, 2 and 5.
+    let app = spawn_app().await;
+    let mut services = Vec::new();
+    for name in ["Wash", "Wax", "Polish"] {
+        services.push(app.create_service(name).await);
+    }
+    let (_, cursor) = crate::events::read_events(&app, None, 3, 10).await;
+    let readers: Vec<_> = [1, 2, 5]
+        .into_iter()
+        .map(|limit| {
+            (
+                limit,
+                waiting_reader(&app, &reqwest_client(&app), &cursor, limit),
+            )
+        })
+        .collect();
+    wait_until_readers_wait(&app, 3).await;
+    let reads = woken_reads(&app).await;
+
+    // Act: three events that become readable at once, as those of one transaction do: the
+    // services' events written again, by the test, in one.
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO events (type, actor, subject_id, data)
+             SELECT type, actor, subject_id, data FROM events ORDER BY tx, id",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // Assert: each reader gets as many of them as it asked for, and its cursor after the
+    // last; one read served all three.
+    for (limit, reader) in readers {
+        let (status, page, _) = reader.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let expected: Vec<_> = services
+            .iter()
+            .take(limit)
+            .map(|id| ("service.created".to_owned(), id.clone()))
+            .collect();
+        assert_eq!(kinds_and_subjects(&page), expected, "limit {limit}");
+        let events = page["events"].as_array().unwrap();
+        assert_eq!(
+            page["next_cursor"],
+            events.last().unwrap()["id"],
+            "limit {limit}"
+        );
+    }
+    assert_eq!(woken_reads(&app).await - reads, 1.0);
+}
+
+/// A client of the test's key with connections of its own.
+fn reqwest_client(app: &TestApp) -> reqwest::Client {
+    http_client_with_key(&app.secret)
 }
