@@ -316,12 +316,14 @@ impl Application {
             ))
         });
         let draining = self.state.draining.clone();
+        let feed_waiting = self.state.feed.waiting.clone();
         let served = server::serve(
             self.listener,
             wrap(http::app(self.state)),
             self.serve,
             cap,
             draining,
+            feed_waiting,
             shutdown,
         )
         .await;

@@ -11,8 +11,9 @@
 //! front of it. So a reader learns of an event within about that interval of its becoming
 //! readable, wherever it was written, and what it is given is always read from the table.
 //!
-//! How many readers may wait is decided in [`super::waiting_readers`]. A wait that is refused
-//! or ended early is answered as a wait that ran out is: no events and the reader's own cursor.
+//! How many readers may wait, and whose wait ends first when the server needs a connection
+//! back, is decided in [`super::waiting_readers`]. A wait that is refused or ended early is
+//! answered as a wait that ran out is: no events and the reader's own cursor.
 //!
 //! Why not `LISTEN`/`NOTIFY`: a transaction that notifies takes a lock that every other
 //! notifying transaction of the cluster waits for, held until its commit is on disk, so commits
@@ -31,7 +32,7 @@ use tokio::sync::{Notify, OnceCell, watch};
 use super::{
     AppError, AppState,
     authentication::Caller,
-    waiting_readers::{BoundReached, WaitingBounds, WaitingReaders},
+    waiting_readers::{BoundReached, ConnectionId, WaitingBounds, WaitingReaders},
 };
 use crate::{
     domain::{FeedPage, FeedPosition, FeedStart},
@@ -62,17 +63,19 @@ pub async fn read(state: &AppState, start: FeedStart, limit: usize) -> Result<Fe
 }
 
 /// [`read`], but when there is nothing to give yet, waits up to `wait` for events to arrive
-/// and reads again, for `caller`. Answers with an empty page (and the same cursor) when `wait`
-/// passes; at once when the caller's key or the instance has as many readers waiting as it
-/// may; or when the instance's listener closes as it shuts down (the caller asks again, of an
-/// instance still serving). `before_waiting` runs once, if it comes to waiting: to give up
-/// what the caller holds.
+/// and reads again, for `caller`, whose request came on `connection`. Answers with an empty
+/// page (and the same cursor) when `wait` passes; at once when the caller's key or the
+/// instance has as many readers waiting as it may; when the server ends the wait to have the
+/// connection back; or when the instance's listener closes as it shuts down (the caller asks
+/// again, of an instance still serving). `before_waiting` runs once, if it comes to waiting:
+/// to give up what the caller holds.
 pub async fn read_waiting(
     state: &AppState,
     caller: &Caller,
     start: FeedStart,
     limit: usize,
     wait: Duration,
+    connection: Option<ConnectionId>,
     before_waiting: impl FnOnce(),
 ) -> Result<FeedPage, AppError> {
     let deadline = tokio::time::Instant::now() + wait.min(state.longest_feed_wait);
@@ -84,7 +87,11 @@ pub async fn read_waiting(
         return Ok(page);
     }
     let position = page.next;
-    let _waiting = match state.feed.waiting.begin(caller.key_id, position, limit) {
+    let waiting = match state
+        .feed
+        .waiting
+        .begin(caller.key_id, position, limit, connection)
+    {
         Ok(waiting) => waiting,
         Err(bound) => {
             match bound {
@@ -95,8 +102,9 @@ pub async fn read_waiting(
             return Ok(page);
         }
     };
+    let ended = waiting.ended();
     let listener_closed = state.draining.until_listener_closed();
-    tokio::pin!(listener_closed);
+    tokio::pin!(ended, listener_closed);
     let _counted = metrics::feed_reader_waits();
     before_waiting();
     loop {
@@ -105,6 +113,10 @@ pub async fn read_waiting(
                 break; // The head's sender is gone with the state: nothing more will come.
             },
             () = tokio::time::sleep_until(deadline) => break,
+            () = &mut ended => {
+                WaitCutShort::ConnectionCap.count();
+                break;
+            }
             () = &mut listener_closed => {
                 WaitCutShort::Shutdown.count();
                 break;

@@ -1,6 +1,7 @@
 //! The readers waiting for the change feed on this instance (see [`super::events`]): how many
-//! may wait at once, in all and per API key; and the largest page the readers waiting at each
-//! cursor ask for, so that one read serves all of them when they are woken together.
+//! may wait at once, in all and per API key; the largest page the readers waiting at each
+//! cursor ask for, so that one read serves all of them when they are woken together; and whose
+//! wait the server ends first when it needs a connection back.
 //!
 //! A waiting reader holds no database connection, but it holds its client's connection and a
 //! task for as long as it waits (up to 30 s). The bound per key keeps one caller from taking
@@ -12,6 +13,8 @@ use std::{
     collections::{BTreeMap, HashMap, btree_map},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
+
+use tokio::{sync::Notify, time::Instant};
 
 use crate::domain::FeedPosition;
 
@@ -30,6 +33,12 @@ pub enum BoundReached {
     PerInstance,
 }
 
+/// The client connection a request came on, as the server numbers its connections: lets the
+/// server, at its cap on connections, find the connection of the reader whose wait it ends
+/// (see [`WaitingReaders::end_longest_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
+
 /// The waiting readers. Cheap to clone: one shared registry.
 #[derive(Clone)]
 pub struct WaitingReaders {
@@ -39,11 +48,15 @@ pub struct WaitingReaders {
 
 #[derive(Default)]
 struct Registry {
+    next_id: u64,
     waiting: usize,
     /// How many readers of each key wait; a key with none has no entry.
     per_key: HashMap<i64, usize>,
     /// The limits of the readers waiting at each position, with how many ask for each.
     limits_at: HashMap<FeedPosition, BTreeMap<usize, usize>>,
+    /// The readers waiting on a connection, the one waiting longest first, with what ends each
+    /// one's wait. A reader leaves it when it stops waiting, or when its wait is ended.
+    by_age: BTreeMap<(Instant, u64), (ConnectionId, Arc<Notify>)>,
 }
 
 impl WaitingReaders {
@@ -60,13 +73,14 @@ impl WaitingReaders {
     }
 
     /// A place for a reader with the key `key_id` to wait at `position` for up to `limit`
-    /// events; refused when its key, or the instance, has as many waiting as it may. Held
-    /// until the returned guard is dropped.
+    /// events, on `connection` when it came on one; refused when its key, or the instance, has
+    /// as many waiting as it may. Held until the returned guard is dropped.
     pub fn begin(
         &self,
         key_id: i64,
         position: FeedPosition,
         limit: usize,
+        connection: Option<ConnectionId>,
     ) -> Result<Waiting, BoundReached> {
         let mut registry = self.registry();
         if registry.per_key.get(&key_id).copied().unwrap_or(0) >= self.bounds.per_key {
@@ -83,11 +97,23 @@ impl WaitingReaders {
             .or_default()
             .entry(limit)
             .or_default() += 1;
+        let id = registry.next_id;
+        registry.next_id += 1;
+        let since = Instant::now();
+        let end = Arc::new(Notify::new());
+        if let Some(connection) = connection {
+            registry
+                .by_age
+                .insert((since, id), (connection, Arc::clone(&end)));
+        }
         Ok(Waiting {
             readers: self.clone(),
+            id,
+            since,
             key_id,
             position,
             limit,
+            end,
         })
     }
 
@@ -96,6 +122,16 @@ impl WaitingReaders {
         let registry = self.registry();
         let limits = registry.limits_at.get(&position)?;
         limits.last_key_value().map(|(&limit, _)| limit)
+    }
+
+    /// Ends the wait of the reader that has waited longest on a connection: it answers at once
+    /// (with no events and its cursor). Returns that connection; none when no reader waits on
+    /// one. Each reader's wait is ended once at most.
+    pub fn end_longest_wait(&self) -> Option<ConnectionId> {
+        let (_, (connection, end)) = self.registry().by_age.pop_first()?;
+        // A permit is kept if the reader is not listening at this moment: it sees it next.
+        end.notify_one();
+        Some(connection)
     }
 
     /// How many readers wait now.
@@ -107,9 +143,19 @@ impl WaitingReaders {
 /// One reader's place among the waiting, given back when dropped.
 pub struct Waiting {
     readers: WaitingReaders,
+    id: u64,
+    since: Instant,
     key_id: i64,
     position: FeedPosition,
     limit: usize,
+    end: Arc<Notify>,
+}
+
+impl Waiting {
+    /// Returns once the server has ended this wait, to have the reader's connection back.
+    pub async fn ended(&self) {
+        self.end.notified().await;
+    }
 }
 
 impl Drop for Waiting {
@@ -133,6 +179,7 @@ impl Drop for Waiting {
                 registry.limits_at.remove(&self.position);
             }
         }
+        registry.by_age.remove(&(self.since, self.id));
     }
 }
 
@@ -152,16 +199,19 @@ mod tests {
     #[test]
     fn a_key_past_its_bound_is_refused_and_other_keys_wait_up_to_the_instance_s() {
         let readers = readers(3, 2);
-        let first = readers.begin(1, AT, 10).unwrap();
-        let _second = readers.begin(1, AT, 10).unwrap();
-        assert_eq!(readers.begin(1, AT, 10).err(), Some(BoundReached::PerKey));
-        let _other = readers.begin(2, AT, 10).unwrap();
+        let first = readers.begin(1, AT, 10, None).unwrap();
+        let _second = readers.begin(1, AT, 10, None).unwrap();
         assert_eq!(
-            readers.begin(3, AT, 10).err(),
+            readers.begin(1, AT, 10, None).err(),
+            Some(BoundReached::PerKey)
+        );
+        let _other = readers.begin(2, AT, 10, None).unwrap();
+        assert_eq!(
+            readers.begin(3, AT, 10, None).err(),
             Some(BoundReached::PerInstance)
         );
         drop(first);
-        let _again = readers.begin(1, AT, 10).expect("a place given back");
+        let _again = readers.begin(1, AT, 10, None).expect("a place given back");
         assert_eq!(readers.count(), 3);
     }
 
@@ -169,10 +219,10 @@ mod tests {
     fn the_largest_limit_waiting_at_a_position_is_the_one_a_shared_read_asks_for() {
         let readers = readers(10, 10);
         let elsewhere = FeedPosition { tx: 9, id: 4 };
-        let small = readers.begin(1, AT, 5).unwrap();
-        let large = readers.begin(2, AT, 700).unwrap();
-        let _another_large = readers.begin(3, AT, 700).unwrap();
-        let _larger_elsewhere = readers.begin(4, elsewhere, 1000).unwrap();
+        let small = readers.begin(1, AT, 5, None).unwrap();
+        let large = readers.begin(2, AT, 700, None).unwrap();
+        let _another_large = readers.begin(3, AT, 700, None).unwrap();
+        let _larger_elsewhere = readers.begin(4, elsewhere, 1000, None).unwrap();
         assert_eq!(readers.largest_limit_at(AT), Some(700));
         drop(large);
         assert_eq!(readers.largest_limit_at(AT), Some(700), "one still asks");
@@ -182,5 +232,20 @@ mod tests {
             readers.largest_limit_at(FeedPosition { tx: 1, id: 1 }),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn the_longest_wait_on_a_connection_is_ended_first_and_only_once() {
+        let readers = readers(10, 10);
+        let _no_connection = readers.begin(1, AT, 10, None).unwrap();
+        let oldest = readers.begin(1, AT, 10, Some(ConnectionId(7))).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let newer = readers.begin(2, AT, 10, Some(ConnectionId(8))).unwrap();
+
+        assert_eq!(readers.end_longest_wait(), Some(ConnectionId(7)));
+        oldest.ended().await;
+        assert_eq!(readers.end_longest_wait(), Some(ConnectionId(8)));
+        drop(newer);
+        assert_eq!(readers.end_longest_wait(), None);
     }
 }

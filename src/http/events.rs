@@ -34,7 +34,7 @@ use super::{
     value_types::impl_scalar_type,
 };
 use crate::{
-    app::{self, AppState, events::MAX_WAIT},
+    app::{self, AppState, events::MAX_WAIT, waiting_readers::ConnectionId},
     domain::{EventRecord, EventSubject, EventType, FeedPosition, FeedStart, Timestamp},
 };
 
@@ -179,8 +179,8 @@ impl EventsApi {
     /// next), then pass each answer's `next_cursor` as `after`; with `wait`, an answer with
     /// no events comes when that time is up, or sooner: at once when the instance already
     /// holds as many waiting readers as it may (of the caller's key, or in all), or when it
-    /// shuts down. Each is a correct answer: ask again, after a pause of a second if it came
-    /// at once. A
+    /// needs the connection for another client or shuts down. Each is a correct answer: ask
+    /// again, after a pause of a second if it came at once. A
     /// renamed service is one `service.updated` event: apply its new name to the copies of the
     /// orders that book it. Events are kept for a retention period (7 days by default): a
     /// cursor from before it is 410 `CURSOR_EXPIRED`, and the consumer re-reads the current
@@ -215,9 +215,12 @@ impl EventsApi {
             .get::<Place>()
             .cloned()
             .unwrap_or_default();
+        let connection = request.extensions().get::<ConnectionId>().copied();
         let page =
-            app::events::read_waiting(&state, &caller.0, start, limit, wait, || place.give_up())
-                .await?;
+            app::events::read_waiting(&state, &caller.0, start, limit, wait, connection, || {
+                place.give_up()
+            })
+            .await?;
         Ok(EventsRead::Ok(JsonBody::new(&EventPage {
             next_cursor: encode_cursor(page.next),
             events: page.events.into_iter().map(Event::from).collect(),

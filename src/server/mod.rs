@@ -6,7 +6,8 @@
 //! client sending a byte every few seconds keeps a connection forever. Here:
 //! - the soft open-file limit is raised to the hard limit at start ([`open_files`]), and the
 //!   connections open at once are capped below it, the longest-waiting one giving way to a
-//!   newcomer at the cap ([`connections`]);
+//!   newcomer at the cap, else the change feed reader that has waited longest, answered at
+//!   once ([`connections`]);
 //! - each connection is closed when its next request head does not arrive whole within the
 //!   header-read timeout of its first byte, or no request begins within the idle timeout of
 //!   its last answer, and a request is cut off when it takes longer than the request timeout
@@ -54,7 +55,10 @@ use tokio::net::{TcpListener, TcpStream};
 pub use self::connections::Timeouts;
 use self::connections::{BusyBody, Connection, Connections, Next, Reason, Watched};
 use crate::{
-    app::Draining,
+    app::{
+        Draining,
+        waiting_readers::{ConnectionId, WaitingReaders},
+    },
     http::problem::{ApiError, ErrorCode},
 };
 
@@ -80,16 +84,18 @@ pub struct ServeSettings {
 }
 
 /// Serves `endpoint` on `listener` until `shutdown` completes, then drains (see the module
-/// docs). `cap` is the most connections open at once.
+/// docs). `cap` is the most connections open at once; at it, with every connection busy, the
+/// wait of one of `feed_waiting` is ended to free its connection.
 pub async fn serve(
     listener: TcpListener,
     endpoint: BoxEndpoint<'static, poem::Response>,
     settings: ServeSettings,
     cap: usize,
     draining: Draining,
+    feed_waiting: WaitingReaders,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let connections = Connections::new(cap, settings.timeouts);
+    let connections = Connections::new(cap, settings.timeouts, Some(feed_waiting));
     let stop = async {
         shutdown.await;
         draining.begin();
@@ -124,7 +130,7 @@ pub async fn serve_metrics(
     shutdown_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let connections = Connections::new(METRICS_MAX_CONNECTIONS, timeouts);
+    let connections = Connections::new(METRICS_MAX_CONNECTIONS, timeouts, None);
     accept_until(listener, endpoint, &connections, shutdown).await?;
     drain(
         &connections,
@@ -255,16 +261,19 @@ async fn serve_connection(
     let _ = socket.set_nodelay(true);
     let service = service_fn({
         let connection = Arc::clone(&connection);
+        let connection_id = connection.id;
         move |request: hyper::Request<hyper::body::Incoming>| {
             let busy = connection.begin_request();
             let endpoint = Arc::clone(&endpoint);
             async move {
-                let request = poem::Request::from((
+                let mut request = poem::Request::from((
                     request,
                     LocalAddr(local.into()),
                     RemoteAddr(remote.into()),
                     Scheme::HTTP,
                 ));
+                // For a change feed reader's wait, which the cap may end (see `connections`).
+                request.extensions_mut().insert(ConnectionId(connection_id));
                 // A task of its own: a request sent whole is handled whole, even if the client
                 // hangs up before its answer (a create must finish, or roll back, as one).
                 let handled = tokio::spawn(async move {

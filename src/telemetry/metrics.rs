@@ -115,6 +115,8 @@ pub enum WaitCutShort {
     PerKey,
     /// The instance had as many readers waiting as it may: likewise.
     PerInstance,
+    /// It waited longest when a new connection came at the cap on connections.
+    ConnectionCap,
     /// The instance's listener closed as it shut down.
     Shutdown,
 }
@@ -125,6 +127,7 @@ impl WaitCutShort {
         let reason = match self {
             Self::PerKey => "per_key",
             Self::PerInstance => "per_instance",
+            Self::ConnectionCap => "connection_cap",
             Self::Shutdown => "shutdown",
         };
         ::metrics::counter!(FEED_WAITS_CUT_SHORT, "reason" => reason).increment(1);
@@ -342,7 +345,7 @@ fn describe() {
     );
     describe_counter!(
         FEED_WAITS_CUT_SHORT,
-        "Change feed reads answered with no events before their wait was up, by reason: per_key, per_instance (a bound on waiting readers), shutdown."
+        "Change feed reads answered with no events before their wait was up, by reason: per_key, per_instance (a bound on waiting readers), connection_cap, shutdown."
     );
     describe_gauge!(
         "db_pool_max_size",

@@ -499,3 +499,53 @@ async fn readers_woken_together_with_different_limits_each_get_the_front_of_one_
 fn reqwest_client(app: &TestApp) -> reqwest::Client {
     http_client_with_key(&app.secret)
 }
+
+#[tokio::test]
+async fn at_the_connection_cap_the_reader_waiting_longest_is_answered_early_to_let_a_newcomer_in() {
+    // Arrange: room for three connections, each held by a reader waiting 30 s, the oldest
+    // first; the metrics are on a port of their own, so that reading them takes no room.
+    let app = spawn_app_with(|settings| {
+        settings.connections.max_connections = Some(3);
+        settings.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let cursor = head(&app).await;
+    let mut readers = Vec::new();
+    for waiting in 1..=3 {
+        readers.push(waiting_reader(&app, &reqwest_client(&app), &cursor, 100));
+        wait_until_readers_wait(&app, waiting).await;
+    }
+
+    // Act: a newcomer.
+    let asked = Instant::now();
+    let newcomer = tokio::time::timeout(
+        Duration::from_secs(10),
+        reqwest_client(&app).get(app.url("/services")).send(),
+    )
+    .await;
+
+    // Assert: it is served at once; the oldest reader was answered just before it, with no
+    // events and its cursor (a correct answer), and the others still wait.
+    let served = asked.elapsed();
+    let newcomer = newcomer
+        .unwrap_or_else(|_| panic!("no answer after {served:?}"))
+        .unwrap();
+    assert_eq!(newcomer.status(), StatusCode::OK);
+    assert!(served < Duration::from_secs(2), "served after {served:?}");
+    let mut readers = readers.into_iter();
+    let (status, page, answered) = readers.next().unwrap().await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, json!({ "events": [], "next_cursor": cursor }));
+    assert!(answered.saturating_duration_since(asked) < Duration::from_secs(2));
+    assert_eq!(waits_cut_short(&app, "connection_cap").await, 1.0);
+    assert_eq!(waiting_readers(&app).await, 2.0);
+    let service = app.create_service("Inspection").await;
+    for reader in readers {
+        let (status, page, _) = reader.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            kinds_and_subjects(&page),
+            [("service.created".to_owned(), service.clone())]
+        );
+    }
+}
