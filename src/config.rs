@@ -24,6 +24,17 @@ pub const DEFAULT_ANONYMOUS_REFUSALS_PER_SECOND: u32 = 1_000;
 /// clients at once, each holding at most its head and a 64 KiB body meanwhile.
 pub const DEFAULT_MAX_QUEUED: usize = 10_000;
 
+/// The most change feed readers one instance holds waiting for events, unless configured
+/// otherwise: a waiting reader costs the database nothing, but holds its client's connection
+/// and its request's task and buffers for up to 30 s; a thousand of them are served well (a
+/// test holds them on a pool of two connections) and bound the memory they take.
+pub const DEFAULT_FEED_MAX_WAITING: usize = 1_000;
+
+/// The most change feed readers of one API key held waiting at once on an instance, unless
+/// configured otherwise: a consuming system needs a reader or a few per copy it keeps, and one
+/// key past this cannot take every place of the instance's bound.
+pub const DEFAULT_FEED_MAX_WAITING_PER_KEY: usize = 100;
+
 /// How often each instance reloads the API keys: about how long a revoked key keeps working,
 /// and a new one takes to start working. Not a flag: the keys' cache trusts what it loaded
 /// for a few seconds only, so a much longer interval would lock callers out.
@@ -55,6 +66,10 @@ pub struct SettingsArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub bind: SocketAddr,
+    /// Address to serve /metrics on, apart from the API (e.g. 127.0.0.1:9464). Unset: /metrics
+    /// is served on the API's address.
+    #[arg(long, env = "ORDERS_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
     /// Folder for the private PostgreSQL cluster used when DATABASE_URL is unset.
     #[arg(long, env = "ORDERS_DATA_DIR", global = true, default_value = ".data")]
     pub data_dir: PathBuf,
@@ -153,6 +168,24 @@ pub struct SettingsArgs {
         default_value_t = DEFAULT_ANONYMOUS_REFUSALS_PER_SECOND
     )]
     pub anonymous_refusals_per_second: u32,
+    /// The most change feed readers waiting for events at once on this instance; past it, a
+    /// read with a wait is answered at once, as with wait=0. 0: none waits.
+    #[arg(
+        long,
+        env = "ORDERS_FEED_MAX_WAITING",
+        global = true,
+        default_value_t = DEFAULT_FEED_MAX_WAITING
+    )]
+    pub feed_max_waiting: usize,
+    /// The most change feed readers of one API key waiting at once on this instance; past it,
+    /// likewise answered at once.
+    #[arg(
+        long,
+        env = "ORDERS_FEED_MAX_WAITING_PER_KEY",
+        global = true,
+        default_value_t = DEFAULT_FEED_MAX_WAITING_PER_KEY
+    )]
+    pub feed_max_waiting_per_key: usize,
     /// Threads that serve requests; unset: half the machine's cores, at least one (see
     /// `worker_threads`).
     #[arg(long, env = "ORDERS_WORKER_THREADS", global = true)]
@@ -281,6 +314,8 @@ impl fmt::Debug for DatabaseUrl {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bind: SocketAddr,
+    /// Where `/metrics` is served apart from the API; none: on the API's address.
+    pub metrics_bind: Option<SocketAddr>,
     pub database: DatabaseSettings,
     pub db_pool_size: usize,
     pub db_shared_connections: usize,
@@ -299,6 +334,9 @@ pub struct Settings {
     pub max_queued: usize,
     /// Refusals without a route or a key answered at once each second (0: all at once).
     pub anonymous_refusals_per_second: u32,
+    /// The most change feed readers waiting at once on the instance, and of one key.
+    pub feed_max_waiting: usize,
+    pub feed_max_waiting_per_key: usize,
     /// Threads that serve requests; none: half the cores (see [`worker_threads`]).
     pub worker_threads: Option<usize>,
     pub connections: ConnectionSettings,
@@ -361,6 +399,7 @@ impl From<SettingsArgs> for Settings {
         let at_least_a_millisecond = |timeout: Duration| timeout.max(Duration::from_millis(1));
         Self {
             bind: args.bind,
+            metrics_bind: args.metrics_bind,
             database,
             db_pool_size: args.db_pool_size.max(1),
             db_shared_connections: args.db_shared_connections,
@@ -380,6 +419,8 @@ impl From<SettingsArgs> for Settings {
             max_queue_wait: args.max_queue_wait.min(args.request_timeout),
             max_queued: args.max_queued,
             anonymous_refusals_per_second: args.anonymous_refusals_per_second,
+            feed_max_waiting: args.feed_max_waiting,
+            feed_max_waiting_per_key: args.feed_max_waiting_per_key,
             worker_threads: args.worker_threads,
             // Zero timeouts would close every connection before its first request.
             connections: ConnectionSettings {
@@ -499,5 +540,17 @@ mod tests {
         ));
         assert!(defaults.migrate);
         assert!(!settings(&["--migrate-on-start", "false"]).unwrap().migrate);
+        assert_eq!(defaults.metrics_bind, None);
+        assert_eq!(defaults.feed_max_waiting, DEFAULT_FEED_MAX_WAITING);
+        assert_eq!(
+            defaults.feed_max_waiting_per_key,
+            DEFAULT_FEED_MAX_WAITING_PER_KEY
+        );
+        assert_eq!(
+            settings(&["--metrics-bind", "127.0.0.1:9464"])
+                .unwrap()
+                .metrics_bind,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     app::{
         Admission, AppState, BackgroundWork, Policies,
         key_management::{self, LocalKey},
+        waiting_readers::WaitingBounds,
     },
     config::{ConnectionSettings, DatabaseSettings, Settings},
     domain::RateLimit,
@@ -181,6 +182,8 @@ async fn create_embedded_database(cluster: &Cluster) -> Result<(), StartError> {
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
+    /// The metrics' own listener and its address, when they are served apart from the API.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     state: AppState,
     background: BackgroundWork,
     serve: ServeSettings,
@@ -223,6 +226,16 @@ impl Application {
             Err(error) => return Err((database, StartError::Bind(settings.bind, error))),
         };
         let address = listener.local_addr().unwrap_or(settings.bind);
+        let metrics_listener = match settings.metrics_bind {
+            None => None,
+            Some(bind) => match TcpListener::bind(bind).await {
+                Ok(listener) => {
+                    let address = listener.local_addr().unwrap_or(bind);
+                    Some((listener, address))
+                }
+                Err(error) => return Err((database, StartError::Bind(bind, error))),
+            },
+        };
         let serve = serve_settings(&settings.connections);
         let mut state = AppState::new(
             database.pool.clone(),
@@ -230,10 +243,12 @@ impl Application {
             &policies(settings),
         );
         state.fit_feed_wait_into(serve.timeouts.request);
+        state.metrics_served_apart = metrics_listener.is_some();
         let background = state.start_background_work().await;
         Ok(Self {
             listener,
             address,
+            metrics_listener,
             state,
             background,
             serve,
@@ -243,6 +258,11 @@ impl Application {
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where the metrics are served apart from the API, if they are (`ORDERS_METRICS_BIND`).
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, address)| *address)
     }
 
     /// The state the instance's operations run against (its key cache, its metrics, ...).
@@ -280,16 +300,43 @@ impl Application {
             request_timeout_ms = self.serve.timeouts.request.as_millis() as u64,
             "serving"
         );
+        // The metrics' listener serves until the API's drain is over, so that a scrape
+        // still sees an instance that is shutting down.
+        let (api_drained, metrics_stop) = tokio::sync::oneshot::channel::<()>();
+        let metrics = self.metrics_listener.map(|(listener, address)| {
+            tracing::info!(%address, "serving the metrics apart from the API");
+            tokio::spawn(server::serve_metrics(
+                listener,
+                http::metrics_app(self.state.clone()),
+                self.serve.timeouts,
+                self.serve.shutdown_timeout,
+                async {
+                    let _ = metrics_stop.await;
+                },
+            ))
+        });
         let draining = self.state.draining.clone();
+        let feed_waiting = self.state.feed.waiting.clone();
         let served = server::serve(
             self.listener,
             wrap(http::app(self.state)),
             self.serve,
             cap,
             draining,
+            feed_waiting,
             shutdown,
         )
         .await;
+        drop(api_drained);
+        if let Some(metrics) = metrics {
+            match metrics.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "the metrics' listener stopped with an error")
+                }
+                Err(error) => tracing::error!(%error, "the metrics' listener's task failed"),
+            }
+        }
         drop(self.background);
         self.database.close().await;
         served.map_err(StartError::Serve)
@@ -334,6 +381,10 @@ fn policies(settings: &Settings) -> Policies {
             max_queue_wait: settings.max_queue_wait,
             max_queued: settings.max_queued,
             anonymous_refusals_per_second: settings.anonymous_refusals_per_second,
+        },
+        feed_waiting: WaitingBounds {
+            per_instance: settings.feed_max_waiting,
+            per_key: settings.feed_max_waiting_per_key,
         },
     }
 }

@@ -7,12 +7,12 @@
 //! hash is not needed: it protects guessable passwords, and these secrets are not guessable.
 //!
 //! Each instance keeps the unrevoked keys in memory and reloads them every few seconds (the
-//! interval is a setting: `config::DEFAULT_KEY_REFRESH_INTERVAL`), so a new key works, and a revoked one stops working, on every
-//! instance within that time. The cache fails closed: keys last loaded more than
-//! [`KEY_MAX_AGE`] ago check nothing (every protected request is a 503 until a reload
-//! succeeds), so a revoked key cannot go on working because reloads fail or hang. Uses are
-//! written back at most once a minute per key, by a task of their own, so a write that waits
-//! on a lock never holds up the reloads.
+//! interval is a setting: `config::DEFAULT_KEY_REFRESH_INTERVAL`), so a new key works, and a
+//! revoked one stops working, on every instance within that time. The cache fails closed: keys
+//! read by a reload that began more than [`KEY_MAX_AGE`] ago check nothing (every protected
+//! request is a 503 until a reload succeeds), so a revoked key cannot go on working because
+//! reloads fail, hang or answer late. Uses are written back at most once a minute per key, by
+//! a task of their own, so a write that waits on a lock never holds up the reloads.
 //!
 //! Each loaded key also holds its rate limit's bucket (see [`super::rate_limit`]): the key's
 //! own limit, else the ring's default, else none.
@@ -167,6 +167,7 @@ struct CachedKey {
 /// The unrevoked keys, by lookup id, and when they were loaded.
 struct LoadedKeys {
     by_lookup_id: HashMap<String, Arc<CachedKey>>,
+    /// When the reload that read them began: no later than the database read them.
     loaded_at: Instant,
 }
 
@@ -221,6 +222,10 @@ impl KeyRing {
 
     /// Reloads the keys from the database, keeping what is known of their use.
     pub async fn refresh(&self, pool: &Pool) -> Result<(), StoreError> {
+        // The keys are as old as the moment the database read them, which is after this one
+        // and may be long before the answer arrives: timed from here, a key revoked just after
+        // the read is refused within [`KEY_MAX_AGE`] of its revocation however slow the answer.
+        let asked_at = Instant::now();
         let active = storage::api_keys::active(pool).await?;
         let mut keys = self
             .keys
@@ -242,7 +247,7 @@ impl KeyRing {
             .collect();
         *keys = Some(LoadedKeys {
             by_lookup_id: fresh,
-            loaded_at: Instant::now(),
+            loaded_at: asked_at,
         });
         self.loads.fetch_add(1, Ordering::Relaxed);
         Ok(())

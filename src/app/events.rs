@@ -7,8 +7,13 @@
 //! every [`WATCH_INTERVAL`], on a session of its own, and publishes it in a [`FeedWatch`]. A
 //! waiting reader sleeps on that watch and reads the feed, through the pool, only once the
 //! head has moved past its position; readers woken together at the same position share that
-//! read. So a reader learns of an event within about that interval of its becoming readable,
-//! wherever it was written, and what it is given is always read from the table.
+//! read, of the largest page any of them asks for, and each takes its own page from the
+//! front of it. So a reader learns of an event within about that interval of its becoming
+//! readable, wherever it was written, and what it is given is always read from the table.
+//!
+//! How many readers may wait, and whose wait ends first when the server needs a connection
+//! back, is decided in [`super::waiting_readers`]. A wait that is refused or ended early is
+//! answered as a wait that ran out is: no events and the reader's own cursor.
 //!
 //! Why not `LISTEN`/`NOTIFY`: a transaction that notifies takes a lock that every other
 //! notifying transaction of the cluster waits for, held until its commit is on disk, so commits
@@ -18,16 +23,21 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
 use tokio::sync::{Notify, OnceCell, watch};
 
-use super::{AppError, AppState};
+use super::{
+    AppError, AppState,
+    authentication::Caller,
+    waiting_readers::{BoundReached, ConnectionId, WaitingBounds, WaitingReaders},
+};
 use crate::{
     domain::{FeedPage, FeedPosition, FeedStart},
     storage::{self, Connector, events::StartRefused},
+    telemetry::metrics::{self, FeedRead, WaitCutShort},
 };
 
 /// The longest a reader may ask to wait for events.
@@ -53,27 +63,49 @@ pub async fn read(state: &AppState, start: FeedStart, limit: usize) -> Result<Fe
 }
 
 /// [`read`], but when there is nothing to give yet, waits up to `wait` for events to arrive
-/// and reads again. Answers with an empty page when `wait` passes, or when the instance's
-/// listener closes as it shuts down (the caller asks again, of an instance still serving).
-/// `before_waiting` runs once, if it comes to waiting: to give up what the caller holds.
+/// and reads again, for `caller`, whose request came on `connection`. Answers with an empty
+/// page (and the same cursor) when `wait` passes; at once when the caller's key or the
+/// instance has as many readers waiting as it may; when the server ends the wait to have the
+/// connection back; or when the instance's listener closes as it shuts down (the caller asks
+/// again, of an instance still serving). `before_waiting` runs once, if it comes to waiting:
+/// to give up what the caller holds.
 pub async fn read_waiting(
     state: &AppState,
+    caller: &Caller,
     start: FeedStart,
     limit: usize,
     wait: Duration,
+    connection: Option<ConnectionId>,
     before_waiting: impl FnOnce(),
 ) -> Result<FeedPage, AppError> {
     let deadline = tokio::time::Instant::now() + wait.min(state.longest_feed_wait);
     // Before the first read, so a head published between it and the wait is not missed.
     let mut heads = state.feed.subscribe();
+    FeedRead::First.count();
     let page = read(state, start, limit).await?;
     if !page.events.is_empty() || wait.is_zero() {
         return Ok(page);
     }
     let position = page.next;
+    let waiting = match state
+        .feed
+        .waiting
+        .begin(caller.key_id, position, limit, connection)
+    {
+        Ok(waiting) => waiting,
+        Err(bound) => {
+            match bound {
+                BoundReached::PerKey => WaitCutShort::PerKey,
+                BoundReached::PerInstance => WaitCutShort::PerInstance,
+            }
+            .count();
+            return Ok(page);
+        }
+    };
+    let ended = waiting.ended();
     let listener_closed = state.draining.until_listener_closed();
-    tokio::pin!(listener_closed);
-    let _counted = crate::telemetry::metrics::feed_reader_waits();
+    tokio::pin!(ended, listener_closed);
+    let _counted = metrics::feed_reader_waits();
     before_waiting();
     loop {
         tokio::select! {
@@ -81,7 +113,14 @@ pub async fn read_waiting(
                 break; // The head's sender is gone with the state: nothing more will come.
             },
             () = tokio::time::sleep_until(deadline) => break,
-            () = &mut listener_closed => break,
+            () = &mut ended => {
+                WaitCutShort::ConnectionCap.count();
+                break;
+            }
+            () = &mut listener_closed => {
+                WaitCutShort::Shutdown.count();
+                break;
+            }
         }
         let head = *heads.borrow_and_update();
         if head <= position {
@@ -99,32 +138,29 @@ pub async fn read_waiting(
 }
 
 /// The newest position of the feed readers may be given, as this instance last read it, for
-/// waiting readers to sleep on; and the reads that readers woken together share. Cheap to
-/// clone.
+/// waiting readers to sleep on; the readers waiting; and the reads that readers woken together
+/// share. Cheap to clone.
 #[derive(Clone)]
 pub struct FeedWatch {
     head: Arc<watch::Sender<FeedPosition>>,
     /// Told when a reader subscribes, so that a watcher with no one to watch for can sleep.
     reader_arrived: Arc<Notify>,
-    shared_reads: Arc<Mutex<SharedReads>>,
+    /// Who waits, within the instance's bounds.
+    pub waiting: WaitingReaders,
+    /// The reads a reader may still come for: those of readers woken by the head published
+    /// last, kept until the next (the readers it woke take their pages one after another, and
+    /// a read given up by those that came first would be read again for those that come
+    /// later), and those of earlier heads that a reader still holds.
+    shared_reads: Arc<Mutex<HashMap<WokenRead, Arc<SharedRead>>>>,
 }
 
-/// The shared reads some reader still holds, and how many there were after the last sweep of
-/// those none holds any more: sweeping again only once their number has doubled keeps the
-/// cost of sweeping proportional to the reads, however many readers are woken at once.
-#[derive(Default)]
-struct SharedReads {
-    reads: HashMap<WokenRead, Weak<SharedRead>>,
-    after_last_sweep: usize,
-}
-
-/// A read by readers woken by the same head, from the same position, for as many events: one
-/// of them reads and the others take its page. Keyed by the head too, so a reader woken later
-/// never takes a page read before its wake-up.
+/// A read by readers woken by the same head, from the same position: one of them reads, for
+/// as many events as the largest page any reader waiting there asks for, and each takes its
+/// page from the front. Keyed by the head too, so a reader woken later never takes a page read
+/// before its wake-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct WokenRead {
     after: FeedPosition,
-    limit: usize,
     head: FeedPosition,
 }
 
@@ -150,17 +186,17 @@ fn failure_of_shared_read(error: &Arc<AppError>) -> AppError {
     }
 }
 
-impl Default for FeedWatch {
-    fn default() -> Self {
+impl FeedWatch {
+    /// The watch of an instance that holds as many readers waiting as `bounds` allow.
+    pub fn new(bounds: WaitingBounds) -> Self {
         Self {
             head: Arc::new(watch::Sender::new(FeedPosition::START)),
             reader_arrived: Arc::default(),
+            waiting: WaitingReaders::new(bounds),
             shared_reads: Arc::default(),
         }
     }
-}
 
-impl FeedWatch {
     /// For a reader that may wait: the head as it moves. The watcher watches while any such
     /// receiver lives.
     fn subscribe(&self) -> watch::Receiver<FeedPosition> {
@@ -179,9 +215,12 @@ impl FeedWatch {
         }
     }
 
-    /// The read of a reader woken by `head`: one database read for all the readers woken by
-    /// it at the same position (a thousand consumers tailing the feed are all at the head), so
-    /// that a wake-up costs the pool one query, not one per reader.
+    /// The read of a reader woken by `head`, for at most `limit` events: one database read for
+    /// all the readers woken by it at the same position (a thousand consumers tailing the feed
+    /// are all at the head), whatever their limits, so that a wake-up costs the pool one query,
+    /// not one per reader or per limit. A reader that began waiting after the read began, with
+    /// a larger limit than it read, gets the shorter page: fewer events than asked for is
+    /// always a correct page, and its next read goes on from there.
     async fn read_woken(
         &self,
         state: &AppState,
@@ -189,52 +228,58 @@ impl FeedWatch {
         limit: usize,
         head: FeedPosition,
     ) -> Result<FeedPage, AppError> {
-        let shared = self.shared_read(WokenRead { after, limit, head });
+        let shared = self.shared_read(WokenRead { after, head });
         let outcome = shared
             .get_or_init(|| async {
-                read(state, FeedStart::After(after), limit)
+                let largest = self.waiting.largest_limit_at(after).unwrap_or(0).max(limit);
+                FeedRead::Woken.count();
+                read(state, FeedStart::After(after), largest)
                     .await
                     .map_err(Arc::new)
             })
             .await;
         match outcome {
-            Ok(page) => Ok(page.clone()),
+            Ok(page) => Ok(front_of(page, limit)),
             Err(error) => Err(failure_of_shared_read(error)),
         }
     }
 
-    /// The shared read for `key`: the one in progress or done, while a reader still holds it;
-    /// else a new one. Reads no reader holds any more are forgotten here.
+    /// The shared read for `key`: the one in progress or done, if it is kept (see
+    /// [`FeedWatch::shared_reads`]); else a new one.
     fn shared_read(&self, key: WokenRead) -> Arc<SharedRead> {
-        let mut shared_reads = self
-            .shared_reads
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let SharedReads {
-            reads,
-            after_last_sweep,
-        } = &mut *shared_reads;
-        if let Some(shared) = reads.get(&key).and_then(Weak::upgrade) {
-            return shared;
-        }
-        if reads.len() >= 2 * (*after_last_sweep).max(16) {
-            reads.retain(|_, shared| shared.strong_count() > 0);
-            *after_last_sweep = reads.len();
-        }
-        let shared = Arc::new(SharedRead::new());
-        reads.insert(key, Arc::downgrade(&shared));
-        shared
+        Arc::clone(self.shared_reads().entry(key).or_default())
     }
 
-    /// Moves the head forward (never back), waking the readers that wait.
+    fn shared_reads(&self) -> MutexGuard<'_, HashMap<WokenRead, Arc<SharedRead>>> {
+        // Nothing panics while holding the lock; if something did, the map is still whole.
+        self.shared_reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves the head forward (never back), waking the readers that wait, and lets go of the
+    /// reads of earlier heads that no reader holds: a reader woken now reads anew.
     fn publish(&self, head: FeedPosition) {
-        self.head.send_if_modified(|current| {
+        let moved = self.head.send_if_modified(|current| {
             let moved = head > *current;
             if moved {
                 *current = head;
             }
             moved
         });
+        if moved {
+            self.shared_reads()
+                .retain(|_, shared| Arc::strong_count(shared) > 1);
+        }
+    }
+}
+
+/// The first `limit` events of `page`, and the cursor after the last of them.
+fn front_of(page: &FeedPage, limit: usize) -> FeedPage {
+    let events = &page.events[..limit.min(page.events.len())];
+    FeedPage {
+        next: events.last().map_or(page.next, |event| event.position),
+        events: events.to_vec(),
     }
 }
 
@@ -336,29 +381,37 @@ mod tests {
     }
 
     #[test]
-    fn shared_reads_no_reader_holds_are_swept_once_they_have_doubled() {
-        let feed = FeedWatch::default();
+    fn a_shared_read_is_kept_for_later_readers_until_the_head_moves_unless_one_holds_it() {
+        let feed = FeedWatch::new(WaitingBounds {
+            per_instance: 10,
+            per_key: 10,
+        });
+        let head = FeedPosition { tx: 2, id: 0 };
+        feed.publish(head);
         let key = |id| WokenRead {
             after: FeedPosition { tx: 1, id },
-            limit: 100,
-            head: FeedPosition { tx: 2, id: 0 },
+            head,
         };
         let held = feed.shared_read(key(0));
+        let given_up = feed.shared_read(key(1));
+        let given_up_at = Arc::as_ptr(&given_up);
+        drop(given_up);
         assert!(
             Arc::ptr_eq(&held, &feed.shared_read(key(0))),
             "one read per key"
         );
-        for id in 1..100 {
-            drop(feed.shared_read(key(id)));
-        }
-        let left = feed.shared_reads.lock().unwrap().reads.len();
-        assert!(
-            left < 64,
-            "{left} reads kept, most of them held by no reader"
+        assert_eq!(
+            Arc::as_ptr(&feed.shared_read(key(1))),
+            given_up_at,
+            "kept for the readers of the same head still to come"
         );
+
+        feed.publish(FeedPosition { tx: 3, id: 0 });
+
         assert!(
             Arc::ptr_eq(&held, &feed.shared_read(key(0))),
             "a held read is kept"
         );
+        assert_eq!(feed.shared_reads().len(), 1, "the others are let go");
     }
 }

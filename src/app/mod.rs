@@ -16,6 +16,7 @@ pub mod key_management;
 pub mod orders;
 pub mod rate_limit;
 pub mod services;
+pub mod waiting_readers;
 
 use std::{sync::Arc, time::Duration};
 
@@ -51,6 +52,9 @@ pub struct AppState {
     readiness: Arc<storage::Probe>,
     /// This instance's metrics, as `/metrics` shows them.
     pub metrics: Metrics,
+    /// Whether `/metrics` is served on a listener of its own, not beside the API (which then
+    /// has nothing at that path).
+    pub metrics_served_apart: bool,
     /// Set once shutdown begins: readiness then answers 503, and waiting feed readers are
     /// answered.
     pub draining: Draining,
@@ -128,6 +132,8 @@ pub struct Policies {
     /// How many connections small reads share (none: every read takes a pooled one).
     pub shared_connections: usize,
     pub admission: Admission,
+    /// How many change feed readers may wait at once.
+    pub feed_waiting: waiting_readers::WaitingBounds,
 }
 
 /// How many requests an instance works on at once, and how the others wait: in the order
@@ -162,9 +168,10 @@ impl AppState {
             admission: policies.admission,
             answer_bound: policies.answer_bound,
             metrics: Metrics::new(),
+            metrics_served_apart: false,
             draining: Draining::default(),
             connector,
-            feed: events::FeedWatch::default(),
+            feed: events::FeedWatch::new(policies.feed_waiting),
             event_retention: policies.event_retention,
             longest_feed_wait: events::MAX_WAIT,
         }
@@ -362,6 +369,10 @@ mod tests {
                 max_queue_wait: Duration::ZERO,
                 max_queued: 0,
                 anonymous_refusals_per_second: 0,
+            },
+            feed_waiting: waiting_readers::WaitingBounds {
+                per_instance: 1,
+                per_key: 1,
             },
         };
         let mut state = AppState::new(

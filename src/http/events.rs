@@ -34,7 +34,7 @@ use super::{
     value_types::impl_scalar_type,
 };
 use crate::{
-    app::{self, AppState, events::MAX_WAIT},
+    app::{self, AppState, events::MAX_WAIT, waiting_readers::ConnectionId},
     domain::{EventRecord, EventSubject, EventType, FeedPosition, FeedStart, Timestamp},
 };
 
@@ -177,7 +177,10 @@ impl EventsApi {
     /// appears only once every change committed before it has, so a cursor never skips one.
     /// Start without `after` (the oldest event kept) or with `after=now` (only what comes
     /// next), then pass each answer's `next_cursor` as `after`; with `wait`, an answer with
-    /// no events comes only when that time is up, so a consumer can ask again at once. A
+    /// no events comes when that time is up, or sooner: at once when the instance already
+    /// holds as many waiting readers as it may (of the caller's key, or in all), or when it
+    /// needs the connection for another client or shuts down. Each is a correct answer: ask
+    /// again, after a pause of a second if it came at once. A
     /// renamed service is one `service.updated` event: apply its new name to the copies of the
     /// orders that book it. Events are kept for a retention period (7 days by default): a
     /// cursor from before it is 410 `CURSOR_EXPIRED`, and the consumer re-reads the current
@@ -185,7 +188,7 @@ impl EventsApi {
     #[oai(path = "/events", method = "get", operation_id = "event_list")]
     async fn event_list(
         &self,
-        _caller: ApiKey,
+        caller: ApiKey,
         state: Data<&AppState>,
         request: &poem::Request,
         /// `next_cursor` from a previous answer (or an event's `id`), or `now`. Opaque.
@@ -194,7 +197,7 @@ impl EventsApi {
         limit: Query<Option<PageSize>>,
         /// Seconds to wait, when there is no event yet, for one to arrive: 0 to 30. Default 0
         /// (answer at once). The answer comes as soon as an event does (within about 100 ms),
-        /// else with no events and the same cursor when the time is up.
+        /// else with no events and the same cursor when the time is up (or sooner, see above).
         wait: Query<Option<WaitSeconds>>,
     ) -> Result<EventsRead, OperationError<ReadErrors>> {
         let start = match after.0.as_deref() {
@@ -212,8 +215,12 @@ impl EventsApi {
             .get::<Place>()
             .cloned()
             .unwrap_or_default();
+        let connection = request.extensions().get::<ConnectionId>().copied();
         let page =
-            app::events::read_waiting(&state, start, limit, wait, || place.give_up()).await?;
+            app::events::read_waiting(&state, &caller.0, start, limit, wait, connection, || {
+                place.give_up()
+            })
+            .await?;
         Ok(EventsRead::Ok(JsonBody::new(&EventPage {
             next_cursor: encode_cursor(page.next),
             events: page.events.into_iter().map(Event::from).collect(),

@@ -1,7 +1,7 @@
 //! `/healthz` and `/readyz`, for load balancers and orchestrators, and `/metrics`, for
 //! Prometheus.
 
-use poem::web::Data;
+use poem::{IntoResponse, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     payload::{Json, PlainText},
@@ -83,6 +83,18 @@ enum MetricsText {
 
 operation_codes! {
     ReadyErrors = [DatabaseUnavailable, DatabaseTimeout, ShuttingDown];
+    MetricsErrors = [NotFound];
+}
+
+/// The metrics as they are now, as `/metrics` answers them wherever it is served: read at the
+/// moment of the scrape, so the gauges are never stale.
+fn metrics_now(state: &AppState) -> MetricsText {
+    MetricsText::Ok(PlainText(app::metrics_text(state)))
+}
+
+/// [`metrics_now`], for the listener that serves only the metrics.
+pub(super) fn metrics_response(state: &AppState) -> poem::Response {
+    metrics_now(state).into_response()
 }
 
 /// The probes. They hold no state: readiness is handed the [`AppState`] by poem.
@@ -134,10 +146,20 @@ impl HealthApi {
     /// template and status (`http_server_request_duration_seconds`), requests in flight, the
     /// database pool's connections, database errors by kind, 3-hour-rule conflicts, idempotent
     /// replays and refused credentials by reason. Every label takes one of a fixed set of
-    /// values. Needs no API key, like the probes: it tells nothing of any order or caller.
+    /// values. Needs no API key, like the probes: it tells nothing of any order or caller. An
+    /// instance whose operators serve the metrics on an address of their own
+    /// (`ORDERS_METRICS_BIND`) has nothing here: 404 `NOT_FOUND`.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics_view")]
-    async fn metrics_view(&self, state: Data<&AppState>) -> MetricsText {
-        // Read at the moment of the scrape, so the gauges are never stale.
-        MetricsText::Ok(PlainText(app::metrics_text(&state)))
+    async fn metrics_view(
+        &self,
+        state: Data<&AppState>,
+    ) -> Result<MetricsText, OperationError<MetricsErrors>> {
+        if state.metrics_served_apart {
+            // As an unknown path is answered: the API's port says nothing of the metrics.
+            return Err(
+                ApiError::with_detail(ErrorCode::NotFound, "there is nothing at /metrics").into(),
+            );
+        }
+        Ok(metrics_now(&state))
     }
 }

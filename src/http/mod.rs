@@ -25,12 +25,17 @@ mod spec;
 mod value_types;
 mod yaml;
 
-use poem::{EndpointExt, Response, Route, endpoint::BoxEndpoint, get, http::Method};
+use poem::{
+    EndpointExt, IntoResponse, Response, Route,
+    endpoint::{BoxEndpoint, make_sync},
+    get,
+    http::Method,
+};
 use poem_openapi::{ExtraHeader, OpenApi, OpenApiService, ServerObject, Tags};
 
 use self::{
     documents::FixedDocument, events::EventsApi, free_slots::FreeSlotsApi, health::HealthApi,
-    orders::OrdersApi, routes::RouteTable, services::ServicesApi,
+    orders::OrdersApi, problem::ApiError, routes::RouteTable, services::ServicesApi,
 };
 use crate::app::AppState;
 
@@ -129,4 +134,22 @@ pub fn app(state: AppState) -> BoxEndpoint<'static, Response> {
     pipeline::around(router.data(state), setup)
         .map_to_response()
         .boxed()
+}
+
+/// `GET /metrics` alone, for a listener of its own (`ORDERS_METRICS_BIND`), where the
+/// network can keep it from those who call the API: the same text the API's `/metrics` gives
+/// when there is no such listener. Anything else there is a 404 (a 405 for another method),
+/// as problem+json like every error.
+pub fn metrics_app(state: AppState) -> BoxEndpoint<'static, Response> {
+    let metrics = make_sync(move |request: poem::Request| {
+        let path = request.uri().path();
+        if path != "/metrics" {
+            ApiError::nothing_at(path).into_response()
+        } else if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            ApiError::method_not_allowed("GET, HEAD".to_owned()).into_response()
+        } else {
+            health::metrics_response(&state)
+        }
+    });
+    pipeline::around_metrics(metrics).map_to_response().boxed()
 }

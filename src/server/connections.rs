@@ -15,9 +15,12 @@
 //!   last answer (or its acceptance), and a byte of a request head does not restart it. A
 //!   client holding many connections open therefore loses its own oldest ones to a newcomer,
 //!   and cannot keep another client out. The newcomer is let in once that connection has
-//!   closed (at once: it has nothing in progress), so the cap holds. Only when every
-//!   connection is busy does the accept loop wait longer, and then only until one finishes its
-//!   answer (at most the request timeout);
+//!   closed (at once: it has nothing in progress), so the cap holds. When every connection
+//!   is busy, a change feed reader waiting for events is busy with nothing but waiting: the
+//!   one that has waited longest is answered at once (no events and its own cursor, a correct
+//!   answer its client asks again after) and its connection closed after that answer. Only
+//!   when no such reader is left does the accept loop wait longer, and then only until one
+//!   connection finishes its answer (at most the request timeout);
 //! - an answer counts as finished when hyper has written it all to the socket, not when it has
 //!   taken the body: a client that reads nothing of a large answer stays busy, and is closed
 //!   at the request timeout.
@@ -40,6 +43,8 @@ use tokio::{
     task::AbortHandle,
     time::Instant,
 };
+
+use crate::app::waiting_readers::WaitingReaders;
 
 /// How long connections may wait, between requests and while sending a request head.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +77,9 @@ pub struct Connections {
     changed: Notify,
     cap: usize,
     timeouts: Timeouts,
+    /// The change feed's waiting readers, whose waits can be ended to free a connection; none
+    /// where no reader can wait (the metrics' own listener).
+    feed_waiting: Option<WaitingReaders>,
 }
 
 struct Registry {
@@ -82,7 +90,7 @@ struct Registry {
 }
 
 impl Connections {
-    pub fn new(cap: usize, timeouts: Timeouts) -> Arc<Self> {
+    pub fn new(cap: usize, timeouts: Timeouts, feed_waiting: Option<WaitingReaders>) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Registry {
                 next_id: 0,
@@ -92,6 +100,7 @@ impl Connections {
             changed: Notify::new(),
             cap: cap.max(1),
             timeouts,
+            feed_waiting,
         })
     }
 
@@ -108,10 +117,13 @@ impl Connections {
 
     /// Waits until one more connection may be opened: at once below the cap; at the cap, after
     /// asking the connection that has waited longest to close, until it has; with every
-    /// connection busy, until one is not.
+    /// connection busy, after ending the wait of the change feed reader that has waited longest
+    /// and asking its connection to close after the answer, until it has; with none left, until
+    /// a connection is not busy.
     pub async fn make_room(&self) {
         let mut said = false;
         let mut asked = None;
+        let mut answering = None;
         loop {
             let changed = self.changed.notified();
             let victim = {
@@ -147,6 +159,33 @@ impl Connections {
                 }
                 victim.request_close();
                 changed.await;
+                continue;
+            }
+            // Every connection is busy. A reader whose wait was ended is answering: its place
+            // comes free once it has, and no other reader's wait is ended for this newcomer.
+            if let Some(reader) = &answering
+                && self.registry().open.contains_key(reader)
+            {
+                changed.await;
+                continue;
+            }
+            if let Some(reader) = self
+                .feed_waiting
+                .as_ref()
+                .and_then(WaitingReaders::end_longest_wait)
+            {
+                // Gone already if its request ended meanwhile: then it has made room, or
+                // another is asked.
+                let victim = self.registry().open.get(&reader.0).cloned();
+                if let Some(victim) = victim {
+                    tracing::debug!(
+                        connection = victim.id,
+                        "at the connection cap with every connection busy: answering the change feed reader that has waited longest"
+                    );
+                    victim.request_close();
+                    answering = Some(victim.id);
+                    changed.await;
+                }
                 continue;
             }
             if !said {

@@ -6,7 +6,8 @@
 //! client sending a byte every few seconds keeps a connection forever. Here:
 //! - the soft open-file limit is raised to the hard limit at start ([`open_files`]), and the
 //!   connections open at once are capped below it, the longest-waiting one giving way to a
-//!   newcomer at the cap ([`connections`]);
+//!   newcomer at the cap, else the change feed reader that has waited longest, answered at
+//!   once ([`connections`]);
 //! - each connection is closed when its next request head does not arrive whole within the
 //!   header-read timeout of its first byte, or no request begins within the idle timeout of
 //!   its last answer, and a request is cut off when it takes longer than the request timeout
@@ -19,6 +20,10 @@
 //!   listener so new connections are refused, closes every connection that has no request in
 //!   progress, lets the requests in progress finish, each on a connection then closed, and
 //!   returns as soon as the last is done, or when the shutdown timeout runs out.
+//!
+//! The metrics, when they have an address of their own, are served the same way on a listener
+//! of their own ([`serve_metrics`]), with a small cap of their own, until the API's drain is
+//! over.
 //!
 //! Only HTTP/1.1 is served: every client of this internal API speaks it, and HTTP/2 without TLS
 //! would need its own bounds for streams and frames.
@@ -50,7 +55,10 @@ use tokio::net::{TcpListener, TcpStream};
 pub use self::connections::Timeouts;
 use self::connections::{BusyBody, Connection, Connections, Next, Reason, Watched};
 use crate::{
-    app::Draining,
+    app::{
+        Draining,
+        waiting_readers::{ConnectionId, WaitingReaders},
+    },
     http::problem::{ApiError, ErrorCode},
 };
 
@@ -81,18 +89,18 @@ pub struct ServeSettings {
 }
 
 /// Serves `endpoint` on `listener` until `shutdown` completes, then drains (see the module
-/// docs). `cap` is the most connections open at once.
+/// docs). `cap` is the most connections open at once; at it, with every connection busy, the
+/// wait of one of `feed_waiting` is ended to free its connection.
 pub async fn serve(
     listener: TcpListener,
     endpoint: BoxEndpoint<'static, poem::Response>,
     settings: ServeSettings,
     cap: usize,
     draining: Draining,
+    feed_waiting: WaitingReaders,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let endpoint: Arc<AnyEndpoint> = Arc::from(endpoint);
-    let local = listener.local_addr()?;
-    let connections = Connections::new(cap, settings.timeouts);
+    let connections = Connections::new(cap, settings.timeouts, Some(feed_waiting));
     let stop = async {
         shutdown.await;
         draining.begin();
@@ -102,6 +110,52 @@ pub async fn serve(
         );
         tokio::time::sleep(settings.shutdown_delay).await;
     };
+    accept_until(listener, endpoint, &connections, stop).await?;
+    draining.listener_closed();
+    tracing::info!(
+        open_connections = connections.count(),
+        "shutting down: the listener is closed; closing idle connections and finishing requests in progress"
+    );
+    drain(&connections, settings.shutdown_timeout, "shutting down").await;
+    Ok(())
+}
+
+/// The most connections open at once on the metrics' own listener: a scraper or two needs a
+/// connection or two each; a newcomer past it closes the connection idle longest.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// Serves `endpoint` (the metrics alone) on a listener of its own, with the API's `timeouts`,
+/// until `shutdown` completes; then closes the listener and lets scrapes in progress finish,
+/// for at most `shutdown_timeout`. It has nothing of the API's drain: no readiness to turn,
+/// no delay.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    endpoint: BoxEndpoint<'static, poem::Response>,
+    timeouts: Timeouts,
+    shutdown_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let connections = Connections::new(METRICS_MAX_CONNECTIONS, timeouts, None);
+    accept_until(listener, endpoint, &connections, shutdown).await?;
+    drain(
+        &connections,
+        shutdown_timeout,
+        "the metrics' listener is closed",
+    )
+    .await;
+    Ok(())
+}
+
+/// Accepts connections on `listener` and serves `endpoint` on each, within `connections`'
+/// bounds, until `stop` completes; then closes the listener.
+async fn accept_until(
+    listener: TcpListener,
+    endpoint: BoxEndpoint<'static, poem::Response>,
+    connections: &Arc<Connections>,
+    stop: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let endpoint: Arc<AnyEndpoint> = Arc::from(endpoint);
+    let local = listener.local_addr()?;
     tokio::pin!(stop);
     let mut accept_errors = AcceptErrors::default();
     loop {
@@ -136,32 +190,30 @@ pub async fn serve(
         ));
         connection.set_abort_handle(task.abort_handle());
     }
+    Ok(())
+}
 
-    drop(listener);
-    draining.listener_closed();
-    let open = connections.count();
-    tracing::info!(
-        open_connections = open,
-        "shutting down: the listener is closed; closing idle connections and finishing requests in progress"
-    );
+/// Closes every connection with nothing in progress, lets the requests in progress finish, and
+/// returns once none is left, or at `timeout`, cutting off those still going. `phase` begins
+/// its log lines.
+async fn drain(connections: &Connections, timeout: Duration, phase: &str) {
     let started = Instant::now();
     connections.close_all();
-    if tokio::time::timeout(settings.shutdown_timeout, connections.closed())
+    if tokio::time::timeout(timeout, connections.closed())
         .await
         .is_err()
     {
         tracing::warn!(
             open_connections = connections.count(),
-            timeout_ms = settings.shutdown_timeout.as_millis() as u64,
-            "shutting down: requests still in progress after the shutdown timeout; closing them"
+            timeout_ms = timeout.as_millis() as u64,
+            "{phase}: requests still in progress after the shutdown timeout; closing them"
         );
         connections.abort_all();
     }
     tracing::info!(
         drain_ms = started.elapsed().as_millis() as u64,
-        "shutting down: every connection is closed"
+        "{phase}: every connection is closed"
     );
-    Ok(())
 }
 
 /// Errors that concern only the connection being accepted: the next accept may well succeed.
@@ -214,16 +266,19 @@ async fn serve_connection(
     let _ = socket.set_nodelay(true);
     let service = service_fn({
         let connection = Arc::clone(&connection);
+        let connection_id = connection.id;
         move |request: hyper::Request<hyper::body::Incoming>| {
             let busy = connection.begin_request();
             let endpoint = Arc::clone(&endpoint);
             async move {
-                let request = poem::Request::from((
+                let mut request = poem::Request::from((
                     request,
                     LocalAddr(local.into()),
                     RemoteAddr(remote.into()),
                     Scheme::HTTP,
                 ));
+                // For a change feed reader's wait, which the cap may end (see `connections`).
+                request.extensions_mut().insert(ConnectionId(connection_id));
                 // A task of its own: a request sent whole is handled whole, even if the client
                 // hangs up before its answer (a create must finish, or roll back, as one).
                 let handled = tokio::spawn(async move {

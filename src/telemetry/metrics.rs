@@ -42,6 +42,11 @@ pub const ANONYMOUS_REFUSALS: &str = "anonymous_refusals_total";
 
 /// Change feed reads waiting for events now (long polls).
 pub const FEED_WAITING_READERS: &str = "orders_feed_waiting_readers";
+/// Reads of the change feed from the database, by `kind`: see [`FeedRead`].
+pub const FEED_READS: &str = "orders_feed_reads_total";
+/// Change feed reads answered with no events before their wait was up, by `reason`: see
+/// [`WaitCutShort`].
+pub const FEED_WAITS_CUT_SHORT: &str = "orders_feed_waits_cut_short_total";
 
 /// The route label of a request to no route of the API: one value for every such path.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -116,6 +121,53 @@ impl AnonymousRefusal {
     /// The kind's place in [`Self::ALL`].
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// A read of the change feed from the database, as the `kind` label of [`FEED_READS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedRead {
+    /// A request's own read, before it waits if it does.
+    First,
+    /// The one read shared by the readers woken together at a cursor.
+    Woken,
+}
+
+impl FeedRead {
+    /// Counts one such read.
+    pub fn count(self) {
+        let kind = match self {
+            Self::First => "first",
+            Self::Woken => "woken",
+        };
+        ::metrics::counter!(FEED_READS, "kind" => kind).increment(1);
+    }
+}
+
+/// Why a change feed reader was answered before its wait was up, as the `reason` label of
+/// [`FEED_WAITS_CUT_SHORT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCutShort {
+    /// Its key had as many readers waiting as it may: it did not wait at all.
+    PerKey,
+    /// The instance had as many readers waiting as it may: likewise.
+    PerInstance,
+    /// It waited longest when a new connection came at the cap on connections.
+    ConnectionCap,
+    /// The instance's listener closed as it shut down.
+    Shutdown,
+}
+
+impl WaitCutShort {
+    /// Counts one reader answered early for this reason.
+    pub fn count(self) {
+        let reason = match self {
+            Self::PerKey => "per_key",
+            Self::PerInstance => "per_instance",
+            Self::ConnectionCap => "connection_cap",
+            Self::Shutdown => "shutdown",
+        };
+        ::metrics::counter!(FEED_WAITS_CUT_SHORT, "reason" => reason).increment(1);
     }
 }
 
@@ -330,6 +382,14 @@ fn describe() {
     describe_gauge!(
         FEED_WAITING_READERS,
         "Change feed reads waiting for events now (wait > 0)."
+    );
+    describe_counter!(
+        FEED_READS,
+        "Reads of the change feed from the database, by kind: first (a request's own), woken (one for the readers woken together at a cursor)."
+    );
+    describe_counter!(
+        FEED_WAITS_CUT_SHORT,
+        "Change feed reads answered with no events before their wait was up, by reason: per_key, per_instance (a bound on waiting readers), connection_cap, shutdown."
     );
     describe_gauge!(
         "db_pool_max_size",

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use orders::{
     app::{authentication::IssuedSecret, key_management},
-    config::DEFAULT_KEY_REFRESH_INTERVAL,
+    config::{DEFAULT_KEY_REFRESH_INTERVAL, DatabaseSettings, DatabaseUrl},
     domain::Scope,
     storage::seed,
 };
@@ -15,8 +15,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_problem, create_key, etag, eventually, header, http_client_with_key,
-    order_body, spawn_app, spawn_app_with,
+    SlowReplies, TestApp, assert_problem, create_key, etag, eventually, header,
+    http_client_with_key, order_body, spawn_app, spawn_app_with,
 };
 
 /// An operation of the published spec.
@@ -441,6 +441,70 @@ async fn at_the_production_refresh_interval_new_keys_work_and_revoked_ones_stop_
         app.get("/orders").await.status(),
         StatusCode::OK,
         "the other keys still work"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_during_a_slow_reload_is_refused_within_5_seconds_of_its_revocation() {
+    // Arrange: an app whose database answers come back late, through a proxy; the test's own
+    // sessions go straight to the database.
+    let mut network = None;
+    let app = spawn_app_with(|settings| {
+        let DatabaseSettings::External(url) = &settings.database else {
+            unreachable!("test apps are given their database");
+        };
+        let proxy = SlowReplies::start(url.expose().parse().unwrap());
+        settings.database = DatabaseSettings::External(DatabaseUrl::new(proxy.connection_string()));
+        network = Some(proxy);
+    })
+    .await;
+    let network = network.unwrap();
+    let secret = app.create_key("departing", &[Scope::OrdersRead]).await;
+
+    // Each reload now takes 1.2 s, under its 2 s bound. Once one has ended after that long,
+    // the next has begun at once: its query is answered by the database, with the key still
+    // current, while its answer is on its way.
+    network.delay_replies(Duration::from_millis(1200));
+    let loads = app.keys.loads();
+    eventually(
+        "two reloads over the slow network",
+        Duration::from_secs(10),
+        async || app.keys.loads() >= loads + 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Act: revoke the key, then hold the table, so that no later reload gets through.
+    key_management::revoke(&app.pool, "departing")
+        .await
+        .unwrap();
+    let revoked = Instant::now();
+    assert!(
+        app.keys.authenticate(&secret).is_ok(),
+        "the keys loaded before the revocation are still in use"
+    );
+    let lock = app.lock_table("api_keys").await;
+
+    // Assert: refused within 5 s of the revocation, though the last reload to succeed
+    // answered after it.
+    eventually("the key refused", Duration::from_secs(10), async || {
+        app.keys.authenticate(&secret).is_err()
+    })
+    .await;
+    let refused_after = revoked.elapsed();
+    eprintln!("refused {refused_after:?} after its revocation");
+    assert!(
+        refused_after <= Duration::from_secs(5),
+        "accepted for {refused_after:?} after its revocation"
+    );
+
+    // And once the database answers promptly again, the keys are reloaded by themselves.
+    network.delay_replies(Duration::ZERO);
+    lock.release().await;
+    app.wait_for_key(&app.secret, true).await;
+    assert_eq!(
+        app.keys.authenticate(&secret),
+        Err(orders::app::authentication::AuthError::Invalid)
     );
 }
 

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use orders::domain::Scope;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -133,9 +134,14 @@ async fn waits_outside_zero_to_thirty_seconds_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_waiting_readers_hold_no_connections_and_all_get_the_next_event() {
-    // Arrange: an instance with two connections and the default cap of 256 requests at once.
+    // Arrange: an instance with two connections and the default cap of 256 requests at once,
+    // that lets a thousand readers of one key wait.
     const READERS: usize = 1000;
-    let app = spawn_app_with(|settings| settings.db_pool_size = 2).await;
+    let app = spawn_app_with(|settings| {
+        settings.db_pool_size = 2;
+        settings.feed_max_waiting_per_key = READERS;
+    })
+    .await;
     let cursor = head(&app).await;
     // HTTP/1.1: each request waiting at once is on a connection of its own, as separate
     // consumers' would be. They arrive a hundred at a time, as consumers come and go: a
@@ -244,11 +250,7 @@ async fn wait_until_readers_wait(app: &TestApp, readers: usize) -> i64 {
 
 /// The instance's gauge of feed reads waiting now.
 async fn waiting_readers(app: &TestApp) -> f64 {
-    let response = app.anonymous.get(app.url("/metrics")).send().await.unwrap();
-    let text = response.text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("orders_feed_waiting_readers "))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
+    app.gauge("orders_feed_waiting_readers").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,4 +289,263 @@ async fn a_shutdown_answers_waiting_readers_when_the_listener_closes_and_the_dra
         "answered {took:?} after the shutdown began"
     );
     assert!(drained.is_ok(), "the drain did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_waiting_readers_with_as_many_limits_share_one_read_of_the_next_event() {
+    // Arrange: a thousand readers of one key at the head, each with a limit of its own.
+    const READERS: usize = 1000;
+    let app = spawn_app_with(|settings| {
+        settings.db_pool_size = 2;
+        settings.feed_max_waiting_per_key = READERS;
+    })
+    .await;
+    let cursor = head(&app).await;
+    let mut readers = Vec::new();
+    for batch in 0..READERS / 100 {
+        readers.extend((1..=100).map(|reader| {
+            let limit = batch * 100 + reader;
+            let client = app.http.clone();
+            let url = app.url(&format!("/events?after={cursor}&wait=30&limit={limit}"));
+            tokio::spawn(async move {
+                let response = client.get(url).send().await.unwrap();
+                let status = response.status();
+                (status, response.json::<Value>().await.unwrap())
+            })
+        }));
+        wait_until_readers_wait(&app, (batch + 1) * 100).await;
+    }
+    let reads = woken_reads(&app).await;
+
+    // Act
+    let service = app.create_service("Inspection").await;
+    let committed = Instant::now();
+    let answers = join_all(readers).await;
+    let answered = committed.elapsed();
+
+    // Assert: each got the event, and the database was asked once for all of them.
+    println!(
+        "{READERS} waiting readers with as many limits all answered {answered:?} after the create's answer"
+    );
+    for answer in answers {
+        let (status, page) = answer.unwrap();
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            kinds_and_subjects(&page),
+            [("service.created".to_owned(), service.clone())]
+        );
+    }
+    assert_eq!(woken_reads(&app).await - reads, 1.0);
+}
+
+/// How many reads of the feed the instance has made for readers woken from a wait.
+async fn woken_reads(app: &TestApp) -> f64 {
+    app.gauge("orders_feed_reads_total{kind=\"woken\"}").await
+}
+
+/// Starts a reader waiting up to 30 s at `cursor` with `client`, on a connection of its own
+/// when the client has no idle one; resolves to its answer's status, body and when it came.
+fn waiting_reader(
+    app: &TestApp,
+    client: &reqwest::Client,
+    cursor: &str,
+    limit: usize,
+) -> tokio::task::JoinHandle<(StatusCode, Value, Instant)> {
+    let (client, url) = (
+        client.clone(),
+        app.url(&format!("/events?after={cursor}&wait=30&limit={limit}")),
+    );
+    tokio::spawn(async move {
+        let response = client.get(url).send().await.unwrap();
+        let status = response.status();
+        let body = response.json::<Value>().await.unwrap();
+        (status, body, Instant::now())
+    })
+}
+
+/// How many waits the instance has cut short for `reason`.
+async fn waits_cut_short(app: &TestApp, reason: &str) -> f64 {
+    app.gauge(&format!(
+        "orders_feed_waits_cut_short_total{{reason=\"{reason}\"}}"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn past_its_key_s_bound_a_reader_is_answered_at_once_while_another_key_s_reader_waits() {
+    // Arrange: two readers of one key may wait, and the instance holds more.
+    let app = spawn_app_with(|settings| {
+        settings.feed_max_waiting_per_key = 2;
+        settings.feed_max_waiting = 10;
+    })
+    .await;
+    let other_key = http_client_with_key(&app.create_key("another", &[Scope::OrdersRead]).await);
+    let cursor = head(&app).await;
+    let first = waiting_reader(&app, &app.http, &cursor, 100);
+    let second = waiting_reader(&app, &app.http, &cursor, 100);
+    let other = waiting_reader(&app, &other_key, &cursor, 100);
+    wait_until_readers_wait(&app, 3).await;
+
+    // Act: a third reader of the first key.
+    let (status, page, took) = wait_for_events(&app, &cursor, 30).await;
+
+    // Assert: answered at once, as a wait of 0 is, and counted; the others still wait.
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, json!({ "events": [], "next_cursor": cursor }));
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert_eq!(waits_cut_short(&app, "per_key").await, 1.0);
+    assert_eq!(waiting_readers(&app).await, 3.0);
+    assert!(!other.is_finished() && !first.is_finished() && !second.is_finished());
+    // And the next event reaches every reader still waiting.
+    let service = app.create_service("Inspection").await;
+    for reader in [first, second, other] {
+        let (status, page, _) = reader.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            kinds_and_subjects(&page),
+            [("service.created".to_owned(), service.clone())]
+        );
+    }
+}
+
+#[tokio::test]
+async fn past_the_instance_s_bound_a_reader_of_any_key_is_answered_at_once() {
+    // Arrange: two readers may wait on the instance, of any keys.
+    let app = spawn_app_with(|settings| settings.feed_max_waiting = 2).await;
+    let cursor = head(&app).await;
+    let mut readers = Vec::new();
+    for name in ["first", "second"] {
+        let client = http_client_with_key(&app.create_key(name, &[Scope::OrdersRead]).await);
+        readers.push(waiting_reader(&app, &client, &cursor, 100));
+    }
+    wait_until_readers_wait(&app, 2).await;
+
+    // Act: a reader of a third key.
+    let (status, page, took) = wait_for_events(&app, &cursor, 30).await;
+
+    // Assert
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, json!({ "events": [], "next_cursor": cursor }));
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert_eq!(waits_cut_short(&app, "per_instance").await, 1.0);
+    assert_eq!(waiting_readers(&app).await, 2.0);
+    app.create_service("Inspection").await;
+    for reader in readers {
+        let (status, page, _) = reader.await.unwrap();
+        assert_eq!(
+            (status, page["events"].as_array().unwrap().len()),
+            (StatusCode::OK, 1)
+        );
+    }
+}
+
+#[tokio::test]
+async fn readers_woken_together_with_different_limits_each_get_the_front_of_one_read() {
+    // Arrange: three services, and readers after their events with limits 1, 2 and 5.
+    let app = spawn_app().await;
+    let mut services = Vec::new();
+    for name in ["Wash", "Wax", "Polish"] {
+        services.push(app.create_service(name).await);
+    }
+    let (_, cursor) = crate::events::read_events(&app, None, 3, 10).await;
+    let readers: Vec<_> = [1, 2, 5]
+        .into_iter()
+        .map(|limit| {
+            (
+                limit,
+                waiting_reader(&app, &reqwest_client(&app), &cursor, limit),
+            )
+        })
+        .collect();
+    wait_until_readers_wait(&app, 3).await;
+    let reads = woken_reads(&app).await;
+
+    // Act: three events that become readable at once, as those of one transaction do: the
+    // services' events written again, by the test, in one.
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO events (type, actor, subject_id, data)
+             SELECT type, actor, subject_id, data FROM events ORDER BY tx, id",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // Assert: each reader gets as many of them as it asked for, and its cursor after the
+    // last; one read served all three.
+    for (limit, reader) in readers {
+        let (status, page, _) = reader.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let expected: Vec<_> = services
+            .iter()
+            .take(limit)
+            .map(|id| ("service.created".to_owned(), id.clone()))
+            .collect();
+        assert_eq!(kinds_and_subjects(&page), expected, "limit {limit}");
+        let events = page["events"].as_array().unwrap();
+        assert_eq!(
+            page["next_cursor"],
+            events.last().unwrap()["id"],
+            "limit {limit}"
+        );
+    }
+    assert_eq!(woken_reads(&app).await - reads, 1.0);
+}
+
+/// A client of the test's key with connections of its own.
+fn reqwest_client(app: &TestApp) -> reqwest::Client {
+    http_client_with_key(&app.secret)
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_reader_waiting_longest_is_answered_early_to_let_a_newcomer_in() {
+    // Arrange: room for three connections, each held by a reader waiting 30 s, the oldest
+    // first; the metrics are on a port of their own, so that reading them takes no room.
+    let app = spawn_app_with(|settings| {
+        settings.connections.max_connections = Some(3);
+        settings.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let cursor = head(&app).await;
+    let mut readers = Vec::new();
+    for waiting in 1..=3 {
+        readers.push(waiting_reader(&app, &reqwest_client(&app), &cursor, 100));
+        wait_until_readers_wait(&app, waiting).await;
+    }
+
+    // Act: a newcomer.
+    let asked = Instant::now();
+    let newcomer = tokio::time::timeout(
+        Duration::from_secs(10),
+        reqwest_client(&app).get(app.url("/services")).send(),
+    )
+    .await;
+
+    // Assert: it is served at once; the oldest reader was answered just before it, with no
+    // events and its cursor (a correct answer), and the others still wait.
+    let served = asked.elapsed();
+    let newcomer = newcomer
+        .unwrap_or_else(|_| panic!("no answer after {served:?}"))
+        .unwrap();
+    assert_eq!(newcomer.status(), StatusCode::OK);
+    assert!(served < Duration::from_secs(2), "served after {served:?}");
+    let mut readers = readers.into_iter();
+    let (status, page, answered) = readers.next().unwrap().await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, json!({ "events": [], "next_cursor": cursor }));
+    assert!(answered.saturating_duration_since(asked) < Duration::from_secs(2));
+    assert_eq!(waits_cut_short(&app, "connection_cap").await, 1.0);
+    assert_eq!(waiting_readers(&app).await, 2.0);
+    let service = app.create_service("Inspection").await;
+    for reader in readers {
+        let (status, page, _) = reader.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(
+            kinds_and_subjects(&page),
+            [("service.created".to_owned(), service.clone())]
+        );
+    }
 }

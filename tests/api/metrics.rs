@@ -8,7 +8,9 @@ use orders::domain::Scope;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{TestApp, header, spawn_app, spawn_app_without_database};
+use crate::helpers::{
+    TestApp, assert_problem, header, spawn_app, spawn_app_with, spawn_app_without_database,
+};
 
 /// One sample of the exposition: a series name, its labels, and its value.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +132,61 @@ async fn metrics_are_prometheus_text_that_needs_no_api_key() {
             "{le}"
         );
     }
+}
+
+#[tokio::test]
+async fn with_an_address_of_their_own_the_metrics_are_served_there_and_the_api_port_has_none() {
+    // Arrange: the metrics on a port of their own, and a request to the API to count.
+    let app = spawn_app_with(|settings| {
+        settings.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let own = app
+        .metrics_address
+        .clone()
+        .expect("the metrics' own address");
+    assert_ne!(own, app.address);
+    assert_eq!(app.get("/services").await.status(), StatusCode::OK);
+
+    // Act
+    let on_the_api_port = app.anonymous.get(app.url("/metrics")).send().await.unwrap();
+    let on_their_own = app
+        .anonymous
+        .get(format!("{own}/metrics"))
+        .send()
+        .await
+        .unwrap();
+
+    // Assert: the API's port answers as it does for a path it does not have.
+    let problem = assert_problem(on_the_api_port, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    assert_eq!(problem["detail"], "there is nothing at /metrics");
+    // Their own port serves them, the API's traffic counted (the refused scrape too).
+    assert_eq!(on_their_own.status(), StatusCode::OK);
+    assert_eq!(
+        header(on_their_own.headers(), "content-type"),
+        "text/plain; version=0.0.4"
+    );
+    header(on_their_own.headers(), "x-request-id");
+    let samples = samples(&on_their_own.text().await.unwrap());
+    assert_eq!(served(&samples, "GET", "/services", "200"), 1.0);
+    assert_eq!(served(&samples, "GET", "/metrics", "404"), 1.0);
+    assert_eq!(served(&samples, "GET", "/metrics", "200"), 0.0);
+    // And nothing else: not the API's operations, not other methods.
+    let api_there = app
+        .http
+        .get(format!("{own}/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(api_there, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let posted = app
+        .anonymous
+        .post(format!("{own}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(posted.headers(), "allow"), "GET, HEAD");
+    assert_problem(posted, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
 }
 
 #[tokio::test]

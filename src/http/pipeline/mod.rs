@@ -75,6 +75,13 @@ pub fn around(endpoint: impl Endpoint + 'static, setup: Setup) -> impl Endpoint 
         .around(endpoint)
 }
 
+/// The stages of the listener that serves only the metrics (see `crate::http::metrics_app`):
+/// an id for each request, so that its answers carry one as the API's do; nothing else applies
+/// to a scrape.
+pub fn around_metrics(endpoint: impl Endpoint + 'static) -> impl Endpoint {
+    Pipeline::starting_with(request_id::RequestId).around(endpoint)
+}
+
 /// One stage: it sees each request before the stages inside it (`next`), and their answer
 /// after them.
 pub trait Stage: Clone + Send + Sync + 'static {

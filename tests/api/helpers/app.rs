@@ -28,6 +28,8 @@ use super::{
 /// The application under test, serving on a free port.
 pub struct TestApp {
     pub address: String,
+    /// Where the metrics are served apart from the API, when the test asked for that.
+    pub metrics_address: Option<String>,
     /// Raw HTTP, for requests the typed client cannot or must not send; it sends the test's
     /// key, which holds every scope.
     pub http: reqwest::Client,
@@ -180,6 +182,9 @@ async fn spawn_app_on(
         .await
         .expect("the app starts on a free port");
     let address = format!("http://{}", app.address());
+    let metrics_address = app
+        .metrics_address()
+        .map(|address| format!("http://{address}"));
     let keys = app.state().keys.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let answers = Recorder::default();
@@ -198,6 +203,7 @@ async fn spawn_app_on(
         anonymous: reqwest::Client::new(),
         secret,
         address,
+        metrics_address,
         pool,
         keys,
         settings,
@@ -339,11 +345,17 @@ impl TestApp {
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
-        let text = once.get(self.url("/metrics")).send().await.unwrap();
+        let text = once.get(self.metrics_url()).send().await.unwrap();
         let text = text.text().await.unwrap();
         text.lines()
             .find_map(|line| line.strip_prefix(&format!("{name} ")))
             .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
+    /// The URL of this app's metrics: on their own address if they have one, else the API's.
+    pub fn metrics_url(&self) -> String {
+        let address = self.metrics_address.as_ref().unwrap_or(&self.address);
+        format!("{address}/metrics")
     }
 
     pub fn url(&self, path: &str) -> String {

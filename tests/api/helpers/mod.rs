@@ -1,11 +1,13 @@
 //! The test harness: a real PostgreSQL with a fresh database per test (`database`), the app on
-//! a free port and the requests tests send it (`app`), and the checks on what comes back
-//! (`assertions`). Tests import from here, not from the parts.
+//! a free port and the requests tests send it (`app`), the checks on what comes back
+//! (`assertions`), and a slow network to the database (`slow_network`). Tests import from
+//! here, not from the parts.
 
 mod app;
 mod assertions;
 mod contract;
 mod database;
+mod slow_network;
 mod sockets;
 mod waiting;
 
@@ -18,5 +20,6 @@ pub use assertions::{assert_problem, etag, expect_problem, header, status_of};
 pub use database::{
     PrivateCluster, TestDatabase, connection_string, fresh_database, unmigrated_database,
 };
+pub use slow_network::SlowReplies;
 pub use sockets::{is_closed, time_until_closed};
 pub use waiting::{cpu_time_of, cpu_time_of_this_thread, eventually, eventually_some};
