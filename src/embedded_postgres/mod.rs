@@ -10,7 +10,8 @@
 //!
 //! [`Cluster`] is the whole interface; the parts behind it, by job:
 //!
-//! - `binaries`: finding `initdb` and `postgres` on this machine.
+//! - `binaries`: finding `initdb` and `postgres` on this machine, and running them with an
+//!   environment of their own.
 //! - `data_folder`: where the cluster's files live (elsewhere, linked, when the server user
 //!   cannot reach the configured folder), and creating the cluster there with initdb.
 //! - `supervisor`: the cluster's own thread, which runs the server process, waits until it is

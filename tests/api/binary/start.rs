@@ -1,6 +1,7 @@
 //! Starting the binary as a user does: with no DATABASE_URL it runs a private PostgreSQL,
-//! survives a first start cut short and being killed outright, keeps its cluster where the
-//! server user can reach it, and gives a `local` key; with one, it uses that server.
+//! which gets none of the service's environment, survives a first start cut short and being
+//! killed outright, keeps its cluster where the server user can reach it, and gives a `local`
+//! key; with one, it uses that server.
 
 use std::{
     path::PathBuf,
@@ -108,6 +109,36 @@ async fn serve_as_root_from_a_folder_closed_to_the_server_user_keeps_the_cluster
     // Stopped cleanly before its files are removed.
     again.signal(Signal::SIGTERM);
     again.wait(Duration::from_secs(40));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_private_cluster_gets_none_of_the_environment_the_service_was_started_with() {
+    const SECRET: &str = "a-secret-of-the-service-s-own";
+    let data_dir = data_dir();
+    // Besides the marker, the service has all of this test process's environment (PATH, HOME, ...).
+    let server = Server::spawn(&data_dir, None, &[("ORDERS_TEST_SECRET", SECRET)]).await;
+    let postgres = postgres_pid(&data_dir).expect("PostgreSQL runs");
+
+    let environ = std::fs::read(format!("/proc/{postgres}/environ")).unwrap();
+
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let environ = String::from_utf8_lossy(&environ);
+    let names: Vec<&str> = environ
+        .split('\0')
+        .filter(|variable| !variable.is_empty())
+        .map(|variable| variable.split_once('=').map_or(variable, |(name, _)| name))
+        .collect();
+    // Names only: the values may be secrets of whoever runs the tests.
+    assert!(
+        !environ.contains(SECRET),
+        "the marker is in the server's environment, among {names:?}"
+    );
+    assert!(
+        names.iter().all(|name| ["LC_ALL", "TZ"].contains(name)),
+        "the server's environment holds more than LC_ALL and TZ: {names:?}"
+    );
 }
 
 #[tokio::test]
