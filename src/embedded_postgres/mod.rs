@@ -3,7 +3,8 @@
 //!
 //! The cluster lives in a data folder of ours and listens only on a Unix socket inside that
 //! folder, so it can clash with no other server. PostgreSQL refuses to run as root; when we
-//! are root, the server runs as an unprivileged system user (`postgres`, else `nobody`).
+//! are root, the server runs as a system user of its own (`orders-postgres`, created when
+//! missing), never as one that other processes share (`postgres`, `nobody`).
 //! The server is a child process that gets SIGINT (PostgreSQL's "fast shutdown") when we are
 //! gone (on Linux when the thread that supervises it ends, elsewhere through a watchdog
 //! process), so a crashed or killed parent never leaves it running.
@@ -12,6 +13,7 @@
 //!
 //! - `binaries`: finding `initdb` and `postgres` on this machine, and running them with an
 //!   environment of their own.
+//! - `server_user`: the user the server runs as when we are root, created when missing.
 //! - `data_folder`: where the cluster's files live (elsewhere, linked, when the server user
 //!   cannot reach the configured folder), and creating the cluster there with initdb.
 //! - `supervisor`: the cluster's own thread, which runs the server process, waits until it is
@@ -30,6 +32,7 @@ mod binaries;
 mod data_folder;
 mod lock_file;
 mod process;
+mod server_user;
 mod supervisor;
 
 use std::{
@@ -38,6 +41,7 @@ use std::{
 };
 
 pub use admin::{create_database, database_exists, quote_identifier, rename_database};
+pub use server_user::SERVER_USER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -49,11 +53,31 @@ pub enum EmbeddedError {
     )]
     BinariesNotFound,
     #[error(
-        "running as root, and no unprivileged user (postgres, nobody) exists to run PostgreSQL as: \
-         create a `postgres` system user (Debian/Ubuntu: `adduser --system --group postgres`), \
-         run this as a user other than root, or set DATABASE_URL to use a server you already have"
+        "running as root, PostgreSQL must run as the system user orders-postgres, which does not \
+         exist and could not be created ({detail}). Create it (Linux: `useradd --system \
+         --user-group --home-dir /var/lib/orders-postgres --shell /usr/sbin/nologin \
+         orders-postgres && install -d -m 700 -o orders-postgres -g orders-postgres \
+         /var/lib/orders-postgres`), run this as a user other than root, or set DATABASE_URL \
+         to use a server you already have"
     )]
-    NoUnprivilegedUser,
+    NoServerUser { detail: String },
+    #[error(
+        "the user {name}, whom PostgreSQL is to run as, has uid {uid}, which is root's or nobody's; \
+         it must be a user no other process shares: give {name} a uid of its own, or remove it \
+         to have it created anew, or run this as a user other than root"
+    )]
+    SharedServerUser { name: String, uid: u32 },
+    #[error(
+        "the cluster in {path} belongs to {owner}, not to {user}, whom PostgreSQL runs as (most \
+         likely an older version ran it as a user other processes share). To keep its data, \
+         look it over, give it to {user} (`chown -R {user}: {path}`) and start again; to start \
+         afresh, move it away"
+    )]
+    ForeignCluster {
+        path: PathBuf,
+        owner: String,
+        user: String,
+    },
     #[error(
         "the socket path {0} is longer than a Unix socket allows (107 bytes); choose a shorter data folder"
     )]
@@ -370,5 +394,92 @@ mod tests {
 
         assert!(accepts_connections(&cluster).await);
         cluster.stop().await.unwrap();
+    }
+
+    /// `uid` of the process `pid` as `/proc/<pid>/status` says: its real, effective, saved and
+    /// filesystem uids, which must all be the same one.
+    fn uids_of(pid: i32) -> Vec<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .map(|uid| uid.parse().unwrap())
+            .collect()
+    }
+
+    /// The pids of `parent`'s children (the server's backends and helpers).
+    fn children_of(parent: i32) -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let (_, rest) = stat.rsplit_once(')')?;
+                        rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                    })
+                    == Some(parent)
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_server_and_its_processes_run_as_the_server_user_and_never_as_nobody() {
+        let dir = ScratchDir::new("server-user");
+        let cluster = Cluster::start(&dir.0, Durability::Throwaway).await.unwrap();
+        let server = server_pid(&dir.0).as_raw();
+        let expected = match server_user::run_as().unwrap() {
+            Some(user) => {
+                assert_eq!(user.name, SERVER_USER);
+                user.uid
+            }
+            None => nix::unistd::Uid::effective().as_raw(),
+        };
+        let nobody = nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .map(|nobody| nobody.uid.as_raw());
+
+        let mut processes = vec![server];
+        processes.extend(children_of(server));
+        let uids: Vec<Vec<u32>> = processes.iter().map(|&pid| uids_of(pid)).collect();
+
+        cluster.stop().await.unwrap();
+        assert!(processes.len() > 1, "the server has its helper processes");
+        for uids in uids {
+            assert_eq!(uids, [expected; 4]);
+            assert_ne!(Some(expected), nobody);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_belonging_to_another_user_is_refused_with_what_to_do_and_left_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let Some(user) = server_user::run_as().unwrap() else {
+            eprintln!("skipped: only root can give a folder to another user");
+            return;
+        };
+        let dir = ScratchDir::new("foreign");
+        // As an older version left one it ran as `nobody`, say: another user's files.
+        std::fs::create_dir_all(&dir.0).unwrap();
+        std::fs::write(dir.0.join("PG_VERSION"), "15\n").unwrap();
+        std::os::unix::fs::chown(&dir.0, Some(4_000_000), Some(4_000_000)).unwrap();
+
+        let outcome = Cluster::start(&dir.0, Durability::Throwaway).await;
+
+        let error = outcome.unwrap_err();
+        assert!(
+            matches!(error, EmbeddedError::ForeignCluster { .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        let chown = format!("chown -R {}: {}", user.name, dir.0.display());
+        assert!(message.contains(&chown), "{message}");
+        assert_eq!(std::fs::metadata(&dir.0).unwrap().uid(), 4_000_000);
+        assert!(!dir.0.join("server.log").exists(), "no server was started");
     }
 }

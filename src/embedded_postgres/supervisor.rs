@@ -26,10 +26,11 @@ use nix::{
 use super::{
     Durability, EmbeddedError, IMMEDIATE_STOP_TIMEOUT, STOP_TIMEOUT,
     binaries::Binaries,
-    data_folder::{create_replacing, initialise, locate},
+    data_folder::{check_owner, create_replacing, initialise, locate},
     io_error,
     lock_file::clear_stale_lock_file,
-    process::{KERNEL_STOPS_ORPHANS, Watchdog, run_as, spawn_owned},
+    process::{KERNEL_STOPS_ORPHANS, Watchdog, spawn_owned},
+    server_user::run_as,
 };
 
 /// How long the server may take to accept connections once started.
@@ -243,7 +244,9 @@ impl Server {
             return Err(EmbeddedError::SocketPathTooLong(socket));
         }
 
-        if !data_dir.join("PG_VERSION").exists() {
+        if data_dir.join("PG_VERSION").exists() {
+            check_owner(&data_dir, run_as.as_ref())?;
+        } else {
             initialise(&binaries, &data_dir, durability, run_as.as_ref())?;
         }
         clear_stale_lock_file(&data_dir)?;
