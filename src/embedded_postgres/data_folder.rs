@@ -192,6 +192,9 @@ pub(super) fn initialise(
     }
     prepare_owned_folder(&staging, run_as)?;
     let mut initdb = binaries.command("initdb");
+    // Trust only until the cluster is given its password, before its server first starts
+    // (see `password`): initdb would need the password in a file the server user can read,
+    // and the same step must upgrade clusters made by older versions with trust alone.
     initdb
         .arg("--pgdata")
         .arg(&staging)
@@ -277,8 +280,9 @@ fn open_folder(dir: &Path) -> Result<fs::File, EmbeddedError> {
         .map_err(io_error(dir))
 }
 
-/// Creates `path` as a new, empty file for writing, owned by `owner` when given, in place of
-/// whatever was there.
+/// Creates `path` as a new, empty file for writing, mode 0600, owned by `owner` when given,
+/// in place of whatever was there. Only the server user (and root) may read it: what we write
+/// in the data folder (the server's log, its password) is for no one else.
 ///
 /// `path` may be in a folder the server user can write to. Opening it as it is would let that
 /// user point it, through a symlink or a hard link, at any file root may write (`/etc/shadow`),
@@ -298,6 +302,7 @@ pub(super) fn create_replacing(
     let file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .map_err(io_error(path))?;

@@ -29,6 +29,7 @@ use super::{
     data_folder::{check_owner, create_replacing, initialise, locate},
     io_error,
     lock_file::clear_stale_lock_file,
+    password::{has_password, require_password},
     process::{KERNEL_STOPS_ORPHANS, Watchdog, spawn_owned},
     server_user::run_as,
 };
@@ -250,6 +251,11 @@ impl Server {
             initialise(&binaries, &data_dir, durability, run_as.as_ref())?;
         }
         clear_stale_lock_file(&data_dir)?;
+        // A cluster just made, or made by an older version that trusted every connection on
+        // its socket, gets its password before its server first listens.
+        if !has_password(&data_dir) {
+            require_password(&binaries, &data_dir, durability, run_as.as_ref())?;
+        }
 
         let log_path = data_dir.join("server.log");
         // The data folder is the server user's: a symlink planted as server.log is replaced,

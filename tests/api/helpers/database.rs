@@ -383,6 +383,8 @@ pub struct PrivateCluster {
     requested_dir: PathBuf,
     /// Where its files and socket are (the same folder, unless the server user cannot reach it).
     data_dir: PathBuf,
+    /// How to reach [`PrivateCluster::DATABASE`], password included, while it runs or not.
+    config: tokio_postgres::Config,
     cluster: Option<Cluster>,
 }
 
@@ -413,13 +415,14 @@ impl PrivateCluster {
         Self {
             requested_dir,
             data_dir,
+            config: cluster.connection_config(Self::DATABASE),
             cluster: Some(cluster),
         }
     }
 
     /// Connection settings for [`PrivateCluster::DATABASE`].
     pub fn config(&self) -> tokio_postgres::Config {
-        orders::embedded_postgres::connection_config(&self.data_dir, Self::DATABASE)
+        self.config.clone()
     }
 
     /// Stops the server (a fast shutdown) and waits until it has exited.
