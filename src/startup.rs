@@ -119,8 +119,12 @@ impl Database {
     pub async fn open_beside_server(settings: &Settings) -> Result<Self, StartError> {
         if let DatabaseSettings::Embedded { data_dir } = &settings.database {
             let cluster_dir = data_dir.join("postgres");
-            if embedded_postgres::has_socket(&cluster_dir) {
-                let config = embedded_postgres::connection_config(&cluster_dir, EMBEDDED_DATABASE);
+            // Without its password (a cluster an older version made, running still), it is
+            // started as if none ran, which then says that one does.
+            if embedded_postgres::has_socket(&cluster_dir)
+                && let Ok(config) =
+                    embedded_postgres::connection_config(&cluster_dir, EMBEDDED_DATABASE)
+            {
                 let pool = storage::connect_pool(config.clone(), 1);
                 if storage::ping(&pool).await.is_ok() {
                     return Ok(Self {

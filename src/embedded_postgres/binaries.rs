@@ -1,6 +1,6 @@
 //! Finding the machine's PostgreSQL server binaries (`initdb`, `postgres`).
 //!
-//! Only looks: it installs nothing and runs none of them.
+//! Only looks, and builds the commands that run them: it installs nothing.
 
 use std::{fs, path::PathBuf, process::Command};
 
@@ -42,8 +42,23 @@ impl Binaries {
             .ok_or(EmbeddedError::BinariesNotFound)
     }
 
+    /// A command running the binary `name` with an environment of its own: none of ours.
+    ///
+    /// Ours may hold secrets (`DATABASE_URL`, tokens, whatever root's shell had), and the
+    /// server runs as another user, whom nothing of ours is for: whoever could read its
+    /// processes' environment (`/proc/<pid>/environ`, `ps e`) would read them. It gets only
+    /// what it uses: `LC_ALL=C` (clusters are made with the C locale; and with no locale set,
+    /// the server refuses to start on macOS, "postmaster became multithreaded during
+    /// startup"), and `TZ` when it is set, the time zone initdb gives the cluster. Nothing
+    /// needs `PATH` or `PGDATA`: initdb finds `postgres` beside itself, and every command is
+    /// given its data folder.
     pub(super) fn command(&self, name: &str) -> Command {
-        Command::new(self.dir.join(name))
+        let mut command = Command::new(self.dir.join(name));
+        command.env_clear().env("LC_ALL", "C");
+        if let Some(zone) = std::env::var_os("TZ") {
+            command.env("TZ", zone);
+        }
+        command
     }
 }
 
@@ -111,6 +126,30 @@ mod tests {
         assert!(message.contains("brew install"), "{message}");
         assert!(message.contains("DATABASE_URL"), "{message}");
         let _ = fs::remove_dir_all(empty);
+    }
+
+    #[test]
+    fn the_binaries_get_none_of_our_environment() {
+        let binaries = Binaries {
+            dir: PathBuf::from("/usr/bin"),
+        };
+
+        let command = binaries.command("postgres");
+
+        // env_clear, then only these: the command's environment is exactly what it was given.
+        let mut given: Vec<(String, Option<String>)> = command
+            .get_envs()
+            .map(|(name, value)| {
+                (
+                    name.to_string_lossy().into_owned(),
+                    value.map(|value| value.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        given.retain(|(name, _)| name != "TZ");
+        assert_eq!(given, [("LC_ALL".to_owned(), Some("C".to_owned()))]);
+        let debug = format!("{command:?}");
+        assert!(debug.starts_with("env -i "), "{debug}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! When we are root, the server runs as an unprivileged user, who may be unable to reach the
 //! configured folder (a project cloned under root's home, mode 700). Then the files live in a
-//! folder of that user's own instead: under its home when it has one (Debian's `postgres`:
-//! `/var/lib/postgresql/orders-clusters/`), else under `/var/tmp/orders-clusters/`, named by a
+//! folder of that user's own instead: under its home when it has one (`orders-postgres`'s:
+//! `/var/lib/orders-postgres/orders-clusters/`), else under `/var/tmp/orders-clusters/`, named by a
 //! hash of the configured folder's canonical path, with a symlink in the configured place
 //! pointing there. Every later start follows that link.
 //!
@@ -21,10 +21,8 @@ use std::{
 };
 
 use super::{
-    Durability, EmbeddedError, SUPERUSER,
-    binaries::Binaries,
-    io_error,
-    process::{RunAs, run_to_completion},
+    Durability, EmbeddedError, SUPERUSER, binaries::Binaries, io_error, process::run_to_completion,
+    server_user::RunAs,
 };
 
 /// Where the cluster configured at `configured` keeps its files, as a canonical path (which
@@ -104,8 +102,9 @@ pub(super) fn locate(configured: &Path, run_as: Option<&RunAs>) -> Result<PathBu
 /// Where a cluster configured at the canonical path `configured` lives when the server user
 /// cannot reach it. The same path always gives the same folder, so later starts find it.
 fn relocated_folder(configured: &Path, user: &RunAs) -> PathBuf {
-    // Its own home survives reboots and no temp-file cleaner empties it; users without one
-    // (nobody's is /nonexistent) get /var/tmp, which at least survives reboots.
+    // Its own home survives reboots and no temp-file cleaner empties it; a user without one
+    // (made by hand with no home, or whose home is someone else's) gets /var/tmp, which at
+    // least survives reboots.
     let home_is_theirs = fs::symlink_metadata(&user.home)
         .is_ok_and(|metadata| metadata.is_dir() && metadata.uid() == user.uid);
     let base = if home_is_theirs {
@@ -193,6 +192,9 @@ pub(super) fn initialise(
     }
     prepare_owned_folder(&staging, run_as)?;
     let mut initdb = binaries.command("initdb");
+    // Trust only until the cluster is given its password, before its server first starts
+    // (see `password`): initdb would need the password in a file the server user can read,
+    // and the same step must upgrade clusters made by older versions with trust alone.
     initdb
         .arg("--pgdata")
         .arg(&staging)
@@ -207,6 +209,39 @@ pub(super) fn initialise(
         fs::remove_dir(data_dir).map_err(|_| EmbeddedError::NotACluster(data_dir.to_owned()))?;
     }
     fs::rename(&staging, data_dir).map_err(io_error(data_dir))
+}
+
+/// Fails, saying what to do, when the cluster in `data_dir` belongs to another user than the
+/// one its server runs as (PostgreSQL would only say "wrong ownership"): most likely one that
+/// an older version ran as a user other processes share (`postgres`, `nobody`). Its files are
+/// not given away here: anyone running as that user may have planted links among them to
+/// files of root's, which a chown of every file as root would give away too; an operator who
+/// has looked at them gives them away.
+pub(super) fn check_owner(data_dir: &Path, run_as: Option<&RunAs>) -> Result<(), EmbeddedError> {
+    let metadata = fs::metadata(data_dir).map_err(io_error(data_dir))?;
+    let (uid, user) = match run_as {
+        Some(user) => (user.uid, user.name.clone()),
+        None => {
+            let uid = nix::unistd::Uid::effective().as_raw();
+            (uid, user_name(uid))
+        }
+    };
+    if metadata.uid() == uid {
+        return Ok(());
+    }
+    Err(EmbeddedError::ForeignCluster {
+        path: data_dir.to_owned(),
+        owner: user_name(metadata.uid()),
+        user,
+    })
+}
+
+/// The name of the user `uid`, or the number when it has none.
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {uid}"), |user| user.name)
 }
 
 /// Creates `dir` for the server: reachable by the user it runs as, owned by it, and closed to
@@ -245,8 +280,9 @@ fn open_folder(dir: &Path) -> Result<fs::File, EmbeddedError> {
         .map_err(io_error(dir))
 }
 
-/// Creates `path` as a new, empty file for writing, owned by `owner` when given, in place of
-/// whatever was there.
+/// Creates `path` as a new, empty file for writing, mode 0600, owned by `owner` when given,
+/// in place of whatever was there. Only the server user (and root) may read it: what we write
+/// in the data folder (the server's log, its password) is for no one else.
 ///
 /// `path` may be in a folder the server user can write to. Opening it as it is would let that
 /// user point it, through a symlink or a hard link, at any file root may write (`/etc/shadow`),
@@ -266,6 +302,7 @@ pub(super) fn create_replacing(
     let file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .map_err(io_error(path))?;
@@ -324,6 +361,7 @@ mod tests {
         fs::set_permissions(&closed, fs::Permissions::from_mode(0o700)).unwrap();
         // Someone who owns neither folder nor shares its group.
         let stranger = RunAs {
+            name: "stranger".to_owned(),
             uid: 4_000_000,
             gid: 4_000_000,
             home: PathBuf::from("/nonexistent"),
@@ -359,6 +397,7 @@ mod tests {
     /// A user other than us; giving files to it takes root, so elsewhere files stay ours.
     fn stranger() -> Option<RunAs> {
         nix::unistd::Uid::effective().is_root().then(|| RunAs {
+            name: "stranger".to_owned(),
             uid: 4_000_000,
             gid: 4_000_000,
             home: PathBuf::from("/nonexistent"),

@@ -2,17 +2,24 @@
 //! `DATABASE_URL` is given (and for the test suite).
 //!
 //! The cluster lives in a data folder of ours and listens only on a Unix socket inside that
-//! folder, so it can clash with no other server. PostgreSQL refuses to run as root; when we
-//! are root, the server runs as an unprivileged system user (`postgres`, else `nobody`).
+//! folder, so it can clash with no other server. It is private to the service: every
+//! connection must give the superuser's password, which is kept in the data folder for the
+//! server user alone; the server gets none of our environment; and PostgreSQL, which refuses
+//! to run as root, then runs as a system user of its own (`orders-postgres`), never as one
+//! that other processes share (`postgres`, `nobody`).
 //! The server is a child process that gets SIGINT (PostgreSQL's "fast shutdown") when we are
 //! gone (on Linux when the thread that supervises it ends, elsewhere through a watchdog
 //! process), so a crashed or killed parent never leaves it running.
 //!
 //! [`Cluster`] is the whole interface; the parts behind it, by job:
 //!
-//! - `binaries`: finding `initdb` and `postgres` on this machine.
+//! - `binaries`: finding `initdb` and `postgres` on this machine, and running them with an
+//!   environment of their own.
+//! - `server_user`: the user the server runs as when we are root, created when missing.
 //! - `data_folder`: where the cluster's files live (elsewhere, linked, when the server user
 //!   cannot reach the configured folder), and creating the cluster there with initdb.
+//! - `password`: the superuser's password, set before the server first starts, required for
+//!   every connection, and kept in [`PASSWORD_FILE`].
 //! - `supervisor`: the cluster's own thread, which runs the server process, waits until it is
 //!   ready, and stops it.
 //! - `process`: spawning children as the unprivileged server user so they do not outlive us
@@ -28,7 +35,9 @@ mod admin;
 mod binaries;
 mod data_folder;
 mod lock_file;
+mod password;
 mod process;
+mod server_user;
 mod supervisor;
 
 use std::{
@@ -37,6 +46,8 @@ use std::{
 };
 
 pub use admin::{create_database, database_exists, quote_identifier, rename_database};
+pub use password::PASSWORD_FILE;
+pub use server_user::SERVER_USER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -48,11 +59,31 @@ pub enum EmbeddedError {
     )]
     BinariesNotFound,
     #[error(
-        "running as root, and no unprivileged user (postgres, nobody) exists to run PostgreSQL as: \
-         create a `postgres` system user (Debian/Ubuntu: `adduser --system --group postgres`), \
-         run this as a user other than root, or set DATABASE_URL to use a server you already have"
+        "running as root, PostgreSQL must run as the system user orders-postgres, which does not \
+         exist and could not be created ({detail}). Create it (Linux: `useradd --system \
+         --user-group --home-dir /var/lib/orders-postgres --shell /usr/sbin/nologin \
+         orders-postgres && install -d -m 700 -o orders-postgres -g orders-postgres \
+         /var/lib/orders-postgres`), run this as a user other than root, or set DATABASE_URL \
+         to use a server you already have"
     )]
-    NoUnprivilegedUser,
+    NoServerUser { detail: String },
+    #[error(
+        "the user {name}, whom PostgreSQL is to run as, has uid {uid}, which is root's or nobody's; \
+         it must be a user no other process shares: give {name} a uid of its own, or remove it \
+         to have it created anew, or run this as a user other than root"
+    )]
+    SharedServerUser { name: String, uid: u32 },
+    #[error(
+        "the cluster in {path} belongs to {owner}, not to {user}, whom PostgreSQL runs as (most \
+         likely an older version ran it as a user other processes share, with no password). To \
+         keep its data, look it over, give it to {user} (`chown -R {user}: {path}`) and start \
+         again, which gives it a password; to start afresh, move it away"
+    )]
+    ForeignCluster {
+        path: PathBuf,
+        owner: String,
+        user: String,
+    },
     #[error(
         "the socket path {0} is longer than a Unix socket allows (107 bytes); choose a shorter data folder"
     )]
@@ -128,6 +159,8 @@ pub const SUPERUSER: &str = "postgres";
 #[derive(Debug)]
 pub struct Cluster {
     data_dir: PathBuf,
+    /// Connection settings for the superuser, password included (their `Debug` hides it).
+    superuser: tokio_postgres::Config,
     supervisor: supervisor::Supervisor,
 }
 
@@ -171,8 +204,11 @@ impl Cluster {
             .collect();
         let (supervisor, data_dir) =
             supervisor::Supervisor::start(data_dir, durability, stop_bounds, settings).await?;
+        // The server was not started without it: it is there.
+        let superuser = superuser_config(&data_dir)?;
         Ok(Self {
             data_dir,
+            superuser,
             supervisor,
         })
     }
@@ -182,9 +218,11 @@ impl Cluster {
         &self.data_dir
     }
 
-    /// Connection settings for `dbname` on this cluster.
+    /// Connection settings for `dbname` on this cluster, as its superuser, with its password.
     pub fn connection_config(&self, dbname: &str) -> tokio_postgres::Config {
-        connection_config(self.socket_dir(), dbname)
+        let mut config = self.superuser.clone();
+        config.dbname(dbname);
+        config
     }
 
     /// Stops the server with a fast shutdown (open transactions are rolled back, everything
@@ -197,11 +235,23 @@ impl Cluster {
 }
 
 /// Connection settings for `dbname` on the cluster in `data_dir`, which another process may
-/// be running.
-pub fn connection_config(data_dir: &Path, dbname: &str) -> tokio_postgres::Config {
+/// be running; reading its password takes being the server user or root.
+pub fn connection_config(
+    data_dir: &Path,
+    dbname: &str,
+) -> Result<tokio_postgres::Config, EmbeddedError> {
+    let mut config = superuser_config(data_dir)?;
+    config.dbname(dbname);
+    Ok(config)
+}
+
+fn superuser_config(data_dir: &Path) -> Result<tokio_postgres::Config, EmbeddedError> {
     let mut config = tokio_postgres::Config::new();
-    config.host_path(data_dir).user(SUPERUSER).dbname(dbname);
     config
+        .host_path(data_dir)
+        .user(SUPERUSER)
+        .password(password::read_password(data_dir)?);
+    Ok(config)
 }
 
 /// Whether the cluster in `data_dir` has a server's socket: someone may be running it.
@@ -369,5 +419,239 @@ mod tests {
 
         assert!(accepts_connections(&cluster).await);
         cluster.stop().await.unwrap();
+    }
+
+    /// Settings for the cluster's maintenance database as its superuser, but without the
+    /// password: what anyone who can reach the socket could try.
+    fn without_password(cluster: &Cluster) -> tokio_postgres::Config {
+        let mut bare = tokio_postgres::Config::new();
+        bare.host_path(cluster.socket_dir())
+            .user(SUPERUSER)
+            .dbname("postgres");
+        bare
+    }
+
+    async fn connects(config: &tokio_postgres::Config) -> Result<(), tokio_postgres::Error> {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        client.simple_query("SELECT 1").await?;
+        drop(client);
+        let _ = connection.await;
+        Ok(())
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn a_cluster_refuses_connections_without_its_password_on_its_socket_and_over_tcp() {
+        let dir = ScratchDir::new("password");
+        let port = free_port().to_string();
+        let cluster = Cluster::start_with_settings(
+            &dir.0,
+            Durability::Throwaway,
+            &[("listen_addresses", "127.0.0.1"), ("port", &port)],
+        )
+        .await
+        .unwrap();
+        let port: u16 = port.parse().unwrap();
+        let mut socket = without_password(&cluster);
+        socket.port(port);
+        let mut tcp = tokio_postgres::Config::new();
+        tcp.host("127.0.0.1")
+            .port(port)
+            .user(SUPERUSER)
+            .dbname("postgres");
+
+        let mut outcomes = Vec::new();
+        for bare in [socket, tcp] {
+            let mut wrong = bare.clone();
+            wrong.password("not-the-password");
+            let mut right = bare.clone();
+            right.password(password::read_password(cluster.socket_dir()).unwrap());
+            outcomes.push((
+                connects(&bare).await,
+                connects(&wrong).await,
+                connects(&right).await,
+            ));
+        }
+
+        cluster.stop().await.unwrap();
+        for (bare, wrong, right) in outcomes {
+            assert!(bare.is_err(), "connected with no password");
+            let wrong = wrong.expect_err("connected with a wrong password");
+            assert_eq!(
+                wrong.code(),
+                Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD),
+                "{wrong}"
+            );
+            right.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_password_file_can_be_read_by_the_server_user_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = ScratchDir::new("password-file");
+        let cluster = Cluster::start(&dir.0, Durability::Throwaway).await.unwrap();
+        let server_user = server_user::run_as()
+            .unwrap()
+            .map_or(nix::unistd::Uid::effective().as_raw(), |user| user.uid);
+
+        let file = std::fs::symlink_metadata(cluster.socket_dir().join(PASSWORD_FILE)).unwrap();
+        let works = connects(&cluster.connection_config("postgres")).await;
+
+        cluster.stop().await.unwrap();
+        assert!(file.is_file());
+        assert_eq!(file.mode() & 0o777, 0o600);
+        assert_eq!(file.uid(), server_user);
+        works.unwrap();
+    }
+
+    /// `uid` of the process `pid` as `/proc/<pid>/status` says: its real, effective, saved and
+    /// filesystem uids, which must all be the same one.
+    fn uids_of(pid: i32) -> Vec<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .map(|uid| uid.parse().unwrap())
+            .collect()
+    }
+
+    /// The pids of `parent`'s children (the server's backends and helpers).
+    fn children_of(parent: i32) -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let (_, rest) = stat.rsplit_once(')')?;
+                        rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                    })
+                    == Some(parent)
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_server_and_its_processes_run_as_the_server_user_and_never_as_nobody() {
+        let dir = ScratchDir::new("server-user");
+        let cluster = Cluster::start(&dir.0, Durability::Throwaway).await.unwrap();
+        let server = server_pid(&dir.0).as_raw();
+        let expected = match server_user::run_as().unwrap() {
+            Some(user) => {
+                assert_eq!(user.name, SERVER_USER);
+                user.uid
+            }
+            None => nix::unistd::Uid::effective().as_raw(),
+        };
+        let nobody = nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .map(|nobody| nobody.uid.as_raw());
+
+        let mut processes = vec![server];
+        processes.extend(children_of(server));
+        let uids: Vec<Vec<u32>> = processes.iter().map(|&pid| uids_of(pid)).collect();
+
+        cluster.stop().await.unwrap();
+        assert!(processes.len() > 1, "the server has its helper processes");
+        for uids in uids {
+            assert_eq!(uids, [expected; 4]);
+            assert_ne!(Some(expected), nobody);
+        }
+    }
+
+    /// Runs `statement` on the stopped cluster in `data_dir` in single-user mode, as its user.
+    fn run_single_user(data_dir: &Path, run_as: Option<&server_user::RunAs>, statement: &str) {
+        use std::io::Write;
+        let mut postgres = binaries::Binaries::find().unwrap().command("postgres");
+        postgres
+            .arg("--single")
+            .arg("-D")
+            .arg(data_dir)
+            .args(["-c", "exit_on_error=on", SUPERUSER])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = process::spawn_owned(&mut postgres, run_as).unwrap();
+        writeln!(child.stdin.take().unwrap(), "{statement}").unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cluster_an_older_version_made_with_trust_alone_is_given_a_password_and_keeps_its_data()
+     {
+        let dir = ScratchDir::new("trust-upgrade");
+        let run_as = server_user::run_as().unwrap();
+        let data_dir = data_folder::locate(&dir.0, run_as.as_ref()).unwrap();
+        // What the older version left: initdb's cluster with trust on every line, no password
+        // file, and data of its own.
+        data_folder::initialise(
+            &binaries::Binaries::find().unwrap(),
+            &data_dir,
+            Durability::Throwaway,
+            run_as.as_ref(),
+        )
+        .unwrap();
+        run_single_user(&data_dir, run_as.as_ref(), "CREATE DATABASE kept");
+        let hba_before = std::fs::read_to_string(data_dir.join("pg_hba.conf")).unwrap();
+        assert!(hba_before.contains("trust"), "{hba_before}");
+        assert!(!data_dir.join(PASSWORD_FILE).exists());
+
+        let cluster = Cluster::start(&dir.0, Durability::Throwaway).await.unwrap();
+
+        let kept = database_exists(&cluster.connection_config("postgres"), "kept").await;
+        let bare = connects(&without_password(&cluster)).await;
+        let hba_after = std::fs::read_to_string(data_dir.join("pg_hba.conf")).unwrap();
+        cluster.stop().await.unwrap();
+        assert!(kept.unwrap(), "the data is kept");
+        assert!(bare.is_err(), "connected with no password");
+        assert!(!hba_after.contains("trust"), "{hba_after}");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_belonging_to_another_user_is_refused_with_what_to_do_and_left_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let Some(user) = server_user::run_as().unwrap() else {
+            eprintln!("skipped: only root can give a folder to another user");
+            return;
+        };
+        let dir = ScratchDir::new("foreign");
+        // As an older version left one it ran as `nobody`, say: another user's files.
+        std::fs::create_dir_all(&dir.0).unwrap();
+        std::fs::write(dir.0.join("PG_VERSION"), "15\n").unwrap();
+        std::os::unix::fs::chown(&dir.0, Some(4_000_000), Some(4_000_000)).unwrap();
+
+        let outcome = Cluster::start(&dir.0, Durability::Throwaway).await;
+
+        let error = outcome.unwrap_err();
+        assert!(
+            matches!(error, EmbeddedError::ForeignCluster { .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        let chown = format!("chown -R {}: {}", user.name, dir.0.display());
+        assert!(message.contains(&chown), "{message}");
+        assert_eq!(std::fs::metadata(&dir.0).unwrap().uid(), 4_000_000);
+        assert!(!dir.0.join("server.log").exists(), "no server was started");
+        assert!(!dir.0.join(PASSWORD_FILE).exists());
+        assert!(!dir.0.join("pg_hba.conf").exists());
     }
 }

@@ -1,5 +1,5 @@
-//! Child processes (initdb, the server) run as the unprivileged server user when we are root,
-//! and set up so they do not outlive us.
+//! Child processes (initdb, the server) run as the server user (see `server_user`) when we are
+//! root, and set up so they do not outlive us.
 //!
 //! How a child learns that we are gone depends on the kernel. Linux has PDEATHSIG: the child
 //! gets a signal when the thread that forked it exits, however it exits. Other Unixes (macOS,
@@ -11,40 +11,10 @@
 use std::{
     io::{self, Write},
     os::unix::process::CommandExt,
-    path::PathBuf,
     process::{Child, Command, Stdio},
 };
 
-use nix::unistd::{Uid, User};
-
-use super::EmbeddedError;
-
-/// The unprivileged user the server runs as, when we are root.
-#[derive(Debug, Clone)]
-pub(super) struct RunAs {
-    pub(super) uid: u32,
-    pub(super) gid: u32,
-    pub(super) home: PathBuf,
-}
-
-/// Who the server must run as: nobody in particular unless we are root, since PostgreSQL
-/// refuses to run as root.
-pub(super) fn run_as() -> Result<Option<RunAs>, EmbeddedError> {
-    if !Uid::effective().is_root() {
-        return Ok(None);
-    }
-    ["postgres", "nobody"]
-        .into_iter()
-        .find_map(|name| User::from_name(name).ok().flatten())
-        .map(|user| {
-            Some(RunAs {
-                uid: user.uid.as_raw(),
-                gid: user.gid.as_raw(),
-                home: user.dir,
-            })
-        })
-        .ok_or(EmbeddedError::NoUnprivilegedUser)
-}
+use super::{EmbeddedError, server_user::RunAs};
 
 /// Whether children get SIGINT from the kernel when the thread that spawned them exits
 /// (PDEATHSIG). Where they do not, the server needs a [`Watchdog`].

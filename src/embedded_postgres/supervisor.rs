@@ -26,10 +26,12 @@ use nix::{
 use super::{
     Durability, EmbeddedError, IMMEDIATE_STOP_TIMEOUT, STOP_TIMEOUT,
     binaries::Binaries,
-    data_folder::{create_replacing, initialise, locate},
+    data_folder::{check_owner, create_replacing, initialise, locate},
     io_error,
     lock_file::clear_stale_lock_file,
-    process::{KERNEL_STOPS_ORPHANS, Watchdog, run_as, spawn_owned},
+    password::{has_password, require_password},
+    process::{KERNEL_STOPS_ORPHANS, Watchdog, spawn_owned},
+    server_user::run_as,
 };
 
 /// How long the server may take to accept connections once started.
@@ -243,10 +245,17 @@ impl Server {
             return Err(EmbeddedError::SocketPathTooLong(socket));
         }
 
-        if !data_dir.join("PG_VERSION").exists() {
+        if data_dir.join("PG_VERSION").exists() {
+            check_owner(&data_dir, run_as.as_ref())?;
+        } else {
             initialise(&binaries, &data_dir, durability, run_as.as_ref())?;
         }
         clear_stale_lock_file(&data_dir)?;
+        // A cluster just made, or made by an older version that trusted every connection on
+        // its socket, gets its password before its server first listens.
+        if !has_password(&data_dir) {
+            require_password(&binaries, &data_dir, durability, run_as.as_ref())?;
+        }
 
         let log_path = data_dir.join("server.log");
         // The data folder is the server user's: a symlink planted as server.log is replaced,

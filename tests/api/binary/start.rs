@@ -1,6 +1,8 @@
 //! Starting the binary as a user does: with no DATABASE_URL it runs a private PostgreSQL,
-//! survives a first start cut short and being killed outright, keeps its cluster where the
-//! server user can reach it, and gives a `local` key; with one, it uses that server.
+//! private to it (a password on its socket, a user of its own, none of the service's
+//! environment), survives a first start cut short and being killed outright, keeps its
+//! cluster where the server user can reach it, and gives a `local` key; with one, it uses that
+//! server.
 
 use std::{
     path::PathBuf,
@@ -82,10 +84,7 @@ async fn serve_as_root_from_a_folder_closed_to_the_server_user_keeps_the_cluster
     let holder = std::fs::metadata(cluster.parent().unwrap()).unwrap();
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let server_user = nix::unistd::User::from_name("postgres")
-            .unwrap()
-            .or(nix::unistd::User::from_name("nobody").unwrap())
-            .unwrap();
+        let server_user = nix::unistd::User::from_name(SERVER_USER).unwrap().unwrap();
         assert_eq!(holder.uid(), server_user.uid.as_raw());
         assert_eq!(holder.permissions().mode() & 0o777, 0o700);
     }
@@ -108,6 +107,104 @@ async fn serve_as_root_from_a_folder_closed_to_the_server_user_keeps_the_cluster
     // Stopped cleanly before its files are removed.
     again.signal(Signal::SIGTERM);
     again.wait(Duration::from_secs(40));
+}
+
+/// The user the private cluster runs as when the service is started as root, as operators
+/// meet it (`ps`, `ls -l`).
+const SERVER_USER: &str = "orders-postgres";
+
+/// The file in the cluster's folder that holds its superuser's password.
+const PASSWORD_FILE: &str = "orders-superuser-password";
+
+/// The uids (real, effective, saved, filesystem) of the process `pid`.
+fn uids_of(pid: Pid) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .map(|uid| uid.parse().unwrap())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_private_cluster_gets_none_of_the_environment_the_service_was_started_with() {
+    const SECRET: &str = "a-secret-of-the-service-s-own";
+    let data_dir = data_dir();
+    // Besides the marker, the service has all of this test process's environment (PATH, HOME, ...).
+    let server = Server::spawn(&data_dir, None, &[("ORDERS_TEST_SECRET", SECRET)]).await;
+    let postgres = postgres_pid(&data_dir).expect("PostgreSQL runs");
+
+    let environ = std::fs::read(format!("/proc/{postgres}/environ")).unwrap();
+
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let environ = String::from_utf8_lossy(&environ);
+    let names: Vec<&str> = environ
+        .split('\0')
+        .filter(|variable| !variable.is_empty())
+        .map(|variable| variable.split_once('=').map_or(variable, |(name, _)| name))
+        .collect();
+    // Names only: the values may be secrets of whoever runs the tests.
+    assert!(
+        !environ.contains(SECRET),
+        "the marker is in the server's environment, among {names:?}"
+    );
+    assert!(
+        names.iter().all(|name| ["LC_ALL", "TZ"].contains(name)),
+        "the server's environment holds more than LC_ALL and TZ: {names:?}"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_private_cluster_s_socket_refuses_connections_without_the_password_kept_beside_it() {
+    use std::os::unix::fs::MetadataExt;
+    let data_dir = data_dir();
+    let server = Server::start(&data_dir).await;
+    let cluster = data_dir.join("postgres");
+    let postgres = postgres_pid(&data_dir).expect("PostgreSQL runs");
+    let mut bare = tokio_postgres::Config::new();
+    bare.host_path(&cluster).user("postgres").dbname("orders");
+
+    let without = bare.connect(tokio_postgres::NoTls).await.map(drop);
+    let file = std::fs::metadata(cluster.join(PASSWORD_FILE));
+    let password = std::fs::read_to_string(cluster.join(PASSWORD_FILE)).unwrap_or_default();
+    let mut with = bare.clone();
+    with.password(password.trim());
+    let orders = async {
+        let (client, connection) = with.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let row = client.query_one("SELECT count(*) FROM orders", &[]).await?;
+        Ok::<i64, tokio_postgres::Error>(row.get(0))
+    }
+    .await;
+    let server_uids = uids_of(postgres);
+
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert!(without.is_err(), "connected to the socket with no password");
+    assert_eq!(orders.unwrap(), 3, "the password in the file lets one in");
+    let file = file.unwrap();
+    assert_eq!(file.mode() & 0o777, 0o600, "only its owner can read it");
+    let expected = if nix::unistd::Uid::effective().is_root() {
+        nix::unistd::User::from_name(SERVER_USER)
+            .unwrap()
+            .expect("the server user exists")
+            .uid
+            .as_raw()
+    } else {
+        nix::unistd::Uid::effective().as_raw()
+    };
+    assert_eq!(
+        server_uids, [expected; 4],
+        "PostgreSQL runs as {SERVER_USER}"
+    );
+    assert_eq!(file.uid(), expected, "the file is the server user's");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap();
+    assert_ne!(nobody.map(|nobody| nobody.uid.as_raw()), Some(expected));
 }
 
 #[tokio::test]

@@ -97,7 +97,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings(database.config());
     configure(&mut settings);
     let config = database.config().clone();
-    spawn_app_on(pool, config, settings, Some(database), secret).await
+    spawn_app_on(
+        pool,
+        config,
+        settings,
+        Some(database),
+        secret,
+        Reachable::Yes,
+    )
+    .await
 }
 
 /// The settings of an app under test on the database `config` names: the defaults, on a free
@@ -127,6 +135,7 @@ pub async fn spawn_app_on_cluster(cluster: &PrivateCluster) -> TestApp {
         test_settings(&cluster.config()),
         None,
         secret,
+        Reachable::Yes,
     )
     .await
 }
@@ -168,7 +177,15 @@ pub async fn spawn_app_without_database() -> TestApp {
     let secret = orders::app::authentication::IssuedSecret::generate().secret;
     let pool = storage::connect_pool(config.clone(), 2);
     let settings = test_settings(&config);
-    spawn_app_on(pool, config, settings, None, secret).await
+    spawn_app_on(pool, config, settings, None, secret, Reachable::No).await
+}
+
+/// Whether an app's database can be reached, so that its start is finished only once the app
+/// has opened the connections it opens in the background.
+#[derive(PartialEq)]
+enum Reachable {
+    Yes,
+    No,
 }
 
 async fn spawn_app_on(
@@ -177,6 +194,7 @@ async fn spawn_app_on(
     settings: Settings,
     database: Option<TestDatabase>,
     secret: String,
+    reachable: Reachable,
 ) -> TestApp {
     let app = Application::build(&settings)
         .await
@@ -197,7 +215,8 @@ async fn spawn_app_on(
             .await
             .expect("the app serves until it is stopped");
     });
-    TestApp {
+    let shared_connections = settings.db_shared_connections;
+    let app = TestApp {
         client: typed_client_with_key(&address, &secret),
         http: http_client_with_key(&secret),
         anonymous: reqwest::Client::new(),
@@ -212,7 +231,11 @@ async fn spawn_app_on(
         running: Some(running),
         database,
         answers,
+    };
+    if reachable == Reachable::Yes {
+        app.until_shared_connections_open(shared_connections).await;
     }
+    app
 }
 
 impl TestApp {
@@ -306,8 +329,28 @@ impl TestApp {
             settings,
             None,
             self.secret.clone(),
+            Reachable::Yes,
         )
         .await
+    }
+
+    /// Waits until the app has opened its `count` shared connections, which it opens in the
+    /// background once started; fails after 10 s.
+    ///
+    /// Until then, one of them may be authenticating on this test's runtime, and a test that
+    /// ended meanwhile would deadlock dropping its database: the drop blocks that runtime, and
+    /// PostgreSQL's DROP DATABASE waits for every backend to take note of it, one still
+    /// authenticating included, which waits for the client that the drop blocks.
+    async fn until_shared_connections_open(&self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        eventually(
+            "the app's shared connections open",
+            Duration::from_secs(10),
+            async || self.gauge("db_shared_connections_open").await == count as f64,
+        )
+        .await;
     }
 
     /// Begins this app's shutdown, as SIGTERM would, and returns its serving task, which

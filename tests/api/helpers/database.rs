@@ -37,6 +37,18 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 static TEST_SERVER: OnceLock<TestServer> = OnceLock::new();
 
+/// How long a session may take to authenticate on the private test cluster (PostgreSQL's
+/// default is a minute), well past what a password exchange takes and well inside
+/// [`CLEANUP_TIMEOUT`].
+///
+/// A session still authenticating holds up every DROP DATABASE on its server (PostgreSQL
+/// waits for each backend to take note of a drop, and one authenticating cannot), and a
+/// test's drop blocks the test's runtime, which may be the very client of that session: an
+/// app under test opening a connection in the background as the test ends. The app's own
+/// background connections are waited for when it starts (see `spawn_app`); this bounds the
+/// rest, so that such a drop is late rather than failed.
+const AUTHENTICATION_TIMEOUT: &str = "3s";
+
 fn test_server() -> &'static TestServer {
     // Never dropped: the cluster runs until the process exits, which stops it.
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -59,7 +71,11 @@ fn test_server() -> &'static TestServer {
                         .expect("TEST_DATABASE_URL is a connection string"),
                     Err(_) => {
                         let cluster = runtime
-                            .block_on(Cluster::start(&cluster_dir(), Durability::Throwaway))
+                            .block_on(Cluster::start_with_settings(
+                                &cluster_dir(),
+                                Durability::Throwaway,
+                                &[("authentication_timeout", AUTHENTICATION_TIMEOUT)],
+                            ))
                             .expect("the test cluster starts");
                         CLUSTER
                             .get_or_init(|| cluster)
@@ -367,6 +383,8 @@ pub struct PrivateCluster {
     requested_dir: PathBuf,
     /// Where its files and socket are (the same folder, unless the server user cannot reach it).
     data_dir: PathBuf,
+    /// How to reach [`PrivateCluster::DATABASE`], password included, while it runs or not.
+    config: tokio_postgres::Config,
     cluster: Option<Cluster>,
 }
 
@@ -397,13 +415,14 @@ impl PrivateCluster {
         Self {
             requested_dir,
             data_dir,
+            config: cluster.connection_config(Self::DATABASE),
             cluster: Some(cluster),
         }
     }
 
     /// Connection settings for [`PrivateCluster::DATABASE`].
     pub fn config(&self) -> tokio_postgres::Config {
-        orders::embedded_postgres::connection_config(&self.data_dir, Self::DATABASE)
+        self.config.clone()
     }
 
     /// Stops the server (a fast shutdown) and waits until it has exited.
