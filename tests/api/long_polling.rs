@@ -339,7 +339,10 @@ async fn a_thousand_waiting_readers_with_as_many_limits_share_one_read_of_the_ne
     // seen to move again before every reader has taken its page is read once more for those it
     // wakes (seen once in many runs on a loaded machine). Never one per reader or per limit.
     let shared = woken_reads(&app).await - reads;
-    assert!((1.0..=3.0).contains(&shared), "{shared} reads for {READERS} readers");
+    assert!(
+        (1.0..=3.0).contains(&shared),
+        "{shared} reads for {READERS} readers"
+    );
 }
 
 /// How many reads of the feed the instance has made for readers woken from a wait.
