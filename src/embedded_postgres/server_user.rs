@@ -109,8 +109,9 @@ fn create_server_user() -> Result<RunAs, EmbeddedError> {
             .map_err(|error| EmbeddedError::NoServerUser {
                 detail: format!("running useradd failed: {error}"),
             })?;
-        // useradd's exit codes: 9, the name is taken (by a process that just made it);
-        // 10, the user database is locked (by another process making a user).
+        // useradd's exit codes: 9, the name is taken (by a process that just made it, found
+        // on the next look; or by a group of that name, which no retry mends, hence the
+        // deadline); 10, the user database is locked (by another process making a user).
         match output.status.code() {
             Some(0) => {
                 let user = look_up(SERVER_USER)?.ok_or_else(|| EmbeddedError::NoServerUser {
@@ -125,8 +126,7 @@ fn create_server_user() -> Result<RunAs, EmbeddedError> {
                 );
                 return Ok(user);
             }
-            Some(9) => {}
-            Some(10) if started.elapsed() < USER_DATABASE_LOCK_WAIT => {
+            Some(9 | 10) if started.elapsed() < USER_DATABASE_LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(100));
             }
             _ => {

@@ -301,8 +301,8 @@ async fn serve_connection(
         // Timed here instead (see the module docs).
         .header_read_timeout(None)
         // Bounds what one connection's unfinished head can hold in memory; a longer head is
-        // refused by hyper's parser with a bare 431 (or 414 for the URI) and the connection
-        // closed.
+        // refused by hyper's parser with a bare 431 and the connection closed (hyper's own
+        // 64 KiB bound on a URI, and its 414, lie past it).
         .max_buf_size(MAX_REQUEST_HEAD_BYTES)
         // A client may send its request whole and shut its side at once: answer it anyway
         // (the request timeout still bounds it).

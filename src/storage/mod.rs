@@ -19,7 +19,10 @@ pub mod shared_connections;
 mod shared_sql;
 pub mod tls;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, error::SqlState, types::ToSql};
@@ -218,11 +221,20 @@ const ROWS_BETWEEN_YIELDS: u32 = 1024;
 pub struct Reader {
     pool: Pool,
     shared: shared_connections::SharedConnections,
+    /// Places for reads that met a lock on a shared connection and wait for it on a pooled
+    /// one: half the pool, so that reads of a locked table cannot take every pooled
+    /// connection from the writes and reads of other tables.
+    lock_waits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Reader {
     pub fn new(pool: Pool, shared: shared_connections::SharedConnections) -> Self {
-        Self { pool, shared }
+        let lock_waits = (pool.status().max_size / 2).max(1);
+        Self {
+            pool,
+            shared,
+            lock_waits: Arc::new(tokio::sync::Semaphore::new(lock_waits)),
+        }
     }
 
     pub fn shared(&self) -> &shared_connections::SharedConnections {
@@ -239,8 +251,14 @@ impl Reader {
         match self.shared.query(sql, params).await {
             Some(Ok(rows)) => return Ok(rows),
             // A lock stands in its way: it waits for it on a connection of its own, up to the
-            // lock timeout, instead of holding up the reads queued behind it.
-            Some(Err(error)) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {}
+            // lock timeout, instead of holding up the reads queued behind it; or, with as many
+            // waiting so already as may, it is answered as a lock timeout at once.
+            Some(Err(error)) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                let Ok(_place) = self.lock_waits.try_acquire() else {
+                    return Err(error.into());
+                };
+                return Box::pin(self.query_alone(sql, params)).await;
+            }
             // The shared connection broke under it, or the server ended it (it is being
             // replaced): a read can simply be asked again, on a connection of its own.
             Some(Err(error)) if !StoreError::classify_quietly(&error).is_unavailable() => {

@@ -30,9 +30,11 @@ impl Display for Bounded<'_> {
         let bytes = self.0;
         let mut end = bytes.len().min(MAX_FIELD_BYTES);
         // Back to the first byte of the character the cut falls in (UTF-8's continuation bytes
-        // are 0b10xx_xxxx), so that no character is shown in part.
+        // are 0b10xx_xxxx), so that no character is shown in part: three bytes back at most, as
+        // a character has four, so that bytes that are no text at all are still shown.
         if end < bytes.len() {
-            while end > 0 && bytes[end] & 0xC0 == 0x80 {
+            let floor = end.saturating_sub(3);
+            while end > floor && bytes[end] & 0xC0 == 0x80 {
                 end -= 1;
             }
         }
@@ -52,6 +54,24 @@ impl Display for Bounded<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_no_text_are_cut_near_the_bound_not_dropped() {
+        let noise = vec![0x80u8; 2 * MAX_FIELD_BYTES];
+        let shown = Bounded::bytes(&noise).to_string();
+        assert!(
+            shown.ends_with(&format!("…({} bytes)", noise.len())),
+            "{shown}"
+        );
+        assert!(
+            shown
+                .chars()
+                .filter(|c| *c == char::REPLACEMENT_CHARACTER)
+                .count()
+                >= 1,
+            "{shown}"
+        );
+    }
 
     #[test]
     fn short_text_is_shown_whole_and_long_text_cut_and_marked() {

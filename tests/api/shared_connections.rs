@@ -149,11 +149,12 @@ async fn with_no_shared_connections_every_read_takes_a_pooled_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_table_costs_each_of_its_reads_the_lock_timeout_and_no_other_read_anything() {
     // Arrange: a lock timeout long enough to tell waiting it out once from waiting it out in
-    // turn, and a pool with room for every read of the locked table.
+    // turn, and a pool of 8, half of which reads of a locked table may wait on.
     const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+    const POOL: usize = 8;
     let app = spawn_app_with(|settings| {
         settings.db_lock_timeout = LOCK_TIMEOUT;
-        settings.db_pool_size = 16;
+        settings.db_pool_size = POOL;
     })
     .await;
     let service = app.create_service("Inspection").await;
@@ -175,12 +176,22 @@ async fn a_locked_table_costs_each_of_its_reads_the_lock_timeout_and_no_other_re
             })
         })
         .collect();
-    app.wait_for_lock_waiters("the reads of orders", 12, || {
+    app.wait_for_lock_waiters("the reads of orders", POOL as i64 / 2, || {
         reads.iter().any(|read| !read.is_finished())
     })
     .await;
-    // ... and, while they wait, reads of another table, of the feed and of readiness.
-    let mut others = Vec::new();
+    // ... and, while they wait, a write and reads of another table, of the feed and of
+    // readiness.
+    let sent = Instant::now();
+    let created = app
+        .http
+        .post(app.url("/services"))
+        .json(&serde_json::json!({"name": "Made while orders are locked"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let mut others = vec![("POST /services".to_owned(), created, sent.elapsed())];
     for path in [
         format!("/services/{service}"),
         "/services".to_owned(),
@@ -198,7 +209,7 @@ async fn a_locked_table_costs_each_of_its_reads_the_lock_timeout_and_no_other_re
     lock.release().await;
 
     // Assert: each read of orders waited out the lock timeout once, in parallel with the
-    // others, not in turn behind them...
+    // others, not in turn behind them (or, past half the pool, was answered at once)...
     for (status, took) in &answered {
         assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
@@ -209,7 +220,7 @@ async fn a_locked_table_costs_each_of_its_reads_the_lock_timeout_and_no_other_re
     // ... and the other reads were answered at once (the figure is a few milliseconds; the
     // bound only needs to tell it from a lock wait).
     for (path, status, took) in &others {
-        assert_eq!(*status, StatusCode::OK, "{path}");
+        assert!(status.is_success(), "{path}: {status}");
         assert!(
             *took < LOCK_TIMEOUT / 2,
             "{path} took {took:?} while the table was locked"

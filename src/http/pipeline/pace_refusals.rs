@@ -6,7 +6,8 @@
 //! meanwhile. A client that is merely misconfigured sends far fewer than the budget.
 //!
 //! At most [`MAX_PACED`] refusals wait at once, so that pacing cannot hold more connections
-//! than that; past it, refusals are answered at once again.
+//! than that; past it, a refusal is answered at once with its connection closed after, so
+//! that a client must connect anew for each.
 
 use std::{
     num::NonZeroU32,
@@ -18,7 +19,10 @@ use std::{
 };
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use poem::{Endpoint, Request, Response};
+use poem::{
+    Endpoint, Request, Response,
+    http::{HeaderValue, header},
+};
 
 use super::{Stage, answer};
 
@@ -64,11 +68,40 @@ impl Stage for PaceRefusals {
         if response.extensions().get::<RefusedWithoutKey>().is_none() || budget.check().is_ok() {
             return response;
         }
-        let waiting = self.paced.fetch_add(1, Ordering::AcqRel);
-        if waiting < MAX_PACED {
-            tokio::time::sleep(PACE).await;
+        match Paced::join(&self.paced) {
+            Some(_paced) => tokio::time::sleep(PACE).await,
+            // As many wait as may: answered at once, but its connection closed after, so that
+            // the client must connect anew for its next.
+            None => {
+                let mut response = response;
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
         }
-        self.paced.fetch_sub(1, Ordering::AcqRel);
         response
+    }
+}
+
+/// A refusal counted among those waiting out their pace, until dropped (however its request
+/// ends).
+struct Paced<'a>(&'a AtomicUsize);
+
+impl<'a> Paced<'a> {
+    /// Counts a refusal in, unless [`MAX_PACED`] wait already.
+    fn join(paced: &'a AtomicUsize) -> Option<Self> {
+        paced
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < MAX_PACED).then_some(count + 1)
+            })
+            .ok()
+            .map(|_| Self(paced))
+    }
+}
+
+impl Drop for Paced<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

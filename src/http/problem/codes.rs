@@ -169,8 +169,8 @@ error_codes! {
         "concurrent writes kept aborting this one, even after retries; nothing changed; retry after `Retry-After` seconds",
         concat!("concurrent writes to the same records kept aborting this one; nothing was changed; retry in ", retry_after_seconds!(), " seconds"));
     Overloaded = (503, "OVERLOADED", "overloaded", "Overloaded",
-        "the instance was working on as many requests as it takes at once, and no place came free within the queue wait; nothing changed; retry after `Retry-After` seconds",
-        concat!("the service was working on as many requests as it takes at once, and none finished within its queue wait; nothing was changed; retry in ", overloaded_retry_after_seconds!(), " second"));
+        "the instance was working on as many requests as it takes at once, and no place came free within the queue wait (or the line was full); nothing changed; retry after `Retry-After` seconds",
+        concat!("the service was working on as many requests as it takes at once, and no place came free in time; nothing was changed; retry in ", overloaded_retry_after_seconds!(), " second"));
 }
 
 impl ErrorCode {
