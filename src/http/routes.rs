@@ -132,13 +132,12 @@ impl Route {
         names.join(", ")
     }
 
-    /// Whether the operation of `method` reads the query parameter `name` (HEAD is served by
-    /// GET).
-    pub fn reads_query_parameter(&self, method: &Method, name: &str) -> bool {
+    /// Whether the operation of `method` reads any query parameter (HEAD is served by GET).
+    pub fn reads_query(&self, method: &Method) -> bool {
         let method = served_as(method);
         self.query_parameters
             .iter()
-            .any(|(read_by, names)| read_by == method && names.iter().any(|known| known == name))
+            .any(|(read_by, names)| read_by == method && !names.is_empty())
     }
 
     /// The scope a request with `method` needs, if it goes to a protected operation (HEAD is
