@@ -23,8 +23,8 @@ pub struct Route {
     template: Vec<String>,
     methods: Vec<Method>,
     protected: Vec<(Method, Scope)>,
-    /// The query parameters each method's operation reads.
-    query_parameters: Vec<(Method, Vec<String>)>,
+    /// The methods whose operations read a query.
+    query_readers: Vec<Method>,
 }
 
 /// The route a request's path matched, if any: found once, by the pipeline's first stages,
@@ -64,25 +64,22 @@ impl RouteTable {
                     )
                 })
                 .collect();
-            let query_parameters = path
+            let query_readers = path
                 .operations
                 .iter()
-                .map(|op| {
-                    let names = op
-                        .params
+                .filter(|op| {
+                    op.params
                         .iter()
-                        .filter(|param| param.in_type == MetaParamIn::Query)
-                        .map(|param| param.name.clone())
-                        .collect();
-                    (op.method.clone(), names)
+                        .any(|param| param.in_type == MetaParamIn::Query)
                 })
+                .map(|op| op.method.clone())
                 .collect();
             table.0.push(Arc::new(Route {
                 template: segments(&path.path),
                 path: path.path,
                 methods,
                 protected,
-                query_parameters,
+                query_readers,
             }));
         }
         table
@@ -95,7 +92,7 @@ impl RouteTable {
             template: segments(template),
             methods,
             protected: Vec::new(),
-            query_parameters: Vec::new(),
+            query_readers: Vec::new(),
         }));
     }
 
@@ -134,10 +131,7 @@ impl Route {
 
     /// Whether the operation of `method` reads any query parameter (HEAD is served by GET).
     pub fn reads_query(&self, method: &Method) -> bool {
-        let method = served_as(method);
-        self.query_parameters
-            .iter()
-            .any(|(read_by, names)| read_by == method && !names.is_empty())
+        self.query_readers.contains(served_as(method))
     }
 
     /// The scope a request with `method` needs, if it goes to a protected operation (HEAD is

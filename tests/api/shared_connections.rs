@@ -10,28 +10,12 @@ use reqwest::StatusCode;
 
 use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
-/// The value of the unlabelled series `name` in the app's metrics.
-async fn gauge(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .anonymous
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
 /// Waits until the app's shared connections are all open; fails after 10 s.
 async fn until_shared_connections_open(app: &TestApp) {
     let started = Instant::now();
     loop {
-        let configured = gauge(app, "db_shared_connections").await;
-        if configured > 0.0 && gauge(app, "db_shared_connections_open").await == configured {
+        let configured = app.gauge("db_shared_connections").await;
+        if configured > 0.0 && app.gauge("db_shared_connections_open").await == configured {
             return;
         }
         assert!(
@@ -52,7 +36,7 @@ async fn two_hundred_reads_at_once_are_served_without_taking_pooled_connections(
         .create_order("2023-05-01T10:00:00Z", 1.0, &[&service])
         .await;
     until_shared_connections_open(&app).await;
-    let pooled_before = gauge(&app, "db_pool_size").await;
+    let pooled_before = app.gauge("db_pool_size").await;
 
     // Act
     let paths = [
@@ -68,7 +52,7 @@ async fn two_hundred_reads_at_once_are_served_without_taking_pooled_connections(
     for answer in answers {
         assert_eq!(answer.status(), StatusCode::OK);
     }
-    assert_eq!(gauge(&app, "db_pool_size").await, pooled_before);
+    assert_eq!(app.gauge("db_pool_size").await, pooled_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,8 +126,8 @@ async fn with_no_shared_connections_every_read_takes_a_pooled_one() {
     for answer in answers {
         assert_eq!(answer.status(), StatusCode::OK);
     }
-    assert_eq!(gauge(&app, "db_shared_connections").await, 0.0);
-    assert!(gauge(&app, "db_pool_size").await >= 1.0);
+    assert_eq!(app.gauge("db_shared_connections").await, 0.0);
+    assert!(app.gauge("db_pool_size").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
